@@ -1,0 +1,84 @@
+# llamachatd: build, run and test. `make run` and `make test` install what
+# they need on Debian (as root) or print the apt-get line to run.
+
+VERSION := 0.1.0
+CC ?= cc
+SANITIZE ?=
+PKGS := libevent libcurl jansson lmdb libconfig
+
+# Each compiler and sanitizer setting builds into its own tree.
+BUILD := build/$(notdir $(CC))$(if $(SANITIZE),-sanitize)
+
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(WARNINGS) -DLLAMACHATD_VERSION='"$(VERSION)"'
+ifeq ($(SANITIZE),1)
+  OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+else
+  OPT := -O2
+endif
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) cmocka 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon $(CFLAGS)
+ALL_LDFLAGS = $(OPT) $(LDFLAGS)
+
+DAEMON_SRCS := $(wildcard daemon/*.c)
+CORE_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+IT_TESTS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/it_%,$(wildcard tests/integration/test_*.c))
+IT_OBJS := $(BUILD)/tests/integration/harness.o
+FAKE := $(BUILD)/tests/fake_upstream
+
+DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
+
+# Keep objects that only pattern rules mention.
+.SECONDARY:
+
+.PHONY: all deps run test tests check-config clean format check-style
+
+all: deps $(BUILD)/llamachatd
+
+deps:
+	@scripts/deps.sh $(DEPS_FLAGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/llamachatd: $(BUILD)/daemon/main.o $(CORE_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(CORE_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+$(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+$(FAKE): $(BUILD)/tests/fake/fake_upstream.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+tests: deps $(BUILD)/llamachatd $(FAKE) $(UNIT_TESTS) $(IT_TESTS)
+
+# Runs every suite; the last line is "N passed, M failed".
+test: tests
+	@tests/run.sh $(BUILD)
+
+# Starts the daemon in the foreground with the repo's config (store in ./var).
+run: all
+	@mkdir -p var
+	exec $(BUILD)/llamachatd -c conf/llamachatd.conf
+
+check-config: all
+	$(BUILD)/llamachatd -t -c conf/llamachatd.conf
+
+format:
+	clang-format -i daemon/*.[ch] tests/*/*.[ch]
+
+check-style:
+	clang-format --dry-run --Werror daemon/*.[ch] tests/*/*.[ch]
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

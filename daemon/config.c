@@ -1,0 +1,368 @@
+/* config: loads and checks the libconfig file into a struct config. */
+#include "config.h"
+
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "address.h"
+
+enum setting_kind { SETTING_INT, SETTING_STRING, SETTING_LISTEN, SETTING_LOG_LEVEL };
+
+/* One known setting: where it lives, its type, and its bounds. */
+struct setting_spec {
+	const char *group; /* NULL: top level */
+	const char *name;
+	enum setting_kind kind;
+	size_t offset; /* into struct config */
+	long min, max; /* SETTING_INT only */
+};
+
+#define AT(field) offsetof(struct config, field)
+static const struct setting_spec config_specs[] = {
+	{NULL, "listen", SETTING_LISTEN, 0, 0, 0},
+	{"upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0},
+	{"upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0},
+	{"upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0},
+	{"upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000},
+	{"upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000},
+	{"upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30},
+	{"upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000},
+	{"store", "path", SETTING_STRING, AT(store_path), 0, 0},
+	{"store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20},
+	{"limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20},
+	{"limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20},
+	{"limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000},
+	{"limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000},
+	{"log", "level", SETTING_LOG_LEVEL, 0, 0, 0},
+};
+#undef AT
+#define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
+
+static const char *const config_groups[] = {"upstream", "store", "limits", "log"};
+#define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
+
+/* Fills the defaults; returns -1 only when out of memory. */
+static int
+config_set_defaults(struct config *c)
+{
+	c->listen[0] = strdup("127.0.0.1:8787");
+	c->listen_count = 1;
+	c->upstream_base_url = strdup("https://api.cloud.llamaindex.ai");
+	c->connect_timeout_ms = 5000;
+	c->request_timeout_ms = 60000;
+	c->max_response_bytes = 16L << 20;
+	c->max_in_flight = 1024;
+	c->store_path = strdup("/var/lib/llamachatd");
+	c->store_map_size_mb = 1024;
+	c->max_body_bytes = 1L << 20;
+	c->max_header_bytes = 16384;
+	c->client_timeout_ms = 30000;
+	c->drain_timeout_ms = 10000;
+	c->log_level = LOG_LEVEL_INFO;
+	if (c->listen[0] == NULL || c->upstream_base_url == NULL || c->store_path == NULL)
+		return -1;
+	return 0;
+}
+
+static void
+config_error_add(struct config_errors *errors, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+config_error_add(struct config_errors *errors, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	char **grown;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	grown = realloc(errors->lines, (errors->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return;
+	errors->lines = grown;
+	errors->lines[errors->count] = strdup(line);
+	if (errors->lines[errors->count] != NULL)
+		errors->count++;
+}
+
+/* Reports "file:line: group.name: reason" for a setting that is present. */
+static void
+config_setting_error(struct config_errors *errors, const char *path,
+    const config_setting_t *setting, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+config_setting_error(struct config_errors *errors, const char *path,
+    const config_setting_t *setting, const char *fmt, ...)
+{
+	char reason[384];
+	char name[128] = "";
+	const char *file = config_setting_source_file(setting);
+	const config_setting_t *parent = config_setting_parent(setting);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (parent != NULL && config_setting_name(parent) != NULL)
+		snprintf(name, sizeof(name), "%s.", config_setting_name(parent));
+	if (config_setting_name(setting) != NULL)
+		strncat(name, config_setting_name(setting), sizeof(name) - strlen(name) - 1);
+	config_error_add(errors, "%s:%u: %s: %s", file != NULL ? file : path,
+	    config_setting_source_line(setting), name, reason);
+}
+
+static const struct setting_spec *
+config_find_spec(const char *group, const char *name)
+{
+	for (size_t i = 0; i < SPEC_COUNT; i++) {
+		const struct setting_spec *s = &config_specs[i];
+		bool same_group = (group == NULL) ? s->group == NULL
+		                                  : (s->group != NULL && strcmp(s->group, group) == 0);
+		if (same_group && strcmp(s->name, name) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static bool
+config_is_group(const char *name)
+{
+	for (size_t i = 0; i < GROUP_COUNT; i++)
+		if (strcmp(config_groups[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+config_read_listen(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	int type = config_setting_type(s);
+	int count;
+
+	if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+		config_setting_error(errors, c->path, s, "must be a list of addresses, e.g. [ \"127.0.0.1:8787\" ]");
+		return;
+	}
+	count = config_setting_length(s);
+	if (count < 1 || count > CONFIG_MAX_LISTEN) {
+		config_setting_error(errors, c->path, s, "must hold 1 to %d addresses", CONFIG_MAX_LISTEN);
+		return;
+	}
+	for (size_t i = 0; i < c->listen_count; i++)
+		free(c->listen[i]);
+	c->listen_count = 0;
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
+		const char *text = config_setting_get_string(item);
+		struct address parsed;
+		const char *why;
+		if (text == NULL) {
+			config_setting_error(errors, c->path, s, "item %d must be a string", i + 1);
+			continue;
+		}
+		if (address_parse(text, &parsed, &why) != 0) {
+			config_setting_error(errors, c->path, s, "\"%s\": %s", text, why);
+			continue;
+		}
+		c->listen[c->listen_count] = strdup(text);
+		if (c->listen[c->listen_count] != NULL)
+			c->listen_count++;
+	}
+}
+
+/* Accepts https:// anywhere, plain http:// only to a loopback host, so the key
+ * never crosses a network in clear text. */
+static const char *
+config_check_base_url(const char *url)
+{
+	const char *host;
+	size_t host_len;
+
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else
+		return "must start with https:// (or http:// to a loopback address)";
+	host_len = strcspn(host, "/?#");
+	if (host_len == 0)
+		return "has no host";
+	if (host[host_len] == '?' || host[host_len] == '#')
+		return "must not carry a query or fragment";
+	if (memchr(host, '@', host_len) != NULL)
+		return "must not carry credentials";
+	if (url[4] == ':') { /* plain http */
+		bool loopback = strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost", 9) == 0 ||
+		    strncmp(host, "[::1]", 5) == 0;
+		size_t name_len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
+		if (!loopback || (host[0] == 'l' && name_len != 9))
+			return "plain http:// is only allowed to a loopback address; use https://";
+	}
+	for (const char *p = url; *p != '\0'; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return "must not contain spaces or control characters";
+	return NULL;
+}
+
+static void
+config_read_setting(struct config *c, const struct setting_spec *spec,
+    const config_setting_t *s, struct config_errors *errors)
+{
+	int type = config_setting_type(s);
+
+	switch (spec->kind) {
+	case SETTING_LISTEN:
+		config_read_listen(c, s, errors);
+		return;
+	case SETTING_INT: {
+		long long value;
+		if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+			config_setting_error(errors, c->path, s, "must be an integer");
+			return;
+		}
+		value = config_setting_get_int64(s);
+		if (value < spec->min || value > spec->max) {
+			config_setting_error(errors, c->path, s, "must be from %ld to %ld, not %lld",
+			    spec->min, spec->max, value);
+			return;
+		}
+		*(long *)((char *)c + spec->offset) = (long)value;
+		return;
+	}
+	case SETTING_STRING: {
+		const char *value;
+		char **field = (char **)((char *)c + spec->offset);
+		if (type != CONFIG_TYPE_STRING) {
+			config_setting_error(errors, c->path, s, "must be a string");
+			return;
+		}
+		value = config_setting_get_string(s);
+		if (value[0] == '\0') {
+			config_setting_error(errors, c->path, s, "must not be empty");
+			return;
+		}
+		free(*field);
+		*field = strdup(value);
+		return;
+	}
+	case SETTING_LOG_LEVEL:
+		if (type != CONFIG_TYPE_STRING ||
+		    log_level_parse(config_setting_get_string(s), &c->log_level) != 0)
+			config_setting_error(errors, c->path, s,
+			    "must be one of \"error\", \"warning\", \"info\", \"debug\"");
+		return;
+	}
+}
+
+/* Walks every setting in the file: known ones are read and checked, unknown
+ * ones are reported, so a typo never silently falls back to a default. */
+static void
+config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
+{
+	config_setting_t *root = config_root_setting(cfg);
+	int count = config_setting_length(root);
+
+	for (int i = 0; i < count; i++) {
+		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const struct setting_spec *spec = config_find_spec(NULL, name);
+		if (spec != NULL) {
+			config_read_setting(c, spec, s, errors);
+			continue;
+		}
+		if (!config_is_group(name)) {
+			config_setting_error(errors, c->path, s, "unknown setting");
+			continue;
+		}
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
+			config_setting_error(errors, c->path, s, "must be a group { ... }");
+			continue;
+		}
+		int members = config_setting_length(s);
+		for (int j = 0; j < members; j++) {
+			config_setting_t *m = config_setting_get_elem(s, (unsigned)j);
+			spec = config_find_spec(name, config_setting_name(m));
+			if (spec == NULL)
+				config_setting_error(errors, c->path, m, "unknown setting");
+			else
+				config_read_setting(c, spec, m, errors);
+		}
+	}
+
+	config_setting_t *url = config_lookup(cfg, "upstream.base_url");
+	if (url != NULL && c->upstream_base_url != NULL) {
+		const char *why = config_check_base_url(c->upstream_base_url);
+		size_t len = strlen(c->upstream_base_url);
+		if (why != NULL)
+			config_setting_error(errors, c->path, url, "%s", why);
+		while (len > 0 && c->upstream_base_url[len - 1] == '/')
+			c->upstream_base_url[--len] = '\0';
+	}
+}
+
+struct config *
+config_load(const char *path, struct config_errors *errors)
+{
+	struct config *c;
+	config_t cfg;
+
+	errors->lines = NULL;
+	errors->count = 0;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->path = strdup(path)) == NULL || config_set_defaults(c) != 0) {
+		config_error_add(errors, "%s: out of memory", path);
+		config_free(c);
+		return NULL;
+	}
+
+	config_init(&cfg);
+	if (!config_read_file(&cfg, path)) {
+		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+			config_error_add(errors, "%s: cannot read the file", path);
+		else
+			config_error_add(errors, "%s:%d: %s",
+			    config_error_file(&cfg) != NULL ? config_error_file(&cfg) : path,
+			    config_error_line(&cfg), config_error_text(&cfg));
+	} else {
+		config_read_all(c, &cfg, errors);
+	}
+	config_destroy(&cfg);
+
+	if (errors->count > 0) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+config_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->listen_count; i++)
+		free(c->listen[i]);
+	free(c->path);
+	free(c->upstream_base_url);
+	free(c->upstream_api_key_file);
+	free(c->upstream_ca_file);
+	free(c->store_path);
+	free(c);
+}
+
+void
+config_errors_free(struct config_errors *errors)
+{
+	for (size_t i = 0; i < errors->count; i++)
+		free(errors->lines[i]);
+	free(errors->lines);
+	errors->lines = NULL;
+	errors->count = 0;
+}

@@ -1,0 +1,55 @@
+/* config: loads and checks the libconfig file into a struct config. */
+#ifndef LLAMACHATD_CONFIG_H
+#define LLAMACHATD_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/llamachatd/llamachatd.conf"
+#define CONFIG_MAX_LISTEN 16
+
+/* Everything the daemon reads from its file, defaults filled in. All strings
+ * are owned by the struct and freed by config_free(). */
+struct config {
+	char *path; /* the file this came from */
+
+	char *listen[CONFIG_MAX_LISTEN]; /* "host:port", "[v6]:port" or "unix:/path" */
+	size_t listen_count;
+
+	char *upstream_base_url;   /* no trailing slash */
+	char *upstream_api_key_file; /* NULL: use $LLAMA_CLOUD_API_KEY */
+	char *upstream_ca_file;    /* NULL: the system's trust store */
+	long connect_timeout_ms;
+	long request_timeout_ms;
+	long max_response_bytes;
+	long max_in_flight;
+
+	char *store_path;
+	long store_map_size_mb;
+
+	long max_body_bytes;
+	long max_header_bytes;
+	long client_timeout_ms;
+	long drain_timeout_ms; /* how long a stop waits for requests in flight */
+
+	enum log_level log_level;
+};
+
+/* Error messages collected while loading, each "file:line: setting: reason". */
+struct config_errors {
+	char **lines;
+	size_t count;
+};
+
+/* Loads and checks the file at path. On success returns a new config the
+ * caller frees with config_free(). On failure returns NULL and fills errors
+ * with every problem found (the caller frees them with
+ * config_errors_free()). */
+struct config *config_load(const char *path, struct config_errors *errors)
+	__attribute__((warn_unused_result));
+
+void config_free(struct config *config);
+void config_errors_free(struct config_errors *errors);
+
+#endif

@@ -1,0 +1,289 @@
+/* main: command line, start-up order, signals and the event loop of llamachatd. */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apikey.h"
+#include "chat.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+#include "upstream.h"
+
+#ifndef LLAMACHATD_VERSION
+#define LLAMACHATD_VERSION "unknown"
+#endif
+
+#define DRAIN_CHECK_MS 20
+
+/* Everything the running daemon holds, freed in reverse order by daemon_stop(). */
+struct daemon {
+	struct config *config;
+	struct event_base *base;
+	struct store *store;
+	struct upstream *upstream;
+	struct chat *chat;
+	struct server *server;
+	struct event *sigterm, *sigint, *sighup;
+	struct event *drain_check;
+	bool draining;
+	struct timeval drain_deadline;
+};
+
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+	    "usage: llamachatd [-t] [-c FILE]\n"
+	    "\n"
+	    "A caching proxy for the LlamaCloud chat API: clients call it instead of the\n"
+	    "cloud, it forwards their calls with the one real API key and remembers every\n"
+	    "chat session in a local LMDB store.\n"
+	    "\n"
+	    "  -c, --config FILE   the configuration file (default %s)\n"
+	    "  -t, --test-config   check the configuration and the API key source, then exit\n"
+	    "  -h, --help          show this help and exit\n"
+	    "  -V, --version       show the version and exit\n"
+	    "\n"
+	    "The API key is read from upstream.api_key_file, else from $%s;\n"
+	    "never from the command line.\n"
+	    "Signals: SIGTERM or SIGINT stop after requests in flight finish (a second one\n"
+	    "stops at once); SIGPIPE is ignored.\n",
+	    CONFIG_DEFAULT_PATH, APIKEY_ENV);
+}
+
+static struct config *
+load_config_or_report(const char *path)
+{
+	struct config_errors errors;
+	struct config *config = config_load(path, &errors);
+
+	for (size_t i = 0; i < errors.count; i++)
+		fprintf(stderr, "llamachatd: %s\n", errors.lines[i]);
+	config_errors_free(&errors);
+	return config;
+}
+
+static void
+daemon_exit_loop_when_drained(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval now;
+
+	(void)fd;
+	(void)what;
+	event_base_gettimeofday_cached(d->base, &now);
+	if (chat_pending(d->chat) == 0) {
+		event_base_loopexit(d->base, NULL);
+	} else if (evutil_timercmp(&now, &d->drain_deadline, >=)) {
+		log_warnx("stopping with %ld request(s) still in flight", chat_pending(d->chat));
+		event_base_loopexit(d->base, NULL);
+	}
+}
+
+static void
+daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	struct timeval now, drain = {d->config->drain_timeout_ms / 1000, (d->config->drain_timeout_ms % 1000) * 1000};
+	struct timeval every = {0, DRAIN_CHECK_MS * 1000};
+
+	(void)what;
+	if (d->draining) {
+		log_info("signal %d again: stopping now", (int)sig);
+		event_base_loopexit(d->base, NULL);
+		return;
+	}
+	d->draining = true;
+	log_info("signal %d: no longer accepting; stopping once %ld request(s) in flight finish", (int)sig,
+	    chat_pending(d->chat));
+	server_stop_accepting(d->server);
+	event_base_gettimeofday_cached(d->base, &now);
+	evutil_timeradd(&now, &drain, &d->drain_deadline);
+	d->drain_check = event_new(d->base, -1, EV_PERSIST, daemon_exit_loop_when_drained, d);
+	if (d->drain_check == NULL || event_add(d->drain_check, &every) != 0)
+		event_base_loopexit(d->base, NULL);
+	else
+		daemon_exit_loop_when_drained(-1, 0, d);
+}
+
+static void
+daemon_on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	log_warnx("SIGHUP: reloading is not supported yet; restart llamachatd to apply changes");
+}
+
+static void
+daemon_stop(struct daemon *d)
+{
+	/* Waiting clients are answered before their connections close; writes
+	 * already queued commit when the store closes. */
+	chat_free(d->chat);
+	server_free(d->server);
+	upstream_free(d->upstream);
+	store_close(d->store);
+	if (d->drain_check != NULL)
+		event_free(d->drain_check);
+	if (d->sigterm != NULL)
+		event_free(d->sigterm);
+	if (d->sigint != NULL)
+		event_free(d->sigint);
+	if (d->sighup != NULL)
+		event_free(d->sighup);
+	if (d->base != NULL)
+		event_base_free(d->base);
+}
+
+static int
+daemon_start(struct daemon *d)
+{
+	struct upstream_settings settings = {
+		.base_url = d->config->upstream_base_url,
+		.ca_file = d->config->upstream_ca_file,
+		.connect_timeout_ms = d->config->connect_timeout_ms,
+		.request_timeout_ms = d->config->request_timeout_ms,
+		.max_response_bytes = d->config->max_response_bytes,
+		.max_in_flight = d->config->max_in_flight,
+	};
+	char why[512];
+	char *key = NULL;
+
+	if (apikey_load(d->config->upstream_api_key_file, &key, why, sizeof(why)) != 0) {
+		log_errx("%s", why);
+		return -1;
+	}
+	if ((d->base = event_base_new()) == NULL) {
+		apikey_free(key);
+		log_errx("cannot create the event loop");
+		return -1;
+	}
+	if ((d->upstream = upstream_create(d->base, &settings, why, sizeof(why))) == NULL) {
+		apikey_free(key);
+		log_errx("%s", why);
+		return -1;
+	}
+	if (key == NULL)
+		log_warnx("no LlamaCloud API key: set $%s or upstream.api_key_file; "
+		          "lookups are served from the store, calls that need upstream get 503",
+		    APIKEY_ENV);
+	upstream_set_key(d->upstream, key);
+	if ((d->store = store_open(d->base, d->config->store_path, (size_t)d->config->store_map_size_mb, why,
+	         sizeof(why))) == NULL) {
+		log_errx("%s", why);
+		return -1;
+	}
+	if ((d->chat = chat_create(d->upstream, d->store, d->config->max_body_bytes)) == NULL) {
+		log_errx("out of memory");
+		return -1;
+	}
+	if ((d->server = server_create(d->base, d->config, d->chat, why, sizeof(why))) == NULL) {
+		log_errx("%s", why);
+		return -1;
+	}
+	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);
+	d->sigint = evsignal_new(d->base, SIGINT, daemon_on_stop_signal, d);
+	d->sighup = evsignal_new(d->base, SIGHUP, daemon_on_sighup, d);
+	if (d->sigterm == NULL || d->sigint == NULL || d->sighup == NULL || evsignal_add(d->sigterm, NULL) != 0 ||
+	    evsignal_add(d->sigint, NULL) != 0 || evsignal_add(d->sighup, NULL) != 0) {
+		log_errx("cannot install signal handlers");
+		return -1;
+	}
+	log_info("llamachatd %s ready: upstream %s, store %s (%ld sessions)", LLAMACHATD_VERSION,
+	    d->config->upstream_base_url, d->config->store_path, store_count(d->store));
+	return 0;
+}
+
+/* -t: the config parses and checks, and the key source can be read. */
+static int
+test_config(const struct config *config)
+{
+	char why[512];
+	char *key = NULL;
+
+	if (apikey_load(config->upstream_api_key_file, &key, why, sizeof(why)) != 0) {
+		fprintf(stderr, "llamachatd: %s\n", why);
+		return 1;
+	}
+	if (key == NULL)
+		fprintf(stderr, "llamachatd: warning: no API key: set $%s or upstream.api_key_file\n", APIKEY_ENV);
+	apikey_free(key);
+	printf("llamachatd: %s: configuration OK\n", config->path);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option options[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"test-config", no_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config_path = CONFIG_DEFAULT_PATH;
+	bool only_test = false;
+	struct daemon d;
+	int opt, rc = 1;
+
+	while ((opt = getopt_long(argc, argv, "c:thV", options, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 't':
+			only_test = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("llamachatd %s\n", LLAMACHATD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "llamachatd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	memset(&d, 0, sizeof(d));
+	if ((d.config = load_config_or_report(config_path)) == NULL)
+		return 1;
+	if (only_test) {
+		rc = test_config(d.config);
+		config_free(d.config);
+		return rc;
+	}
+	log_init(d.config->log_level, getenv("JOURNAL_STREAM") != NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_errx("cannot initialise libcurl");
+		config_free(d.config);
+		return 1;
+	}
+	if (daemon_start(&d) == 0) {
+		event_base_dispatch(d.base);
+		rc = 0;
+	}
+	daemon_stop(&d);
+	curl_global_cleanup();
+	if (rc == 0)
+		log_info("llamachatd stopped");
+	config_free(d.config);
+	libevent_global_shutdown();
+	return rc;
+}

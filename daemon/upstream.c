@@ -1,0 +1,500 @@
+/* upstream: forwards HTTP calls to LlamaCloud with libcurl's multi-socket API on the event loop.
+ *
+ * Driven like curl's hiperfifo example: the timer callback only re-arms one
+ * libevent timer, the socket callback keeps one persistent event per socket
+ * (attached with curl_multi_assign), and the event handlers call
+ * curl_multi_socket_action and then collect finished transfers. */
+#include "upstream.h"
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+struct upstream {
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;
+	struct upstream_settings settings; /* strings owned below */
+	char *base_url;
+	char *ca_file;
+	char *key;
+	long in_flight;
+	struct upstream_call *calls; /* every call in flight, for upstream_free */
+};
+
+struct upstream_call {
+	struct upstream *upstream;
+	struct upstream_call *prev, *next;
+	CURL *easy;
+	struct curl_slist *request_headers; /* holds the key: wiped before free */
+	void *body_copy;
+	upstream_done_cb done;
+	void *arg;
+	struct evbuffer *response_body;
+	struct evkeyvalq response_headers;
+	bool too_large;
+	char error_buffer[CURL_ERROR_SIZE];
+};
+
+/* Headers that describe one hop, or carry the client's own credentials, or
+ * that curl sets itself for the upstream hop. */
+static const char *const upstream_dropped_headers[] = {
+	"authorization", "cookie", "connection", "keep-alive", "proxy-authorization",
+	"proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding",
+	"upgrade", "host", "content-length", "expect", "accept-encoding",
+};
+
+bool
+upstream_header_is_forwarded(const char *name)
+{
+	for (size_t i = 0; i < sizeof(upstream_dropped_headers) / sizeof(upstream_dropped_headers[0]); i++)
+		if (strcasecmp(name, upstream_dropped_headers[i]) == 0)
+			return false;
+	return true;
+}
+
+/* Upstream answer headers the client gets back; Set-Cookie and the rest stay
+ * behind. */
+static const char *const upstream_kept_response_headers[] = {
+	"content-type", "retry-after", "retry-after-ms", "x-should-retry",
+};
+
+static bool
+upstream_response_header_is_kept(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(upstream_kept_response_headers) / sizeof(upstream_kept_response_headers[0]); i++) {
+		const char *kept = upstream_kept_response_headers[i];
+		if (strlen(kept) == len && strncasecmp(name, kept, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void
+upstream_call_free(struct upstream_call *call)
+{
+	struct upstream *upstream = call->upstream;
+
+	if (call->easy != NULL) {
+		curl_multi_remove_handle(upstream->multi, call->easy);
+		curl_easy_cleanup(call->easy);
+	}
+	for (struct curl_slist *h = call->request_headers; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(call->request_headers);
+	free(call->body_copy);
+	if (call->response_body != NULL)
+		evbuffer_free(call->response_body);
+	evhttp_clear_headers(&call->response_headers);
+	if (call->prev != NULL)
+		call->prev->next = call->next;
+	else
+		upstream->calls = call->next;
+	if (call->next != NULL)
+		call->next->prev = call->prev;
+	upstream->in_flight--;
+	free(call);
+}
+
+static enum upstream_error
+upstream_classify(CURLcode code, bool too_large)
+{
+	if (too_large)
+		return UPSTREAM_ERR_TOO_LARGE;
+	switch (code) {
+	case CURLE_OK:
+		return UPSTREAM_OK;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return UPSTREAM_ERR_CONNECT;
+	case CURLE_OPERATION_TIMEDOUT:
+		return UPSTREAM_ERR_TIMEOUT;
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CACERT_BADFILE:
+		return UPSTREAM_ERR_TLS;
+	default:
+		return UPSTREAM_ERR_OTHER;
+	}
+}
+
+/* Hands every finished transfer to its callback, then frees it. */
+static void
+upstream_collect_finished(struct upstream *upstream)
+{
+	CURLMsg *msg;
+	int left;
+
+	while ((msg = curl_multi_info_read(upstream->multi, &left)) != NULL) {
+		struct upstream_call *call;
+		struct upstream_response response;
+		curl_off_t pretransfer = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+		memset(&response, 0, sizeof(response));
+		response.error = upstream_classify(msg->data.result, call->too_large);
+		response.error_text = call->too_large ? "the answer is larger than upstream.max_response_bytes"
+		    : call->error_buffer[0] != '\0' ? call->error_buffer
+		                                   : curl_easy_strerror(msg->data.result);
+		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &response.status);
+		curl_easy_getinfo(call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+		curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &response.total_seconds);
+		response.request_sent = pretransfer > 0 || response.status > 0;
+		response.body = call->response_body;
+		response.headers = &call->response_headers;
+		/* Remove before the callback, which may start new calls. */
+		curl_multi_remove_handle(upstream->multi, call->easy);
+		call->done(&response, call->arg);
+		upstream_call_free(call);
+	}
+}
+
+static void
+upstream_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *upstream = arg;
+	int running;
+
+	(void)fd;
+	(void)what;
+	curl_multi_socket_action(upstream->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	upstream_collect_finished(upstream);
+}
+
+static void
+upstream_on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *upstream = arg;
+	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	int running;
+
+	curl_multi_socket_action(upstream->multi, fd, action, &running);
+	upstream_collect_finished(upstream);
+	if (running <= 0)
+		evtimer_del(upstream->timer);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keep one persistent event per socket curl uses. */
+static int
+upstream_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct upstream *upstream = userp;
+	struct event *ev = socketp;
+	short kind;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (ev != NULL) {
+			event_free(ev);
+			curl_multi_assign(upstream->multi, fd, NULL);
+		}
+		return 0;
+	}
+	kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+	if (ev == NULL) {
+		ev = event_new(upstream->base, fd, kind, upstream_on_socket_event, upstream);
+		if (ev == NULL)
+			return -1;
+		curl_multi_assign(upstream->multi, fd, ev);
+	} else {
+		event_del(ev);
+		event_assign(ev, upstream->base, fd, kind, upstream_on_socket_event, upstream);
+	}
+	event_add(ev, NULL);
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: only re-arms the timer; curl is never called from here. */
+static int
+upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct upstream *upstream = userp;
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+	(void)multi;
+	if (timeout_ms < 0)
+		evtimer_del(upstream->timer);
+	else
+		evtimer_add(upstream->timer, &tv);
+	return 0;
+}
+
+static size_t
+upstream_write_cb(char *data, size_t size, size_t count, void *userp)
+{
+	struct upstream_call *call = userp;
+	size_t len = size * count;
+
+	if (evbuffer_get_length(call->response_body) + len > (size_t)call->upstream->settings.max_response_bytes) {
+		call->too_large = true;
+		return 0; /* aborts the transfer */
+	}
+	if (evbuffer_add(call->response_body, data, len) != 0)
+		return 0;
+	return len;
+}
+
+static size_t
+upstream_header_cb(char *data, size_t size, size_t count, void *userp)
+{
+	struct upstream_call *call = userp;
+	size_t len = size * count;
+	const char *colon;
+	char name[32], value[256];
+	size_t name_len, value_len;
+
+	/* A new status line (after a 1xx) starts a new header block. */
+	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		evhttp_clear_headers(&call->response_headers);
+		return len;
+	}
+	colon = memchr(data, ':', len);
+	if (colon == NULL)
+		return len;
+	name_len = (size_t)(colon - data);
+	if (!upstream_response_header_is_kept(data, name_len) || name_len >= sizeof(name))
+		return len;
+	const char *v = colon + 1;
+	const char *end = data + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+		end--;
+	value_len = (size_t)(end - v);
+	if (value_len >= sizeof(value))
+		return len;
+	memcpy(name, data, name_len);
+	name[name_len] = '\0';
+	memcpy(value, v, value_len);
+	value[value_len] = '\0';
+	evhttp_remove_header(&call->response_headers, name);
+	evhttp_add_header(&call->response_headers, name, value);
+	return len;
+}
+
+struct upstream *
+upstream_create(struct event_base *base, const struct upstream_settings *settings, char *why, size_t why_size)
+{
+	struct upstream *upstream = calloc(1, sizeof(*upstream));
+
+	if (upstream == NULL)
+		goto oom;
+	upstream->base = base;
+	upstream->settings = *settings;
+	upstream->base_url = strdup(settings->base_url);
+	upstream->ca_file = settings->ca_file != NULL ? strdup(settings->ca_file) : NULL;
+	if (upstream->base_url == NULL || (settings->ca_file != NULL && upstream->ca_file == NULL))
+		goto oom;
+	upstream->settings.base_url = upstream->base_url;
+	upstream->settings.ca_file = upstream->ca_file;
+	upstream->multi = curl_multi_init();
+	upstream->timer = evtimer_new(base, upstream_on_timeout, upstream);
+	if (upstream->multi == NULL || upstream->timer == NULL)
+		goto oom;
+	curl_multi_setopt(upstream->multi, CURLMOPT_SOCKETFUNCTION, upstream_socket_cb);
+	curl_multi_setopt(upstream->multi, CURLMOPT_SOCKETDATA, upstream);
+	curl_multi_setopt(upstream->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
+	curl_multi_setopt(upstream->multi, CURLMOPT_TIMERDATA, upstream);
+	curl_multi_setopt(upstream->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	return upstream;
+oom:
+	snprintf(why, why_size, "upstream: out of memory");
+	upstream_free(upstream);
+	return NULL;
+}
+
+void
+upstream_free(struct upstream *upstream)
+{
+	if (upstream == NULL)
+		return;
+	while (upstream->calls != NULL)
+		upstream_call_free(upstream->calls);
+	if (upstream->multi != NULL)
+		curl_multi_cleanup(upstream->multi);
+	if (upstream->timer != NULL)
+		event_free(upstream->timer);
+	free(upstream->base_url);
+	free(upstream->ca_file);
+	upstream_set_key(upstream, NULL);
+	free(upstream);
+}
+
+void
+upstream_set_key(struct upstream *upstream, char *key)
+{
+	if (upstream->key != NULL) {
+		explicit_bzero(upstream->key, strlen(upstream->key));
+		free(upstream->key);
+	}
+	upstream->key = key;
+}
+
+bool
+upstream_has_key(const struct upstream *upstream)
+{
+	return upstream->key != NULL;
+}
+
+long
+upstream_in_flight(const struct upstream *upstream)
+{
+	return upstream->in_flight;
+}
+
+/* Builds the header list: the client's forwardable headers, then the key. */
+static int
+upstream_build_headers(struct upstream_call *call, const struct evkeyvalq *client_headers, bool has_body)
+{
+	const char *prefix = "Authorization: Bearer ";
+	bool has_content_type = false;
+	struct curl_slist *grown;
+	struct evkeyval *h;
+	char *line;
+	size_t size;
+
+	if (client_headers != NULL) {
+		TAILQ_FOREACH(h, client_headers, next) {
+			if (!upstream_header_is_forwarded(h->key))
+				continue;
+			if (strcasecmp(h->key, "content-type") == 0)
+				has_content_type = true;
+			size = strlen(h->key) + strlen(h->value) + 3;
+			if ((line = malloc(size)) == NULL)
+				return -1;
+			/* "Name;" is curl's way of sending a header with an empty value. */
+			if (h->value[0] == '\0')
+				snprintf(line, size, "%s;", h->key);
+			else
+				snprintf(line, size, "%s: %s", h->key, h->value);
+			grown = curl_slist_append(call->request_headers, line);
+			free(line);
+			if (grown == NULL)
+				return -1;
+			call->request_headers = grown;
+		}
+	}
+	/* Keep curl from inventing headers the client did not send. */
+	if (!has_content_type && has_body) {
+		if ((grown = curl_slist_append(call->request_headers, "Content-Type:")) == NULL)
+			return -1;
+		call->request_headers = grown;
+	}
+	if ((grown = curl_slist_append(call->request_headers, "Expect:")) == NULL)
+		return -1;
+	call->request_headers = grown;
+
+	size = strlen(prefix) + strlen(call->upstream->key) + 1;
+	if ((line = malloc(size)) == NULL)
+		return -1;
+	snprintf(line, size, "%s%s", prefix, call->upstream->key);
+	grown = curl_slist_append(call->request_headers, line);
+	explicit_bzero(line, size);
+	free(line);
+	if (grown == NULL)
+		return -1;
+	call->request_headers = grown;
+	return 0;
+}
+
+static int
+upstream_configure(struct upstream_call *call, const struct upstream_request *req)
+{
+	struct upstream *upstream = call->upstream;
+	const struct upstream_settings *s = &upstream->settings;
+	CURL *e = call->easy;
+	size_t url_size = strlen(upstream->base_url) + strlen(req->path_and_query) + 1;
+	char *url = malloc(url_size);
+	bool is_post = strcmp(req->method, "POST") == 0;
+	CURLcode rc = CURLE_OK;
+
+	if (url == NULL)
+		return -1;
+	snprintf(url, url_size, "%s%s", upstream->base_url, req->path_and_query);
+	rc |= curl_easy_setopt(e, CURLOPT_URL, url);
+	free(url); /* curl keeps its own copy */
+	rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, call);
+	rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->error_buffer);
+	rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	rc |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* the key goes to upstream only */
+	rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (s->ca_file != NULL)
+		rc |= curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
+	rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
+	rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_timeout_ms);
+	rc |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
+	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+	rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);
+	rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+	if (is_post) {
+		if (req->body_len > 0) {
+			if ((call->body_copy = malloc(req->body_len)) == NULL)
+				return -1;
+			memcpy(call->body_copy, req->body, req->body_len);
+		}
+		rc |= curl_easy_setopt(e, CURLOPT_POST, 1L);
+		rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body_copy != NULL ? call->body_copy : "");
+		rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	} else if (strcmp(req->method, "GET") == 0) {
+		rc |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	} else {
+		rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+	}
+	if (upstream_build_headers(call, req->client_headers, is_post) != 0)
+		return -1;
+	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->request_headers);
+	return rc == CURLE_OK ? 0 : -1;
+}
+
+struct upstream_call *
+upstream_forward(struct upstream *upstream, const struct upstream_request *req, upstream_done_cb done, void *arg)
+{
+	struct upstream_call *call;
+
+	if (upstream->key == NULL || upstream->in_flight >= upstream->settings.max_in_flight)
+		return NULL;
+	if ((call = calloc(1, sizeof(*call))) == NULL)
+		return NULL;
+	call->upstream = upstream;
+	call->done = done;
+	call->arg = arg;
+	TAILQ_INIT(&call->response_headers);
+	call->next = upstream->calls;
+	if (upstream->calls != NULL)
+		upstream->calls->prev = call;
+	upstream->calls = call;
+	upstream->in_flight++;
+
+	call->easy = curl_easy_init();
+	call->response_body = evbuffer_new();
+	if (call->easy == NULL || call->response_body == NULL || upstream_configure(call, req) != 0 ||
+	    curl_multi_add_handle(upstream->multi, call->easy) != CURLM_OK) {
+		log_warnx("upstream: cannot start a %s call", req->method);
+		upstream_call_free(call);
+		return NULL;
+	}
+	return call;
+}
+
+void
+upstream_cancel(struct upstream_call *call)
+{
+	if (call != NULL)
+		upstream_call_free(call);
+}

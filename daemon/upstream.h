@@ -1,0 +1,88 @@
+/* upstream: forwards HTTP calls to LlamaCloud with libcurl's multi-socket API on the event loop. */
+#ifndef LLAMACHATD_UPSTREAM_H
+#define LLAMACHATD_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct evbuffer;
+struct evkeyvalq;
+struct upstream;
+struct upstream_call;
+
+struct upstream_settings {
+	const char *base_url; /* "https://host[:port][/prefix]", no trailing slash */
+	const char *ca_file;  /* NULL: the system trust store */
+	long connect_timeout_ms;
+	long request_timeout_ms;
+	long max_response_bytes;
+	long max_in_flight;
+};
+
+enum upstream_error {
+	UPSTREAM_OK = 0,        /* an HTTP answer arrived; see status */
+	UPSTREAM_ERR_CONNECT,   /* could not reach upstream: nothing was sent */
+	UPSTREAM_ERR_TIMEOUT,   /* connect or request timeout */
+	UPSTREAM_ERR_TOO_LARGE, /* the answer passed max_response_bytes */
+	UPSTREAM_ERR_TLS,       /* the TLS peer could not be verified */
+	UPSTREAM_ERR_OTHER,     /* any other transfer failure */
+};
+
+/* What a finished call hands to its callback; everything in it belongs to the
+ * call and is freed right after the callback returns. */
+struct upstream_response {
+	enum upstream_error error;
+	const char *error_text; /* for logs; never holds the key */
+	bool request_sent;      /* false: upstream cannot have acted on it */
+	long status;            /* HTTP status when error == UPSTREAM_OK */
+	struct evbuffer *body;
+	/* Content-Type, Retry-After, Retry-After-Ms, X-Should-Retry as upstream
+	 * sent them; nothing else of upstream's headers is kept. */
+	struct evkeyvalq *headers;
+	double total_seconds;
+};
+
+typedef void (*upstream_done_cb)(const struct upstream_response *response, void *arg);
+
+/* What to send. The client's headers are filtered here: its credentials,
+ * cookies and hop-by-hop headers never reach upstream, and the real key is
+ * added. All of it is copied; the caller may free it once forward returns. */
+struct upstream_request {
+	const char *method;         /* "GET", "POST", "DELETE", ... */
+	const char *path_and_query; /* starts with '/' */
+	const struct evkeyvalq *client_headers; /* may be NULL */
+	const void *body;
+	size_t body_len;
+};
+
+/* Creates the engine on base. Returns NULL with a reason in why on failure;
+ * free it with upstream_free(). */
+struct upstream *upstream_create(struct event_base *base, const struct upstream_settings *settings,
+    char *why, size_t why_size) __attribute__((warn_unused_result));
+
+/* Cancels every call in flight (their callbacks do not run) and frees it. */
+void upstream_free(struct upstream *upstream);
+
+/* Takes ownership of key (from apikey_load(), may be NULL); the previous key
+ * is wiped. Calls already in flight keep the header they were sent with. */
+void upstream_set_key(struct upstream *upstream, char *key);
+
+bool upstream_has_key(const struct upstream *upstream);
+
+/* Starts a call. done runs exactly once, later, from the event loop, unless
+ * the call is cancelled first. Returns NULL without calling done when no key
+ * is set, max_in_flight calls are already running, or memory ran out. */
+struct upstream_call *upstream_forward(struct upstream *upstream, const struct upstream_request *req,
+    upstream_done_cb done, void *arg) __attribute__((warn_unused_result));
+
+/* Aborts a call whose callback has not run yet; done will not be called. */
+void upstream_cancel(struct upstream_call *call);
+
+/* Number of calls in flight. */
+long upstream_in_flight(const struct upstream *upstream);
+
+/* True for a client header that may be forwarded upstream as it is. */
+bool upstream_header_is_forwarded(const char *name);
+
+#endif

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Makes sure the Debian packages needed to build, run and test llamachatd are
+# installed: installs the missing ones when run as root, otherwise prints the
+# exact apt-get line to run and fails, so nothing half-builds.
+set -eu
+
+packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
+libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev"
+[ "${1:-}" = "--with-clang" ] && packages="$packages clang"
+
+missing=""
+for p in $packages; do
+	if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+	echo "deps: installing:$missing"
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
+	exit 0
+fi
+
+echo "deps: missing Debian packages:$missing" >&2
+echo "deps: install them as root with:" >&2
+echo "  apt-get update && apt-get install -y --no-install-recommends$missing" >&2
+exit 1

@@ -1,0 +1,413 @@
+/* harness: starts the fake upstream and the daemon as child processes on
+ * loopback, and makes HTTP calls to them, for the integration suites. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WAIT_STEP_MS 10
+#define START_WAIT_MS 10000
+#define STOP_WAIT_MS 15000
+
+static void
+sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static const char *
+env_or(const char *name, const char *fallback)
+{
+	const char *value = getenv(name);
+	return value != NULL && value[0] != '\0' ? value : fallback;
+}
+
+char *
+harness_make_dir(const char *name)
+{
+	char templ[512];
+	char *dir;
+
+	snprintf(templ, sizeof(templ), "%s/llamachatd-%s-XXXXXX", env_or("TMPDIR", "/tmp"), name);
+	dir = mkdtemp(templ);
+	return dir != NULL ? strdup(dir) : NULL;
+}
+
+static char *
+read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text;
+	long size;
+
+	if (f == NULL)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	text = malloc((size_t)size + 1);
+	if (text != NULL) {
+		size_t got = fread(text, 1, (size_t)size, f);
+		text[got] = '\0';
+	}
+	fclose(f);
+	return text;
+}
+
+/* Starts argv[0] with stdout and stderr into log_path and stdin from /dev/null. */
+static pid_t
+spawn(char *const argv[], const char *log_path, const char *key)
+{
+	pid_t pid = fork();
+
+	if (pid != 0)
+		return pid;
+	int in = open("/dev/null", O_RDONLY);
+	int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	if (in < 0 || out < 0)
+		_exit(127);
+	dup2(in, 0);
+	dup2(out, 1);
+	dup2(out, 2);
+	if (key != NULL)
+		setenv("LLAMA_CLOUD_API_KEY", key, 1);
+	else
+		unsetenv("LLAMA_CLOUD_API_KEY");
+	execv(argv[0], argv);
+	_exit(127);
+}
+
+static int
+wait_exit(pid_t pid, long wait_ms)
+{
+	int status;
+
+	for (long waited = 0; waited <= wait_ms; waited += WAIT_STEP_MS) {
+		pid_t got = waitpid(pid, &status, WNOHANG);
+		if (got == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+		if (got < 0)
+			return -1;
+		sleep_ms(WAIT_STEP_MS);
+	}
+	return -1;
+}
+
+int
+fake_start(struct fake_upstream *fake, const char *dir)
+{
+	char port_file[512], log_path[512];
+	char *argv[] = {(char *)env_or("FAKE_UPSTREAM_BIN", "fake_upstream"), "--port-file", port_file, "--key",
+	    HARNESS_KEY, NULL};
+
+	snprintf(fake->dir, sizeof(fake->dir), "%s", dir);
+	snprintf(port_file, sizeof(port_file), "%s/fake.port", dir);
+	snprintf(log_path, sizeof(log_path), "%s/fake.log", dir);
+	unlink(port_file);
+	fake->pid = spawn(argv, log_path, NULL);
+	if (fake->pid < 0)
+		return -1;
+	for (long waited = 0; waited < START_WAIT_MS; waited += WAIT_STEP_MS) {
+		char *text = read_file(port_file);
+		if (text != NULL) {
+			fake->port = atoi(text);
+			free(text);
+			return fake->port > 0 ? 0 : -1;
+		}
+		sleep_ms(WAIT_STEP_MS);
+	}
+	return -1;
+}
+
+void
+fake_stop(struct fake_upstream *fake)
+{
+	if (fake->pid <= 0)
+		return;
+	kill(fake->pid, SIGTERM);
+	if (wait_exit(fake->pid, STOP_WAIT_MS) < 0) {
+		kill(fake->pid, SIGKILL);
+		waitpid(fake->pid, NULL, 0);
+	}
+	fake->pid = 0;
+}
+
+json_t *
+fake_stats(const struct fake_upstream *fake)
+{
+	char url[128];
+	struct http_response r;
+	json_t *doc = NULL;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/stats", fake->port);
+	if (http_call("GET", url, NULL, NULL, 0, &r) == 0 && r.status == 200)
+		doc = json_loads(r.body, 0, NULL);
+	http_response_free(&r);
+	return doc;
+}
+
+long
+fake_count(const struct fake_upstream *fake, const char *counter)
+{
+	json_t *doc = fake_stats(fake);
+	long value = doc != NULL ? (long)json_integer_value(json_object_get(doc, counter)) : -1;
+
+	json_decref(doc);
+	return value;
+}
+
+int
+fake_fault(const struct fake_upstream *fake, const char *json)
+{
+	char url[128];
+	struct http_response r;
+	const char *headers[] = {"Content-Type: application/json", NULL};
+	int rc;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/fault", fake->port);
+	rc = http_call("POST", url, headers, json, strlen(json), &r) == 0 && r.status == 200 ? 0 : -1;
+	http_response_free(&r);
+	return rc;
+}
+
+void
+daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port, const char *extra_upstream,
+    const char *extra_limits, const char *extra_store)
+{
+	FILE *f;
+
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	snprintf(d->conf_path, sizeof(d->conf_path), "%s/llamachatd.conf", dir);
+	snprintf(d->log_path, sizeof(d->log_path), "%s/daemon.log", dir);
+	f = fopen(d->conf_path, "w");
+	if (f == NULL)
+		return;
+	fprintf(f,
+	    "listen = [ \"127.0.0.1:0\" ];\n"
+	    "upstream = {\n  base_url = \"http://127.0.0.1:%d\";\n  connect_timeout_ms = 2000;\n"
+	    "  request_timeout_ms = 10000;\n%s\n};\n"
+	    "store = {\n  path = \"%s/store\";\n%s\n};\n"
+	    "limits = {\n  drain_timeout_ms = 5000;\n%s\n};\n"
+	    "log = { level = \"debug\"; };\n",
+	    upstream_port, extra_upstream != NULL ? extra_upstream : "", dir, extra_store != NULL ? extra_store : "",
+	    extra_limits != NULL ? extra_limits : "");
+	fclose(f);
+}
+
+/* The daemon logs "listening on 127.0.0.1:PORT" once it is bound. */
+static int
+daemon_find_port(const struct daemon_process *d)
+{
+	char *log = read_file(d->log_path);
+	const char *at = log != NULL ? strstr(log, "listening on 127.0.0.1:") : NULL;
+	int port = at != NULL ? atoi(at + strlen("listening on 127.0.0.1:")) : 0;
+
+	free(log);
+	return port;
+}
+
+static void
+daemon_print_log(const struct daemon_process *d, const char *why)
+{
+	char *log = read_file(d->log_path);
+
+	fprintf(stderr, "---- %s; daemon log %s:\n%s----\n", why, d->log_path, log != NULL ? log : "(none)");
+	free(log);
+}
+
+int
+daemon_start(struct daemon_process *d, const char *key)
+{
+	char *argv[] = {(char *)env_or("LLAMACHATD_BIN", "llamachatd"), "-c", d->conf_path, NULL};
+
+	FILE *log = fopen(d->log_path, "w"); /* each start gets a fresh log */
+	if (log != NULL)
+		fclose(log);
+	d->port = 0;
+	d->pid = spawn(argv, d->log_path, key);
+	if (d->pid < 0)
+		return -1;
+	for (long waited = 0; waited < START_WAIT_MS; waited += WAIT_STEP_MS) {
+		if (daemon_log_contains(d, " ready: ") && (d->port = daemon_find_port(d)) > 0)
+			return 0;
+		if (waitpid(d->pid, NULL, WNOHANG) == d->pid) {
+			d->pid = 0;
+			daemon_print_log(d, "the daemon exited at start");
+			return -1;
+		}
+		sleep_ms(WAIT_STEP_MS);
+	}
+	daemon_print_log(d, "the daemon did not start in time");
+	return -1;
+}
+
+int
+daemon_stop(struct daemon_process *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return -1;
+	kill(d->pid, SIGTERM);
+	status = wait_exit(d->pid, STOP_WAIT_MS);
+	if (status < 0) {
+		kill(d->pid, SIGKILL);
+		waitpid(d->pid, NULL, 0);
+	}
+	d->pid = 0;
+	if (status != 0)
+		daemon_print_log(d, "the daemon did not stop cleanly");
+	return status;
+}
+
+void
+daemon_kill(struct daemon_process *d)
+{
+	if (d->pid <= 0)
+		return;
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, NULL, 0);
+	d->pid = 0;
+}
+
+bool
+daemon_log_contains(const struct daemon_process *d, const char *needle)
+{
+	char *log = read_file(d->log_path);
+	bool found = log != NULL && strstr(log, needle) != NULL;
+
+	free(log);
+	return found;
+}
+
+char *
+daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t size)
+{
+	snprintf(buf, size, "http://127.0.0.1:%d%s", d->port, path);
+	return buf;
+}
+
+struct growing {
+	char *data;
+	size_t len;
+};
+
+static size_t
+collect(char *data, size_t size, size_t count, void *userp)
+{
+	struct growing *g = userp;
+	size_t len = size * count;
+	char *grown = realloc(g->data, g->len + len + 1);
+
+	if (grown == NULL)
+		return 0;
+	memcpy(grown + g->len, data, len);
+	g->len += len;
+	grown[g->len] = '\0';
+	g->data = grown;
+	return len;
+}
+
+int
+http_call(const char *method, const char *url, const char *const *headers, const char *body, size_t body_len,
+    struct http_response *out)
+{
+	CURL *curl = curl_easy_init();
+	struct curl_slist *list = NULL;
+	struct growing got_body = {NULL, 0}, got_headers = {NULL, 0};
+	CURLcode rc;
+
+	memset(out, 0, sizeof(*out));
+	if (curl == NULL)
+		return -1;
+	for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+		list = curl_slist_append(list, headers[i]);
+	list = curl_slist_append(list, "Expect:");
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+	if (body != NULL) {
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	} else if (strcmp(method, "GET") == 0) {
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+	}
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(curl, CURLOPT_PROXY, "");
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got_body);
+	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, &got_headers);
+	rc = curl_easy_perform(curl);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out->status);
+	else
+		fprintf(stderr, "http_call %s %s: %s\n", method, url, curl_easy_strerror(rc));
+	curl_slist_free_all(list);
+	curl_easy_cleanup(curl);
+	out->body = got_body.data != NULL ? got_body.data : strdup("");
+	out->body_len = got_body.len;
+	out->headers = got_headers.data != NULL ? got_headers.data : strdup("");
+	return rc == CURLE_OK ? 0 : -1;
+}
+
+void
+http_response_free(struct http_response *r)
+{
+	free(r->body);
+	free(r->headers);
+	memset(r, 0, sizeof(*r));
+}
+
+const char *
+http_header(const struct http_response *r, const char *name, char *buf, size_t size)
+{
+	size_t name_len = strlen(name);
+
+	for (const char *line = r->headers; line != NULL && *line != '\0';) {
+		const char *end = strstr(line, "\r\n");
+		size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+		if (len > name_len && strncasecmp(line, name, name_len) == 0 && line[name_len] == ':') {
+			const char *v = line + name_len + 1;
+			while (*v == ' ')
+				v++;
+			size_t vlen = len - (size_t)(v - line);
+			if (vlen >= size)
+				vlen = size - 1;
+			memcpy(buf, v, vlen);
+			buf[vlen] = '\0';
+			return buf;
+		}
+		line = end != NULL ? end + 2 : NULL;
+	}
+	return NULL;
+}
+
+int
+harness_unused_port(void)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bind(fd, (struct sockaddr *)&sin, sizeof(sin));
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	port = ntohs(sin.sin_port);
+	close(fd);
+	return port;
+}

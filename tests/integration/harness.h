@@ -1,0 +1,79 @@
+/* harness: starts the fake upstream and the daemon as child processes on
+ * loopback, and makes HTTP calls to them, for the integration suites. */
+#ifndef LLAMACHATD_HARNESS_H
+#define LLAMACHATD_HARNESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define HARNESS_KEY "llx-real-upstream-key-7f3a9c"
+
+struct fake_upstream {
+	pid_t pid;
+	int port;
+	char dir[256];
+};
+
+struct daemon_process {
+	pid_t pid;
+	int port;
+	char dir[256];
+	char log_path[300];
+	char conf_path[300];
+};
+
+struct http_response {
+	long status;
+	char *body; /* NUL-terminated */
+	size_t body_len;
+	char *headers; /* the raw header block */
+};
+
+/* A fresh directory for one test's files; the caller owns the string. */
+char *harness_make_dir(const char *name);
+
+/* Starts the fake with HARNESS_KEY as the one key it accepts. Returns 0 or -1. */
+int fake_start(struct fake_upstream *fake, const char *dir);
+void fake_stop(struct fake_upstream *fake);
+/* GET /_fake/stats as a new JSON object (caller decrefs), or NULL. */
+json_t *fake_stats(const struct fake_upstream *fake);
+/* One counter from the stats ("api_requests", "creates", "summaries"). */
+long fake_count(const struct fake_upstream *fake, const char *counter);
+/* POST /_fake/fault with a JSON text. Returns 0 or -1. */
+int fake_fault(const struct fake_upstream *fake, const char *json);
+
+/* Writes a config (listen on 127.0.0.1:0, store in dir/store, upstream at
+ * upstream_port) with extra settings text spliced into each group; returns
+ * its path in d->conf_path. */
+void daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port,
+    const char *extra_upstream, const char *extra_limits, const char *extra_store);
+
+/* Starts llamachatd with d->conf_path, stderr into dir/daemon.log, the key in
+ * $LLAMA_CLOUD_API_KEY unless key is NULL. Waits until it listens. */
+int daemon_start(struct daemon_process *d, const char *key);
+/* SIGTERM, then waits; returns the exit status (0 is a clean stop), or -1.
+ * Prints the daemon's log when the stop was not clean. */
+int daemon_stop(struct daemon_process *d);
+/* SIGKILL, then reaps it. */
+void daemon_kill(struct daemon_process *d);
+/* True when the daemon's log holds needle. */
+bool daemon_log_contains(const struct daemon_process *d, const char *needle);
+
+/* Runs one HTTP call to url. headers is a NULL-terminated list of "Name:
+ * value" lines, or NULL. Returns 0 once a response arrived, else -1. */
+int http_call(const char *method, const char *url, const char *const *headers, const char *body,
+    size_t body_len, struct http_response *out);
+void http_response_free(struct http_response *r);
+/* The value of header name in r (case-insensitive), copied into buf; NULL
+ * when absent. */
+const char *http_header(const struct http_response *r, const char *name, char *buf, size_t size);
+
+/* "http://127.0.0.1:PORT" + path, in a static buffer per call site. */
+char *daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t size);
+
+/* A loopback port nothing listens on (bound, then closed). */
+int harness_unused_port(void);
+
+#endif

@@ -1,0 +1,306 @@
+/* Integration: creating sessions through the daemon and looking them up from its store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static struct fake_upstream fake;
+static struct daemon_process daemon_proc;
+static char *dir;
+
+static const char *const sdk_headers[] = {
+	"Content-Type: application/json",
+	"Accept: application/json",
+	"Authorization: Bearer client-token-not-the-key",
+	"Cookie: session=browser-cookie",
+	"X-Stainless-Lang: js",
+	"User-Agent: LlamaCloud/JS 2.16.0",
+	NULL,
+};
+
+static int
+start_all(void **state)
+{
+	(void)state;
+	dir = harness_make_dir("create");
+	if (dir == NULL || fake_start(&fake, dir) != 0)
+		return -1;
+	daemon_write_config(&daemon_proc, dir, fake.port, NULL, NULL, NULL);
+	return daemon_start(&daemon_proc, HARNESS_KEY);
+}
+
+static int
+stop_all(void **state)
+{
+	int status = daemon_stop(&daemon_proc);
+
+	(void)state;
+	fake_stop(&fake);
+	free(dir);
+	return status == 0 ? 0 : -1;
+}
+
+/* Creates a session through the daemon; returns its id in id (64 bytes). */
+static void
+create_session(const char *body, char *id, struct http_response *out)
+{
+	char url[256];
+	json_t *doc;
+
+	assert_int_equal(http_call("POST", daemon_url(&daemon_proc, "/api/v1/chat?project_id=p-1", url, sizeof(url)),
+	                     sdk_headers, body, strlen(body), out),
+	    0);
+	assert_int_equal(out->status, 200);
+	doc = json_loads(out->body, 0, NULL);
+	assert_non_null(doc);
+	snprintf(id, 64, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	assert_true(strncmp(id, "ses-", 4) == 0);
+}
+
+static void
+test_create_sends_the_real_key_and_never_the_clients_credentials(void **state)
+{
+	struct http_response r;
+	char id[64];
+	json_t *stats, *last, *headers;
+	const char *body = "{\"index_ids\": [\"idx-1\", \"idx-2\"], \"shared_access\": \"query\"}";
+
+	(void)state;
+	create_session(body, id, &r);
+	http_response_free(&r);
+
+	stats = fake_stats(&fake);
+	last = json_object_get(stats, "last");
+	headers = json_object_get(last, "headers");
+	assert_string_equal(json_string_value(json_object_get(headers, "authorization")), "Bearer " HARNESS_KEY);
+	assert_null(json_object_get(headers, "cookie"));
+	assert_string_equal(json_string_value(json_object_get(headers, "x-stainless-lang")), "js");
+	assert_string_equal(json_string_value(json_object_get(headers, "content-type")), "application/json");
+	assert_string_equal(json_string_value(json_object_get(last, "uri")), "/api/v1/chat?project_id=p-1");
+	/* Fields the daemon does not know reach upstream untouched. */
+	assert_string_equal(json_string_value(json_object_get(last, "body")), body);
+	json_decref(stats);
+}
+
+static void
+test_created_session_is_served_from_the_store_without_upstream(void **state)
+{
+	struct http_response created, looked_up;
+	char id[64], path[128], url[256], value[64];
+	long before;
+
+	(void)state;
+	create_session("{}", id, &created);
+	before = fake_count(&fake, "api_requests");
+
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(looked_up.status, 200);
+	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
+	assert_string_equal(http_header(&looked_up, "Content-Type", value, sizeof(value)), "application/json");
+	/* Byte for byte what upstream answered, unknown fields included. */
+	assert_int_equal(looked_up.body_len, created.body_len);
+	assert_memory_equal(looked_up.body, created.body, created.body_len);
+	assert_non_null(strstr(looked_up.body, "x_future_field"));
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+	http_response_free(&created);
+	http_response_free(&looked_up);
+}
+
+static void
+test_lookup_miss_reads_through_then_hits(void **state)
+{
+	struct http_response direct, first, second;
+	char fake_url[128], path[128], url[256], value[64];
+	const char *key_header[] = {"Authorization: Bearer " HARNESS_KEY, NULL};
+	json_t *doc;
+	long summaries;
+
+	(void)state;
+	/* A session the daemon never saw: created at the fake directly. */
+	snprintf(fake_url, sizeof(fake_url), "http://127.0.0.1:%d/api/v1/chat", fake.port);
+	assert_int_equal(http_call("POST", fake_url, key_header, "", 0, &direct), 0);
+	doc = json_loads(direct.body, 0, NULL);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	summaries = fake_count(&fake, "summaries");
+
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &first), 0);
+	assert_int_equal(first.status, 200);
+	assert_string_equal(http_header(&first, "X-Cache", value, sizeof(value)), "MISS");
+	assert_string_equal(first.body, direct.body);
+	assert_int_equal(fake_count(&fake, "summaries"), summaries + 1);
+
+	assert_int_equal(http_call("GET", url, NULL, NULL, 0, &second), 0);
+	assert_int_equal(second.status, 200);
+	assert_string_equal(http_header(&second, "X-Cache", value, sizeof(value)), "HIT");
+	assert_string_equal(second.body, direct.body);
+	assert_int_equal(fake_count(&fake, "summaries"), summaries + 1);
+	http_response_free(&direct);
+	http_response_free(&first);
+	http_response_free(&second);
+}
+
+static void
+test_lookup_of_unknown_session_is_upstreams_404(void **state)
+{
+	struct http_response r;
+	char url[256], value[64];
+
+	(void)state;
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, "/api/v1/chat/ses-nobody/summary", url, sizeof(url)),
+	                     NULL, NULL, 0, &r),
+	    0);
+	assert_int_equal(r.status, 404);
+	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "MISS");
+	assert_non_null(strstr(r.body, "Session not found"));
+	http_response_free(&r);
+}
+
+static void
+test_sessions_survive_a_restart(void **state)
+{
+	struct http_response created, looked_up;
+	char id[64], path[128], url[256], value[64];
+	long before;
+
+	(void)state;
+	create_session("{\"index_ids\": null}", id, &created);
+	assert_int_equal(daemon_stop(&daemon_proc), 0);
+	assert_int_equal(daemon_start(&daemon_proc, HARNESS_KEY), 0);
+	before = fake_count(&fake, "api_requests");
+
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(looked_up.status, 200);
+	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
+	assert_string_equal(looked_up.body, created.body);
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+	http_response_free(&created);
+	http_response_free(&looked_up);
+}
+
+static void
+test_acknowledged_session_survives_kill_9(void **state)
+{
+	struct http_response created, looked_up;
+	char id[64], path[128], url[256], value[64];
+
+	(void)state;
+	create_session("{}", id, &created);
+	daemon_kill(&daemon_proc); /* no chance to flush anything */
+	assert_int_equal(daemon_start(&daemon_proc, HARNESS_KEY), 0);
+
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(looked_up.status, 200);
+	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
+	http_response_free(&created);
+	http_response_free(&looked_up);
+}
+
+#define CONCURRENT 50
+
+struct body_sink {
+	char data[4096];
+	size_t len;
+};
+
+static size_t
+sink(char *data, size_t size, size_t count, void *userp)
+{
+	struct body_sink *s = userp;
+	size_t len = size * count;
+
+	if (s->len + len < sizeof(s->data)) {
+		memcpy(s->data + s->len, data, len);
+		s->len += len;
+		s->data[s->len] = '\0';
+	}
+	return len;
+}
+
+static void
+test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
+{
+	CURLM *multi = curl_multi_init();
+	CURL *easy[CONCURRENT];
+	static struct body_sink bodies[CONCURRENT];
+	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	char url[256];
+	int running = 1;
+	long creates_before = fake_count(&fake, "creates");
+
+	(void)state;
+	daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url));
+	for (int i = 0; i < CONCURRENT; i++) {
+		easy[i] = curl_easy_init();
+		bodies[i].len = 0;
+		curl_easy_setopt(easy[i], CURLOPT_URL, url);
+		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, "{\"index_ids\":[\"idx-a\"]}");
+		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, sink);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
+		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
+		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
+		/* Separate connections, so the daemon really has 50 at once. */
+		curl_easy_setopt(easy[i], CURLOPT_FRESH_CONNECT, 1L);
+		curl_multi_add_handle(multi, easy[i]);
+	}
+	while (running > 0) {
+		curl_multi_perform(multi, &running);
+		if (running > 0)
+			curl_multi_poll(multi, NULL, 0, 1000, NULL);
+	}
+	for (int i = 0; i < CONCURRENT; i++) {
+		long status = 0;
+		json_t *doc;
+		char path[128], one[256], value[16];
+		struct http_response r;
+
+		curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &status);
+		assert_int_equal(status, 200);
+		doc = json_loads(bodies[i].data, 0, NULL);
+		assert_non_null(doc);
+		snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
+		json_decref(doc);
+		assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, one, sizeof(one)), NULL, NULL, 0, &r), 0);
+		assert_int_equal(r.status, 200);
+		assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
+		http_response_free(&r);
+		curl_multi_remove_handle(multi, easy[i]);
+		curl_easy_cleanup(easy[i]);
+	}
+	assert_int_equal(fake_count(&fake, "creates"), creates_before + CONCURRENT);
+	curl_slist_free_all(headers);
+	curl_multi_cleanup(multi);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_create_sends_the_real_key_and_never_the_clients_credentials),
+		cmocka_unit_test(test_created_session_is_served_from_the_store_without_upstream),
+		cmocka_unit_test(test_lookup_miss_reads_through_then_hits),
+		cmocka_unit_test(test_lookup_of_unknown_session_is_upstreams_404),
+		cmocka_unit_test(test_sessions_survive_a_restart),
+		cmocka_unit_test(test_acknowledged_session_survives_kill_9),
+		cmocka_unit_test(test_fifty_concurrent_creates_all_succeed_and_are_stored),
+	};
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	failed = cmocka_run_group_tests_name("integration: create and lookup", tests, start_all, stop_all);
+	curl_global_cleanup();
+	return failed;
+}
