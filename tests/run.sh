@@ -31,6 +31,10 @@ for t in "$top/$build"/tests/test_* "$top/$build"/tests/it_*; do
 		echo "!! $name exited with status $rc"
 		f=1
 	fi
+	# cmocka reports a failed group setup or teardown without counting it.
+	if printf '%s\n' "$out" | grep -q -e '^\[  FAILED  \] GROUP' -e '^\[  ERROR   \]'; then
+		[ "$f" -eq 0 ] && f=1
+	fi
 	if printf '%s\n' "$out" | grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' -e 'runtime error:'; then
 		echo "!! $name: sanitizer report"
 		[ "$f" -eq 0 ] && f=1

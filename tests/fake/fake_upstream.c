@@ -3,9 +3,11 @@
  * Speaks the endpoints of api/llamacloud-chat.md that the tests need, checks
  * the bearer key, records what it received, and takes faults to inject:
  *   GET  /_fake/stats   counts and the last API request seen, as JSON
- *   POST /_fake/fault   {"mode":"status"|"delay"|"invalid", "status":N,
- *                        "body":"...", "ms":N, "count":N}: the next count API
- *                        requests fail that way
+ *   POST /_fake/fault   {"mode":"status"|"delay"|"invalid"|"padded",
+ *                        "status":N, "body":"...", "ms":N, "bytes":N,
+ *                        "count":N}: the next count API requests fail that
+ *                        way ("padded": creates answer with a Session that
+ *                        carries an extra field of N bytes)
  *   POST /_fake/reset   forget counts and faults
  * Usage: fake_upstream --port-file FILE --key KEY */
 #include <event2/buffer.h>
@@ -14,6 +16,7 @@
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,7 @@ struct fault {
 	int status;
 	char *body;
 	long ms;
+	long bytes;
 	int count;
 };
 
@@ -110,7 +114,7 @@ new_session(json_t *index_ids)
 }
 
 static void
-handle_create(struct evhttp_request *req)
+handle_create(struct evhttp_request *req, long padding)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	json_t *body = NULL, *session;
@@ -126,6 +130,13 @@ handle_create(struct evhttp_request *req)
 	}
 	session = new_session(body != NULL ? json_object_get(body, "index_ids") : NULL);
 	json_decref(body);
+	if (padding > 0) {
+		char *pad = malloc((size_t)padding + 1);
+		memset(pad, 'p', (size_t)padding);
+		pad[padding] = '\0';
+		json_object_set_new(session, "padding", json_string(pad));
+		free(pad);
+	}
 	if (json_object_size(fake.sessions) < MAX_SESSIONS)
 		json_object_set(fake.sessions, json_string_value(json_object_get(session, "session_id")), session);
 	fake.creates++;
@@ -159,7 +170,7 @@ serve_api(struct evhttp_request *req)
 		return;
 	}
 	if (strcmp(path, "/api/v1/chat") == 0 && evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
-		handle_create(req);
+		handle_create(req, 0);
 		return;
 	}
 	if (strncmp(path, "/api/v1/chat/", 13) == 0 && plen > 21 && strcmp(path + plen - 8, "/summary") == 0) {
@@ -207,6 +218,10 @@ apply_fault(struct evhttp_request *req)
 		evbuffer_free(body);
 		return 1;
 	}
+	if (strcmp(f->mode, "padded") == 0) {
+		handle_create(req, f->bytes);
+		return 1;
+	}
 	if (strcmp(f->mode, "invalid") == 0) {
 		send_json(req, 200, json_pack("{s:s}", "hello", "not a session"));
 		return 1;
@@ -238,6 +253,7 @@ handle_fault(struct evhttp_request *req)
 	snprintf(fake.fault.mode, sizeof(fake.fault.mode), "%s", mode);
 	fake.fault.status = (int)json_integer_value(json_object_get(doc, "status"));
 	fake.fault.ms = (long)json_integer_value(json_object_get(doc, "ms"));
+	fake.fault.bytes = (long)json_integer_value(json_object_get(doc, "bytes"));
 	fake.fault.count = json_object_get(doc, "count") != NULL ? (int)json_integer_value(json_object_get(doc, "count")) : 1;
 	fake.fault.body = body != NULL ? strdup(body) : NULL;
 	json_decref(doc);

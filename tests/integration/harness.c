@@ -199,7 +199,7 @@ daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port
 	fprintf(f,
 	    "listen = [ \"127.0.0.1:0\" ];\n"
 	    "upstream = {\n  base_url = \"http://127.0.0.1:%d\";\n  connect_timeout_ms = 2000;\n"
-	    "  request_timeout_ms = 10000;\n%s\n};\n"
+	    "%s\n};\n"
 	    "store = {\n  path = \"%s/store\";\n%s\n};\n"
 	    "limits = {\n  drain_timeout_ms = 5000;\n%s\n};\n"
 	    "log = { level = \"debug\"; };\n",
@@ -232,7 +232,7 @@ daemon_print_log(const struct daemon_process *d, const char *why)
 int
 daemon_start(struct daemon_process *d, const char *key)
 {
-	char *argv[] = {(char *)env_or("LLAMACHATD_BIN", "llamachatd"), "-c", d->conf_path, NULL};
+	char *argv[] = {(char *)harness_daemon_bin(), "-c", d->conf_path, NULL};
 
 	FILE *log = fopen(d->log_path, "w"); /* each start gets a fresh log */
 	if (log != NULL)
@@ -395,6 +395,51 @@ http_header(const struct http_response *r, const char *name, char *buf, size_t s
 		line = end != NULL ? end + 2 : NULL;
 	}
 	return NULL;
+}
+
+const char *
+harness_daemon_bin(void)
+{
+	return env_or("LLAMACHATD_BIN", "llamachatd");
+}
+
+int
+run_command(char *const argv[], const char *env_key, const char *env_value, char **output)
+{
+	char path[512];
+	char *dir = harness_make_dir("cmd");
+	pid_t pid;
+	int status;
+
+	*output = NULL;
+	if (dir == NULL)
+		return -1;
+	snprintf(path, sizeof(path), "%s/output", dir);
+	pid = fork();
+	if (pid == 0) {
+		int in = open("/dev/null", O_RDONLY);
+		int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(in, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		if (env_key != NULL && env_value != NULL)
+			setenv(env_key, env_value, 1);
+		else if (env_key != NULL)
+			unsetenv(env_key);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+		free(dir);
+		return -1;
+	}
+	*output = read_file(path);
+	unlink(path);
+	rmdir(dir);
+	free(dir);
+	if (*output == NULL)
+		*output = strdup("");
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 int

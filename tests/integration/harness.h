@@ -73,6 +73,14 @@ const char *http_header(const struct http_response *r, const char *name, char *b
 /* "http://127.0.0.1:PORT" + path, in a static buffer per call site. */
 char *daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t size);
 
+/* Runs argv to its end with environment variable env_key set to env_value
+ * (unset when env_value is NULL); its stdout and stderr, merged, go into a
+ * new string in *output. Returns the exit status, or -1. */
+int run_command(char *const argv[], const char *env_key, const char *env_value, char **output);
+
+/* The daemon binary under test. */
+const char *harness_daemon_bin(void);
+
 /* A loopback port nothing listens on (bound, then closed). */
 int harness_unused_port(void);
 
