@@ -1,6 +1,7 @@
 /* config: loads and checks the libconfig file into a struct config. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -177,37 +178,50 @@ config_read_listen(struct config *c, const config_setting_t *s, struct config_er
 	}
 }
 
+/* True when host (no port) names this machine: "localhost", 127.x.y.z or ::1. */
+static bool
+config_host_is_loopback(const char *host, size_t len)
+{
+	char name[64];
+	struct in_addr v4;
+
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (strcmp(name, "localhost") == 0 || strcmp(name, "[::1]") == 0)
+		return true;
+	return inet_pton(AF_INET, name, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
 /* Accepts https:// anywhere, plain http:// only to a loopback host, so the key
  * never crosses a network in clear text. */
 static const char *
 config_check_base_url(const char *url)
 {
 	const char *host;
-	size_t host_len;
+	size_t authority_len, host_len;
+	bool plain;
 
-	if (strncmp(url, "https://", 8) == 0)
-		host = url + 8;
-	else if (strncmp(url, "http://", 7) == 0)
-		host = url + 7;
-	else
-		return "must start with https:// (or http:// to a loopback address)";
-	host_len = strcspn(host, "/?#");
-	if (host_len == 0)
-		return "has no host";
-	if (host[host_len] == '?' || host[host_len] == '#')
-		return "must not carry a query or fragment";
-	if (memchr(host, '@', host_len) != NULL)
-		return "must not carry credentials";
-	if (url[4] == ':') { /* plain http */
-		bool loopback = strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost", 9) == 0 ||
-		    strncmp(host, "[::1]", 5) == 0;
-		size_t name_len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
-		if (!loopback || (host[0] == 'l' && name_len != 9))
-			return "plain http:// is only allowed to a loopback address; use https://";
-	}
 	for (const char *p = url; *p != '\0'; p++)
 		if ((unsigned char)*p <= ' ' || *p == 0x7f)
 			return "must not contain spaces or control characters";
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8, plain = false;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7, plain = true;
+	else
+		return "must start with https:// (or http:// to a loopback address)";
+	authority_len = strcspn(host, "/?#");
+	if (authority_len == 0)
+		return "has no host";
+	if (host[authority_len] == '?' || host[authority_len] == '#')
+		return "must not carry a query or fragment";
+	if (memchr(host, '@', authority_len) != NULL)
+		return "must not carry credentials";
+	host_len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
+	if (plain && !config_host_is_loopback(host, host_len))
+		return "plain http:// is only allowed to a loopback address; use https://";
 	return NULL;
 }
 

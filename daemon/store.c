@@ -169,27 +169,6 @@ fail:
 	return store_result_of(rc);
 }
 
-enum store_result
-store_put(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len)
-{
-	MDB_txn *txn;
-	MDB_val k = {key_len, (void *)key}, v = {value_len, (void *)value};
-	int rc;
-
-	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0)
-		goto fail;
-	if ((rc = mdb_put(txn, store->sessions, &k, &v, 0)) != 0) {
-		mdb_txn_abort(txn);
-		goto fail;
-	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		goto fail;
-	return STORE_OK;
-fail:
-	log_warnx("store: %s: write failed: %s", store->path, mdb_strerror(rc));
-	return store_result_of(rc);
-}
-
 static void
 store_commit_queued(evutil_socket_t fd, short what, void *arg)
 {
@@ -212,9 +191,9 @@ store_commit_queued(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-struct store_write *
-store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value,
-    size_t value_len, store_write_cb cb, void *arg)
+/* A new write holding copies of key and value; the caller frees it. */
+static struct store_write *
+store_write_new(const char *key, size_t key_len, const void *value, size_t value_len, store_write_cb cb, void *arg)
 {
 	struct store_write *w = malloc(sizeof(*w) + key_len + value_len);
 
@@ -227,6 +206,30 @@ store_put_deferred(struct store *store, const char *key, size_t key_len, const v
 	w->value_len = value_len;
 	memcpy(w->data, key, key_len);
 	memcpy(w->data + key_len, value, value_len);
+	return w;
+}
+
+enum store_result
+store_put(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len)
+{
+	struct store_write *w = store_write_new(key, key_len, value, value_len, NULL, NULL);
+	enum store_result result;
+
+	if (w == NULL)
+		return STORE_ERR;
+	result = store_commit_list(store, w);
+	free(w);
+	return result;
+}
+
+struct store_write *
+store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value,
+    size_t value_len, store_write_cb cb, void *arg)
+{
+	struct store_write *w = store_write_new(key, key_len, value, value_len, cb, arg);
+
+	if (w == NULL)
+		return NULL;
 	*store->queue_tail = w;
 	store->queue_tail = &w->next;
 	/* Activating runs the commit after the callbacks already due in this

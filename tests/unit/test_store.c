@@ -1,0 +1,182 @@
+/* Unit: the LMDB store on a real temporary directory: put, get, reopen,
+ * grouped commits on an event loop, and a full map. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store.h"
+
+static char dir[256];
+
+static int
+make_dir(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/llamachatd-store-XXXXXX", getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+static int
+remove_dir(void **state)
+{
+	char cmd[300];
+
+	(void)state;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct store *
+open_store(struct event_base *base, size_t map_mb)
+{
+	char why[256] = "";
+	struct store *store = store_open(base, dir, map_mb, why, sizeof(why));
+
+	if (store == NULL)
+		fprintf(stderr, "store_open: %s\n", why);
+	assert_non_null(store);
+	return store;
+}
+
+static void
+expect_stored(struct store *store, const char *key, const char *value)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	assert_int_equal(store_get(store, key, strlen(key), out), STORE_OK);
+	assert_int_equal(evbuffer_get_length(out), strlen(value));
+	assert_memory_equal(evbuffer_pullup(out, -1), value, strlen(value));
+	evbuffer_free(out);
+}
+
+static void
+test_put_get_and_reopen(void **state)
+{
+	struct store *store = open_store(NULL, 8);
+	struct evbuffer *out = evbuffer_new();
+
+	(void)state;
+	assert_int_equal(store_put(store, "ses-1", 5, "one", 3), STORE_OK);
+	assert_int_equal(store_put(store, "ses-2", 5, "two", 3), STORE_OK);
+	assert_int_equal(store_put(store, "ses-1", 5, "uno", 3), STORE_OK); /* replaces */
+	expect_stored(store, "ses-1", "uno");
+	expect_stored(store, "ses-2", "two");
+	assert_int_equal(store_get(store, "ses-3", 5, out), STORE_NOT_FOUND);
+	assert_int_equal(evbuffer_get_length(out), 0);
+	assert_int_equal(store_count(store), 2);
+	store_close(store);
+
+	store = open_store(NULL, 8);
+	expect_stored(store, "ses-1", "uno");
+	expect_stored(store, "ses-2", "two");
+	assert_int_equal(store_count(store), 2);
+	store_close(store);
+	evbuffer_free(out);
+}
+
+struct commit_log {
+	int calls;
+	enum store_result results[8];
+};
+
+static void
+on_commit(enum store_result result, void *arg)
+{
+	struct commit_log *log = arg;
+	log->results[log->calls++] = result;
+}
+
+static void
+test_deferred_writes_commit_together_then_call_back(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct store *store = open_store(base, 8);
+	struct commit_log log = {0};
+	struct commit_log forgotten = {0};
+	struct store_write *w;
+
+	(void)state;
+	assert_non_null(store_put_deferred(store, "a", 1, "A", 1, on_commit, &log));
+	assert_non_null(store_put_deferred(store, "b", 1, "B", 1, on_commit, &log));
+	w = store_put_deferred(store, "c", 1, "C", 1, on_commit, &forgotten);
+	assert_non_null(w);
+	store_write_forget(w);
+	/* Nothing runs before the loop turns. */
+	assert_int_equal(log.calls, 0);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(log.calls, 2);
+	assert_int_equal(log.results[0], STORE_OK);
+	assert_int_equal(log.results[1], STORE_OK);
+	assert_int_equal(forgotten.calls, 0);
+	expect_stored(store, "a", "A");
+	expect_stored(store, "c", "C"); /* a forgotten write still commits */
+	store_close(store);
+	event_base_free(base);
+}
+
+static void
+test_close_commits_what_is_queued(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct store *store = open_store(base, 8);
+
+	(void)state;
+	assert_non_null(store_put_deferred(store, "late", 4, "L", 1, NULL, NULL));
+	store_close(store);
+	event_base_free(base);
+	store = open_store(NULL, 8);
+	expect_stored(store, "late", "L");
+	store_close(store);
+}
+
+static void
+test_full_map_is_an_error_not_a_crash(void **state)
+{
+	struct store *store = open_store(NULL, 1);
+	size_t big = 2u << 20;
+	char *value = calloc(1, big);
+	enum store_result result = STORE_OK;
+
+	(void)state;
+	assert_int_equal(store_put(store, "small", 5, "s", 1), STORE_OK);
+	result = store_put(store, "huge", 4, value, big);
+	assert_int_equal(result, STORE_ERR_FULL);
+	/* The store still works for what fits. */
+	expect_stored(store, "small", "s");
+	assert_int_equal(store_put(store, "small2", 6, "t", 1), STORE_OK);
+	free(value);
+	store_close(store);
+}
+
+static void
+test_unusable_directory_is_reported(void **state)
+{
+	char why[256] = "";
+	struct store *store = store_open(NULL, "/proc/llamachatd-cannot-be-here", 8, why, sizeof(why));
+
+	(void)state;
+	assert_null(store);
+	assert_non_null(strstr(why, "/proc/llamachatd-cannot-be-here"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_get_and_reopen, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
+		cmocka_unit_test(test_unusable_directory_is_reported),
+	};
+	return cmocka_run_group_tests_name("unit: store", tests, NULL, NULL);
+}
