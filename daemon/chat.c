@@ -38,6 +38,7 @@ struct chat_call {
 	struct evhttp_request *req; /* NULL once the client is gone */
 	enum chat_kind kind;
 	enum chat_state state;
+	char session_id[SESSION_ID_MAX + 1]; /* once known */
 	struct upstream_call *upstream;
 	struct store_write *write;
 	char organization_id[SESSION_SCOPE_MAX + 1];
@@ -105,17 +106,30 @@ chat_call_new(struct chat *chat, struct evhttp_request *req, enum chat_kind kind
 	return call;
 }
 
-/* Releases everything the call holds; its request must be answered already. */
+/* Hands the client's request over for answering: evhttp may free it as soon
+ * as the answer is sent, so the call forgets it first. NULL when the client
+ * is gone. */
+static struct evhttp_request *
+chat_call_take_request(struct chat_call *call)
+{
+	struct evhttp_request *req = call->req;
+
+	if (req != NULL) {
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		if (evcon != NULL)
+			evhttp_connection_set_closecb(evcon, NULL, NULL);
+		call->req = NULL;
+	}
+	return req;
+}
+
+/* Releases everything the call holds; its request must be answered (taken)
+ * already. */
 static void
 chat_call_free(struct chat_call *call)
 {
 	struct chat *chat = call->chat;
 
-	if (call->req != NULL) {
-		struct evhttp_connection *evcon = evhttp_request_get_connection(call->req);
-		if (evcon != NULL)
-			evhttp_connection_set_closecb(evcon, NULL, NULL);
-	}
 	upstream_cancel(call->upstream);
 	store_write_forget(call->write);
 	evbuffer_free(call->body);
@@ -133,8 +147,10 @@ chat_call_free(struct chat_call *call)
 static void
 chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const char *detail)
 {
-	if (call->req != NULL)
-		reply_error(call->req, status, retry, detail);
+	struct evhttp_request *req = chat_call_take_request(call);
+
+	if (req != NULL)
+		reply_error(req, status, retry, detail);
 	chat_call_free(call);
 }
 
@@ -142,7 +158,7 @@ chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const
 static void
 chat_call_reply_upstream(struct chat_call *call, const char *x_cache)
 {
-	struct evhttp_request *req = call->req;
+	struct evhttp_request *req = chat_call_take_request(call);
 	struct evkeyvalq *out;
 	struct evkeyval *h;
 
@@ -166,6 +182,7 @@ chat_on_client_close(struct evhttp_connection *evcon, void *arg)
 	struct evhttp_request *req = call->req;
 
 	(void)evcon;
+	log_debug("chat: the client went away before its answer");
 	call->req = NULL;
 	/* evhttp has detached a request it was not done with; answering it is
 	 * how it gets freed. */
@@ -225,6 +242,8 @@ chat_on_stored(enum store_result result, void *arg)
 	struct chat_call *call = arg;
 
 	call->write = NULL;
+	if (result == STORE_OK)
+		log_debug("chat: stored session %s", call->session_id);
 	if (result != STORE_OK) {
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
@@ -326,6 +345,7 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	}
 	if (call->kind == CHAT_CREATE)
 		call->chat->counters.creates++;
+	memcpy(call->session_id, id, sizeof(call->session_id));
 	if (chat_store_session(call, id) != 0)
 		chat_on_stored(STORE_ERR, call);
 }

@@ -2,7 +2,8 @@
  *
  * Speaks the endpoints of api/llamacloud-chat.md that the tests need, checks
  * the bearer key, records what it received, and takes faults to inject:
- *   GET  /_fake/stats   counts and the last API request seen, as JSON
+ *   GET  /_fake/stats   counts, the last session created and the last API
+ *                       request seen, as JSON
  *   POST /_fake/fault   {"mode":"status"|"delay"|"invalid"|"padded",
  *                        "status":N, "body":"...", "ms":N, "bytes":N,
  *                        "count":N}: the next count API requests fail that
@@ -40,6 +41,7 @@ static struct {
 	json_t *sessions; /* id -> Session object */
 	long next_id;
 	long api_requests, creates, summaries;
+	char last_session_id[64];
 	json_t *last; /* the last API request: method, path, headers, body */
 	struct fault fault;
 } fake;
@@ -140,6 +142,8 @@ handle_create(struct evhttp_request *req, long padding)
 	if (json_object_size(fake.sessions) < MAX_SESSIONS)
 		json_object_set(fake.sessions, json_string_value(json_object_get(session, "session_id")), session);
 	fake.creates++;
+	snprintf(fake.last_session_id, sizeof(fake.last_session_id), "%s",
+	    json_string_value(json_object_get(session, "session_id")));
 	send_json(req, 200, session);
 }
 
@@ -267,9 +271,9 @@ route(struct evhttp_request *req, void *arg)
 
 	(void)arg;
 	if (strcmp(path, "/_fake/stats") == 0) {
-		send_json(req, 200, json_pack("{s:i,s:i,s:i,s:O}", "api_requests", (json_int_t)fake.api_requests,
-		    "creates", (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "last",
-		    fake.last != NULL ? fake.last : json_null()));
+		send_json(req, 200, json_pack("{s:i,s:i,s:i,s:s,s:O}", "api_requests", (json_int_t)fake.api_requests,
+		    "creates", (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "last_session_id",
+		    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null()));
 		return;
 	}
 	if (strcmp(path, "/_fake/fault") == 0) {

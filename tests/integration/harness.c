@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -45,6 +46,22 @@ harness_make_dir(const char *name)
 	snprintf(templ, sizeof(templ), "%s/llamachatd-%s-XXXXXX", env_or("TMPDIR", "/tmp"), name);
 	dir = mkdtemp(templ);
 	return dir != NULL ? strdup(dir) : NULL;
+}
+
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+void
+harness_remove_dir(const char *dir)
+{
+	if (dir != NULL)
+		nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static char *

@@ -34,6 +34,9 @@ struct http_response {
 /* A fresh directory for one test's files; the caller owns the string. */
 char *harness_make_dir(const char *name);
 
+/* Removes dir and everything below it. */
+void harness_remove_dir(const char *dir);
+
 /* Starts the fake with HARNESS_KEY as the one key it accepts. Returns 0 or -1. */
 int fake_start(struct fake_upstream *fake, const char *dir);
 void fake_stop(struct fake_upstream *fake);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -43,6 +44,7 @@ stop_all(void **state)
 	(void)state;
 	daemon_kill(&daemon_proc);
 	fake_stop(&fake);
+	harness_remove_dir(dir);
 	free(dir);
 	return 0;
 }
@@ -207,6 +209,47 @@ test_acknowledged_session_survives_kill_9(void **state)
 	http_response_free(&looked_up);
 }
 
+static void
+test_client_that_hangs_up_early_loses_nothing(void **state)
+{
+	struct http_response r;
+	char url[256], path[128], value[16], stored[128];
+	const char *headers[] = {"Content-Type: application/json", NULL};
+	long creates = fake_count(&fake, "creates"), summaries;
+	json_t *stats;
+	CURL *curl = curl_easy_init();
+	struct curl_slist *list = curl_slist_append(NULL, headers[0]);
+
+	(void)state;
+	/* Upstream takes 600 ms; the client gives up after 100 ms. */
+	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":600}"), 0);
+	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)));
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{}");
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 100L);
+	curl_easy_setopt(curl, CURLOPT_PROXY, "");
+	assert_int_equal(curl_easy_perform(curl), CURLE_OPERATION_TIMEDOUT);
+	curl_easy_cleanup(curl);
+	curl_slist_free_all(list);
+
+	/* Upstream did create it, so the daemon must have stored it. */
+	for (int i = 0; i < 300 && fake_count(&fake, "creates") == creates; i++)
+		usleep(10000);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	stats = fake_stats(&fake);
+	snprintf(stored, sizeof(stored), "stored session %s", json_string_value(json_object_get(stats, "last_session_id")));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(stats, "last_session_id")));
+	json_decref(stats);
+	for (int i = 0; i < 300 && !daemon_log_contains(&daemon_proc, stored); i++)
+		usleep(10000);
+	summaries = fake_count(&fake, "summaries");
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
+	assert_int_equal(fake_count(&fake, "summaries"), summaries);
+	http_response_free(&r);
+}
+
 #define CONCURRENT 50
 
 struct body_sink {
@@ -305,6 +348,7 @@ main(void)
 		cmocka_unit_test(test_sessions_survive_a_restart),
 		cmocka_unit_test(test_acknowledged_session_survives_kill_9),
 		cmocka_unit_test(test_fifty_concurrent_creates_all_succeed_and_are_stored),
+		cmocka_unit_test(test_client_that_hangs_up_early_loses_nothing),
 		cmocka_unit_test(test_daemon_stops_cleanly_and_never_logged_the_key),
 	};
 	int failed;

@@ -37,6 +37,7 @@ stop_all(void **state)
 	(void)state;
 	daemon_kill(&main_daemon);
 	fake_stop(&fake);
+	harness_remove_dir(dir);
 	free(dir);
 	return 0;
 }

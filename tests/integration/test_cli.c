@@ -1,0 +1,161 @@
+/* Integration: the command line: --help, --version, -t, and refusing to start. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static char *dir;
+
+static int
+make_dir(void **state)
+{
+	(void)state;
+	dir = harness_make_dir("cli");
+	return dir != NULL ? 0 : -1;
+}
+
+static int
+remove_dir(void **state)
+{
+	(void)state;
+	harness_remove_dir(dir);
+	free(dir);
+	return 0;
+}
+
+static void
+write_file(const char *name, const char *text, mode_t mode, char *path, size_t size)
+{
+	FILE *f;
+
+	snprintf(path, size, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static int
+run(const char *a1, const char *a2, const char *a3, const char *key, char **out)
+{
+	char *argv[] = {(char *)harness_daemon_bin(), (char *)a1, (char *)a2, (char *)a3, NULL};
+	return run_command(argv, "LLAMA_CLOUD_API_KEY", key, out);
+}
+
+static void
+test_help_and_version(void **state)
+{
+	char *out;
+
+	(void)state;
+	assert_int_equal(run("--help", NULL, NULL, NULL, &out), 0);
+	assert_non_null(strstr(out, "usage: llamachatd"));
+	assert_non_null(strstr(out, "--config"));
+	assert_non_null(strstr(out, "LLAMA_CLOUD_API_KEY"));
+	free(out);
+	assert_int_equal(run("--version", NULL, NULL, NULL, &out), 0);
+	assert_non_null(strstr(out, "llamachatd 0."));
+	free(out);
+	assert_int_equal(run("--bogus", NULL, NULL, NULL, &out), 2);
+	assert_non_null(strstr(out, "usage:"));
+	free(out);
+	/* A key as an argument is not a thing: arguments are refused. */
+	assert_int_equal(run("-c", "/dev/null", "llx-key-on-argv", NULL, &out), 2);
+	free(out);
+}
+
+static void
+test_check_of_a_good_config(void **state)
+{
+	char conf[512], *out;
+
+	(void)state;
+	write_file("good.conf", "listen = [ \"127.0.0.1:0\" ];\nstore = { path = \"/tmp/x\"; };\n", 0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, "llx-k", &out), 0);
+	assert_non_null(strstr(out, "configuration OK"));
+	assert_null(strstr(out, "llx-k"));
+	free(out);
+}
+
+static void
+test_check_of_a_bad_config_names_file_line_and_setting(void **state)
+{
+	char conf[512], *out;
+
+	(void)state;
+	write_file("bad.conf", "listen = [ \"127.0.0.1:0\" ];\nupstream = {\n  request_timeout_ms = \"soon\";\n  colour = 1;\n};\n",
+	    0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
+	assert_non_null(strstr(out, ":3: upstream.request_timeout_ms: must be an integer"));
+	assert_non_null(strstr(out, ":4: upstream.colour: unknown setting"));
+	assert_non_null(strstr(out, conf));
+	assert_null(strstr(out, "configuration OK"));
+	free(out);
+
+	assert_int_equal(run("-t", "-c", "/nonexistent.conf", NULL, &out), 1);
+	assert_non_null(strstr(out, "/nonexistent.conf"));
+	free(out);
+}
+
+static void
+test_a_key_file_others_can_read_is_refused(void **state)
+{
+	char conf[512], key[512], text[1200], *out;
+
+	(void)state;
+	write_file("key", "llx-secret-in-file\n", 0644, key, sizeof(key));
+	snprintf(text, sizeof(text), "upstream = { api_key_file = \"%s\"; };\nstore = { path = \"%s/store\"; };\n", key, dir);
+	write_file("keyfile.conf", text, 0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
+	assert_non_null(strstr(out, "chmod 600"));
+	assert_null(strstr(out, "llx-secret-in-file"));
+	free(out);
+	/* The daemon itself refuses to start, too. */
+	assert_int_equal(run("-c", conf, NULL, NULL, &out), 1);
+	assert_non_null(strstr(out, "chmod 600"));
+	free(out);
+
+	assert_int_equal(chmod(key, 0600), 0);
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 0);
+	free(out);
+}
+
+static void
+test_an_address_in_use_fails_clearly(void **state)
+{
+	struct daemon_process first;
+	char conf[512], text[512], *out;
+
+	(void)state;
+	daemon_write_config(&first, dir, harness_unused_port(), NULL, NULL, NULL);
+	assert_int_equal(daemon_start(&first, NULL), 0);
+	snprintf(text, sizeof(text), "listen = [ \"127.0.0.1:%d\" ];\nstore = { path = \"%s/store2\"; };\n", first.port, dir);
+	write_file("clash.conf", text, 0644, conf, sizeof(conf));
+	assert_int_equal(run("-c", conf, NULL, NULL, &out), 1);
+	assert_non_null(strstr(out, "Address already in use"));
+	free(out);
+	assert_int_equal(daemon_stop(&first), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_help_and_version),
+		cmocka_unit_test(test_check_of_a_good_config),
+		cmocka_unit_test(test_check_of_a_bad_config_names_file_line_and_setting),
+		cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
+		cmocka_unit_test(test_an_address_in_use_fails_clearly),
+	};
+	return cmocka_run_group_tests_name("integration: command line", tests, make_dir, remove_dir);
+}
