@@ -55,6 +55,9 @@ log_level_word(enum log_level level)
 }
 
 /* Formats one whole line first so concurrent writers never interleave it. */
+static void log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
 static void
 log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 {
