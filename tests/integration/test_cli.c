@@ -147,6 +147,24 @@ test_an_address_in_use_fails_clearly(void **state)
 	assert_int_equal(daemon_stop(&first), 0);
 }
 
+/* The configs shipped in conf/ must stay valid as the code moves. */
+static void
+test_shipped_configs_are_valid(void **state)
+{
+	const char *top = getenv("LLAMACHATD_TOP");
+	const char *names[] = {"conf/llamachatd.conf", "conf/minimal.conf"};
+	char conf[512], *out;
+
+	(void)state;
+	assert_non_null(top);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(conf, sizeof(conf), "%s/%s", top, names[i]);
+		assert_int_equal(run("-t", "-c", conf, "llx-k", &out), 0);
+		assert_non_null(strstr(out, "configuration OK"));
+		free(out);
+	}
+}
+
 int
 main(void)
 {
@@ -156,6 +174,7 @@ main(void)
 		cmocka_unit_test(test_check_of_a_bad_config_names_file_line_and_setting),
 		cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
 		cmocka_unit_test(test_an_address_in_use_fails_clearly),
+		cmocka_unit_test(test_shipped_configs_are_valid),
 	};
 	return cmocka_run_group_tests_name("integration: command line", tests, make_dir, remove_dir);
 }
