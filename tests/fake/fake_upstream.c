@@ -2,7 +2,8 @@
  *
  * Speaks the endpoints of api/llamacloud-chat.md that the tests need, checks
  * the bearer key, records what it received, and takes faults to inject:
- *   GET  /_fake/stats   counts, the last session created and the last API
+ *   GET  /_fake/stats   counts (requests, connections accepted, ...), the
+ *                       last session created and the last API
  *                       request seen, as JSON
  *   POST /_fake/fault   {"mode":"status"|"delay"|"invalid"|"padded",
  *                        "status":N, "body":"...", "ms":N, "bytes":N,
@@ -12,6 +13,7 @@
  *   POST /_fake/reset   forget counts and faults
  * Usage: fake_upstream --port-file FILE --key KEY */
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <sys/queue.h>
@@ -41,6 +43,7 @@ static struct {
 	json_t *sessions; /* id -> Session object */
 	long next_id;
 	long api_requests, creates, summaries;
+	long connections; /* TCP connections accepted, to see reuse */
 	char last_session_id[64];
 	json_t *last; /* the last API request: method, path, headers, body */
 	struct fault fault;
@@ -217,6 +220,8 @@ apply_fault(struct evhttp_request *req)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "7");
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Set-Cookie", "upstream=secret");
+		if (f->status >= 300 && f->status < 400) /* a follower would come back here */
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Location", "/api/v1/chat/ses-redirected/summary");
 		evbuffer_add(body, f->body != NULL ? f->body : "{}", strlen(f->body != NULL ? f->body : "{}"));
 		evhttp_send_reply(req, f->status, NULL, body);
 		evbuffer_free(body);
@@ -271,7 +276,8 @@ route(struct evhttp_request *req, void *arg)
 
 	(void)arg;
 	if (strcmp(path, "/_fake/stats") == 0) {
-		send_json(req, 200, json_pack("{s:i,s:i,s:i,s:s,s:O}", "api_requests", (json_int_t)fake.api_requests,
+		send_json(req, 200, json_pack("{s:i,s:i,s:i,s:i,s:s,s:O}", "connections", (json_int_t)fake.connections,
+		    "api_requests", (json_int_t)fake.api_requests,
 		    "creates", (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "last_session_id",
 		    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null()));
 		return;
@@ -290,6 +296,15 @@ route(struct evhttp_request *req, void *arg)
 	record_request(req);
 	if (!apply_fault(req))
 		serve_api(req);
+}
+
+/* evhttp asks for one bufferevent per accepted connection: count them. */
+static struct bufferevent *
+count_connection(struct event_base *base, void *arg)
+{
+	(void)arg;
+	fake.connections++;
+	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void
@@ -329,6 +344,7 @@ main(int argc, char **argv)
 	http = evhttp_new(fake.base);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
 	evhttp_set_gencb(http, route, NULL);
+	evhttp_set_bevcb(http, count_connection, NULL);
 	bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
 	if (bound == NULL) {
 		perror("fake_upstream: bind");

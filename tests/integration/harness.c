@@ -460,6 +460,20 @@ run_command(char *const argv[], const char *env_key, const char *env_value, char
 }
 
 int
+harness_connect(int port)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int
 harness_unused_port(void)
 {
 	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};

@@ -84,6 +84,9 @@ int run_command(char *const argv[], const char *env_key, const char *env_value, 
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);
 
+/* A TCP connection to 127.0.0.1:port, or -1. */
+int harness_connect(int port);
+
 /* A loopback port nothing listens on (bound, then closed). */
 int harness_unused_port(void);
 

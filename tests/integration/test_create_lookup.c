@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -250,8 +251,6 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 	http_response_free(&r);
 }
 
-#define CONCURRENT 50
-
 struct body_sink {
 	char data[4096];
 	size_t len;
@@ -270,6 +269,77 @@ sink(char *data, size_t size, size_t count, void *userp)
 	}
 	return len;
 }
+
+static void
+test_upstream_connection_is_reused(void **state)
+{
+	struct http_response r;
+	char url[256];
+	long before = fake_count(&fake, "connections");
+
+	(void)state;
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(http_call("POST", daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)), sdk_headers, "{}", 2, &r), 0);
+		assert_int_equal(r.status, 200);
+		http_response_free(&r);
+	}
+	/* Ten sequential creates: one connection at most (it may be new). */
+	assert_true(fake_count(&fake, "connections") <= before + 1);
+}
+
+/* SIGTERM while a create is upstream: the client still gets its session,
+ * the daemon exits 0, and the session is there after a restart. */
+static void
+test_stop_lets_a_create_in_flight_finish(void **state)
+{
+	CURL *curl = curl_easy_init();
+	CURLM *multi = curl_multi_init();
+	struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
+	struct body_sink body = {.len = 0};
+	char url[256], path[128], value[16];
+	long status = 0;
+	int running = 1;
+	json_t *doc;
+	struct http_response r;
+
+	(void)state;
+	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":400}"), 0);
+	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)));
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{}");
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+	curl_easy_setopt(curl, CURLOPT_PROXY, "");
+	curl_multi_add_handle(multi, curl);
+	/* Send the request, then stop the daemon while upstream holds it. */
+	for (int i = 0; i < 20 && running > 0; i++) {
+		curl_multi_perform(multi, &running);
+		curl_multi_poll(multi, NULL, 0, 10, NULL);
+	}
+	kill(daemon_proc.pid, SIGTERM);
+	while (running > 0) {
+		curl_multi_perform(multi, &running);
+		curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	assert_int_equal(status, 200);
+	assert_int_equal(daemon_stop(&daemon_proc), 0);
+
+	doc = json_loads(body.data, 0, NULL);
+	assert_non_null(doc);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	assert_int_equal(daemon_start(&daemon_proc, HARNESS_KEY), 0);
+	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
+	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
+	http_response_free(&r);
+	curl_multi_remove_handle(multi, curl);
+	curl_easy_cleanup(curl);
+	curl_multi_cleanup(multi);
+	curl_slist_free_all(list);
+}
+
+#define CONCURRENT 50
 
 static void
 test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
@@ -349,6 +419,8 @@ main(void)
 		cmocka_unit_test(test_acknowledged_session_survives_kill_9),
 		cmocka_unit_test(test_fifty_concurrent_creates_all_succeed_and_are_stored),
 		cmocka_unit_test(test_client_that_hangs_up_early_loses_nothing),
+		cmocka_unit_test(test_upstream_connection_is_reused),
+		cmocka_unit_test(test_stop_lets_a_create_in_flight_finish),
 		cmocka_unit_test(test_daemon_stops_cleanly_and_never_logged_the_key),
 	};
 	int failed;

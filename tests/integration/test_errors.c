@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -180,6 +181,51 @@ test_upstream_errors_pass_through_faithfully(void **state)
 }
 
 static void
+test_upstream_redirects_are_never_followed(void **state)
+{
+	struct http_response r;
+	char url[256], value[128];
+	long before = fake_count(&fake, "api_requests");
+
+	(void)state;
+	assert_int_equal(fake_fault(&fake, "{\"mode\":\"status\",\"status\":307,\"body\":\"{}\"}"), 0);
+	assert_int_equal(http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 307);
+	assert_null(http_header(&r, "Location", value, sizeof(value)));
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), before + 1);
+}
+
+/* Raw bytes that are not HTTP, or half a request: the daemon drops the
+ * connection and goes on serving everyone else. */
+static void
+test_garbage_on_the_wire_does_not_hurt(void **state)
+{
+	const char *garbage[] = {
+		"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 TLS hello\r\n\r\n",
+		"GET\r\n\r\n",
+		"POST /api/v1/chat HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+		"POST /api/v1/chat HTTP/1.1\r\nContent-Length: 10\r\n\r\n{",
+		"GET /api/v1/chat/x/summary HTTP/1.1\r\nBad Header Line\r\n\r\n",
+		"POST /api/v1/chat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+	};
+	struct http_response r;
+	char url[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
+		int fd = harness_connect(main_daemon.port);
+		assert_true(fd >= 0);
+		assert_true(write(fd, garbage[i], strlen(garbage[i])) > 0);
+		/* Half-sent requests are left hanging: close without reading. */
+		close(fd);
+	}
+	assert_int_equal(http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+}
+
+static void
 test_upstream_answer_that_is_not_a_session_is_502(void **state)
 {
 	struct http_response r;
@@ -332,6 +378,8 @@ main(void)
 		cmocka_unit_test(test_unknown_paths_and_wrong_methods),
 		cmocka_unit_test(test_unusable_session_ids_are_400),
 		cmocka_unit_test(test_upstream_errors_pass_through_faithfully),
+		cmocka_unit_test(test_upstream_redirects_are_never_followed),
+		cmocka_unit_test(test_garbage_on_the_wire_does_not_hurt),
 		cmocka_unit_test(test_upstream_answer_that_is_not_a_session_is_502),
 		cmocka_unit_test(test_upstream_too_slow_is_504),
 		cmocka_unit_test(test_unreachable_upstream_is_502),
