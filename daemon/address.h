@@ -16,8 +16,7 @@ struct address {
 /* Parses text into out. Hosts must be numeric IPv4/IPv6 literals or
  * "localhost"; port 0 asks the kernel for a free port. Returns 0, or -1 with
  * a short reason in why (a static string). */
-int address_parse(const char *text, struct address *out, const char **why)
-	__attribute__((warn_unused_result));
+int address_parse(const char *text, struct address *out, const char **why) __attribute__((warn_unused_result));
 
 /* Writes a printable form of a bound socket address ("127.0.0.1:43121",
  * "unix:/run/x.sock") into buf. */

@@ -31,8 +31,8 @@ apikey_check(const char *key, size_t len, char *why, size_t why_size, const char
 static size_t
 apikey_trimmed_length(const char *text, size_t len)
 {
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' ||
-	    text[len - 1] == ' ' || text[len - 1] == '\t'))
+	while (len > 0 &&
+	    (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ' || text[len - 1] == '\t'))
 		len--;
 	return len;
 }
@@ -58,7 +58,8 @@ apikey_read_file(const char *path, char **key, char *why, size_t why_size)
 	if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
 		snprintf(why, why_size,
 		    "%s: the API key file is accessible by group or others (mode %03o); "
-		    "run chmod 600 on it", path, (unsigned)(st.st_mode & 0777));
+		    "run chmod 600 on it",
+		    path, (unsigned)(st.st_mode & 0777));
 		goto out;
 	}
 	while (len < sizeof(buf) && (got = read(fd, buf + len, sizeof(buf) - len)) != 0) {

@@ -15,8 +15,7 @@
  * Returns 0 with *key set to a new string the caller releases with
  * apikey_free(), or to NULL when no key is configured at all. Returns -1 with
  * a reason in why when a configured key cannot be used. */
-int apikey_load(const char *key_file, char **key, char *why, size_t why_size)
-	__attribute__((warn_unused_result));
+int apikey_load(const char *key_file, char **key, char *why, size_t why_size) __attribute__((warn_unused_result));
 
 /* Wipes and frees a key returned by apikey_load(); NULL is fine. */
 void apikey_free(char *key);

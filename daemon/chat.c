@@ -22,8 +22,8 @@
 #include "upstream.h"
 
 #define CHAT_PATH "/api/v1/chat"
-#define NO_KEY_DETAIL                                                                        \
-	"llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's "     \
+#define NO_KEY_DETAIL \
+	"llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's " \
 	"environment or upstream.api_key_file in its config, then restart it"
 
 enum chat_kind { CHAT_CREATE, CHAT_SUMMARY };
@@ -259,7 +259,7 @@ chat_on_stored(enum store_result result, void *arg)
 static int
 chat_store_session(struct chat_call *call, const char *id)
 {
-	struct session_record rec = {0};
+	struct session_record rec = { 0 };
 	unsigned char *encoded;
 	size_t size;
 
@@ -335,12 +335,13 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 		chat_call_reply_upstream(call, call->kind == CHAT_SUMMARY ? "MISS" : NULL);
 		return;
 	}
-	if (session_parse_summary((const char *)evbuffer_pullup(call->body, -1),
-	        evbuffer_get_length(call->body), id, &why) != 0) {
+	if (session_parse_summary(
+	        (const char *)evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body), id, &why) != 0) {
 		call->chat->counters.upstream_failures++;
 		log_warnx("chat: %s", why);
 		/* For a create the session may exist upstream: no retry. */
-		chat_call_fail(call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
+		chat_call_fail(
+		    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
 		return;
 	}
 	if (call->kind == CHAT_CREATE)
@@ -404,7 +405,8 @@ chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *qu
 		return;
 	}
 	if (body_len > 0 && !chat_is_json_content_type(content_type)) {
-		reply_error(req, 415, REPLY_RETRY_WONT_HELP, "the request body must be sent as Content-Type: application/json");
+		reply_error(
+		    req, 415, REPLY_RETRY_WONT_HELP, "the request body must be sent as Content-Type: application/json");
 		return;
 	}
 	body = (const char *)evbuffer_pullup(input, -1);

@@ -21,7 +21,7 @@ struct chat_counters {
 /* Creates the handlers over upstream and store, which the caller keeps
  * owning and must outlive the result. Free with chat_free(). */
 struct chat *chat_create(struct upstream *upstream, struct store *store, long max_body_bytes)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Answers every request still waiting with a 503 and frees the handlers.
  * Writes already queued in the store still commit. */
@@ -31,8 +31,8 @@ void chat_free(struct chat *chat);
 void chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *query);
 
 /* GET /api/v1/chat/{id}/summary, with id as it stands in the path. */
-void chat_handle_summary(struct chat *chat, struct evhttp_request *req, const char *id,
-    size_t id_len, const char *query);
+void chat_handle_summary(
+    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
 
 /* Number of client requests waiting on upstream or the store. */
 long chat_pending(const struct chat *chat);

@@ -24,26 +24,26 @@ struct setting_spec {
 
 #define AT(field) offsetof(struct config, field)
 static const struct setting_spec config_specs[] = {
-	{NULL, "listen", SETTING_LISTEN, 0, 0, 0},
-	{"upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0},
-	{"upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0},
-	{"upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0},
-	{"upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000},
-	{"upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000},
-	{"upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30},
-	{"upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000},
-	{"store", "path", SETTING_STRING, AT(store_path), 0, 0},
-	{"store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20},
-	{"limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20},
-	{"limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20},
-	{"limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000},
-	{"limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000},
-	{"log", "level", SETTING_LOG_LEVEL, 0, 0, 0},
+	{ NULL, "listen", SETTING_LISTEN, 0, 0, 0 },
+	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
+	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
+	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
+	{ "upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000 },
+	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
+	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
+	{ "upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000 },
+	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
+	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
+	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
+	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
+	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
+	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
+	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
-static const char *const config_groups[] = {"upstream", "store", "limits", "log"};
+static const char *const config_groups[] = { "upstream", "store", "limits", "log" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -69,9 +69,7 @@ config_set_defaults(struct config *c)
 	return 0;
 }
 
-static void
-config_error_add(struct config_errors *errors, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void config_error_add(struct config_errors *errors, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 config_error_add(struct config_errors *errors, const char *fmt, ...)
@@ -93,14 +91,12 @@ config_error_add(struct config_errors *errors, const char *fmt, ...)
 }
 
 /* Reports "file:line: group.name: reason" for a setting that is present. */
-static void
-config_setting_error(struct config_errors *errors, const char *path,
-    const config_setting_t *setting, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+static void config_setting_error(struct config_errors *errors, const char *path, const config_setting_t *setting,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 static void
-config_setting_error(struct config_errors *errors, const char *path,
-    const config_setting_t *setting, const char *fmt, ...)
+config_setting_error(
+    struct config_errors *errors, const char *path, const config_setting_t *setting, const char *fmt, ...)
 {
 	char reason[384];
 	char name[128] = "";
@@ -115,8 +111,8 @@ config_setting_error(struct config_errors *errors, const char *path,
 		snprintf(name, sizeof(name), "%s.", config_setting_name(parent));
 	if (config_setting_name(setting) != NULL)
 		strncat(name, config_setting_name(setting), sizeof(name) - strlen(name) - 1);
-	config_error_add(errors, "%s:%u: %s: %s", file != NULL ? file : path,
-	    config_setting_source_line(setting), name, reason);
+	config_error_add(
+	    errors, "%s:%u: %s: %s", file != NULL ? file : path, config_setting_source_line(setting), name, reason);
 }
 
 static const struct setting_spec *
@@ -124,8 +120,8 @@ config_find_spec(const char *group, const char *name)
 {
 	for (size_t i = 0; i < SPEC_COUNT; i++) {
 		const struct setting_spec *s = &config_specs[i];
-		bool same_group = (group == NULL) ? s->group == NULL
-		                                  : (s->group != NULL && strcmp(s->group, group) == 0);
+		bool same_group =
+		    (group == NULL) ? s->group == NULL : (s->group != NULL && strcmp(s->group, group) == 0);
 		if (same_group && strcmp(s->name, name) == 0)
 			return s;
 	}
@@ -226,8 +222,8 @@ config_check_base_url(const char *url)
 }
 
 static void
-config_read_setting(struct config *c, const struct setting_spec *spec,
-    const config_setting_t *s, struct config_errors *errors)
+config_read_setting(
+    struct config *c, const struct setting_spec *spec, const config_setting_t *s, struct config_errors *errors)
 {
 	int type = config_setting_type(s);
 
@@ -243,8 +239,8 @@ config_read_setting(struct config *c, const struct setting_spec *spec,
 		}
 		value = config_setting_get_int64(s);
 		if (value < spec->min || value > spec->max) {
-			config_setting_error(errors, c->path, s, "must be from %ld to %ld, not %lld",
-			    spec->min, spec->max, value);
+			config_setting_error(
+			    errors, c->path, s, "must be from %ld to %ld, not %lld", spec->min, spec->max, value);
 			return;
 		}
 		*(long *)((char *)c + spec->offset) = (long)value;
@@ -267,10 +263,9 @@ config_read_setting(struct config *c, const struct setting_spec *spec,
 		return;
 	}
 	case SETTING_LOG_LEVEL:
-		if (type != CONFIG_TYPE_STRING ||
-		    log_level_parse(config_setting_get_string(s), &c->log_level) != 0)
-			config_setting_error(errors, c->path, s,
-			    "must be one of \"error\", \"warning\", \"info\", \"debug\"");
+		if (type != CONFIG_TYPE_STRING || log_level_parse(config_setting_get_string(s), &c->log_level) != 0)
+			config_setting_error(
+			    errors, c->path, s, "must be one of \"error\", \"warning\", \"info\", \"debug\"");
 		return;
 	}
 }
@@ -342,8 +337,8 @@ config_load(const char *path, struct config_errors *errors)
 			config_error_add(errors, "%s: cannot read the file", path);
 		else
 			config_error_add(errors, "%s:%d: %s",
-			    config_error_file(&cfg) != NULL ? config_error_file(&cfg) : path,
-			    config_error_line(&cfg), config_error_text(&cfg));
+			    config_error_file(&cfg) != NULL ? config_error_file(&cfg) : path, config_error_line(&cfg),
+			    config_error_text(&cfg));
 	} else {
 		config_read_all(c, &cfg, errors);
 	}

@@ -17,9 +17,9 @@ struct config {
 	char *listen[CONFIG_MAX_LISTEN]; /* "host:port", "[v6]:port" or "unix:/path" */
 	size_t listen_count;
 
-	char *upstream_base_url;   /* no trailing slash */
+	char *upstream_base_url; /* no trailing slash */
 	char *upstream_api_key_file; /* NULL: use $LLAMA_CLOUD_API_KEY */
-	char *upstream_ca_file;    /* NULL: the system's trust store */
+	char *upstream_ca_file; /* NULL: the system's trust store */
 	long connect_timeout_ms;
 	long request_timeout_ms;
 	long max_response_bytes;
@@ -46,8 +46,7 @@ struct config_errors {
  * caller frees with config_free(). On failure returns NULL and fills errors
  * with every problem found (the caller frees them with
  * config_errors_free()). */
-struct config *config_load(const char *path, struct config_errors *errors)
-	__attribute__((warn_unused_result));
+struct config *config_load(const char *path, struct config_errors *errors) __attribute__((warn_unused_result));
 
 void config_free(struct config *config);
 void config_errors_free(struct config_errors *errors);

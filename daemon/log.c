@@ -24,10 +24,10 @@ log_level_parse(const char *name, enum log_level *out)
 		const char *name;
 		enum log_level level;
 	} levels[] = {
-		{"error", LOG_LEVEL_ERROR},
-		{"warning", LOG_LEVEL_WARNING},
-		{"info", LOG_LEVEL_INFO},
-		{"debug", LOG_LEVEL_DEBUG},
+		{ "error", LOG_LEVEL_ERROR },
+		{ "warning", LOG_LEVEL_WARNING },
+		{ "info", LOG_LEVEL_INFO },
+		{ "debug", LOG_LEVEL_DEBUG },
 	};
 	for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
 		if (strcmp(name, levels[i].name) == 0) {
@@ -56,7 +56,7 @@ log_level_word(enum log_level level)
 
 /* Formats one whole line first so concurrent writers never interleave it. */
 static void log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
-	__attribute__((format(printf, 3, 0)));
+    __attribute__((format(printf, 3, 0)));
 
 static void
 log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
@@ -74,8 +74,7 @@ log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 		clock_gettime(CLOCK_REALTIME, &now);
 		gmtime_r(&now.tv_sec, &tm);
 		used = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%SZ ", &tm);
-		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s: ",
-		    log_level_word(level));
+		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s: ", log_level_word(level));
 	}
 	int n = vsnprintf(line + used, sizeof(line) - used, fmt, ap);
 	if (n > 0)
@@ -94,15 +93,15 @@ log_emit(enum log_level level, int errnum, const char *fmt, va_list ap)
 	fflush(stderr);
 }
 
-#define LOG_FUNCTION(name, level, with_errno)                                  \
-	void name(const char *fmt, ...)                                        \
-	{                                                                      \
-		int saved_errno = errno;                                       \
-		va_list ap;                                                    \
-		va_start(ap, fmt);                                             \
-		log_emit(level, with_errno ? saved_errno : 0, fmt, ap);        \
-		va_end(ap);                                                    \
-		errno = saved_errno;                                           \
+#define LOG_FUNCTION(name, level, with_errno) \
+	void name(const char *fmt, ...) \
+	{ \
+		int saved_errno = errno; \
+		va_list ap; \
+		va_start(ap, fmt); \
+		log_emit(level, with_errno ? saved_errno : 0, fmt, ap); \
+		va_end(ap); \
+		errno = saved_errno; \
 	}
 
 LOG_FUNCTION(log_debug, LOG_LEVEL_DEBUG, 0)

@@ -16,8 +16,7 @@ enum log_level {
 void log_init(enum log_level level, bool journal_prefixes);
 
 /* Parses "error", "warning", "info" or "debug"; returns 0, or -1 if unknown. */
-int log_level_parse(const char *name, enum log_level *out)
-	__attribute__((warn_unused_result));
+int log_level_parse(const char *name, enum log_level *out) __attribute__((warn_unused_result));
 
 /* The log_warn/log_err variants append strerror(errno); the -x ones do not. */
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -91,8 +91,8 @@ static void
 daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	struct timeval now, drain = {d->config->drain_timeout_ms / 1000, (d->config->drain_timeout_ms % 1000) * 1000};
-	struct timeval every = {0, DRAIN_CHECK_MS * 1000};
+	struct timeval now, drain = { d->config->drain_timeout_ms / 1000, (d->config->drain_timeout_ms % 1000) * 1000 };
+	struct timeval every = { 0, DRAIN_CHECK_MS * 1000 };
 
 	(void)what;
 	if (d->draining) {
@@ -176,8 +176,8 @@ daemon_start(struct daemon *d)
 		          "lookups are served from the store, calls that need upstream get 503",
 		    APIKEY_ENV);
 	upstream_set_key(d->upstream, key);
-	if ((d->store = store_open(d->base, d->config->store_path, (size_t)d->config->store_map_size_mb, why,
-	         sizeof(why))) == NULL) {
+	if ((d->store = store_open(
+	         d->base, d->config->store_path, (size_t)d->config->store_map_size_mb, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
 	}
@@ -224,11 +224,11 @@ int
 main(int argc, char **argv)
 {
 	static const struct option options[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"test-config", no_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+		{ "config", required_argument, NULL, 'c' },
+		{ "test-config", no_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = CONFIG_DEFAULT_PATH;
 	bool only_test = false;

@@ -7,8 +7,8 @@
 struct evhttp_request;
 
 enum reply_retry {
-	REPLY_RETRY_MAY_HELP,   /* no x-should-retry header: the SDK decides */
-	REPLY_RETRY_WONT_HELP,  /* x-should-retry: false */
+	REPLY_RETRY_MAY_HELP, /* no x-should-retry header: the SDK decides */
+	REPLY_RETRY_WONT_HELP, /* x-should-retry: false */
 };
 
 /* Sends status with body {"detail": detail} as application/json. */
@@ -16,6 +16,6 @@ void reply_error(struct evhttp_request *req, int status, enum reply_retry retry,
 
 /* Like reply_error() with a printf-style detail. */
 void reply_errorf(struct evhttp_request *req, int status, enum reply_retry retry, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -27,7 +27,7 @@
 struct server_listener {
 	struct evconnlistener *listener;
 	struct event *resume; /* re-enables accept after running out of fds */
-	char *unix_path;      /* unlinked on close */
+	char *unix_path; /* unlinked on close */
 };
 
 struct server {
@@ -96,7 +96,7 @@ static struct server *server_running;
 static void
 server_on_accept_error(struct evconnlistener *listener, void *arg)
 {
-	struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+	struct timeval pause = { 0, ACCEPT_PAUSE_MS * 1000 };
 
 	(void)arg;
 	log_warn("server: accept failed; pausing the listener for %d ms", ACCEPT_PAUSE_MS);
@@ -107,8 +107,8 @@ server_on_accept_error(struct evconnlistener *listener, void *arg)
 }
 
 static int
-server_open_listener(struct server *server, struct event_base *base, const char *text,
-    struct server_listener *l, char *why, size_t why_size)
+server_open_listener(struct server *server, struct event_base *base, const char *text, struct server_listener *l,
+    char *why, size_t why_size)
 {
 	struct address addr;
 	const char *reason;
@@ -162,7 +162,7 @@ struct server *
 server_create(struct event_base *base, const struct config *config, struct chat *chat, char *why, size_t why_size)
 {
 	struct server *server = calloc(1, sizeof(*server));
-	struct timeval timeout = {config->client_timeout_ms / 1000, (config->client_timeout_ms % 1000) * 1000};
+	struct timeval timeout = { config->client_timeout_ms / 1000, (config->client_timeout_ms % 1000) * 1000 };
 
 	if (server == NULL || (server->http = evhttp_new(base)) == NULL) {
 		snprintf(why, why_size, "server: out of memory");
@@ -171,8 +171,9 @@ server_create(struct event_base *base, const struct config *config, struct chat 
 	}
 	server->chat = chat;
 	evhttp_set_gencb(server->http, server_route, server);
-	evhttp_set_allowed_methods(server->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
-	    EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS);
+	evhttp_set_allowed_methods(server->http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
+	        EVHTTP_REQ_OPTIONS);
 	evhttp_set_default_content_type(server->http, "application/json");
 	evhttp_set_max_headers_size(server->http, (ev_ssize_t)config->max_header_bytes);
 	/* libevent answers bodies over its own limit with a plain 413 before we

@@ -12,8 +12,8 @@ struct server;
 /* Binds every listen address of config and routes requests to chat, which
  * the caller keeps owning. Returns NULL with a reason in why on failure; free
  * with server_free(). */
-struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat,
-    char *why, size_t why_size) __attribute__((warn_unused_result));
+struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat, char *why,
+    size_t why_size) __attribute__((warn_unused_result));
 
 /* Closes the listeners; connections already open are served to the end. */
 void server_stop_accepting(struct server *server);

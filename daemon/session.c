@@ -193,7 +193,7 @@ take_bytes(struct record_reader *r, int len_bytes, const char **out, size_t *out
 int
 session_record_decode(const unsigned char *buf, size_t len, struct session_record *rec)
 {
-	struct record_reader r = {buf, len};
+	struct record_reader r = { buf, len };
 
 	if (len < RECORD_FIXED_BYTES || memcmp(buf, RECORD_MAGIC, 4) != 0)
 		return -1;

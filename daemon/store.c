@@ -71,8 +71,7 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 		snprintf(why, why_size, "%s: cannot create the store directory: %s", path, strerror(errno));
 		goto fail;
 	}
-	if ((rc = mdb_env_create(&store->env)) != 0 ||
-	    (rc = mdb_env_set_mapsize(store->env, map_size_mb << 20)) != 0 ||
+	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_mapsize(store->env, map_size_mb << 20)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(store->env, 8)) != 0 ||
 	    (rc = mdb_env_open(store->env, path, MDB_NOTLS, 0600)) != 0) {
 		snprintf(why, why_size, "%s: cannot open the LMDB store: %s", path, mdb_strerror(rc));
@@ -112,7 +111,7 @@ fail:
 enum store_result
 store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
 {
-	MDB_val k = {key_len, (void *)key}, v;
+	MDB_val k = { key_len, (void *)key }, v;
 	enum store_result result;
 	int rc;
 
@@ -151,8 +150,8 @@ store_commit_list(struct store *store, struct store_write *list)
 	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0)
 		goto fail;
 	for (struct store_write *w = list; w != NULL; w = w->next) {
-		MDB_val k = {w->key_len, w->data};
-		MDB_val v = {w->value_len, w->data + w->key_len};
+		MDB_val k = { w->key_len, w->data };
+		MDB_val v = { w->value_len, w->data + w->key_len };
 		if ((rc = mdb_put(txn, store->sessions, &k, &v, 0)) != 0) {
 			mdb_txn_abort(txn);
 			goto fail;
@@ -223,8 +222,8 @@ store_put(struct store *store, const char *key, size_t key_len, const void *valu
 }
 
 struct store_write *
-store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value,
-    size_t value_len, store_write_cb cb, void *arg)
+store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len,
+    store_write_cb cb, void *arg)
 {
 	struct store_write *w = store_write_new(key, key_len, value, value_len, cb, arg);
 

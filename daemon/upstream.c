@@ -48,9 +48,21 @@ struct upstream_call {
 /* Headers that describe one hop, or carry the client's own credentials, or
  * that curl sets itself for the upstream hop. */
 static const char *const upstream_dropped_headers[] = {
-	"authorization", "cookie", "connection", "keep-alive", "proxy-authorization",
-	"proxy-authenticate", "proxy-connection", "te", "trailer", "transfer-encoding",
-	"upgrade", "host", "content-length", "expect", "accept-encoding",
+	"authorization",
+	"cookie",
+	"connection",
+	"keep-alive",
+	"proxy-authorization",
+	"proxy-authenticate",
+	"proxy-connection",
+	"te",
+	"trailer",
+	"transfer-encoding",
+	"upgrade",
+	"host",
+	"content-length",
+	"expect",
+	"accept-encoding",
 };
 
 bool
@@ -65,13 +77,17 @@ upstream_header_is_forwarded(const char *name)
 /* Upstream answer headers the client gets back; Set-Cookie and the rest stay
  * behind. */
 static const char *const upstream_kept_response_headers[] = {
-	"content-type", "retry-after", "retry-after-ms", "x-should-retry",
+	"content-type",
+	"retry-after",
+	"retry-after-ms",
+	"x-should-retry",
 };
 
 static bool
 upstream_response_header_is_kept(const char *name, size_t len)
 {
-	for (size_t i = 0; i < sizeof(upstream_kept_response_headers) / sizeof(upstream_kept_response_headers[0]); i++) {
+	for (size_t i = 0; i < sizeof(upstream_kept_response_headers) / sizeof(upstream_kept_response_headers[0]);
+	     i++) {
 		const char *kept = upstream_kept_response_headers[i];
 		if (strlen(kept) == len && strncasecmp(name, kept, len) == 0)
 			return true;
@@ -146,8 +162,8 @@ upstream_collect_finished(struct upstream *upstream)
 		memset(&response, 0, sizeof(response));
 		response.error = upstream_classify(msg->data.result, call->too_large);
 		response.error_text = call->too_large ? "the answer is larger than upstream.max_response_bytes"
-		    : call->error_buffer[0] != '\0' ? call->error_buffer
-		                                   : curl_easy_strerror(msg->data.result);
+		    : call->error_buffer[0] != '\0'   ? call->error_buffer
+		                                      : curl_easy_strerror(msg->data.result);
 		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &response.status);
 		curl_easy_getinfo(call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 		curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &response.total_seconds);
@@ -221,7 +237,7 @@ static int
 upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct upstream *upstream = userp;
-	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 
 	(void)multi;
 	if (timeout_ms < 0)

@@ -13,7 +13,7 @@ struct upstream_call;
 
 struct upstream_settings {
 	const char *base_url; /* "https://host[:port][/prefix]", no trailing slash */
-	const char *ca_file;  /* NULL: the system trust store */
+	const char *ca_file; /* NULL: the system trust store */
 	long connect_timeout_ms;
 	long request_timeout_ms;
 	long max_response_bytes;
@@ -21,12 +21,12 @@ struct upstream_settings {
 };
 
 enum upstream_error {
-	UPSTREAM_OK = 0,        /* an HTTP answer arrived; see status */
-	UPSTREAM_ERR_CONNECT,   /* could not reach upstream: nothing was sent */
-	UPSTREAM_ERR_TIMEOUT,   /* connect or request timeout */
+	UPSTREAM_OK = 0, /* an HTTP answer arrived; see status */
+	UPSTREAM_ERR_CONNECT, /* could not reach upstream: nothing was sent */
+	UPSTREAM_ERR_TIMEOUT, /* connect or request timeout */
 	UPSTREAM_ERR_TOO_LARGE, /* the answer passed max_response_bytes */
-	UPSTREAM_ERR_TLS,       /* the TLS peer could not be verified */
-	UPSTREAM_ERR_OTHER,     /* any other transfer failure */
+	UPSTREAM_ERR_TLS, /* the TLS peer could not be verified */
+	UPSTREAM_ERR_OTHER, /* any other transfer failure */
 };
 
 /* What a finished call hands to its callback; everything in it belongs to the
@@ -34,8 +34,8 @@ enum upstream_error {
 struct upstream_response {
 	enum upstream_error error;
 	const char *error_text; /* for logs; never holds the key */
-	bool request_sent;      /* false: upstream cannot have acted on it */
-	long status;            /* HTTP status when error == UPSTREAM_OK */
+	bool request_sent; /* false: upstream cannot have acted on it */
+	long status; /* HTTP status when error == UPSTREAM_OK */
 	struct evbuffer *body;
 	/* Content-Type, Retry-After, Retry-After-Ms, X-Should-Retry as upstream
 	 * sent them; nothing else of upstream's headers is kept. */
@@ -49,7 +49,7 @@ typedef void (*upstream_done_cb)(const struct upstream_response *response, void 
  * cookies and hop-by-hop headers never reach upstream, and the real key is
  * added. All of it is copied; the caller may free it once forward returns. */
 struct upstream_request {
-	const char *method;         /* "GET", "POST", "DELETE", ... */
+	const char *method; /* "GET", "POST", "DELETE", ... */
 	const char *path_and_query; /* starts with '/' */
 	const struct evkeyvalq *client_headers; /* may be NULL */
 	const void *body;
@@ -58,8 +58,8 @@ struct upstream_request {
 
 /* Creates the engine on base. Returns NULL with a reason in why on failure;
  * free it with upstream_free(). */
-struct upstream *upstream_create(struct event_base *base, const struct upstream_settings *settings,
-    char *why, size_t why_size) __attribute__((warn_unused_result));
+struct upstream *upstream_create(struct event_base *base, const struct upstream_settings *settings, char *why,
+    size_t why_size) __attribute__((warn_unused_result));
 
 /* Cancels every call in flight (their callbacks do not run) and frees it. */
 void upstream_free(struct upstream *upstream);

@@ -6,7 +6,7 @@ set -eu
 
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
 libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev"
-[ "${1:-}" = "--with-clang" ] && packages="$packages clang"
+[ "${1:-}" = "--with-clang" ] && packages="$packages clang clang-format"
 
 missing=""
 for p in $packages; do

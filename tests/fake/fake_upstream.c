@@ -101,9 +101,8 @@ record_request(struct evhttp_request *req)
 		json_object_set_new(headers, lower, json_string(h->value));
 	}
 	json_decref(fake.last);
-	fake.last = json_pack("{s:s,s:s,s:o,s:s%}", "method", method_name(evhttp_request_get_command(req)),
-	    "uri", evhttp_request_get_uri(req), "headers", headers, "body",
-	    (const char *)evbuffer_pullup(in, -1), len);
+	fake.last = json_pack("{s:s,s:s,s:o,s:s%}", "method", method_name(evhttp_request_get_command(req)), "uri",
+	    evhttp_request_get_uri(req), "headers", headers, "body", (const char *)evbuffer_pullup(in, -1), len);
 }
 
 static json_t *
@@ -112,10 +111,10 @@ new_session(json_t *index_ids)
 	char id[64];
 
 	snprintf(id, sizeof(id), "ses-%06ld", ++fake.next_id);
-	return json_pack("{s:s,s:s,s:n,s:O,s:n,s:s,s:{s:[i,i,i],s:s}}", "last_updated_at",
-	    "2026-04-22T12:34:41.342245", "session_id", id, "generated_title", "index_ids",
-	    index_ids != NULL ? index_ids : json_null(), "job_metadata", "shared_access", "query",
-	    "x_future_field", "kept", 1, 2, 3, "note", "unknown fields must survive");
+	return json_pack("{s:s,s:s,s:n,s:O,s:n,s:s,s:{s:[i,i,i],s:s}}", "last_updated_at", "2026-04-22T12:34:41.342245",
+	    "session_id", id, "generated_title", "index_ids", index_ids != NULL ? index_ids : json_null(),
+	    "job_metadata", "shared_access", "query", "x_future_field", "kept", 1, 2, 3, "note",
+	    "unknown fields must survive");
 }
 
 static void
@@ -221,7 +220,8 @@ apply_fault(struct evhttp_request *req)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "7");
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Set-Cookie", "upstream=secret");
 		if (f->status >= 300 && f->status < 400) /* a follower would come back here */
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Location", "/api/v1/chat/ses-redirected/summary");
+			evhttp_add_header(
+			    evhttp_request_get_output_headers(req), "Location", "/api/v1/chat/ses-redirected/summary");
 		evbuffer_add(body, f->body != NULL ? f->body : "{}", strlen(f->body != NULL ? f->body : "{}"));
 		evhttp_send_reply(req, f->status, NULL, body);
 		evbuffer_free(body);
@@ -236,7 +236,7 @@ apply_fault(struct evhttp_request *req)
 		return 1;
 	}
 	if (strcmp(f->mode, "delay") == 0) {
-		struct timeval tv = {f->ms / 1000, (f->ms % 1000) * 1000};
+		struct timeval tv = { f->ms / 1000, (f->ms % 1000) * 1000 };
 		event_base_once(fake.base, -1, EV_TIMEOUT, reply_after_delay, req, &tv);
 		return 1;
 	}
@@ -263,7 +263,8 @@ handle_fault(struct evhttp_request *req)
 	fake.fault.status = (int)json_integer_value(json_object_get(doc, "status"));
 	fake.fault.ms = (long)json_integer_value(json_object_get(doc, "ms"));
 	fake.fault.bytes = (long)json_integer_value(json_object_get(doc, "bytes"));
-	fake.fault.count = json_object_get(doc, "count") != NULL ? (int)json_integer_value(json_object_get(doc, "count")) : 1;
+	fake.fault.count =
+	    json_object_get(doc, "count") != NULL ? (int)json_integer_value(json_object_get(doc, "count")) : 1;
 	fake.fault.body = body != NULL ? strdup(body) : NULL;
 	json_decref(doc);
 	send_json(req, 200, json_pack("{s:b}", "ok", 1));
@@ -276,10 +277,11 @@ route(struct evhttp_request *req, void *arg)
 
 	(void)arg;
 	if (strcmp(path, "/_fake/stats") == 0) {
-		send_json(req, 200, json_pack("{s:i,s:i,s:i,s:i,s:s,s:O}", "connections", (json_int_t)fake.connections,
-		    "api_requests", (json_int_t)fake.api_requests,
-		    "creates", (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "last_session_id",
-		    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null()));
+		send_json(req, 200,
+		    json_pack("{s:i,s:i,s:i,s:i,s:s,s:O}", "connections", (json_int_t)fake.connections, "api_requests",
+		        (json_int_t)fake.api_requests, "creates", (json_int_t)fake.creates, "summaries",
+		        (json_int_t)fake.summaries, "last_session_id", fake.last_session_id, "last",
+		        fake.last != NULL ? fake.last : json_null()));
 		return;
 	}
 	if (strcmp(path, "/_fake/fault") == 0) {

@@ -26,7 +26,7 @@
 static void
 sleep_ms(long ms)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	nanosleep(&ts, NULL);
 }
 
@@ -128,8 +128,8 @@ int
 fake_start(struct fake_upstream *fake, const char *dir)
 {
 	char port_file[512], log_path[512];
-	char *argv[] = {(char *)env_or("FAKE_UPSTREAM_BIN", "fake_upstream"), "--port-file", port_file, "--key",
-	    HARNESS_KEY, NULL};
+	char *argv[] = { (char *)env_or("FAKE_UPSTREAM_BIN", "fake_upstream"), "--port-file", port_file, "--key",
+		HARNESS_KEY, NULL };
 
 	snprintf(fake->dir, sizeof(fake->dir), "%s", dir);
 	snprintf(port_file, sizeof(port_file), "%s/fake.port", dir);
@@ -192,7 +192,7 @@ fake_fault(const struct fake_upstream *fake, const char *json)
 {
 	char url[128];
 	struct http_response r;
-	const char *headers[] = {"Content-Type: application/json", NULL};
+	const char *headers[] = { "Content-Type: application/json", NULL };
 	int rc;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/fault", fake->port);
@@ -249,7 +249,7 @@ daemon_print_log(const struct daemon_process *d, const char *why)
 int
 daemon_start(struct daemon_process *d, const char *key)
 {
-	char *argv[] = {(char *)harness_daemon_bin(), "-c", d->conf_path, NULL};
+	char *argv[] = { (char *)harness_daemon_bin(), "-c", d->conf_path, NULL };
 
 	FILE *log = fopen(d->log_path, "w"); /* each start gets a fresh log */
 	if (log != NULL)
@@ -345,7 +345,7 @@ http_call(const char *method, const char *url, const char *const *headers, const
 {
 	CURL *curl = curl_easy_init();
 	struct curl_slist *list = NULL;
-	struct growing got_body = {NULL, 0}, got_headers = {NULL, 0};
+	struct growing got_body = { NULL, 0 }, got_headers = { NULL, 0 };
 	CURLcode rc;
 
 	memset(out, 0, sizeof(*out));
@@ -462,7 +462,7 @@ run_command(char *const argv[], const char *env_key, const char *env_value, char
 int
 harness_connect(int port)
 {
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -476,7 +476,7 @@ harness_connect(int port)
 int
 harness_unused_port(void)
 {
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = 0};
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = 0 };
 	socklen_t len = sizeof(sin);
 	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 

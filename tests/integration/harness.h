@@ -50,8 +50,8 @@ int fake_fault(const struct fake_upstream *fake, const char *json);
 /* Writes a config (listen on 127.0.0.1:0, store in dir/store, upstream at
  * upstream_port) with extra settings text spliced into each group; returns
  * its path in d->conf_path. */
-void daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port,
-    const char *extra_upstream, const char *extra_limits, const char *extra_store);
+void daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port, const char *extra_upstream,
+    const char *extra_limits, const char *extra_store);
 
 /* Starts llamachatd with d->conf_path, stderr into dir/daemon.log, the key in
  * $LLAMA_CLOUD_API_KEY unless key is NULL. Waits until it listens. */
@@ -66,8 +66,8 @@ bool daemon_log_contains(const struct daemon_process *d, const char *needle);
 
 /* Runs one HTTP call to url. headers is a NULL-terminated list of "Name:
  * value" lines, or NULL. Returns 0 once a response arrived, else -1. */
-int http_call(const char *method, const char *url, const char *const *headers, const char *body,
-    size_t body_len, struct http_response *out);
+int http_call(const char *method, const char *url, const char *const *headers, const char *body, size_t body_len,
+    struct http_response *out);
 void http_response_free(struct http_response *r);
 /* The value of header name in r (case-insensitive), copied into buf; NULL
  * when absent. */

@@ -48,7 +48,7 @@ write_file(const char *name, const char *text, mode_t mode, char *path, size_t s
 static int
 run(const char *a1, const char *a2, const char *a3, const char *key, char **out)
 {
-	char *argv[] = {(char *)harness_daemon_bin(), (char *)a1, (char *)a2, (char *)a3, NULL};
+	char *argv[] = { (char *)harness_daemon_bin(), (char *)a1, (char *)a2, (char *)a3, NULL };
 	return run_command(argv, "LLAMA_CLOUD_API_KEY", key, out);
 }
 
@@ -80,7 +80,8 @@ test_check_of_a_good_config(void **state)
 	char conf[512], *out;
 
 	(void)state;
-	write_file("good.conf", "listen = [ \"127.0.0.1:0\" ];\nstore = { path = \"/tmp/x\"; };\n", 0644, conf, sizeof(conf));
+	write_file(
+	    "good.conf", "listen = [ \"127.0.0.1:0\" ];\nstore = { path = \"/tmp/x\"; };\n", 0644, conf, sizeof(conf));
 	assert_int_equal(run("-t", "-c", conf, "llx-k", &out), 0);
 	assert_non_null(strstr(out, "configuration OK"));
 	assert_null(strstr(out, "llx-k"));
@@ -93,8 +94,9 @@ test_check_of_a_bad_config_names_file_line_and_setting(void **state)
 	char conf[512], *out;
 
 	(void)state;
-	write_file("bad.conf", "listen = [ \"127.0.0.1:0\" ];\nupstream = {\n  request_timeout_ms = \"soon\";\n  colour = 1;\n};\n",
-	    0644, conf, sizeof(conf));
+	write_file("bad.conf",
+	    "listen = [ \"127.0.0.1:0\" ];\nupstream = {\n  request_timeout_ms = \"soon\";\n  colour = 1;\n};\n", 0644,
+	    conf, sizeof(conf));
 	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
 	assert_non_null(strstr(out, ":3: upstream.request_timeout_ms: must be an integer"));
 	assert_non_null(strstr(out, ":4: upstream.colour: unknown setting"));
@@ -114,7 +116,8 @@ test_a_key_file_others_can_read_is_refused(void **state)
 
 	(void)state;
 	write_file("key", "llx-secret-in-file\n", 0644, key, sizeof(key));
-	snprintf(text, sizeof(text), "upstream = { api_key_file = \"%s\"; };\nstore = { path = \"%s/store\"; };\n", key, dir);
+	snprintf(text, sizeof(text), "upstream = { api_key_file = \"%s\"; };\nstore = { path = \"%s/store\"; };\n", key,
+	    dir);
 	write_file("keyfile.conf", text, 0644, conf, sizeof(conf));
 	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
 	assert_non_null(strstr(out, "chmod 600"));
@@ -139,7 +142,8 @@ test_an_address_in_use_fails_clearly(void **state)
 	(void)state;
 	daemon_write_config(&first, dir, harness_unused_port(), NULL, NULL, NULL);
 	assert_int_equal(daemon_start(&first, NULL), 0);
-	snprintf(text, sizeof(text), "listen = [ \"127.0.0.1:%d\" ];\nstore = { path = \"%s/store2\"; };\n", first.port, dir);
+	snprintf(text, sizeof(text), "listen = [ \"127.0.0.1:%d\" ];\nstore = { path = \"%s/store2\"; };\n", first.port,
+	    dir);
 	write_file("clash.conf", text, 0644, conf, sizeof(conf));
 	assert_int_equal(run("-c", conf, NULL, NULL, &out), 1);
 	assert_non_null(strstr(out, "Address already in use"));
@@ -152,7 +156,7 @@ static void
 test_shipped_configs_are_valid(void **state)
 {
 	const char *top = getenv("LLAMACHATD_TOP");
-	const char *names[] = {"conf/llamachatd.conf", "conf/minimal.conf"};
+	const char *names[] = { "conf/llamachatd.conf", "conf/minimal.conf" };
 	char conf[512], *out;
 
 	(void)state;

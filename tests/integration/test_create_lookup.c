@@ -105,7 +105,8 @@ test_created_session_is_served_from_the_store_without_upstream(void **state)
 	before = fake_count(&fake, "api_requests");
 
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
-	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(
+	    http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
 	assert_int_equal(looked_up.status, 200);
 	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
 	assert_string_equal(http_header(&looked_up, "Content-Type", value, sizeof(value)), "application/json");
@@ -123,7 +124,7 @@ test_lookup_miss_reads_through_then_hits(void **state)
 {
 	struct http_response direct, first, second;
 	char fake_url[128], path[128], url[256], value[64];
-	const char *key_header[] = {"Authorization: Bearer " HARNESS_KEY, NULL};
+	const char *key_header[] = { "Authorization: Bearer " HARNESS_KEY, NULL };
 	json_t *doc;
 	long summaries;
 
@@ -182,7 +183,8 @@ test_sessions_survive_a_restart(void **state)
 	before = fake_count(&fake, "api_requests");
 
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
-	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(
+	    http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
 	assert_int_equal(looked_up.status, 200);
 	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
 	assert_string_equal(looked_up.body, created.body);
@@ -203,7 +205,8 @@ test_acknowledged_session_survives_kill_9(void **state)
 	assert_int_equal(daemon_start(&daemon_proc, HARNESS_KEY), 0);
 
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
-	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
+	assert_int_equal(
+	    http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &looked_up), 0);
 	assert_int_equal(looked_up.status, 200);
 	assert_string_equal(http_header(&looked_up, "X-Cache", value, sizeof(value)), "HIT");
 	http_response_free(&created);
@@ -215,7 +218,7 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 {
 	struct http_response r;
 	char url[256], path[128], value[16], stored[128];
-	const char *headers[] = {"Content-Type: application/json", NULL};
+	const char *headers[] = { "Content-Type: application/json", NULL };
 	long creates = fake_count(&fake, "creates"), summaries;
 	json_t *stats;
 	CURL *curl = curl_easy_init();
@@ -238,8 +241,10 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 		usleep(10000);
 	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
 	stats = fake_stats(&fake);
-	snprintf(stored, sizeof(stored), "stored session %s", json_string_value(json_object_get(stats, "last_session_id")));
-	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(stats, "last_session_id")));
+	snprintf(
+	    stored, sizeof(stored), "stored session %s", json_string_value(json_object_get(stats, "last_session_id")));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary",
+	    json_string_value(json_object_get(stats, "last_session_id")));
 	json_decref(stats);
 	for (int i = 0; i < 300 && !daemon_log_contains(&daemon_proc, stored); i++)
 		usleep(10000);
@@ -279,7 +284,9 @@ test_upstream_connection_is_reused(void **state)
 
 	(void)state;
 	for (int i = 0; i < 10; i++) {
-		assert_int_equal(http_call("POST", daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)), sdk_headers, "{}", 2, &r), 0);
+		assert_int_equal(http_call("POST", daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)),
+		                     sdk_headers, "{}", 2, &r),
+		    0);
 		assert_int_equal(r.status, 200);
 		http_response_free(&r);
 	}
@@ -295,7 +302,7 @@ test_stop_lets_a_create_in_flight_finish(void **state)
 	CURL *curl = curl_easy_init();
 	CURLM *multi = curl_multi_init();
 	struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
-	struct body_sink body = {.len = 0};
+	struct body_sink body = { .len = 0 };
 	char url[256], path[128], value[16];
 	long status = 0;
 	int running = 1;
@@ -383,9 +390,11 @@ test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 		assert_int_equal(status, 200);
 		doc = json_loads(bodies[i].data, 0, NULL);
 		assert_non_null(doc);
-		snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
+		snprintf(path, sizeof(path), "/api/v1/chat/%s/summary",
+		    json_string_value(json_object_get(doc, "session_id")));
 		json_decref(doc);
-		assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, one, sizeof(one)), NULL, NULL, 0, &r), 0);
+		assert_int_equal(
+		    http_call("GET", daemon_url(&daemon_proc, path, one, sizeof(one)), NULL, NULL, 0, &r), 0);
 		assert_int_equal(r.status, 200);
 		assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
 		http_response_free(&r);

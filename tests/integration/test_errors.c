@@ -19,7 +19,7 @@ static struct fake_upstream fake;
 static struct daemon_process main_daemon;
 static char *dir;
 
-static const char *const json_headers[] = {"Content-Type: application/json", NULL};
+static const char *const json_headers[] = { "Content-Type: application/json", NULL };
 
 static int
 start_all(void **state)
@@ -76,7 +76,7 @@ static void
 test_bad_client_input_never_reaches_upstream(void **state)
 {
 	struct http_response r;
-	const char *const text_headers[] = {"Content-Type: text/plain", NULL};
+	const char *const text_headers[] = { "Content-Type: text/plain", NULL };
 	char big[1600];
 	long before = fake_count(&fake, "api_requests");
 
@@ -167,14 +167,17 @@ test_upstream_errors_pass_through_faithfully(void **state)
 	char value[64];
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"status\",\"status\":429,\"body\":\"{\\\"detail\\\":\\\"slow down\\\"}\"}"), 0);
+	assert_int_equal(
+	    fake_fault(&fake, "{\"mode\":\"status\",\"status\":429,\"body\":\"{\\\"detail\\\":\\\"slow down\\\"}\"}"),
+	    0);
 	expect_error("POST", "/api/v1/chat", json_headers, "{}", 429, &r);
 	assert_string_equal(r.body, "{\"detail\":\"slow down\"}");
 	assert_string_equal(http_header(&r, "Retry-After", value, sizeof(value)), "7");
 	assert_null(http_header(&r, "Set-Cookie", value, sizeof(value)));
 	http_response_free(&r);
 
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"status\",\"status\":500,\"body\":\"{\\\"detail\\\":\\\"boom\\\"}\"}"), 0);
+	assert_int_equal(
+	    fake_fault(&fake, "{\"mode\":\"status\",\"status\":500,\"body\":\"{\\\"detail\\\":\\\"boom\\\"}\"}"), 0);
 	expect_error("GET", "/api/v1/chat/ses-unseen/summary", NULL, NULL, 500, &r);
 	assert_string_equal(r.body, "{\"detail\":\"boom\"}");
 	http_response_free(&r);
@@ -189,7 +192,9 @@ test_upstream_redirects_are_never_followed(void **state)
 
 	(void)state;
 	assert_int_equal(fake_fault(&fake, "{\"mode\":\"status\",\"status\":307,\"body\":\"{}\"}"), 0);
-	assert_int_equal(http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r),
+	    0);
 	assert_int_equal(r.status, 307);
 	assert_null(http_header(&r, "Location", value, sizeof(value)));
 	http_response_free(&r);
@@ -220,7 +225,9 @@ test_garbage_on_the_wire_does_not_hurt(void **state)
 		/* Half-sent requests are left hanging: close without reading. */
 		close(fd);
 	}
-	assert_int_equal(http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r),
+	    0);
 	assert_int_equal(r.status, 200);
 	http_response_free(&r);
 }
@@ -268,7 +275,8 @@ test_unreachable_upstream_is_502(void **state)
 	assert_int_equal(mkdir(sub, 0700), 0);
 	daemon_write_config(&d, sub, harness_unused_port(), NULL, NULL, NULL);
 	assert_int_equal(daemon_start(&d, HARNESS_KEY), 0);
-	assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
 	assert_int_equal(r.status, 502);
 	assert_non_null(strstr(r.body, "unreachable"));
 	assert_false(says_no_retry(&r)); /* nothing was sent: a retry is safe */
@@ -286,7 +294,9 @@ test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 
 	(void)state;
 	/* A session stored by the main daemon, then a keyless daemon on the same store. */
-	assert_int_equal(http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r),
+	    0);
 	assert_int_equal(r.status, 200);
 	doc = json_loads(r.body, 0, NULL);
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
@@ -298,8 +308,10 @@ test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 	daemon_write_config(&d, sub, fake.port, NULL, NULL, NULL);
 	/* Point it at the main daemon's store: LMDB serves both processes. */
 	FILE *f = fopen(d.conf_path, "w");
-	fprintf(f, "listen = [\"127.0.0.1:0\"];\nupstream = { base_url = \"http://127.0.0.1:%d\"; };\n"
-	           "store = { path = \"%s/store\"; };\n", fake.port, dir);
+	fprintf(f,
+	    "listen = [\"127.0.0.1:0\"];\nupstream = { base_url = \"http://127.0.0.1:%d\"; };\n"
+	    "store = { path = \"%s/store\"; };\n",
+	    fake.port, dir);
 	fclose(f);
 	assert_int_equal(daemon_start(&d, NULL), 0);
 	assert_true(daemon_log_contains(&d, "no LlamaCloud API key"));
@@ -309,7 +321,8 @@ test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
 	http_response_free(&r);
 
-	assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
 	assert_int_equal(r.status, 503);
 	assert_non_null(strstr(r.body, "LLAMA_CLOUD_API_KEY"));
 	assert_true(says_no_retry(&r));
@@ -334,7 +347,8 @@ test_full_store_still_answers_the_client(void **state)
 	assert_int_equal(fake_fault(&fake, "{\"mode\":\"padded\",\"bytes\":300000,\"count\":5}"), 0);
 	for (int i = 0; i < 5; i++) {
 		json_t *doc;
-		assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+		assert_int_equal(
+		    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
 		/* The session exists upstream: the client gets it, never an error. */
 		assert_int_equal(r.status, 200);
 		doc = json_loads(r.body, 0, NULL);

@@ -130,9 +130,11 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_key_file_is_read_and_trimmed, make_key_file, remove_key_file),
-		cmocka_unit_test_setup_teardown(test_key_file_readable_by_others_is_refused, make_key_file, remove_key_file),
+		cmocka_unit_test_setup_teardown(
+		    test_key_file_readable_by_others_is_refused, make_key_file, remove_key_file),
 		cmocka_unit_test_setup_teardown(test_bad_key_files, make_key_file, remove_key_file),
-		cmocka_unit_test_setup_teardown(test_environment_key_is_taken_and_wiped, make_key_file, remove_key_file),
+		cmocka_unit_test_setup_teardown(
+		    test_environment_key_is_taken_and_wiped, make_key_file, remove_key_file),
 		cmocka_unit_test_setup_teardown(test_no_key_at_all_is_not_an_error, make_key_file, remove_key_file),
 	};
 	return cmocka_run_group_tests_name("unit: apikey", tests, NULL, NULL);

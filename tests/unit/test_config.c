@@ -20,7 +20,8 @@ make_path(void **state)
 	int fd;
 
 	(void)state;
-	snprintf(path, sizeof(path), "%s/llamachatd-config-XXXXXX", getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
+	snprintf(
+	    path, sizeof(path), "%s/llamachatd-config-XXXXXX", getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
 	fd = mkstemp(path);
 	if (fd < 0)
 		return -1;
@@ -165,10 +166,13 @@ test_bad_addresses_and_urls(void **state)
 	expect_one_error("upstream = { base_url = \"ftp://x\"; };\n", "upstream.base_url", "https://");
 	/* The key must never cross a network in clear text. */
 	expect_one_error("upstream = { base_url = \"http://example.com\"; };\n", "upstream.base_url", "loopback");
-	expect_one_error("upstream = { base_url = \"http://localhost.evil.test\"; };\n", "upstream.base_url", "loopback");
-	expect_one_error("upstream = { base_url = \"http://127.0.0.1.evil.test/\"; };\n", "upstream.base_url", "loopback");
+	expect_one_error(
+	    "upstream = { base_url = \"http://localhost.evil.test\"; };\n", "upstream.base_url", "loopback");
+	expect_one_error(
+	    "upstream = { base_url = \"http://127.0.0.1.evil.test/\"; };\n", "upstream.base_url", "loopback");
 	expect_one_error("upstream = { base_url = \"http://10.0.0.1:80\"; };\n", "upstream.base_url", "loopback");
-	expect_one_error("upstream = { base_url = \"https://user:pw@example.com\"; };\n", "upstream.base_url", "credentials");
+	expect_one_error(
+	    "upstream = { base_url = \"https://user:pw@example.com\"; };\n", "upstream.base_url", "credentials");
 }
 
 static void
@@ -192,7 +196,8 @@ static void
 test_every_error_is_reported_at_once(void **state)
 {
 	struct config_errors errors;
-	struct config *c = load("bogus = 1;\nupstream = { connect_timeout_ms = -5; };\nlog = { level = 3; };\n", &errors);
+	struct config *c =
+	    load("bogus = 1;\nupstream = { connect_timeout_ms = -5; };\nlog = { level = 3; };\n", &errors);
 
 	(void)state;
 	assert_null(c);

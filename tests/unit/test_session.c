@@ -29,8 +29,8 @@ test_accepted_create_bodies(void **state)
 	assert_int_equal(check("{}"), SESSION_BODY_OK);
 	assert_int_equal(check("{\"index_ids\": null}"), SESSION_BODY_OK);
 	assert_int_equal(check("{\"index_ids\": [\"a\"]}"), SESSION_BODY_OK);
-	assert_int_equal(check("{\"index_ids\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\"]}"),
-	    SESSION_BODY_OK);
+	assert_int_equal(
+	    check("{\"index_ids\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\"]}"), SESSION_BODY_OK);
 	assert_int_equal(check("{\"shared_access\": \"query\", \"future\": {\"x\": 1}}"), SESSION_BODY_OK);
 }
 
@@ -54,7 +54,8 @@ test_invalid_create_bodies(void **state)
 	assert_int_equal(check("{\"index_ids\": \"idx\"}"), SESSION_BODY_INVALID);
 	assert_int_equal(check("{\"index_ids\": [\"\"]}"), SESSION_BODY_INVALID);
 	assert_int_equal(check("{\"index_ids\": [1]}"), SESSION_BODY_INVALID);
-	assert_int_equal(check("{\"index_ids\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]}"),
+	assert_int_equal(
+	    check("{\"index_ids\": [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\"]}"),
 	    SESSION_BODY_INVALID);
 }
 

@@ -100,8 +100,8 @@ test_deferred_writes_commit_together_then_call_back(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct store *store = open_store(base, 8);
-	struct commit_log log = {0};
-	struct commit_log forgotten = {0};
+	struct commit_log log = { 0 };
+	struct commit_log forgotten = { 0 };
 	struct store_write *w;
 
 	(void)state;
@@ -173,7 +173,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_and_reopen, make_dir, remove_dir),
-		cmocka_unit_test_setup_teardown(test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(
+		    test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
 		cmocka_unit_test(test_unusable_directory_is_reported),
