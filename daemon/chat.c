@@ -34,7 +34,7 @@ enum chat_state { CHAT_FORWARDING, CHAT_STORING };
 
 struct chat_call {
 	struct chat *chat;
-	struct chat_call *prev, *next;
+	LIST_ENTRY(chat_call) link;
 	struct evhttp_request *req; /* NULL once the client is gone */
 	enum chat_kind kind;
 	enum chat_state state;
@@ -53,7 +53,7 @@ struct chat {
 	struct upstream *upstream;
 	struct store *store;
 	long max_body_bytes;
-	struct chat_call *calls;
+	LIST_HEAD(, chat_call) calls;
 	long pending;
 	struct chat_counters counters;
 };
@@ -68,6 +68,7 @@ chat_create(struct upstream *upstream, struct store *store, long max_body_bytes)
 	chat->upstream = upstream;
 	chat->store = store;
 	chat->max_body_bytes = max_body_bytes;
+	LIST_INIT(&chat->calls);
 	return chat;
 }
 
@@ -98,10 +99,7 @@ chat_call_new(struct chat *chat, struct evhttp_request *req, enum chat_kind kind
 	call->req = req;
 	call->kind = kind;
 	TAILQ_INIT(&call->headers);
-	call->next = chat->calls;
-	if (chat->calls != NULL)
-		chat->calls->prev = call;
-	chat->calls = call;
+	LIST_INSERT_HEAD(&chat->calls, call, link);
 	chat->pending++;
 	return call;
 }
@@ -134,12 +132,7 @@ chat_call_free(struct chat_call *call)
 	store_write_forget(call->write);
 	evbuffer_free(call->body);
 	evhttp_clear_headers(&call->headers);
-	if (call->prev != NULL)
-		call->prev->next = call->next;
-	else
-		chat->calls = call->next;
-	if (call->next != NULL)
-		call->next->prev = call->prev;
+	LIST_REMOVE(call, link);
 	chat->pending--;
 	free(call);
 }
@@ -516,7 +509,7 @@ chat_free(struct chat *chat)
 {
 	if (chat == NULL)
 		return;
-	while (chat->calls != NULL)
-		chat_call_fail(chat->calls, 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
+	while (!LIST_EMPTY(&chat->calls))
+		chat_call_fail(LIST_FIRST(&chat->calls), 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
 	free(chat);
 }

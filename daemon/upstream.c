@@ -28,12 +28,12 @@ struct upstream {
 	char *ca_file;
 	char *key;
 	long in_flight;
-	struct upstream_call *calls; /* every call in flight, for upstream_free */
+	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
 };
 
 struct upstream_call {
 	struct upstream *upstream;
-	struct upstream_call *prev, *next;
+	LIST_ENTRY(upstream_call) link;
 	CURL *easy;
 	struct curl_slist *request_headers; /* holds the key: wiped before free */
 	void *body_copy;
@@ -111,12 +111,7 @@ upstream_call_free(struct upstream_call *call)
 	if (call->response_body != NULL)
 		evbuffer_free(call->response_body);
 	evhttp_clear_headers(&call->response_headers);
-	if (call->prev != NULL)
-		call->prev->next = call->next;
-	else
-		upstream->calls = call->next;
-	if (call->next != NULL)
-		call->next->prev = call->prev;
+	LIST_REMOVE(call, link);
 	upstream->in_flight--;
 	free(call);
 }
@@ -308,6 +303,7 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	if (upstream == NULL)
 		goto oom;
 	upstream->base = base;
+	LIST_INIT(&upstream->calls);
 	upstream->settings = *settings;
 	upstream->base_url = strdup(settings->base_url);
 	upstream->ca_file = settings->ca_file != NULL ? strdup(settings->ca_file) : NULL;
@@ -336,8 +332,8 @@ upstream_free(struct upstream *upstream)
 {
 	if (upstream == NULL)
 		return;
-	while (upstream->calls != NULL)
-		upstream_call_free(upstream->calls);
+	while (!LIST_EMPTY(&upstream->calls))
+		upstream_call_free(LIST_FIRST(&upstream->calls));
 	if (upstream->multi != NULL)
 		curl_multi_cleanup(upstream->multi);
 	if (upstream->timer != NULL)
@@ -491,10 +487,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	call->done = done;
 	call->arg = arg;
 	TAILQ_INIT(&call->response_headers);
-	call->next = upstream->calls;
-	if (upstream->calls != NULL)
-		upstream->calls->prev = call;
-	upstream->calls = call;
+	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
 
 	call->easy = curl_easy_init();
