@@ -2,7 +2,10 @@
 #include "session.h"
 
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 bool
 session_id_is_safe(const char *id, size_t len)
@@ -83,7 +86,7 @@ out:
 }
 
 int
-session_parse_summary(const char *json, size_t len, char *id, const char **why)
+session_parse_summary(const char *json, size_t len, char *id, uint64_t *updated_us, const char **why)
 {
 	json_error_t error;
 	json_t *root, *sid, *updated;
@@ -107,6 +110,7 @@ session_parse_summary(const char *json, size_t len, char *id, const char **why)
 	}
 	memcpy(id, json_string_value(sid), json_string_length(sid));
 	id[json_string_length(sid)] = '\0';
+	*updated_us = session_time_parse(json_string_value(updated));
 	rc = 0;
 out:
 	json_decref(root);
@@ -205,4 +209,160 @@ session_record_decode(const unsigned char *buf, size_t len, struct session_recor
 	    take_bytes(&r, 4, &rec->json, &rec->json_len) != 0 || r.left != 0)
 		return -1;
 	return 0;
+}
+
+uint64_t
+session_time_parse(const char *text)
+{
+	struct tm tm = {0};
+	int year, month, day, hour, minute, second, used = 0;
+	uint64_t micros = 0;
+	long offset_s = 0;
+	const char *p;
+	time_t t;
+
+	if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second, &used) != 6 ||
+	    used != 19)
+		return 0;
+	p = text + used;
+	if (*p == '.') {
+		int digits = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 6)
+				micros = micros * 10 + (uint64_t)(*p - '0');
+		if (digits == 0)
+			return 0;
+		for (; digits < 6; digits++)
+			micros *= 10;
+	}
+	if (*p == 'Z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int oh, om;
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5)
+			return 0;
+		offset_s = (oh * 3600L + om * 60L) * (*p == '+' ? 1 : -1);
+		p += 6;
+	}
+	if (*p != '\0' || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
+		return 0;
+	tm.tm_year = year - 1900;
+	tm.tm_mon = month - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hour;
+	tm.tm_min = minute;
+	tm.tm_sec = second;
+	t = timegm(&tm) - offset_s;
+	if (t < 0)
+		return 0;
+	return (uint64_t)t * 1000000u + micros;
+}
+
+void
+session_time_format(uint64_t us, char out[SESSION_TIME_TEXT])
+{
+	time_t t = (time_t)(us / 1000000u);
+	struct tm tm;
+	size_t used;
+
+	gmtime_r(&t, &tm);
+	used = strftime(out, SESSION_TIME_TEXT, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + used, SESSION_TIME_TEXT - used, ".%06u", (unsigned)(us % 1000000u));
+}
+
+static size_t
+put_short_string(unsigned char *out, const char *text)
+{
+	size_t len = text != NULL ? strlen(text) : 0;
+
+	if (len > SESSION_SCOPE_MAX)
+		len = SESSION_SCOPE_MAX;
+	out[0] = (unsigned char)len;
+	if (len > 0)
+		memcpy(out + 1, text, len);
+	return 1 + len;
+}
+
+size_t
+session_scope_key(const char *organization_id, const char *project_id, unsigned char *out)
+{
+	size_t used = put_short_string(out, organization_id);
+
+	return used + put_short_string(out + used, project_id);
+}
+
+size_t
+session_index_key(const char *organization_id, const char *project_id, uint64_t updated_us, const char *id,
+    size_t id_len, unsigned char *out)
+{
+	size_t used = session_scope_key(organization_id, project_id, out);
+	/* Big-endian and inverted, so that ascending keys go newest first. */
+	uint64_t order = UINT64_MAX - updated_us;
+
+	for (int i = 7; i >= 0; i--)
+		out[used++] = (unsigned char)(order >> (8 * i));
+	if (id_len > SESSION_ID_MAX)
+		id_len = SESSION_ID_MAX;
+	memcpy(out + used, id, id_len);
+	return used + id_len;
+}
+
+/* Loads text as a JSON object, keeping member order for re-encoding. */
+static json_t *
+session_load_object(const char *text, size_t len)
+{
+	json_error_t error;
+	json_t *doc = json_loadb(text, len, 0, &error);
+
+	if (doc != NULL && !json_is_object(doc)) {
+		json_decref(doc);
+		return NULL;
+	}
+	return doc;
+}
+
+char *
+session_apply_stop(const char *json, size_t len, const char *stop, size_t stop_len, uint64_t now_us)
+{
+	json_t *session = session_load_object(json, len);
+	json_t *event = session_load_object(stop, stop_len);
+	json_t *usage = event != NULL ? json_object_get(event, "usage") : NULL;
+	json_t *meta;
+	char when[SESSION_TIME_TEXT];
+	char *text = NULL;
+
+	if (session == NULL || event == NULL)
+		goto out;
+	meta = json_object_get(session, "job_metadata");
+	if (!json_is_object(meta)) {
+		meta = json_object();
+		json_object_set_new(session, "job_metadata", meta);
+	}
+	if (json_is_object(usage))
+		json_object_update(meta, usage);
+	if (json_object_get(event, "error") != NULL)
+		json_object_set(meta, "error", json_object_get(event, "error"));
+	if (json_object_get(event, "is_error") != NULL)
+		json_object_set(meta, "is_error", json_object_get(event, "is_error"));
+	session_time_format(now_us, when);
+	json_object_set_new(session, "last_updated_at", json_string(when));
+	text = json_dumps(session, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+	json_decref(session);
+	json_decref(event);
+	return text;
+}
+
+char *
+session_summary_of_history(const char *json, size_t len)
+{
+	json_t *doc = session_load_object(json, len);
+	char *text;
+
+	if (doc == NULL)
+		return NULL;
+	json_object_del(doc, "events");
+	text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(doc);
+	return text;
 }

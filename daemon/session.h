@@ -30,9 +30,48 @@ enum session_body_check session_check_create_body(const char *body, size_t len, 
     __attribute__((warn_unused_result));
 
 /* Checks that json is a Session object (string session_id that is safe,
- * string last_updated_at) and copies its id into id (SESSION_ID_MAX + 1
- * bytes). Returns 0, or -1 with a static reason in *why. */
-int session_parse_summary(const char *json, size_t len, char *id, const char **why) __attribute__((warn_unused_result));
+ * string last_updated_at), copies its id into id (SESSION_ID_MAX + 1 bytes)
+ * and reads last_updated_at into *updated_us (0 when it is not a time this
+ * parser knows). Returns 0, or -1 with a static reason in *why. */
+int session_parse_summary(const char *json, size_t len, char *id, uint64_t *updated_us, const char **why)
+	__attribute__((warn_unused_result));
+
+/* Reads an ISO-8601 time as upstream writes it ("2026-04-22T12:34:41.342245",
+ * no zone meaning UTC; a trailing "Z" or "+hh:mm" is honoured) into Unix
+ * microseconds. Returns 0 when text is not such a time. */
+uint64_t session_time_parse(const char *text);
+
+#define SESSION_TIME_TEXT 32
+/* Writes us as upstream does: "YYYY-MM-DDTHH:MM:SS.ffffff" in UTC, no zone. */
+void session_time_format(uint64_t us, char out[SESSION_TIME_TEXT]);
+
+/* Index keys order sessions for lists: the scope (organization, project),
+ * then newest last_updated_at first, then the id. A list reads one scope as
+ * one run of keys. */
+#define SESSION_SCOPE_KEY_MAX (2 + 2 * SESSION_SCOPE_MAX)
+#define SESSION_INDEX_KEY_MAX (SESSION_SCOPE_KEY_MAX + 8 + SESSION_ID_MAX)
+
+/* Writes the key prefix of a scope (NULL or "" for an absent id) into out
+ * (SESSION_SCOPE_KEY_MAX bytes); returns its length. */
+size_t session_scope_key(const char *organization_id, const char *project_id, unsigned char *out);
+
+/* Writes a session's index key into out (SESSION_INDEX_KEY_MAX bytes);
+ * returns its length. */
+size_t session_index_key(const char *organization_id, const char *project_id, uint64_t updated_us, const char *id,
+    size_t id_len, unsigned char *out);
+
+/* Returns a new Session JSON text (caller frees) that is json with the
+ * members of a stream's "stop" event applied: job_metadata takes its usage,
+ * error and is_error (keeping members the event does not carry, such as
+ * export_config_ids), and last_updated_at becomes now_us. NULL when either
+ * input is not a JSON object. */
+char *session_apply_stop(const char *json, size_t len, const char *stop, size_t stop_len, uint64_t now_us)
+	__attribute__((warn_unused_result));
+
+/* Returns a new JSON text (caller frees) that is the history answer json
+ * without its "events": the session summary it carries. NULL when json is
+ * not an object. */
+char *session_summary_of_history(const char *json, size_t len) __attribute__((warn_unused_result));
 
 /* What the store keeps for a session. Encoded records own nothing: a decoded
  * record's pointers point into the buffer it was decoded from. */
