@@ -1,7 +1,10 @@
-/* chat: the chat API handlers: create a session, look one up from the store.
+/* chat: the chat API handlers whose upstream answer is read whole: create,
+ * summary lookup, history and delete, and background summary refreshes.
  *
- * Each client request is one struct chat_call, owned by the chat module from
- * the handler until its reply is sent (or its client goes away). */
+ * Each such request is one struct chat_call, owned by this module from its
+ * handler until its answer is sent. A call waits on upstream first, then on
+ * the store's commit of what upstream answered; the client is answered only
+ * after that commit. */
 #include "chat.h"
 
 #include <event2/buffer.h>
@@ -15,51 +18,44 @@
 #include <strings.h>
 #include <time.h>
 
+#include "chat_private.h"
 #include "log.h"
 #include "reply.h"
 #include "session.h"
 #include "store.h"
 #include "upstream.h"
 
-#define CHAT_PATH "/api/v1/chat"
-#define NO_KEY_DETAIL \
-	"llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's " \
-	"environment or upstream.api_key_file in its config, then restart it"
+enum chat_kind {
+	CHAT_CREATE, /* POST /api/v1/chat */
+	CHAT_SUMMARY, /* GET .../{id}/summary that missed the store */
+	CHAT_HISTORY, /* GET .../{id} */
+	CHAT_DELETE, /* DELETE .../{id} */
+	CHAT_REFRESH, /* a summary fetched after a stream, with no client */
+};
 
-enum chat_kind { CHAT_CREATE, CHAT_SUMMARY };
-
-/* Where a request is: waiting for upstream's answer, or for the store to
- * commit what upstream answered. */
+/* Where a call is: waiting for upstream's answer, or for the store to commit
+ * what upstream answered. */
 enum chat_state { CHAT_FORWARDING, CHAT_STORING };
 
 struct chat_call {
 	struct chat *chat;
 	LIST_ENTRY(chat_call) link;
-	struct evhttp_request *req; /* NULL once the client is gone */
+	struct evhttp_request *req; /* NULL for a refresh, or once answered */
 	enum chat_kind kind;
 	enum chat_state state;
 	char session_id[SESSION_ID_MAX + 1]; /* once known */
+	struct chat_scope scope;
 	struct upstream_call *upstream;
 	struct store_write *write;
-	char organization_id[SESSION_SCOPE_MAX + 1];
-	char project_id[SESSION_SCOPE_MAX + 1];
-	/* Upstream's answer, kept until the store has committed it. */
+	/* Upstream's answer, kept until the store has committed what it says. */
 	long status;
 	struct evbuffer *body;
 	struct evkeyvalq headers;
 };
 
-struct chat {
-	struct upstream *upstream;
-	struct store *store;
-	long max_body_bytes;
-	LIST_HEAD(, chat_call) calls;
-	long pending;
-	struct chat_counters counters;
-};
-
 struct chat *
-chat_create(struct upstream *upstream, struct store *store, long max_body_bytes)
+chat_create(
+    struct upstream *upstream, struct store *store, struct relay_engine *relays, const struct chat_settings *settings)
 {
 	struct chat *chat = calloc(1, sizeof(*chat));
 
@@ -67,7 +63,8 @@ chat_create(struct upstream *upstream, struct store *store, long max_body_bytes)
 		return NULL;
 	chat->upstream = upstream;
 	chat->store = store;
-	chat->max_body_bytes = max_body_bytes;
+	chat->relays = relays;
+	chat->settings = *settings;
 	LIST_INIT(&chat->calls);
 	return chat;
 }
@@ -100,13 +97,14 @@ chat_call_new(struct chat *chat, struct evhttp_request *req, enum chat_kind kind
 	call->kind = kind;
 	TAILQ_INIT(&call->headers);
 	LIST_INSERT_HEAD(&chat->calls, call, link);
-	chat->pending++;
+	if (req != NULL)
+		chat->pending++;
 	return call;
 }
 
 /* Hands the client's request over for answering: evhttp may free it as soon
- * as the answer is sent, so the call forgets it first. NULL when the client
- * is gone. */
+ * as the answer is sent, so the call forgets it first. NULL when there is no
+ * client (any more). */
 static struct evhttp_request *
 chat_call_take_request(struct chat_call *call)
 {
@@ -117,23 +115,20 @@ chat_call_take_request(struct chat_call *call)
 		if (evcon != NULL)
 			evhttp_connection_set_closecb(evcon, NULL, NULL);
 		call->req = NULL;
+		call->chat->pending--;
 	}
 	return req;
 }
 
-/* Releases everything the call holds; its request must be answered (taken)
- * already. */
+/* Releases everything the call holds; its request must be taken already. */
 static void
 chat_call_free(struct chat_call *call)
 {
-	struct chat *chat = call->chat;
-
 	upstream_cancel(call->upstream);
 	store_write_forget(call->write);
 	evbuffer_free(call->body);
 	evhttp_clear_headers(&call->headers);
 	LIST_REMOVE(call, link);
-	chat->pending--;
 	free(call);
 }
 
@@ -149,7 +144,7 @@ chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const
 
 /* Sends upstream's answer, as kept in the call, to the client. */
 static void
-chat_call_reply_upstream(struct chat_call *call, const char *x_cache)
+chat_call_reply_upstream(struct chat_call *call)
 {
 	struct evhttp_request *req = chat_call_take_request(call);
 	struct evkeyvalq *out;
@@ -159,8 +154,8 @@ chat_call_reply_upstream(struct chat_call *call, const char *x_cache)
 		out = evhttp_request_get_output_headers(req);
 		TAILQ_FOREACH(h, &call->headers, next)
 			evhttp_add_header(out, h->key, h->value);
-		if (x_cache != NULL)
-			evhttp_add_header(out, "X-Cache", x_cache);
+		if (call->kind == CHAT_SUMMARY)
+			evhttp_add_header(out, "X-Cache", "MISS");
 		evhttp_send_reply(req, (int)call->status, NULL, call->body);
 	}
 	chat_call_free(call);
@@ -177,6 +172,7 @@ chat_on_client_close(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	log_debug("chat: the client went away before its answer");
 	call->req = NULL;
+	call->chat->pending--;
 	/* evhttp has detached a request it was not done with; answering it is
 	 * how it gets freed. */
 	if (req != NULL && evhttp_request_get_connection(req) == NULL)
@@ -184,40 +180,84 @@ chat_on_client_close(struct evhttp_connection *evcon, void *arg)
 	chat_call_free(call);
 }
 
-/* Takes organization_id and project_id from the query (empty means absent,
- * as the SDKs send them). Returns 0, or -1 with a reason in *why. */
-static int
-chat_read_scope(struct chat_call *call, const char *query, const char **why)
+int
+chat_read_scope(const char *query, struct chat_scope *scope, const char **why)
 {
-	struct evkeyvalq params;
-	const char *value;
+	static const struct {
+		const char *name;
+		size_t offset;
+	} params[] = {
+		{ "organization_id", offsetof(struct chat_scope, organization_id) },
+		{ "project_id", offsetof(struct chat_scope, project_id) },
+	};
+	struct evkeyvalq parsed;
 	int rc = 0;
 
+	memset(scope, 0, sizeof(*scope));
 	if (query == NULL || query[0] == '\0')
 		return 0;
-	TAILQ_INIT(&params);
-	if (evhttp_parse_query_str(query, &params) != 0) {
+	TAILQ_INIT(&parsed);
+	if (evhttp_parse_query_str(query, &parsed) != 0) {
 		*why = "the query string is malformed";
 		return -1;
 	}
-	if ((value = evhttp_find_header(&params, "organization_id")) != NULL) {
+	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+		const char *value = evhttp_find_header(&parsed, params[i].name);
+		if (value == NULL)
+			continue;
 		if (!session_scope_is_safe(value, strlen(value))) {
-			*why = "organization_id is not a valid id";
+			*why = i == 0 ? "organization_id is not a valid id" : "project_id is not a valid id";
 			rc = -1;
-		} else {
-			snprintf(call->organization_id, sizeof(call->organization_id), "%s", value);
+			break;
 		}
+		snprintf((char *)scope + params[i].offset, SESSION_SCOPE_MAX + 1, "%s", value);
 	}
-	if ((value = evhttp_find_header(&params, "project_id")) != NULL) {
-		if (!session_scope_is_safe(value, strlen(value))) {
-			*why = "project_id is not a valid id";
-			rc = -1;
-		} else {
-			snprintf(call->project_id, sizeof(call->project_id), "%s", value);
-		}
-	}
-	evhttp_clear_headers(&params);
+	evhttp_clear_headers(&parsed);
 	return rc;
+}
+
+bool
+chat_take_session_id(struct evhttp_request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1])
+{
+	if (!session_id_is_safe(raw, raw_len)) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
+		    "the session id must be 1 to 128 bytes without '/', '%', '?', '#' or control characters");
+		return false;
+	}
+	memcpy(id, raw, raw_len);
+	id[raw_len] = '\0';
+	return true;
+}
+
+char *
+chat_upstream_path(const char *id, const char *suffix, const char *query)
+{
+	char *encoded = evhttp_uriencode(id, -1, 0);
+	bool has_query = query != NULL && query[0] != '\0';
+	size_t size;
+	char *path;
+
+	if (encoded == NULL)
+		return NULL;
+	size = strlen(CHAT_PATH) + 1 + strlen(encoded) + strlen(suffix) + (has_query ? 1 + strlen(query) : 0) + 1;
+	if ((path = malloc(size)) != NULL)
+		snprintf(path, size, "%s/%s%s%s%s", CHAT_PATH, encoded, suffix, has_query ? "?" : "",
+		    has_query ? query : "");
+	free(encoded);
+	return path;
+}
+
+bool
+chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec)
+{
+	evbuffer_drain(buf, evbuffer_get_length(buf));
+	if (store_get(chat->store, id, strlen(id), buf) != STORE_OK)
+		return false;
+	if (session_record_decode(evbuffer_pullup(buf, -1), evbuffer_get_length(buf), rec) != 0) {
+		log_warnx("chat: the stored record of session %s is damaged; it will be read through", id);
+		return false;
+	}
+	return true;
 }
 
 static uint64_t
@@ -229,94 +269,134 @@ chat_now_us(void)
 	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
 }
 
+struct store_write *
+chat_store_summary(
+    struct chat *chat, const char *json, size_t len, const struct chat_scope *fallback, store_write_cb cb, void *arg)
+{
+	struct session_record rec = { 0 }, old;
+	struct evbuffer *old_buf = evbuffer_new();
+	char id[SESSION_ID_MAX + 1];
+	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
+	unsigned char index_key[SESSION_INDEX_KEY_MAX];
+	size_t index_len, size;
+	uint64_t updated_us;
+	unsigned char *encoded = NULL;
+	struct store_write *write = NULL;
+	const char *why;
+
+	if (old_buf == NULL)
+		return NULL;
+	if (session_parse_summary(json, len, id, &updated_us, &why) != 0) {
+		log_warnx("chat: %s", why);
+		goto out;
+	}
+	/* A session keeps the scope it was first stored under. */
+	if (chat_load_record(chat, id, old_buf, &old)) {
+		snprintf(org, sizeof(org), "%.*s", (int)old.organization_id_len,
+		    old.organization_id ? old.organization_id : "");
+		snprintf(
+		    project, sizeof(project), "%.*s", (int)old.project_id_len, old.project_id ? old.project_id : "");
+	} else {
+		snprintf(org, sizeof(org), "%s", fallback->organization_id);
+		snprintf(project, sizeof(project), "%s", fallback->project_id);
+	}
+	rec.stored_at_us = chat_now_us();
+	rec.organization_id = org;
+	rec.organization_id_len = strlen(org);
+	rec.project_id = project;
+	rec.project_id_len = strlen(project);
+	rec.json = json;
+	rec.json_len = len;
+	size = session_record_encoded_size(&rec);
+	if ((encoded = malloc(size)) == NULL)
+		goto out;
+	session_record_encode(&rec, encoded);
+	index_len = session_index_key(org, project, updated_us, id, strlen(id), index_key);
+	write = store_put_deferred(chat->store, id, strlen(id), encoded, size, index_key, index_len, cb, arg);
+out:
+	free(encoded);
+	evbuffer_free(old_buf);
+	return write;
+}
+
 static void
 chat_on_stored(enum store_result result, void *arg)
 {
 	struct chat_call *call = arg;
 
 	call->write = NULL;
-	if (result == STORE_OK)
+	if (result == STORE_OK) {
 		log_debug("chat: stored session %s", call->session_id);
-	if (result != STORE_OK) {
+	} else {
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
 		call->chat->counters.store_failures++;
-		log_warnx("chat: could not store a session (%s); answering the client anyway",
+		log_warnx("chat: could not store session %s (%s); answering the client anyway", call->session_id,
 		    result == STORE_ERR_FULL ? "store full" : "store error");
 	}
-	chat_call_reply_upstream(call, call->kind == CHAT_SUMMARY ? "MISS" : NULL);
+	chat_call_reply_upstream(call);
 }
 
-/* Queues the Session upstream answered with for the store; the reply goes
- * out once it is committed. Returns -1 if it could not even be queued. */
-static int
-chat_store_session(struct chat_call *call, const char *id)
+/* After a 2xx: what the store must learn from upstream's answer. Returns
+ * false when the answer is unusable (the call has been answered then). */
+static bool
+chat_store_answer(struct chat_call *call)
 {
-	struct session_record rec = { 0 };
-	unsigned char *encoded;
-	size_t size;
+	const char *body = (const char *)evbuffer_pullup(call->body, -1);
+	size_t len = evbuffer_get_length(call->body);
+	char *summary = NULL;
+	const char *why;
+	uint64_t updated_us;
 
-	rec.stored_at_us = chat_now_us();
-	rec.organization_id = call->organization_id;
-	rec.organization_id_len = strlen(call->organization_id);
-	rec.project_id = call->project_id;
-	rec.project_id_len = strlen(call->project_id);
-	rec.json = (const char *)evbuffer_pullup(call->body, -1);
-	rec.json_len = evbuffer_get_length(call->body);
-	size = session_record_encoded_size(&rec);
-	if ((encoded = malloc(size)) == NULL)
-		return -1;
-	session_record_encode(&rec, encoded);
-	call->write = store_put_deferred(call->chat->store, id, strlen(id), encoded, size, chat_on_stored, call);
-	free(encoded);
-	if (call->write == NULL)
-		return -1;
 	call->state = CHAT_STORING;
-	return 0;
-}
-
-/* Maps a failed transfer to 502/504. A create that may have reached upstream
- * is marked not to be retried: the SDK sends no idempotency key, so a retry
- * could make a second session. */
-static void
-chat_fail_upstream(struct chat_call *call, const struct upstream_response *response)
-{
-	bool maybe_acted = call->kind == CHAT_CREATE && response->request_sent;
-	enum reply_retry retry = maybe_acted ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP;
-	int status = response->error == UPSTREAM_ERR_TIMEOUT ? 504 : 502;
-	char detail[512];
-
-	call->chat->counters.upstream_failures++;
-	log_warnx("chat: upstream call failed: %s", response->error_text);
-	switch (response->error) {
-	case UPSTREAM_ERR_CONNECT:
-		snprintf(detail, sizeof(detail), "LlamaCloud upstream is unreachable: %s", response->error_text);
-		break;
-	case UPSTREAM_ERR_TIMEOUT:
-		snprintf(detail, sizeof(detail), "LlamaCloud upstream did not answer in time");
-		break;
-	case UPSTREAM_ERR_TLS:
-		retry = REPLY_RETRY_WONT_HELP;
-		snprintf(detail, sizeof(detail), "LlamaCloud upstream's TLS certificate could not be verified");
-		break;
-	default:
-		snprintf(detail, sizeof(detail), "LlamaCloud upstream failed: %s", response->error_text);
-		break;
+	if (call->kind == CHAT_DELETE) {
+		call->write = store_delete_deferred(
+		    call->chat->store, call->session_id, strlen(call->session_id), chat_on_stored, call);
+	} else {
+		if (call->kind == CHAT_HISTORY) {
+			/* The history carries the summary too: keep it fresh. */
+			if ((summary = session_summary_of_history(body, len)) != NULL) {
+				body = summary;
+				len = strlen(summary);
+			}
+		}
+		if (session_parse_summary(body, len, call->session_id, &updated_us, &why) != 0) {
+			call->chat->counters.upstream_failures++;
+			log_warnx("chat: %s", why);
+			free(summary);
+			if (call->kind == CHAT_HISTORY) {
+				chat_call_reply_upstream(call); /* not ours to judge; pass it on */
+				return false;
+			}
+			/* For a create the session may exist upstream: no retry. */
+			chat_call_fail(
+			    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
+			return false;
+		}
+		call->write = chat_store_summary(call->chat, body, len, &call->scope, chat_on_stored, call);
+		free(summary);
 	}
-	chat_call_fail(call, status, retry, detail);
+	if (call->write == NULL)
+		chat_on_stored(STORE_ERR, call);
+	return true;
 }
 
 static void
 chat_on_upstream_done(const struct upstream_response *response, void *arg)
 {
 	struct chat_call *call = arg;
-	char id[SESSION_ID_MAX + 1];
-	const char *why;
 	struct evkeyval *h;
+	bool ok;
 
 	call->upstream = NULL;
 	if (response->error != UPSTREAM_OK) {
-		chat_fail_upstream(call, response);
+		struct evhttp_request *req = chat_call_take_request(call);
+		call->chat->counters.upstream_failures++;
+		if (req != NULL)
+			reply_upstream_failure(req, response, call->kind == CHAT_CREATE);
+		else
+			log_warnx("chat: background refresh of %s failed: %s", call->session_id, response->error_text);
+		chat_call_free(call);
 		return;
 	}
 	call->status = response->status;
@@ -324,40 +404,35 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	TAILQ_FOREACH(h, response->headers, next)
 		evhttp_add_header(&call->headers, h->key, h->value);
 
-	if (call->status < 200 || call->status > 299) {
-		chat_call_reply_upstream(call, call->kind == CHAT_SUMMARY ? "MISS" : NULL);
+	ok = call->status >= 200 && call->status <= 299;
+	/* A deleted session is gone upstream: forget it here too. */
+	if (call->kind == CHAT_DELETE && call->status == 404)
+		ok = true;
+	if (!ok) {
+		chat_call_reply_upstream(call);
 		return;
 	}
-	if (session_parse_summary(
-	        (const char *)evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body), id, &why) != 0) {
-		call->chat->counters.upstream_failures++;
-		log_warnx("chat: %s", why);
-		/* For a create the session may exist upstream: no retry. */
-		chat_call_fail(
-		    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
-		return;
-	}
-	if (call->kind == CHAT_CREATE)
+	if (chat_store_answer(call) && call->kind == CHAT_CREATE)
 		call->chat->counters.creates++;
-	memcpy(call->session_id, id, sizeof(call->session_id));
-	if (chat_store_session(call, id) != 0)
-		chat_on_stored(STORE_ERR, call);
 }
 
 /* Starts the upstream call; answers the client itself when it cannot. */
 static void
-chat_forward(struct chat_call *call, const char *path_and_query, const void *body, size_t body_len)
+chat_forward(struct chat_call *call, const char *method, const char *path, const void *body, size_t body_len)
 {
 	struct upstream_request request = {
-		.method = call->kind == CHAT_CREATE ? "POST" : "GET",
-		.path_and_query = path_and_query,
-		.client_headers = evhttp_request_get_input_headers(call->req),
+		.method = method,
+		.path_and_query = path,
+		.client_headers = call->req != NULL ? evhttp_request_get_input_headers(call->req) : NULL,
 		.body = body,
 		.body_len = body_len,
 	};
+	struct evhttp_request *req;
 
 	if (!upstream_has_key(call->chat->upstream)) {
-		chat_call_fail(call, 503, REPLY_RETRY_WONT_HELP, NO_KEY_DETAIL);
+		if ((req = chat_call_take_request(call)) != NULL)
+			reply_no_key(req);
+		chat_call_free(call);
 		return;
 	}
 	call->upstream = upstream_forward(call->chat->upstream, &request, chat_on_upstream_done, call);
@@ -367,7 +442,8 @@ chat_forward(struct chat_call *call, const char *path_and_query, const void *bod
 		return;
 	}
 	call->state = CHAT_FORWARDING;
-	evhttp_connection_set_closecb(evhttp_request_get_connection(call->req), chat_on_client_close, call);
+	if (call->req != NULL)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(call->req), chat_on_client_close, call);
 }
 
 /* True when the Content-Type names JSON (parameters such as charset allowed). */
@@ -382,26 +458,39 @@ chat_is_json_content_type(const char *value)
 	return len == strlen("application/json") && strncasecmp(value, "application/json", len) == 0;
 }
 
+bool
+chat_check_json_body(struct chat *chat, struct evhttp_request *req)
+{
+	struct evbuffer *input = evhttp_request_get_input_buffer(req);
+	size_t body_len = evbuffer_get_length(input);
+	const char *content_type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+
+	if (body_len > (size_t)chat->settings.max_body_bytes) {
+		reply_errorf(req, 413, REPLY_RETRY_WONT_HELP,
+		    "the request body is larger than limits.max_body_bytes (%ld bytes)", chat->settings.max_body_bytes);
+		return false;
+	}
+	if (body_len > 0 && !chat_is_json_content_type(content_type)) {
+		reply_error(
+		    req, 415, REPLY_RETRY_WONT_HELP, "the request body must be sent as Content-Type: application/json");
+		return false;
+	}
+	return true;
+}
+
 void
 chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *query)
 {
 	struct evbuffer *input = evhttp_request_get_input_buffer(req);
 	size_t body_len = evbuffer_get_length(input);
-	const char *content_type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 	const char *body, *why = NULL;
+	struct chat_scope scope;
 	struct chat_call *call;
-	char path[sizeof(CHAT_PATH) + 1 + 8192];
+	bool has_query = query != NULL && query[0] != '\0';
+	char *path;
 
-	if (body_len > (size_t)chat->max_body_bytes) {
-		reply_errorf(req, 413, REPLY_RETRY_WONT_HELP,
-		    "the request body is larger than limits.max_body_bytes (%ld bytes)", chat->max_body_bytes);
+	if (!chat_check_json_body(chat, req))
 		return;
-	}
-	if (body_len > 0 && !chat_is_json_content_type(content_type)) {
-		reply_error(
-		    req, 415, REPLY_RETRY_WONT_HELP, "the request body must be sent as Content-Type: application/json");
-		return;
-	}
 	body = (const char *)evbuffer_pullup(input, -1);
 	switch (session_check_create_body(body, body_len, &why)) {
 	case SESSION_BODY_OK:
@@ -413,28 +502,62 @@ chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *qu
 		reply_error(req, 422, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
-	if ((call = chat_call_new(chat, req, CHAT_CREATE)) == NULL) {
+	if (chat_read_scope(query, &scope, &why) != 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
+		return;
+	}
+	path = malloc(strlen(CHAT_PATH) + (has_query ? 1 + strlen(query) : 0) + 1);
+	if (path == NULL || (call = chat_call_new(chat, req, CHAT_CREATE)) == NULL) {
+		free(path);
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return;
 	}
-	if (chat_read_scope(call, query, &why) != 0) {
+	sprintf(path, "%s%s%s", CHAT_PATH, has_query ? "?" : "", has_query ? query : "");
+	call->scope = scope;
+	chat_forward(call, "POST", path, body, body_len);
+	free(path);
+}
+
+/* Starts a call about one session, for handlers that read the answer whole. */
+static void
+chat_start_session_call(
+    struct chat *chat, struct evhttp_request *req, enum chat_kind kind, const char *id, const char *query)
+{
+	static const char *const methods[] = {
+		[CHAT_SUMMARY] = "GET", [CHAT_HISTORY] = "GET", [CHAT_DELETE] = "DELETE", [CHAT_REFRESH] = "GET"
+	};
+	const char *suffix = kind == CHAT_SUMMARY || kind == CHAT_REFRESH ? "/summary" : "";
+	struct chat_call *call;
+	const char *why;
+	char *path;
+
+	if ((call = chat_call_new(chat, req, kind)) == NULL) {
+		if (req != NULL)
+			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	snprintf(call->session_id, sizeof(call->session_id), "%s", id);
+	if (chat_read_scope(query, &call->scope, &why) != 0) {
 		chat_call_fail(call, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
-	if (query != NULL && query[0] != '\0') {
-		if ((size_t)snprintf(path, sizeof(path), "%s?%s", CHAT_PATH, query) >= sizeof(path)) {
-			chat_call_fail(call, 414, REPLY_RETRY_WONT_HELP, "the query string is too long");
-			return;
-		}
-	} else {
-		snprintf(path, sizeof(path), "%s", CHAT_PATH);
+	if ((path = chat_upstream_path(id, suffix, query)) == NULL) {
+		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
 	}
-	chat_forward(call, path, body, body_len);
+	chat_forward(call, methods[kind], path, NULL, 0);
+	free(path);
 }
 
-/* Answers from a stored record; returns false when it cannot be used. */
+void
+chat_refresh_summary(struct chat *chat, const char *id)
+{
+	chat_start_session_call(chat, NULL, CHAT_REFRESH, id, NULL);
+}
+
+/* Answers from a stored record; returns false when there is none. */
 static bool
-chat_reply_from_store(struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len)
+chat_reply_from_store(struct chat *chat, struct evhttp_request *req, const char *id)
 {
 	struct evbuffer *stored = evbuffer_new();
 	struct session_record rec;
@@ -442,66 +565,51 @@ chat_reply_from_store(struct chat *chat, struct evhttp_request *req, const char 
 
 	if (stored == NULL)
 		return false;
-	if (store_get(chat->store, id, id_len, stored) != STORE_OK)
-		goto out;
-	if (session_record_decode(evbuffer_pullup(stored, -1), evbuffer_get_length(stored), &rec) != 0) {
-		log_warnx("chat: the stored record of a session is damaged; reading it through");
-		goto out;
+	if (chat_load_record(chat, id, stored, &rec)) {
+		/* Drop the record's head so the buffer holds just the Session JSON. */
+		evbuffer_drain(stored, evbuffer_get_length(stored) - rec.json_len);
+		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+		evhttp_add_header(out, "Content-Type", "application/json");
+		evhttp_add_header(out, "X-Cache", "HIT");
+		evhttp_send_reply(req, 200, NULL, stored);
+		chat->counters.cache_hits++;
+		answered = true;
 	}
-	/* Drop the record's head so the buffer holds just the Session JSON. */
-	evbuffer_drain(stored, evbuffer_get_length(stored) - rec.json_len);
-	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	evhttp_add_header(out, "Content-Type", "application/json");
-	evhttp_add_header(out, "X-Cache", "HIT");
-	evhttp_send_reply(req, 200, NULL, stored);
-	chat->counters.cache_hits++;
-	answered = true;
-out:
 	evbuffer_free(stored);
 	return answered;
 }
 
 void
-chat_handle_summary(struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query)
+chat_handle_summary(
+    struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
 {
-	char session_id[SESSION_ID_MAX + 1];
-	char path[sizeof(CHAT_PATH) + 3 * SESSION_ID_MAX + 16 + 8192];
-	struct chat_call *call;
-	const char *why;
-	char *encoded;
-	int n;
+	char id[SESSION_ID_MAX + 1];
 
-	if (!session_id_is_safe(id, id_len)) {
-		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
-		    "the session id must be 1 to 128 bytes without '/', '%', '?', '#' or control characters");
+	if (!chat_take_session_id(req, raw_id, raw_len, id))
 		return;
-	}
-	memcpy(session_id, id, id_len);
-	session_id[id_len] = '\0';
-	if (chat_reply_from_store(chat, req, session_id, id_len))
+	if (chat_reply_from_store(chat, req, id))
 		return;
-
 	chat->counters.cache_misses++;
-	if ((call = chat_call_new(chat, req, CHAT_SUMMARY)) == NULL) {
-		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
-		return;
-	}
-	if (chat_read_scope(call, query, &why) != 0) {
-		chat_call_fail(call, 400, REPLY_RETRY_WONT_HELP, why);
-		return;
-	}
-	if ((encoded = evhttp_uriencode(session_id, (ev_ssize_t)id_len, 0)) == NULL) {
-		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
-		return;
-	}
-	n = snprintf(path, sizeof(path), "%s/%s/summary%s%s", CHAT_PATH, encoded,
-	    query != NULL && query[0] != '\0' ? "?" : "", query != NULL ? query : "");
-	free(encoded);
-	if ((size_t)n >= sizeof(path)) {
-		chat_call_fail(call, 414, REPLY_RETRY_WONT_HELP, "the query string is too long");
-		return;
-	}
-	chat_forward(call, path, NULL, 0);
+	chat_start_session_call(chat, req, CHAT_SUMMARY, id, query);
+}
+
+void
+chat_handle_history(
+    struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+{
+	char id[SESSION_ID_MAX + 1];
+
+	if (chat_take_session_id(req, raw_id, raw_len, id))
+		chat_start_session_call(chat, req, CHAT_HISTORY, id, query);
+}
+
+void
+chat_handle_delete(struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+{
+	char id[SESSION_ID_MAX + 1];
+
+	if (chat_take_session_id(req, raw_id, raw_len, id))
+		chat_start_session_call(chat, req, CHAT_DELETE, id, query);
 }
 
 void

@@ -1,4 +1,4 @@
-/* chat: the chat API handlers: create a session, look one up from the store. */
+/* chat: the chat API handlers (create, list, lookup, history, delete, stream). */
 #ifndef LLAMACHATD_CHAT_H
 #define LLAMACHATD_CHAT_H
 
@@ -6,6 +6,7 @@
 
 struct chat;
 struct evhttp_request;
+struct relay_engine;
 struct store;
 struct upstream;
 
@@ -16,25 +17,38 @@ struct chat_counters {
 	unsigned long cache_misses;
 	unsigned long store_failures;
 	unsigned long upstream_failures;
+	unsigned long streams;
 };
 
-/* Creates the handlers over upstream and store, which the caller keeps
- * owning and must outlive the result. Free with chat_free(). */
-struct chat *chat_create(struct upstream *upstream, struct store *store, long max_body_bytes)
-    __attribute__((warn_unused_result));
+struct chat_settings {
+	long max_body_bytes; /* client request bodies */
+	size_t max_event_bytes; /* one event of a relayed stream, for parsing */
+};
+
+/* Creates the handlers over upstream, store and relays, which the caller
+ * keeps owning and which must outlive the result. Free with chat_free(). */
+struct chat *chat_create(struct upstream *upstream, struct store *store, struct relay_engine *relays,
+    const struct chat_settings *settings) __attribute__((warn_unused_result));
 
 /* Answers every request still waiting with a 503 and frees the handlers.
- * Writes already queued in the store still commit. */
+ * Writes already queued in the store still commit. Free the relay engine
+ * first, so that streams end before their handlers go. */
 void chat_free(struct chat *chat);
 
-/* POST /api/v1/chat. query is the raw query string or NULL. */
+/* The handlers. query is the raw query string or NULL; id is the session id
+ * as it stands in the path (checked here). */
 void chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *query);
-
-/* GET /api/v1/chat/{id}/summary, with id as it stands in the path. */
+void chat_handle_list(struct chat *chat, struct evhttp_request *req, const char *query);
 void chat_handle_summary(
     struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
+void chat_handle_history(
+    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
+void chat_handle_delete(
+    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
+void chat_handle_stream(
+    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
 
-/* Number of client requests waiting on upstream or the store. */
+/* Client requests waiting on upstream or the store, streams included. */
 long chat_pending(const struct chat *chat);
 
 const struct chat_counters *chat_get_counters(const struct chat *chat);

@@ -11,7 +11,7 @@
 
 #include "address.h"
 
-enum setting_kind { SETTING_INT, SETTING_STRING, SETTING_LISTEN, SETTING_LOG_LEVEL };
+enum setting_kind { SETTING_INT, SETTING_STRING, SETTING_LISTEN, SETTING_ROUTES, SETTING_LOG_LEVEL };
 
 /* One known setting: where it lives, its type, and its bounds. */
 struct setting_spec {
@@ -25,6 +25,7 @@ struct setting_spec {
 #define AT(field) offsetof(struct config, field)
 static const struct setting_spec config_specs[] = {
 	{ NULL, "listen", SETTING_LISTEN, 0, 0, 0 },
+	{ NULL, "routes", SETTING_ROUTES, 0, 0, 0 },
 	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
 	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
 	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
@@ -32,12 +33,15 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
 	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
 	{ "upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000 },
+	{ "upstream", "stream_idle_timeout_ms", SETTING_INT, AT(stream_idle_timeout_ms), 1000, 86400000 },
 	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
 	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
 	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
 	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
 	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
 	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
+	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
+	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
 	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
 };
 #undef AT
@@ -63,6 +67,15 @@ config_set_defaults(struct config *c)
 	c->max_header_bytes = 16384;
 	c->client_timeout_ms = 30000;
 	c->drain_timeout_ms = 10000;
+	c->stream_buffer_bytes = 65536;
+	c->max_event_bytes = 1L << 20;
+	c->stream_idle_timeout_ms = 300000;
+	/* Only the chat resource, unless the file says otherwise. */
+	c->routes[0].prefix = strdup("/api/v1/chat");
+	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
+	c->route_count = 1;
+	if (c->routes[0].prefix == NULL)
+		return -1;
 	c->log_level = LOG_LEVEL_INFO;
 	if (c->listen[0] == NULL || c->upstream_base_url == NULL || c->store_path == NULL)
 		return -1;
@@ -174,6 +187,119 @@ config_read_listen(struct config *c, const config_setting_t *s, struct config_er
 	}
 }
 
+static const struct {
+	const char *name;
+	unsigned bit;
+} config_method_names[] = {
+	{ "GET", CONFIG_METHOD_GET },
+	{ "POST", CONFIG_METHOD_POST },
+	{ "PUT", CONFIG_METHOD_PUT },
+	{ "PATCH", CONFIG_METHOD_PATCH },
+	{ "DELETE", CONFIG_METHOD_DELETE },
+};
+
+static void
+config_free_routes(struct config *c)
+{
+	for (size_t i = 0; i < c->route_count; i++)
+		free(c->routes[i].prefix);
+	c->route_count = 0;
+}
+
+/* Reads one { prefix = "/api/..."; methods = [ ... ]; } group. */
+static void
+config_read_route(struct config *c, const config_setting_t *group, struct config_errors *errors)
+{
+	const config_setting_t *prefix = NULL, *methods = NULL;
+	struct config_route route = { NULL, 0 };
+	int count = config_setting_length(group);
+	const char *text;
+	size_t len;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		config_setting_error(
+		    errors, c->path, group, "each route must be a group { prefix = ...; methods = [...]; }");
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+		if (strcmp(config_setting_name(m), "prefix") == 0)
+			prefix = m;
+		else if (strcmp(config_setting_name(m), "methods") == 0)
+			methods = m;
+		else
+			config_setting_error(errors, c->path, m, "unknown setting in a route");
+	}
+	if (prefix == NULL || methods == NULL) {
+		config_setting_error(errors, c->path, group, "a route needs both prefix and methods");
+		return;
+	}
+	text = config_setting_get_string(prefix);
+	if (text == NULL || strncmp(text, "/api/", 5) != 0 || strstr(text, "..") != NULL ||
+	    strpbrk(text, "?#%\\") != NULL) {
+		config_setting_error(
+		    errors, c->path, prefix, "must be a path under /api/, without '..', '?', '#' or '%%'");
+		return;
+	}
+	if ((config_setting_type(methods) != CONFIG_TYPE_ARRAY && config_setting_type(methods) != CONFIG_TYPE_LIST) ||
+	    config_setting_length(methods) < 1) {
+		config_setting_error(errors, c->path, methods, "must be a list of methods, e.g. [ \"GET\" ]");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(methods); i++) {
+		const char *name = config_setting_get_string(config_setting_get_elem(methods, (unsigned)i));
+		unsigned bit = 0;
+		for (size_t j = 0; name != NULL && j < sizeof(config_method_names) / sizeof(config_method_names[0]);
+		     j++)
+			if (strcmp(name, config_method_names[j].name) == 0)
+				bit = config_method_names[j].bit;
+		if (bit == 0) {
+			config_setting_error(errors, c->path, methods,
+			    "\"%s\" is not one of GET, POST, PUT, PATCH, DELETE",
+			    name != NULL ? name : "(not a string)");
+			return;
+		}
+		route.methods |= bit;
+	}
+	if (c->route_count == CONFIG_MAX_ROUTES) {
+		config_setting_error(errors, c->path, group, "at most %d routes", CONFIG_MAX_ROUTES);
+		return;
+	}
+	len = strlen(text);
+	while (len > 1 && text[len - 1] == '/')
+		len--;
+	route.prefix = strndup(text, len);
+	if (route.prefix != NULL)
+		c->routes[c->route_count++] = route;
+}
+
+static void
+config_read_routes(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(
+		    errors, c->path, s, "must be a list of routes ( { prefix = ...; methods = [...]; }, ... )");
+		return;
+	}
+	config_free_routes(c); /* the file's list replaces the default */
+	for (int i = 0; i < config_setting_length(s); i++)
+		config_read_route(c, config_setting_get_elem(s, (unsigned)i), errors);
+}
+
+bool
+config_route_allows(const struct config *c, const char *path, unsigned method)
+{
+	for (size_t i = 0; i < c->route_count; i++) {
+		size_t len = strlen(c->routes[i].prefix);
+		/* A prefix covers itself and what lies below it, never
+		 * "/api/v1/chatty" for "/api/v1/chat". */
+		if (strncmp(path, c->routes[i].prefix, len) == 0 && (path[len] == '\0' || path[len] == '/') &&
+		    (c->routes[i].methods & method) != 0)
+			return true;
+	}
+	return false;
+}
+
 /* True when host (no port) names this machine: "localhost", 127.x.y.z or ::1. */
 static bool
 config_host_is_loopback(const char *host, size_t len)
@@ -230,6 +356,9 @@ config_read_setting(
 	switch (spec->kind) {
 	case SETTING_LISTEN:
 		config_read_listen(c, s, errors);
+		return;
+	case SETTING_ROUTES:
+		config_read_routes(c, s, errors);
 		return;
 	case SETTING_INT: {
 		long long value;
@@ -358,6 +487,7 @@ config_free(struct config *c)
 		return;
 	for (size_t i = 0; i < c->listen_count; i++)
 		free(c->listen[i]);
+	config_free_routes(c);
 	free(c->path);
 	free(c->upstream_base_url);
 	free(c->upstream_api_key_file);

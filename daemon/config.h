@@ -2,12 +2,30 @@
 #ifndef LLAMACHATD_CONFIG_H
 #define LLAMACHATD_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "log.h"
 
 #define CONFIG_DEFAULT_PATH "/etc/llamachatd/llamachatd.conf"
 #define CONFIG_MAX_LISTEN 16
+#define CONFIG_MAX_ROUTES 32
+
+/* HTTP methods a route may allow, as bits. */
+enum config_method {
+	CONFIG_METHOD_GET = 1 << 0,
+	CONFIG_METHOD_POST = 1 << 1,
+	CONFIG_METHOD_PUT = 1 << 2,
+	CONFIG_METHOD_PATCH = 1 << 3,
+	CONFIG_METHOD_DELETE = 1 << 4,
+};
+
+/* One allowed upstream path prefix ("/api/v1/chat" covers it and what lies
+ * below it) and the methods allowed there. */
+struct config_route {
+	char *prefix; /* no trailing slash */
+	unsigned methods;
+};
 
 /* Everything the daemon reads from its file, defaults filled in. All strings
  * are owned by the struct and freed by config_free(). */
@@ -32,6 +50,12 @@ struct config {
 	long max_header_bytes;
 	long client_timeout_ms;
 	long drain_timeout_ms; /* how long a stop waits for requests in flight */
+	long stream_buffer_bytes; /* output a stream may hold for a slow client */
+	long max_event_bytes; /* one event of a relayed stream */
+	long stream_idle_timeout_ms;
+
+	struct config_route routes[CONFIG_MAX_ROUTES];
+	size_t route_count;
 
 	enum log_level log_level;
 };
@@ -49,6 +73,9 @@ struct config_errors {
 struct config *config_load(const char *path, struct config_errors *errors) __attribute__((warn_unused_result));
 
 void config_free(struct config *config);
+
+/* True when a route of config allows method (a config_method bit) on path. */
+bool config_route_allows(const struct config *config, const char *path, unsigned method);
 void config_errors_free(struct config_errors *errors);
 
 #endif

@@ -12,6 +12,7 @@
 #include "chat.h"
 #include "config.h"
 #include "log.h"
+#include "relay.h"
 #include "server.h"
 #include "store.h"
 #include "upstream.h"
@@ -28,6 +29,7 @@ struct daemon {
 	struct event_base *base;
 	struct store *store;
 	struct upstream *upstream;
+	struct relay_engine *relays;
 	struct chat *chat;
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
@@ -127,6 +129,7 @@ daemon_stop(struct daemon *d)
 {
 	/* Waiting clients are answered before their connections close; writes
 	 * already queued commit when the store closes. */
+	relay_engine_free(d->relays);
 	chat_free(d->chat);
 	server_free(d->server);
 	upstream_free(d->upstream);
@@ -153,6 +156,10 @@ daemon_start(struct daemon *d)
 		.request_timeout_ms = d->config->request_timeout_ms,
 		.max_response_bytes = d->config->max_response_bytes,
 		.max_in_flight = d->config->max_in_flight,
+	};
+	struct chat_settings chat_settings = {
+		.max_body_bytes = d->config->max_body_bytes,
+		.max_event_bytes = (size_t)d->config->max_event_bytes,
 	};
 	char why[512];
 	char *key = NULL;
@@ -181,11 +188,13 @@ daemon_start(struct daemon *d)
 		log_errx("%s", why);
 		return -1;
 	}
-	if ((d->chat = chat_create(d->upstream, d->store, d->config->max_body_bytes)) == NULL) {
+	if ((d->relays = relay_engine_create(d->base, d->upstream, (size_t)d->config->stream_buffer_bytes,
+	         d->config->stream_idle_timeout_ms)) == NULL ||
+	    (d->chat = chat_create(d->upstream, d->store, d->relays, &chat_settings)) == NULL) {
 		log_errx("out of memory");
 		return -1;
 	}
-	if ((d->server = server_create(d->base, d->config, d->chat, why, sizeof(why))) == NULL) {
+	if ((d->server = server_create(d->base, d->config, d->chat, d->relays, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
 	}

@@ -1,6 +1,9 @@
 /* reply: the daemon's own HTTP answers, JSON errors with a "detail" in FastAPI style. */
 #include "reply.h"
 
+#include "log.h"
+#include "upstream.h"
+
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <jansson.h>
@@ -43,4 +46,37 @@ reply_errorf(struct evhttp_request *req, int status, enum reply_retry retry, con
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
 	reply_error(req, status, retry, detail);
+}
+
+void
+reply_upstream_failure(struct evhttp_request *req, const struct upstream_response *response, bool may_have_acted)
+{
+	enum reply_retry retry =
+	    may_have_acted && response->request_sent ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP;
+	int status = response->error == UPSTREAM_ERR_TIMEOUT ? 504 : 502;
+
+	log_warnx("upstream call failed: %s", response->error_text);
+	switch (response->error) {
+	case UPSTREAM_ERR_CONNECT:
+		reply_errorf(req, status, retry, "LlamaCloud upstream is unreachable: %s", response->error_text);
+		break;
+	case UPSTREAM_ERR_TIMEOUT:
+		reply_error(req, status, retry, "LlamaCloud upstream did not answer in time");
+		break;
+	case UPSTREAM_ERR_TLS:
+		reply_error(
+		    req, status, REPLY_RETRY_WONT_HELP, "LlamaCloud upstream's TLS certificate could not be verified");
+		break;
+	default:
+		reply_errorf(req, status, retry, "LlamaCloud upstream failed: %s", response->error_text);
+		break;
+	}
+}
+
+void
+reply_no_key(struct evhttp_request *req)
+{
+	reply_error(req, 503, REPLY_RETRY_WONT_HELP,
+	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment or "
+	    "upstream.api_key_file in its config, then restart it");
 }

@@ -17,10 +17,13 @@
 #include "chat.h"
 #include "config.h"
 #include "log.h"
+#include "relay.h"
 #include "reply.h"
+#include "upstream.h"
 
 #define CHAT_PREFIX "/api/v1/chat"
 #define SUMMARY_SUFFIX "/summary"
+#define STREAM_SUFFIX "/messages/stream"
 #define LISTEN_BACKLOG 1024
 #define ACCEPT_PAUSE_MS 100
 
@@ -32,10 +35,171 @@ struct server_listener {
 
 struct server {
 	struct evhttp *http;
+	const struct config *config;
 	struct chat *chat;
+	struct relay_engine *relays;
 	struct server_listener listeners[CONFIG_MAX_LISTEN];
 	size_t listener_count;
 };
+
+/* The route policy's bit for a method; 0 for methods never sent upstream. */
+static unsigned
+server_method_bit(enum evhttp_cmd_type method)
+{
+	switch (method) {
+	case EVHTTP_REQ_GET:
+		return CONFIG_METHOD_GET;
+	case EVHTTP_REQ_POST:
+		return CONFIG_METHOD_POST;
+	case EVHTTP_REQ_PUT:
+		return CONFIG_METHOD_PUT;
+	case EVHTTP_REQ_PATCH:
+		return CONFIG_METHOD_PATCH;
+	case EVHTTP_REQ_DELETE:
+		return CONFIG_METHOD_DELETE;
+	default:
+		return 0;
+	}
+}
+
+static const char *
+server_method_name(enum evhttp_cmd_type method)
+{
+	switch (method) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	default:
+		return "OPTIONS";
+	}
+}
+
+/* A path is forwarded as it stands, so nothing in it may climb out of the
+ * prefix the route policy checked: no "." or ".." segments, no backslash,
+ * and no percent-encoded dot, slash, backslash or NUL that upstream might
+ * decode into one. */
+static bool
+server_path_is_clean(const char *path)
+{
+	static const char *const encoded[] = { "%2e", "%2f", "%5c", "%00" };
+
+	if (path[0] != '/' || strchr(path, '\\') != NULL)
+		return false;
+	for (size_t i = 0; i < sizeof(encoded) / sizeof(encoded[0]); i++)
+		if (strcasestr(path, encoded[i]) != NULL)
+			return false;
+	for (const char *seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
+		size_t len = strcspn(seg + 1, "/");
+		if ((len == 1 && seg[1] == '.') || (len == 2 && seg[1] == '.' && seg[2] == '.'))
+			return false;
+	}
+	return true;
+}
+
+static void
+server_reply_method_not_allowed(struct evhttp_request *req, const char *allow)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
+	reply_errorf(req, 405, REPLY_RETRY_WONT_HELP, "this path takes %s", allow);
+}
+
+static bool
+server_ends_with(const char *text, size_t len, const char *suffix)
+{
+	size_t suffix_len = strlen(suffix);
+	return len >= suffix_len && memcmp(text + len - suffix_len, suffix, suffix_len) == 0;
+}
+
+/* Hands the chat resource's own endpoints to their handlers; returns false
+ * for any other path, which is then passed through. */
+static bool
+server_route_chat(
+    struct server *server, struct evhttp_request *req, enum evhttp_cmd_type method, const char *path, const char *query)
+{
+	const char *rest = path + strlen(CHAT_PREFIX), *id;
+	size_t len;
+
+	if (strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0 || (rest[0] != '\0' && rest[0] != '/'))
+		return false;
+	if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
+		if (method == EVHTTP_REQ_POST)
+			chat_handle_create(server->chat, req, query);
+		else if (method == EVHTTP_REQ_GET)
+			chat_handle_list(server->chat, req, query);
+		else
+			server_reply_method_not_allowed(req, "GET, POST");
+		return true;
+	}
+	id = rest + 1;
+	len = strlen(id);
+	if (strchr(id, '/') == NULL) {
+		if (method == EVHTTP_REQ_GET)
+			chat_handle_history(server->chat, req, id, len, query);
+		else if (method == EVHTTP_REQ_DELETE)
+			chat_handle_delete(server->chat, req, id, len, query);
+		else
+			server_reply_method_not_allowed(req, "GET, DELETE");
+		return true;
+	}
+	/* An id holding '/' still lands here, to get a clear 400. */
+	if (server_ends_with(id, len, SUMMARY_SUFFIX)) {
+		if (method == EVHTTP_REQ_GET)
+			chat_handle_summary(server->chat, req, id, len - strlen(SUMMARY_SUFFIX), query);
+		else
+			server_reply_method_not_allowed(req, "GET");
+		return true;
+	}
+	if (server_ends_with(id, len, STREAM_SUFFIX)) {
+		if (method == EVHTTP_REQ_POST)
+			chat_handle_stream(server->chat, req, id, len - strlen(STREAM_SUFFIX), query);
+		else
+			server_reply_method_not_allowed(req, "POST");
+		return true;
+	}
+	return false;
+}
+
+/* Any other path the route policy allows goes upstream as it is, its answer
+ * streamed back. */
+static void
+server_pass_through(
+    struct server *server, struct evhttp_request *req, enum evhttp_cmd_type method, const char *path, const char *query)
+{
+	struct evbuffer *input = evhttp_request_get_input_buffer(req);
+	struct upstream_request request = { 0 };
+	bool has_query = query != NULL && query[0] != '\0';
+	size_t size = strlen(path) + (has_query ? 1 + strlen(query) : 0) + 1;
+	char *target;
+
+	if (evbuffer_get_length(input) > (size_t)server->config->max_body_bytes) {
+		reply_errorf(req, 413, REPLY_RETRY_WONT_HELP,
+		    "the request body is larger than limits.max_body_bytes (%ld bytes)",
+		    server->config->max_body_bytes);
+		return;
+	}
+	if ((target = malloc(size)) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	snprintf(target, size, "%s%s%s", path, has_query ? "?" : "", has_query ? query : "");
+	request.method = server_method_name(method);
+	request.path_and_query = target;
+	request.client_headers = evhttp_request_get_input_headers(req);
+	request.body = evbuffer_pullup(input, -1);
+	request.body_len = evbuffer_get_length(input);
+	/* Only a GET is surely safe to retry. */
+	relay_start(server->relays, req, &request, method != EVHTTP_REQ_GET, NULL, NULL);
+	free(target);
+}
 
 static void
 server_route(struct evhttp_request *req, void *arg)
@@ -45,36 +209,23 @@ server_route(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
-	size_t path_len, prefix_len = strlen(CHAT_PREFIX), suffix_len = strlen(SUMMARY_SUFFIX);
 
-	if (path == NULL) {
-		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "the request target is malformed");
+	if (path == NULL || !server_path_is_clean(path)) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
+		    "the path is malformed or holds '.', '..', a backslash or an encoded slash, dot or NUL");
 		return;
 	}
-	path_len = strlen(path);
-	if (strcmp(path, CHAT_PREFIX) == 0 || strcmp(path, CHAT_PREFIX "/") == 0) {
-		if (method != EVHTTP_REQ_POST) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-			reply_error(req, 405, REPLY_RETRY_WONT_HELP, "this path takes POST");
-			return;
-		}
-		chat_handle_create(server->chat, req, query);
+	if (strncmp(path, "/api/", 5) != 0) {
+		reply_error(req, 404, REPLY_RETRY_WONT_HELP, "no such endpoint in llamachatd");
 		return;
 	}
-	/* /api/v1/chat/{id}/summary; an id holding '/' is still routed here, so
-	 * that it gets a clear 400 rather than a 404. */
-	if (path_len >= prefix_len + 1 + suffix_len && strncmp(path, CHAT_PREFIX "/", prefix_len + 1) == 0 &&
-	    strcmp(path + path_len - suffix_len, SUMMARY_SUFFIX) == 0) {
-		if (method != EVHTTP_REQ_GET) {
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-			reply_error(req, 405, REPLY_RETRY_WONT_HELP, "this path takes GET");
-			return;
-		}
-		const char *id = path + prefix_len + 1;
-		chat_handle_summary(server->chat, req, id, (size_t)(path + path_len - suffix_len - id), query);
+	if (!config_route_allows(server->config, path, server_method_bit(method))) {
+		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
+		    server_method_name(method), path);
 		return;
 	}
-	reply_error(req, 404, REPLY_RETRY_WONT_HELP, "no such endpoint in llamachatd");
+	if (!server_route_chat(server, req, method, path, query))
+		server_pass_through(server, req, method, path, query);
 }
 
 static void
@@ -159,7 +310,8 @@ fail:
 }
 
 struct server *
-server_create(struct event_base *base, const struct config *config, struct chat *chat, char *why, size_t why_size)
+server_create(struct event_base *base, const struct config *config, struct chat *chat, struct relay_engine *relays,
+    char *why, size_t why_size)
 {
 	struct server *server = calloc(1, sizeof(*server));
 	struct timeval timeout = { config->client_timeout_ms / 1000, (config->client_timeout_ms % 1000) * 1000 };
@@ -170,6 +322,8 @@ server_create(struct event_base *base, const struct config *config, struct chat 
 		return NULL;
 	}
 	server->chat = chat;
+	server->relays = relays;
+	server->config = config;
 	evhttp_set_gencb(server->http, server_route, server);
 	evhttp_set_allowed_methods(server->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |

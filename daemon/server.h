@@ -5,15 +5,17 @@
 #include <stddef.h>
 
 struct chat;
+struct relay_engine;
 struct config;
 struct event_base;
 struct server;
 
-/* Binds every listen address of config and routes requests to chat, which
- * the caller keeps owning. Returns NULL with a reason in why on failure; free
- * with server_free(). */
-struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat, char *why,
-    size_t why_size) __attribute__((warn_unused_result));
+/* Binds every listen address of config and routes requests to chat and,
+ * for paths the route policy passes through, to relays. The caller keeps
+ * owning config, chat and relays, which must outlive the server. Returns
+ * NULL with a reason in why on failure; free with server_free(). */
+struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat,
+    struct relay_engine *relays, char *why, size_t why_size) __attribute__((warn_unused_result));
 
 /* Closes the listeners; connections already open are served to the end. */
 void server_stop_accepting(struct server *server);

@@ -85,6 +85,41 @@ out:
 	return result;
 }
 
+enum session_body_check
+session_check_stream_body(const char *body, size_t len, const char **why)
+{
+	enum session_body_check result = SESSION_BODY_INVALID;
+	json_error_t error;
+	json_t *root, *prompt, *index_ids, *item;
+	size_t i;
+
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+	if (root == NULL) {
+		*why = "the request body is not valid JSON";
+		return SESSION_BODY_MALFORMED;
+	}
+	prompt = json_object_get(root, "prompt");
+	index_ids = json_object_get(root, "index_ids");
+	if (!json_is_object(root)) {
+		*why = "the request body must be a JSON object";
+	} else if (!json_is_string(prompt) || json_string_length(prompt) == 0) {
+		*why = "prompt must be a non-empty string";
+	} else if (!json_is_array(index_ids)) {
+		*why = "index_ids must be an array of strings";
+	} else {
+		result = SESSION_BODY_OK;
+		json_array_foreach(index_ids, i, item) {
+			if (!json_is_string(item)) {
+				*why = "index_ids must be an array of strings";
+				result = SESSION_BODY_INVALID;
+				break;
+			}
+		}
+	}
+	json_decref(root);
+	return result;
+}
+
 int
 session_parse_summary(const char *json, size_t len, char *id, uint64_t *updated_us, const char **why)
 {
@@ -214,7 +249,7 @@ session_record_decode(const unsigned char *buf, size_t len, struct session_recor
 uint64_t
 session_time_parse(const char *text)
 {
-	struct tm tm = {0};
+	struct tm tm = { 0 };
 	int year, month, day, hour, minute, second, used = 0;
 	uint64_t micros = 0;
 	long offset_s = 0;

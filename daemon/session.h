@@ -29,12 +29,17 @@ bool session_scope_is_safe(const char *value, size_t len);
 enum session_body_check session_check_create_body(const char *body, size_t len, const char **why)
     __attribute__((warn_unused_result));
 
+/* Checks a message body: an object with "prompt" a non-empty string and
+ * "index_ids" an array of strings; other members are left to upstream. */
+enum session_body_check session_check_stream_body(const char *body, size_t len, const char **why)
+    __attribute__((warn_unused_result));
+
 /* Checks that json is a Session object (string session_id that is safe,
  * string last_updated_at), copies its id into id (SESSION_ID_MAX + 1 bytes)
  * and reads last_updated_at into *updated_us (0 when it is not a time this
  * parser knows). Returns 0, or -1 with a static reason in *why. */
 int session_parse_summary(const char *json, size_t len, char *id, uint64_t *updated_us, const char **why)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Reads an ISO-8601 time as upstream writes it ("2026-04-22T12:34:41.342245",
  * no zone meaning UTC; a trailing "Z" or "+hh:mm" is honoured) into Unix
@@ -66,7 +71,7 @@ size_t session_index_key(const char *organization_id, const char *project_id, ui
  * export_config_ids), and last_updated_at becomes now_us. NULL when either
  * input is not a JSON object. */
 char *session_apply_stop(const char *json, size_t len, const char *stop, size_t stop_len, uint64_t now_us)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Returns a new JSON text (caller frees) that is the history answer json
  * without its "events": the session summary it carries. NULL when json is

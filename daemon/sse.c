@@ -13,7 +13,7 @@ struct sse_parser {
 	size_t max_bytes;
 	bool failed;
 	bool after_cr; /* the last byte seen was a CR: a following LF is part of it */
-	char *line;    /* the line being read, max_bytes long at most */
+	char *line; /* the line being read, max_bytes long at most */
 	size_t line_len;
 	char event[64];
 	char *data; /* data lines of the event being read, joined with '\n' */

@@ -19,6 +19,6 @@ void sse_parser_free(struct sse_parser *parser);
  * event the bytes complete. Returns 0, or -1 once a line or event passed the
  * limit (the parser then stays failed and ignores further input). */
 int sse_parser_feed(struct sse_parser *parser, const char *data, size_t len, sse_event_cb cb, void *arg)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 #endif

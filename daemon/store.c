@@ -25,7 +25,7 @@ struct store_write {
 struct store {
 	MDB_env *env;
 	MDB_dbi sessions; /* key -> value */
-	MDB_dbi index;    /* index key -> key, in the order lists are read */
+	MDB_dbi index; /* index key -> key, in the order lists are read */
 	MDB_dbi index_of; /* key -> its index key, to move or remove it */
 	MDB_txn *reader; /* reset between lookups, renewed for each */
 	struct event *commit_event;
@@ -149,9 +149,9 @@ store_result_of(int rc)
 static int
 store_apply(struct store *store, MDB_txn *txn, const struct store_write *w)
 {
-	MDB_val k = {w->key_len, (void *)w->data};
-	MDB_val v = {w->value_len, (void *)(w->data + w->key_len)};
-	MDB_val ik = {w->index_key_len, (void *)(w->data + w->key_len + w->value_len)};
+	MDB_val k = { w->key_len, (void *)w->data };
+	MDB_val v = { w->value_len, (void *)(w->data + w->key_len) };
+	MDB_val ik = { w->index_key_len, (void *)(w->data + w->key_len + w->value_len) };
 	MDB_val old;
 	int rc;
 
@@ -159,7 +159,7 @@ store_apply(struct store *store, MDB_txn *txn, const struct store_write *w)
 	if (rc == 0) {
 		/* old points into the map; copy it before deleting changes pages. */
 		unsigned char copy[STORE_MAX_INDEX_KEY];
-		MDB_val old_key = {old.mv_size, copy};
+		MDB_val old_key = { old.mv_size, copy };
 		if (old.mv_size > sizeof(copy))
 			return MDB_CORRUPTED;
 		memcpy(copy, old.mv_data, old.mv_size);

@@ -14,7 +14,7 @@ struct store_write;
 enum store_result {
 	STORE_OK = 0,
 	STORE_NOT_FOUND = 1,
-	STORE_ERR = -1,      /* I/O or LMDB failure; logged where it happened */
+	STORE_ERR = -1, /* I/O or LMDB failure; logged where it happened */
 	STORE_ERR_FULL = -2, /* the map is full: raise store.map_size_mb */
 };
 
@@ -22,8 +22,8 @@ enum store_result {
  * map_size_mb MiB. base may be NULL for tools that only use the synchronous
  * calls. Returns a store the caller frees with store_close(), or NULL with a
  * reason in why. */
-struct store *store_open(struct event_base *base, const char *path, size_t map_size_mb, char *why,
-    size_t why_size) __attribute__((warn_unused_result));
+struct store *store_open(struct event_base *base, const char *path, size_t map_size_mb, char *why, size_t why_size)
+    __attribute__((warn_unused_result));
 
 /* Commits what is still queued, then closes the environment. NULL is fine. */
 void store_close(struct store *store);
@@ -31,18 +31,18 @@ void store_close(struct store *store);
 /* Copies the value stored under key into out. Returns STORE_OK,
  * STORE_NOT_FOUND or STORE_ERR. Never blocks on writers. */
 enum store_result store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Writes one value and commits it durably before returning. index_key
  * (index_key_len bytes, at most STORE_MAX_INDEX_KEY; 0 for none) places the
  * key in the ordered index that store_scan() walks, replacing its old place. */
-enum store_result store_put(struct store *store, const char *key, size_t key_len, const void *value,
-    size_t value_len, const void *index_key, size_t index_key_len) __attribute__((warn_unused_result));
+enum store_result store_put(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len,
+    const void *index_key, size_t index_key_len) __attribute__((warn_unused_result));
 
 /* Removes a key, its value and its place in the index, and commits durably.
  * Removing a missing key is STORE_OK. */
 enum store_result store_delete(struct store *store, const char *key, size_t key_len)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Called once a queued write is durable (STORE_OK) or has failed. */
 typedef void (*store_write_cb)(enum store_result result, void *arg);
@@ -54,7 +54,7 @@ typedef void (*store_write_cb)(enum store_result result, void *arg);
  * with an event base. */
 struct store_write *store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value,
     size_t value_len, const void *index_key, size_t index_key_len, store_write_cb cb, void *arg)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Queues a removal like store_delete(), committed as store_put_deferred(). */
 struct store_write *store_delete_deferred(struct store *store, const char *key, size_t key_len, store_write_cb cb,

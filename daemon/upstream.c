@@ -41,9 +41,14 @@ struct upstream_call {
 	void *arg;
 	struct evbuffer *response_body;
 	struct evkeyvalq response_headers;
+	const struct upstream_stream *stream; /* NULL: collect the answer */
+	bool headers_delivered;
+	bool paused;
 	bool too_large;
 	char error_buffer[CURL_ERROR_SIZE];
 };
+
+static void upstream_deliver_headers(struct upstream_call *call);
 
 /* Headers that describe one hop, or carry the client's own credentials, or
  * that curl sets itself for the upstream hop. */
@@ -163,6 +168,8 @@ upstream_collect_finished(struct upstream *upstream)
 		curl_easy_getinfo(call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 		curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &response.total_seconds);
 		response.request_sent = pretransfer > 0 || response.status > 0;
+		if (response.error == UPSTREAM_OK)
+			upstream_deliver_headers(call);
 		response.body = call->response_body;
 		response.headers = &call->response_headers;
 		/* Remove before the callback, which may start new calls. */
@@ -242,12 +249,33 @@ upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* Tells a streamed call's owner the status and headers, once. */
+static void
+upstream_deliver_headers(struct upstream_call *call)
+{
+	long status = 0;
+
+	if (call->stream == NULL || call->headers_delivered)
+		return;
+	curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+	call->headers_delivered = true;
+	call->stream->on_headers(status, &call->response_headers, call->arg);
+}
+
 static size_t
 upstream_write_cb(char *data, size_t size, size_t count, void *userp)
 {
 	struct upstream_call *call = userp;
 	size_t len = size * count;
 
+	if (call->stream != NULL) {
+		upstream_deliver_headers(call);
+		if (call->stream->on_data(data, len, call->arg) == UPSTREAM_FLOW_PAUSE) {
+			call->paused = true;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		return len;
+	}
 	if (evbuffer_get_length(call->response_body) + len > (size_t)call->upstream->settings.max_response_bytes) {
 		call->too_large = true;
 		return 0; /* aborts the transfer */
@@ -269,6 +297,15 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	/* A new status line (after a 1xx) starts a new header block. */
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		evhttp_clear_headers(&call->response_headers);
+		return len;
+	}
+	/* The blank line that ends the final header block: a stream's owner
+	 * learns the status now, before any of the body. */
+	if ((len == 2 && data[0] == '\r') || (len == 1 && data[0] == '\n')) {
+		long status = 0;
+		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200)
+			upstream_deliver_headers(call);
 		return len;
 	}
 	colon = memchr(data, ':', len);
@@ -448,7 +485,14 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	if (s->ca_file != NULL)
 		rc |= curl_easy_setopt(e, CURLOPT_CAINFO, s->ca_file);
 	rc |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
-	rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_timeout_ms);
+	if (req->stream == NULL) {
+		rc |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->request_timeout_ms);
+	} else {
+		/* A stream may run for minutes: give up only when it goes quiet. */
+		long idle_s = (req->stream->idle_timeout_ms + 999) / 1000;
+		rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_s > 0 ? idle_s : 1L);
+	}
 	rc |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
@@ -486,6 +530,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	call->upstream = upstream;
 	call->done = done;
 	call->arg = arg;
+	call->stream = req->stream;
 	TAILQ_INIT(&call->response_headers);
 	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
@@ -506,4 +551,14 @@ upstream_cancel(struct upstream_call *call)
 {
 	if (call != NULL)
 		upstream_call_free(call);
+}
+
+void
+upstream_resume(struct upstream_call *call)
+{
+	if (call == NULL || !call->paused)
+		return;
+	call->paused = false;
+	/* curl may hand over the bytes it held back right here. */
+	curl_easy_pause(call->easy, CURLPAUSE_CONT);
 }

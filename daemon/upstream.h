@@ -54,6 +54,23 @@ struct upstream_request {
 	const struct evkeyvalq *client_headers; /* may be NULL */
 	const void *body;
 	size_t body_len;
+	const struct upstream_stream *stream; /* NULL: collect the whole answer */
+};
+
+enum upstream_flow {
+	UPSTREAM_FLOW_TAKEN, /* the bytes were used */
+	UPSTREAM_FLOW_PAUSE, /* not now: pause, and offer them again after upstream_resume() */
+};
+
+/* A streamed call hands its answer over as it arrives instead of collecting
+ * it: on_headers once the status and headers are known, then on_data for
+ * each piece, then the done callback (whose response has an empty body). A
+ * streamed call has no total time limit; it fails when upstream sends
+ * nothing for idle_timeout_ms. */
+struct upstream_stream {
+	void (*on_headers)(long status, const struct evkeyvalq *headers, void *arg);
+	enum upstream_flow (*on_data)(const char *data, size_t len, void *arg);
+	long idle_timeout_ms;
 };
 
 /* Creates the engine on base. Returns NULL with a reason in why on failure;
@@ -76,8 +93,13 @@ bool upstream_has_key(const struct upstream *upstream);
 struct upstream_call *upstream_forward(struct upstream *upstream, const struct upstream_request *req,
     upstream_done_cb done, void *arg) __attribute__((warn_unused_result));
 
-/* Aborts a call whose callback has not run yet; done will not be called. */
+/* Aborts a call whose callback has not run yet; done will not be called.
+ * Never call it from inside the call's own callbacks. NULL is fine. */
 void upstream_cancel(struct upstream_call *call);
+
+/* Lets a streamed call that on_data paused flow again; on_data may run
+ * before this returns. */
+void upstream_resume(struct upstream_call *call);
 
 /* Number of calls in flight. */
 long upstream_in_flight(const struct upstream *upstream);

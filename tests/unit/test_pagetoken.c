@@ -46,7 +46,7 @@ test_forged_tokens_are_refused(void **state)
 	assert_int_equal(pagetoken_decode("AAAA", back), -1);
 	assert_int_equal(pagetoken_decode("p1.AA=A", back), -1);
 	assert_int_equal(pagetoken_decode("p1.A+/A", back), -1);
-	assert_int_equal(pagetoken_decode("p1.A", back), -1);  /* not a whole byte */
+	assert_int_equal(pagetoken_decode("p1.A", back), -1); /* not a whole byte */
 	assert_int_equal(pagetoken_decode("p1.AB", back), -1); /* non-zero spare bits */
 	assert_int_equal(pagetoken_decode("p1.AQ", back), 1);
 	memcpy(longtext, "p1.", 3);

@@ -82,17 +82,21 @@ static void
 test_parse_summary(void **state)
 {
 	char id[SESSION_ID_MAX + 1];
+	uint64_t updated = 0;
 	const char *why;
 	const char *good = "{\"session_id\":\"ses-1\",\"last_updated_at\":\"2026-04-22T12:34:41.342245\"}";
 
 	(void)state;
-	assert_int_equal(session_parse_summary(good, strlen(good), id, &why), 0);
+	assert_int_equal(session_parse_summary(good, strlen(good), id, &updated, &why), 0);
 	assert_string_equal(id, "ses-1");
-	assert_int_equal(session_parse_summary("{\"session_id\":\"ses-1\"}", 21, id, &why), -1);
-	assert_int_equal(session_parse_summary("{\"session_id\":7,\"last_updated_at\":\"x\"}", 38, id, &why), -1);
-	assert_int_equal(session_parse_summary("{\"session_id\":\"a/b\",\"last_updated_at\":\"x\"}", 42, id, &why), -1);
-	assert_int_equal(session_parse_summary("not json", 8, id, &why), -1);
-	assert_int_equal(session_parse_summary("[]", 2, id, &why), -1);
+	assert_int_equal(updated, 1776861281342245ULL);
+	assert_int_equal(session_parse_summary("{\"session_id\":\"ses-1\"}", 21, id, &updated, &why), -1);
+	assert_int_equal(
+	    session_parse_summary("{\"session_id\":7,\"last_updated_at\":\"x\"}", 38, id, &updated, &why), -1);
+	assert_int_equal(
+	    session_parse_summary("{\"session_id\":\"a/b\",\"last_updated_at\":\"x\"}", 42, id, &updated, &why), -1);
+	assert_int_equal(session_parse_summary("not json", 8, id, &updated, &why), -1);
+	assert_int_equal(session_parse_summary("[]", 2, id, &updated, &why), -1);
 }
 
 static void

@@ -27,37 +27,36 @@ record(const char *event, const char *data, size_t data_len, void *arg)
 	s->count++;
 }
 
-static const char sample[] =
-	": keep-alive\n"
-	"event: delta\n"
-	"data: {\"type\":\"text_delta\",\"content\":\"Hel\"}\n"
-	"\n"
-	"event: delta\r\n"
-	"data: {\"type\":\"text_delta\",\"content\":\"lo\"}\r\n"
-	"\r\n"
-	"event: message\r"
-	"data: first line\r"
-	"data: second line\r"
-	"\r"
-	"data:no space\n"
-	"id: 7\n"
-	"retry: 100\n"
-	"\n"
-	"event: message\n"
-	"data: {\"type\":\"stop\",\"usage\":{\"turns\":1}}\n"
-	"\n";
+static const char sample[] = ": keep-alive\n"
+                             "event: delta\n"
+                             "data: {\"type\":\"text_delta\",\"content\":\"Hel\"}\n"
+                             "\n"
+                             "event: delta\r\n"
+                             "data: {\"type\":\"text_delta\",\"content\":\"lo\"}\r\n"
+                             "\r\n"
+                             "event: message\r"
+                             "data: first line\r"
+                             "data: second line\r"
+                             "\r"
+                             "data:no space\n"
+                             "id: 7\n"
+                             "retry: 100\n"
+                             "\n"
+                             "event: message\n"
+                             "data: {\"type\":\"stop\",\"usage\":{\"turns\":1}}\n"
+                             "\n";
 
 static const char expected[] = "delta={\"type\":\"text_delta\",\"content\":\"Hel\"}|"
-			       "delta={\"type\":\"text_delta\",\"content\":\"lo\"}|"
-			       "message=first line\nsecond line|"
-			       "message=no space|"
-			       "message={\"type\":\"stop\",\"usage\":{\"turns\":1}}|";
+                               "delta={\"type\":\"text_delta\",\"content\":\"lo\"}|"
+                               "message=first line\nsecond line|"
+                               "message=no space|"
+                               "message={\"type\":\"stop\",\"usage\":{\"turns\":1}}|";
 
 static void
 test_whole_stream(void **state)
 {
 	struct sse_parser *p = sse_parser_new(1024);
-	struct seen s = {"", 0};
+	struct seen s = { "", 0 };
 
 	(void)state;
 	assert_int_equal(sse_parser_feed(p, sample, strlen(sample), record, &s), 0);
@@ -74,7 +73,7 @@ test_every_split_point_gives_the_same_events(void **state)
 	(void)state;
 	for (size_t cut = 0; cut <= len; cut++) {
 		struct sse_parser *p = sse_parser_new(1024);
-		struct seen s = {"", 0};
+		struct seen s = { "", 0 };
 		assert_int_equal(sse_parser_feed(p, sample, cut, record, &s), 0);
 		assert_int_equal(sse_parser_feed(p, sample + cut, len - cut, record, &s), 0);
 		assert_string_equal(s.text, expected);
@@ -86,7 +85,7 @@ static void
 test_byte_by_byte(void **state)
 {
 	struct sse_parser *p = sse_parser_new(1024);
-	struct seen s = {"", 0};
+	struct seen s = { "", 0 };
 
 	(void)state;
 	for (size_t i = 0; i < strlen(sample); i++)
@@ -99,7 +98,7 @@ static void
 test_incomplete_event_is_not_dispatched(void **state)
 {
 	struct sse_parser *p = sse_parser_new(1024);
-	struct seen s = {"", 0};
+	struct seen s = { "", 0 };
 
 	(void)state;
 	assert_int_equal(sse_parser_feed(p, "event: x\ndata: 1\n", 17, record, &s), 0);
@@ -113,7 +112,7 @@ static void
 test_oversize_line_is_rejected(void **state)
 {
 	struct sse_parser *p = sse_parser_new(16);
-	struct seen s = {"", 0};
+	struct seen s = { "", 0 };
 	const char *longline = "data: 0123456789abcdefghij\n\n";
 
 	(void)state;
@@ -129,7 +128,7 @@ static void
 test_oversize_event_is_rejected(void **state)
 {
 	struct sse_parser *p = sse_parser_new(16);
-	struct seen s = {"", 0};
+	struct seen s = { "", 0 };
 	const char *many = "data: 12345678\ndata: 12345678\n\n";
 
 	(void)state;

@@ -65,9 +65,9 @@ test_put_get_and_reopen(void **state)
 	struct evbuffer *out = evbuffer_new();
 
 	(void)state;
-	assert_int_equal(store_put(store, "ses-1", 5, "one", 3), STORE_OK);
-	assert_int_equal(store_put(store, "ses-2", 5, "two", 3), STORE_OK);
-	assert_int_equal(store_put(store, "ses-1", 5, "uno", 3), STORE_OK); /* replaces */
+	assert_int_equal(store_put(store, "ses-1", 5, "one", 3, NULL, 0), STORE_OK);
+	assert_int_equal(store_put(store, "ses-2", 5, "two", 3, NULL, 0), STORE_OK);
+	assert_int_equal(store_put(store, "ses-1", 5, "uno", 3, NULL, 0), STORE_OK); /* replaces */
 	expect_stored(store, "ses-1", "uno");
 	expect_stored(store, "ses-2", "two");
 	assert_int_equal(store_get(store, "ses-3", 5, out), STORE_NOT_FOUND);
@@ -105,9 +105,9 @@ test_deferred_writes_commit_together_then_call_back(void **state)
 	struct store_write *w;
 
 	(void)state;
-	assert_non_null(store_put_deferred(store, "a", 1, "A", 1, on_commit, &log));
-	assert_non_null(store_put_deferred(store, "b", 1, "B", 1, on_commit, &log));
-	w = store_put_deferred(store, "c", 1, "C", 1, on_commit, &forgotten);
+	assert_non_null(store_put_deferred(store, "a", 1, "A", 1, NULL, 0, on_commit, &log));
+	assert_non_null(store_put_deferred(store, "b", 1, "B", 1, NULL, 0, on_commit, &log));
+	w = store_put_deferred(store, "c", 1, "C", 1, NULL, 0, on_commit, &forgotten);
 	assert_non_null(w);
 	store_write_forget(w);
 	/* Nothing runs before the loop turns. */
@@ -130,7 +130,7 @@ test_close_commits_what_is_queued(void **state)
 	struct store *store = open_store(base, 8);
 
 	(void)state;
-	assert_non_null(store_put_deferred(store, "late", 4, "L", 1, NULL, NULL));
+	assert_non_null(store_put_deferred(store, "late", 4, "L", 1, NULL, 0, NULL, NULL));
 	store_close(store);
 	event_base_free(base);
 	store = open_store(NULL, 8);
@@ -147,12 +147,12 @@ test_full_map_is_an_error_not_a_crash(void **state)
 	enum store_result result = STORE_OK;
 
 	(void)state;
-	assert_int_equal(store_put(store, "small", 5, "s", 1), STORE_OK);
-	result = store_put(store, "huge", 4, value, big);
+	assert_int_equal(store_put(store, "small", 5, "s", 1, NULL, 0), STORE_OK);
+	result = store_put(store, "huge", 4, value, big, NULL, 0);
 	assert_int_equal(result, STORE_ERR_FULL);
 	/* The store still works for what fits. */
 	expect_stored(store, "small", "s");
-	assert_int_equal(store_put(store, "small2", 6, "t", 1), STORE_OK);
+	assert_int_equal(store_put(store, "small2", 6, "t", 1, NULL, 0), STORE_OK);
 	free(value);
 	store_close(store);
 }

@@ -1,0 +1,135 @@
+/* chat_list: GET /api/v1/chat answered from the store, paged by keyset.
+ *
+ * Sessions of one scope (organization_id, project_id) form one run of index
+ * keys, newest first. A page reads page_size + 1 entries after the position
+ * its page_token names: the extra one only tells whether a next page exists,
+ * so an empty page never comes with a token. The cost of a page does not
+ * grow with the number of stored sessions. */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_private.h"
+#include "log.h"
+#include "pagetoken.h"
+#include "reply.h"
+
+#define LIST_DEFAULT_PAGE_SIZE 20
+#define LIST_MAX_PAGE_SIZE 100
+
+struct list_page {
+	struct evbuffer *out;
+	size_t wanted; /* page_size */
+	size_t taken;
+	bool more;
+	unsigned char last_key[SESSION_INDEX_KEY_MAX];
+	size_t last_key_len;
+};
+
+static int
+list_take(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
+    size_t index_key_len, void *arg)
+{
+	struct list_page *page = arg;
+	struct session_record rec;
+
+	(void)key;
+	(void)key_len;
+	if (page->taken == page->wanted) {
+		page->more = true;
+		return 1;
+	}
+	if (session_record_decode(value, value_len, &rec) != 0)
+		return 0; /* a damaged record is left out, not fatal */
+	if (page->taken > 0)
+		evbuffer_add(page->out, ",", 1);
+	evbuffer_add(page->out, rec.json, rec.json_len);
+	page->taken++;
+	memcpy(page->last_key, index_key, index_key_len);
+	page->last_key_len = index_key_len;
+	return 0;
+}
+
+/* page_size: absent or empty means the default; else 1 to 100. */
+static int
+list_read_page_size(const char *text, size_t *out)
+{
+	char *end;
+	long value;
+
+	if (text == NULL || text[0] == '\0') {
+		*out = LIST_DEFAULT_PAGE_SIZE;
+		return 0;
+	}
+	if (text[0] < '0' || text[0] > '9')
+		return -1;
+	errno = 0;
+	value = strtol(text, &end, 10);
+	if (errno != 0 || *end != '\0' || value < 1 || value > LIST_MAX_PAGE_SIZE)
+		return -1;
+	*out = (size_t)value;
+	return 0;
+}
+
+void
+chat_handle_list(struct chat *chat, struct evhttp_request *req, const char *query)
+{
+	struct evkeyvalq params;
+	struct chat_scope scope;
+	struct list_page page = { 0 };
+	unsigned char prefix[SESSION_SCOPE_KEY_MAX], after[PAGETOKEN_MAX_KEY];
+	size_t prefix_len;
+	long after_len = 0;
+	const char *token, *why;
+	char text[PAGETOKEN_MAX_TEXT];
+
+	TAILQ_INIT(&params);
+	if (chat_read_scope(query, &scope, &why) != 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
+		return;
+	}
+	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "the query string is malformed");
+		return;
+	}
+	if (list_read_page_size(evhttp_find_header(&params, "page_size"), &page.wanted) != 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_size must be a whole number from 1 to 100");
+		goto out;
+	}
+	prefix_len = session_scope_key(scope.organization_id, scope.project_id, prefix);
+	token = evhttp_find_header(&params, "page_token");
+	if (token != NULL && token[0] != '\0') {
+		/* A token is a position in this scope's run of keys; anything
+		 * else is forged or belongs to another query. */
+		after_len = pagetoken_decode(token, after);
+		if (after_len <= (long)(prefix_len + 8) || memcmp(after, prefix, prefix_len) != 0) {
+			reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_token is not valid for this list");
+			goto out;
+		}
+	}
+	if ((page.out = evbuffer_new()) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		goto out;
+	}
+	evbuffer_add_printf(page.out, "{\"items\":[");
+	if (store_scan(chat->store, prefix, prefix_len, after_len > 0 ? after : NULL, (size_t)after_len,
+	        page.wanted + 1, list_take, &page) != STORE_OK) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "the session store cannot be read right now");
+		goto out;
+	}
+	evbuffer_add_printf(page.out, "]");
+	if (page.more && pagetoken_encode(page.last_key, page.last_key_len, text) == 0)
+		evbuffer_add_printf(page.out, ",\"next_page_token\":\"%s\"", text);
+	evbuffer_add_printf(page.out, "}");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Cache", "HIT");
+	evhttp_send_reply(req, 200, NULL, page.out);
+out:
+	if (page.out != NULL)
+		evbuffer_free(page.out);
+	evhttp_clear_headers(&params);
+}

@@ -1,0 +1,68 @@
+/* chat_private: what the chat_*.c files share; not for other modules. */
+#ifndef LLAMACHATD_CHAT_PRIVATE_H
+#define LLAMACHATD_CHAT_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/queue.h>
+
+#include "chat.h"
+#include "session.h"
+#include "store.h"
+
+#define CHAT_PATH "/api/v1/chat"
+
+struct chat_call;
+struct evbuffer;
+struct evhttp_request;
+
+struct chat {
+	struct upstream *upstream;
+	struct store *store;
+	struct relay_engine *relays;
+	struct chat_settings settings;
+	LIST_HEAD(, chat_call) calls;
+	long pending; /* client requests in calls, plus streams */
+	struct chat_counters counters;
+};
+
+/* A request's optional organization_id and project_id ("" when absent). */
+struct chat_scope {
+	char organization_id[SESSION_SCOPE_MAX + 1];
+	char project_id[SESSION_SCOPE_MAX + 1];
+};
+
+/* Reads the scope from a raw query string (empty values mean absent, as the
+ * SDKs send them). Returns 0, or -1 with a static reason in *why. */
+int chat_read_scope(const char *query, struct chat_scope *scope, const char **why) __attribute__((warn_unused_result));
+
+/* Checks a session id from the path and copies it into id; answers the
+ * client with a 400 and returns false when it is unusable. */
+bool chat_take_session_id(struct evhttp_request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1]);
+
+/* Reads the stored record of id into buf (cleared first) and decodes it into
+ * rec, whose pointers then point into buf. Returns false when there is none
+ * or it is damaged. */
+bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec);
+
+/* Queues a Session summary (upstream's JSON, kept as it is) for the store,
+ * under the scope it was stored with before, or else under fallback. cb
+ * runs once it is committed. Returns the write (see store_write_forget), or
+ * NULL when json is not a Session or nothing could be queued (cb will not
+ * run). */
+struct store_write *chat_store_summary(struct chat *chat, const char *json, size_t len,
+    const struct chat_scope *fallback, store_write_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* Checks a JSON request body's size and content type; answers 413 or 415
+ * and returns false when it will not do. */
+bool chat_check_json_body(struct chat *chat, struct evhttp_request *req);
+
+/* Fetches id's summary from upstream in the background and stores it; no
+ * client waits for it. */
+void chat_refresh_summary(struct chat *chat, const char *id);
+
+/* "/api/v1/chat/{id}{suffix}?{query}" with the id escaped, into a new
+ * string the caller frees; NULL when out of memory. */
+char *chat_upstream_path(const char *id, const char *suffix, const char *query);
+
+#endif

@@ -1,0 +1,209 @@
+/* chat_stream: POST /api/v1/chat/{id}/messages/stream, relayed as it arrives.
+ *
+ * The relay carries upstream's event stream to the client unchanged; this
+ * file only watches it. When the "stop" event passes, its usage goes into
+ * the stored session (committed before the client's answer ends), and a
+ * background refresh fetches the summary upstream wrote after the turn
+ * (the generated title, for one). */
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat_private.h"
+#include "log.h"
+#include "relay.h"
+#include "reply.h"
+#include "sse.h"
+#include "upstream.h"
+
+struct chat_stream {
+	struct chat *chat;
+	struct relay *relay; /* set once the answer started */
+	char session_id[SESSION_ID_MAX + 1];
+	struct chat_scope scope;
+	struct sse_parser *parser; /* NULL unless a 2xx event stream is being read */
+	char *stop; /* the stop event's data, once it passed */
+	size_t stop_len;
+	struct store_write *write;
+};
+
+static void
+stream_on_event(const char *event, const char *data, size_t len, void *arg)
+{
+	struct chat_stream *stream = arg;
+	json_t *doc;
+
+	(void)event;
+	/* Only the stop event matters; skip parsing anything that cannot be it. */
+	if (memmem(data, len, "\"stop\"", 6) == NULL)
+		return;
+	doc = json_loadb(data, len, 0, NULL);
+	if (json_is_object(doc) && json_is_string(json_object_get(doc, "type")) &&
+	    strcmp(json_string_value(json_object_get(doc, "type")), "stop") == 0) {
+		free(stream->stop);
+		stream->stop = malloc(len);
+		if (stream->stop != NULL) {
+			memcpy(stream->stop, data, len);
+			stream->stop_len = len;
+		}
+	}
+	json_decref(doc);
+}
+
+static void
+stream_on_start(struct relay *relay, long status, void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	stream->relay = relay;
+	if (status >= 200 && status <= 299)
+		stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
+}
+
+static void
+stream_on_data(struct relay *relay, const char *data, size_t len, void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	(void)relay;
+	if (stream->parser == NULL)
+		return;
+	if (sse_parser_feed(stream->parser, data, len, stream_on_event, stream) != 0) {
+		/* The bytes still reach the client; only the usage is lost. */
+		log_warnx("chat: an event of session %s's stream is over %zu bytes; its usage will not be recorded",
+		    stream->session_id, stream->chat->settings.max_event_bytes);
+		sse_parser_free(stream->parser);
+		stream->parser = NULL;
+	}
+}
+
+static uint64_t
+stream_now_us(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+static void
+stream_on_usage_stored(enum store_result result, void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	stream->write = NULL;
+	if (result != STORE_OK) {
+		stream->chat->counters.store_failures++;
+		log_warnx("chat: could not store the usage of session %s's turn", stream->session_id);
+	}
+	relay_finish(stream->relay);
+}
+
+/* Puts the stop event's usage into the stored session. Returns true when a
+ * write is queued (the answer ends once it commits). */
+static bool
+stream_record_usage(struct chat_stream *stream)
+{
+	struct evbuffer *buf = evbuffer_new();
+	struct session_record rec;
+	char *updated = NULL;
+
+	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec))
+		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, stream_now_us());
+	if (updated != NULL)
+		stream->write = chat_store_summary(
+		    stream->chat, updated, strlen(updated), &stream->scope, stream_on_usage_stored, stream);
+	free(updated);
+	if (buf != NULL)
+		evbuffer_free(buf);
+	return stream->write != NULL;
+}
+
+static void
+stream_on_upstream_done(struct relay *relay, bool complete, void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	(void)complete;
+	if (stream->stop != NULL) {
+		/* The turn ran: upstream's summary changed (title, usage). */
+		chat_refresh_summary(stream->chat, stream->session_id);
+		if (stream_record_usage(stream))
+			return;
+	}
+	relay_finish(relay);
+}
+
+static void
+stream_on_close(void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	store_write_forget(stream->write); /* it still commits */
+	sse_parser_free(stream->parser);
+	free(stream->stop);
+	stream->chat->pending--;
+	free(stream);
+}
+
+static const struct relay_observer stream_observer = {
+	.on_start = stream_on_start,
+	.on_data = stream_on_data,
+	.on_upstream_done = stream_on_upstream_done,
+	.on_close = stream_on_close,
+};
+
+void
+chat_handle_stream(struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+{
+	struct evbuffer *input = evhttp_request_get_input_buffer(req);
+	size_t body_len = evbuffer_get_length(input);
+	const char *body, *why = NULL;
+	struct chat_stream *stream;
+	struct chat_scope scope;
+	struct upstream_request request = { 0 };
+	char id[SESSION_ID_MAX + 1];
+	char *path;
+
+	if (!chat_take_session_id(req, raw_id, raw_len, id) || !chat_check_json_body(chat, req))
+		return;
+	body = (const char *)evbuffer_pullup(input, -1);
+	switch (session_check_stream_body(body, body_len, &why)) {
+	case SESSION_BODY_OK:
+		break;
+	case SESSION_BODY_MALFORMED:
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
+		return;
+	case SESSION_BODY_INVALID:
+		reply_error(req, 422, REPLY_RETRY_WONT_HELP, why);
+		return;
+	}
+	if (chat_read_scope(query, &scope, &why) != 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
+		return;
+	}
+	path = chat_upstream_path(id, "/messages/stream", query);
+	stream = calloc(1, sizeof(*stream));
+	if (path == NULL || stream == NULL) {
+		free(path);
+		free(stream);
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	stream->chat = chat;
+	stream->scope = scope;
+	memcpy(stream->session_id, id, sizeof(id));
+	chat->pending++;
+	chat->counters.streams++;
+	request.method = "POST";
+	request.path_and_query = path;
+	request.client_headers = evhttp_request_get_input_headers(req);
+	request.body = body;
+	request.body_len = body_len;
+	/* A stream that reached upstream ran a turn: retrying would run another. */
+	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
+	free(path);
+}

@@ -1,0 +1,55 @@
+/* relay: streams an upstream answer to a client as it arrives, with
+ * back-pressure and hang-up detection. */
+#ifndef LLAMACHATD_RELAY_H
+#define LLAMACHATD_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct evhttp_request;
+struct relay;
+struct relay_engine;
+struct upstream;
+struct upstream_request;
+
+/* Hooks for a caller that wants to watch a relayed answer (all optional). */
+struct relay_observer {
+	/* Upstream's status is known and the client's answer has started. */
+	void (*on_start)(struct relay *relay, long status, void *arg);
+	/* Bytes on their way to the client, in order. */
+	void (*on_data)(struct relay *relay, const char *data, size_t len, void *arg);
+	/* Upstream is done (complete: its answer arrived whole). The client's
+	 * answer stays open until the observer calls relay_finish(), now or
+	 * later. Without this hook the relay finishes at once. */
+	void (*on_upstream_done)(struct relay *relay, bool complete, void *arg);
+	/* Last call: the relay is gone (finished, or the client went away). */
+	void (*on_close)(void *arg);
+};
+
+/* Creates the engine. Each relay holds at most buffer_bytes of output the
+ * client has not read before it pauses its upstream transfer; a stream that
+ * stays silent for idle_timeout_ms is cut. The caller keeps owning upstream.
+ * Returns NULL when out of memory; free with relay_engine_free(). */
+struct relay_engine *relay_engine_create(struct event_base *base, struct upstream *upstream, size_t buffer_bytes,
+    long idle_timeout_ms) __attribute__((warn_unused_result));
+
+/* Ends every relay: their clients' answers are closed, upstream transfers
+ * cancelled. */
+void relay_engine_free(struct relay_engine *engine);
+
+/* Relays in flight. */
+long relay_engine_active(const struct relay_engine *engine);
+
+/* Forwards req upstream as ureq (whose stream member is ignored) and relays
+ * the answer, whatever its status. Failures before upstream answers get the
+ * daemon's JSON errors (see reply_upstream_failure; may_have_acted as
+ * there). The client is always answered; observer (may be NULL) and arg
+ * follow the relay to its end. */
+void relay_start(struct relay_engine *engine, struct evhttp_request *req, const struct upstream_request *ureq,
+    bool may_have_acted, const struct relay_observer *observer, void *arg);
+
+/* Ends the client's answer and frees the relay (see on_upstream_done). */
+void relay_finish(struct relay *relay);
+
+#endif
