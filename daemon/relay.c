@@ -6,9 +6,11 @@
  * the piece it offered) and resumed when evhttp reports the buffer drained.
  * So a slow client slows its own transfer, and memory per relay is bounded.
  *
- * Hang-up: libevent 2.1 does not read from a connection while its answer is
- * pending, so a client that leaves is noticed by a read watch of our own on
- * its socket; it cancels the upstream transfer at once. */
+ * Hang-up: once the answer has started, evhttp watches the connection and
+ * its close callback tells us. Before that, libevent 2.1 does not read from
+ * a connection whose answer is pending, so a read watch of our own on the
+ * socket notices a client that leaves while upstream is still silent. Either
+ * way the upstream transfer is cancelled at once. */
 #include "relay.h"
 
 #include <errno.h>
@@ -126,7 +128,7 @@ relay_on_client_close(struct evhttp_connection *evcon, void *arg)
 	struct evhttp_request *req = relay->req;
 
 	(void)evcon;
-	log_debug("relay: the client went away mid-answer");
+	log_debug("relay: the client went away mid-answer; cancelling its upstream transfer");
 	relay->req = NULL;
 	/* A request evhttp has let go of is ours to free; ending it does that. */
 	if (req != NULL && evhttp_request_get_connection(req) == NULL)
@@ -152,7 +154,7 @@ relay_on_client_readable(evutil_socket_t fd, short what, void *arg)
 		event_add(relay->hangup_watch, NULL);
 		return;
 	}
-	log_debug("relay: the client hung up; cancelling its upstream transfer");
+	log_debug("relay: the client went away before upstream answered; cancelling its upstream transfer");
 	evcon = relay_connection(relay);
 	relay_detach(relay);
 	relay->req = NULL;

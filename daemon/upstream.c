@@ -199,9 +199,10 @@ upstream_on_socket_event(evutil_socket_t fd, short what, void *arg)
 	int running;
 
 	curl_multi_socket_action(upstream->multi, fd, action, &running);
+	/* No timer clean-up here on running == 0: a callback below may start a
+	 * new call, whose timer curl has just armed. curl says itself (a
+	 * timeout of -1) when the timer should go. */
 	upstream_collect_finished(upstream);
-	if (running <= 0)
-		evtimer_del(upstream->timer);
 }
 
 /* CURLMOPT_SOCKETFUNCTION: keep one persistent event per socket curl uses. */

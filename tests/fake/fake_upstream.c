@@ -1,16 +1,29 @@
 /* fake_upstream: a stand-in for the LlamaCloud chat API on loopback, for tests.
  *
- * Speaks the endpoints of api/llamacloud-chat.md that the tests need, checks
- * the bearer key, records what it received, and takes faults to inject:
- *   GET  /_fake/stats   counts (requests, connections accepted, ...), the
- *                       last session created and the last API
- *                       request seen, as JSON
- *   POST /_fake/fault   {"mode":"status"|"delay"|"invalid"|"padded",
- *                        "status":N, "body":"...", "ms":N, "bytes":N,
- *                        "count":N}: the next count API requests fail that
- *                        way ("padded": creates answer with a Session that
- *                        carries an extra field of N bytes)
- *   POST /_fake/reset   forget counts and faults
+ * Speaks the chat resource of api/llamacloud-chat.md (create, list is not
+ * needed, summary, history, delete, message streams) plus one other path
+ * (GET /api/v1/projects) for pass-through tests. It checks the bearer key,
+ * records what it received, and takes faults and controls:
+ *   GET  /_fake/stats    counts (requests, connections accepted, streams...),
+ *                        the last session created, the last API request
+ *   POST /_fake/fault    {"mode": M, "status":N, "body":"...", "ms":N,
+ *                        "bytes":N, "count":N}: the next count API requests
+ *                        go wrong as M says:
+ *                          status   answer status with body (+ Retry-After,
+ *                                   Set-Cookie, and Location on 3xx)
+ *                          delay    answer after ms milliseconds
+ *                          invalid  answer 200 with JSON that is no Session
+ *                          padded   a create whose Session has a field of
+ *                                   bytes bytes
+ *                          hold     a stream sends its first event, then
+ *                                   waits for POST /_fake/release
+ *                          flood    a stream sends bytes bytes of deltas as
+ *                                   fast as it is read, then stops
+ *                          cut      a stream sends one event, then drops the
+ *                                   connection
+ *   POST /_fake/release  lets a held stream go on
+ *   POST /_fake/turn?id= runs a turn on a session without a stream (the
+ *                        title, usage and history change upstream only)
  * Usage: fake_upstream --port-file FILE --key KEY */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -21,12 +34,16 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
-#define MAX_SESSIONS 4096
+#define MAX_SESSIONS 8192
+#define FLOOD_CHUNK 65536
+#define EPOCH_US 1776859200000000ULL /* 2026-04-22T12:00:00 */
 
 struct fault {
 	char mode[16];
@@ -37,23 +54,35 @@ struct fault {
 	int count;
 };
 
+/* A message stream in progress. */
+struct stream {
+	struct evhttp_request *req; /* NULL once its connection is gone */
+	char id[128];
+	char prompt[256];
+	long flood_left;
+	bool finished;
+};
+
 static struct {
 	struct event_base *base;
 	const char *key;
 	json_t *sessions; /* id -> Session object */
+	json_t *histories; /* id -> array of events */
 	long next_id;
-	long api_requests, creates, summaries;
-	long connections; /* TCP connections accepted, to see reuse */
+	uint64_t clock_us; /* each change moves it on, so sessions order by it */
+	long connections, api_requests, creates, summaries, histories_read, deletes;
+	long streams, streams_completed, streams_aborted, stream_bytes;
 	char last_session_id[64];
-	json_t *last; /* the last API request: method, path, headers, body */
+	json_t *last;
 	struct fault fault;
+	struct stream *held;
 } fake;
 
 static void
 send_json(struct evhttp_request *req, int status, json_t *doc)
 {
 	struct evbuffer *body = evbuffer_new();
-	char *text = json_dumps(doc, JSON_COMPACT);
+	char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
 
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
 	evbuffer_add(body, text, strlen(text));
@@ -105,16 +134,31 @@ record_request(struct evhttp_request *req)
 	    evhttp_request_get_uri(req), "headers", headers, "body", (const char *)evbuffer_pullup(in, -1), len);
 }
 
+/* The next moment of the fake's clock, as upstream writes times. */
+static json_t *
+next_time(void)
+{
+	uint64_t us = EPOCH_US + (fake.clock_us += 1000);
+	time_t t = (time_t)(us / 1000000u);
+	struct tm tm;
+	char text[40];
+	size_t used;
+
+	gmtime_r(&t, &tm);
+	used = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(text + used, sizeof(text) - used, ".%06u", (unsigned)(us % 1000000u));
+	return json_string(text);
+}
+
 static json_t *
 new_session(json_t *index_ids)
 {
 	char id[64];
 
 	snprintf(id, sizeof(id), "ses-%06ld", ++fake.next_id);
-	return json_pack("{s:s,s:s,s:n,s:O,s:n,s:s,s:{s:[i,i,i],s:s}}", "last_updated_at", "2026-04-22T12:34:41.342245",
-	    "session_id", id, "generated_title", "index_ids", index_ids != NULL ? index_ids : json_null(),
-	    "job_metadata", "shared_access", "query", "x_future_field", "kept", 1, 2, 3, "note",
-	    "unknown fields must survive");
+	return json_pack("{s:o,s:s,s:n,s:O,s:n,s:s,s:{s:[i,i,i],s:s}}", "last_updated_at", next_time(), "session_id",
+	    id, "generated_title", "index_ids", index_ids != NULL ? index_ids : json_null(), "job_metadata",
+	    "shared_access", "query", "x_future_field", "kept", 1, 2, 3, "note", "unknown fields must survive");
 }
 
 static void
@@ -123,6 +167,7 @@ handle_create(struct evhttp_request *req, long padding)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	json_t *body = NULL, *session;
 	json_error_t error;
+	const char *id;
 
 	if (evbuffer_get_length(in) > 0) {
 		body = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, &error);
@@ -141,60 +186,259 @@ handle_create(struct evhttp_request *req, long padding)
 		json_object_set_new(session, "padding", json_string(pad));
 		free(pad);
 	}
-	if (json_object_size(fake.sessions) < MAX_SESSIONS)
-		json_object_set(fake.sessions, json_string_value(json_object_get(session, "session_id")), session);
+	id = json_string_value(json_object_get(session, "session_id"));
+	if (json_object_size(fake.sessions) < MAX_SESSIONS) {
+		json_object_set(fake.sessions, id, session);
+		json_object_set_new(fake.histories, id, json_array());
+	}
 	fake.creates++;
-	snprintf(fake.last_session_id, sizeof(fake.last_session_id), "%s",
-	    json_string_value(json_object_get(session, "session_id")));
+	snprintf(fake.last_session_id, sizeof(fake.last_session_id), "%s", id);
 	send_json(req, 200, session);
 }
 
-static void
-handle_summary(struct evhttp_request *req, const char *id)
+/* What a finished turn does to a session upstream. */
+static json_t *
+run_turn(const char *id, const char *prompt)
 {
 	json_t *session = json_object_get(fake.sessions, id);
+	json_t *meta = json_object_get(session, "job_metadata");
+	json_int_t turns = json_is_object(meta) ? json_integer_value(json_object_get(meta, "turns")) + 1 : 1;
+	json_t *usage = json_pack("{s:i,s:I,s:i,s:I}", "duration_ms", 1234, "total_input_tokens",
+	    (json_int_t)(100 * turns + 11), "total_output_tokens", 7, "turns", turns);
+	json_t *new_meta = json_pack("{s:n,s:n,s:b}", "error", "export_config_ids", "is_error", 0);
 
-	fake.summaries++;
-	if (session == NULL) {
-		send_detail(req, 404, "Session not found");
-		return;
-	}
-	send_json(req, 200, json_incref(session));
+	json_object_update(new_meta, usage);
+	if (json_is_null(json_object_get(session, "generated_title")))
+		json_object_set_new(session, "generated_title", json_string(prompt));
+	json_object_set_new(session, "job_metadata", new_meta);
+	json_object_set_new(session, "last_updated_at", next_time());
+	json_array_append_new(
+	    json_object_get(fake.histories, id), json_pack("{s:s,s:s}", "type", "user_input", "content", prompt));
+	return json_pack("{s:s,s:n,s:b,s:o}", "type", "stop", "error", "is_error", 0, "usage", usage);
 }
 
 static void
-serve_api(struct evhttp_request *req)
+send_chunk(struct stream *s, const char *text)
+{
+	struct evbuffer *buf = evbuffer_new();
+
+	evbuffer_add(buf, text, strlen(text));
+	fake.stream_bytes += (long)strlen(text);
+	evhttp_send_reply_chunk(s->req, buf);
+	evbuffer_free(buf);
+}
+
+static void
+stream_free(struct stream *s)
+{
+	if (fake.held == s)
+		fake.held = NULL;
+	free(s);
+}
+
+/* The connection of a stream went away before the stream ended. */
+static void
+stream_on_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct stream *s = arg;
+
+	(void)evcon;
+	if (!s->finished)
+		fake.streams_aborted++;
+	if (s->req != NULL && evhttp_request_get_connection(s->req) == NULL)
+		evhttp_send_reply_end(s->req); /* frees the detached request */
+	stream_free(s);
+}
+
+/* Sends the rest of a normal turn and ends the stream. */
+static void
+stream_finish(struct stream *s)
+{
+	json_t *stop = run_turn(s->id, s->prompt);
+	char *text = json_dumps(stop, JSON_COMPACT);
+	char line[1024];
+
+	send_chunk(s, "event: delta\r\ndata: {\"type\":\"text_delta\",\"content\":\"lo\"}\r\n\r\n");
+	send_chunk(s, ": keep-alive\n\nevent: message\ndata: {\"type\":\"text\",\"content\":\"Hello\"}\n\n");
+	snprintf(line, sizeof(line), "event: message\ndata: %s\n\n", text);
+	send_chunk(s, line);
+	free(text);
+	json_decref(stop);
+	s->finished = true;
+	fake.streams_completed++;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(s->req), NULL, NULL);
+	evhttp_send_reply_end(s->req);
+	stream_free(s);
+}
+
+static void
+stream_flood_more(struct evhttp_connection *evcon, void *arg)
+{
+	struct stream *s = arg;
+	struct evbuffer *buf;
+	static char piece[FLOOD_CHUNK];
+	size_t n;
+
+	(void)evcon;
+	if (s->flood_left <= 0) {
+		stream_finish(s);
+		return;
+	}
+	if (piece[0] == '\0') {
+		/* One delta event, padded to the chunk size. */
+		const char *head = "event: delta\ndata: {\"type\":\"text_delta\",\"content\":\"";
+		const char *tail = "\"}\n\n";
+		memset(piece, 'x', sizeof(piece));
+		memcpy(piece, head, strlen(head));
+		memcpy(piece + sizeof(piece) - strlen(tail), tail, strlen(tail));
+	}
+	n = sizeof(piece);
+	buf = evbuffer_new();
+	evbuffer_add(buf, piece, n);
+	s->flood_left -= (long)n;
+	fake.stream_bytes += (long)n;
+	/* The next piece goes once this one is written: bounded memory here too. */
+	evhttp_send_reply_chunk_with_cb(s->req, buf, stream_flood_more, s);
+	evbuffer_free(buf);
+}
+
+static void
+stream_cut(evutil_socket_t fd, short what, void *arg)
+{
+	struct stream *s = arg;
+	struct evhttp_connection *evcon = s->req != NULL ? evhttp_request_get_connection(s->req) : NULL;
+
+	(void)fd;
+	(void)what;
+	if (evcon != NULL) {
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+		evhttp_connection_free(evcon);
+	}
+	stream_free(s);
+}
+
+static void
+handle_stream(struct evhttp_request *req, const char *id, const char *mode, long bytes)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	json_t *body = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, NULL);
+	const char *prompt = json_string_value(json_object_get(body, "prompt"));
+	struct stream *s;
+
+	if (json_object_get(fake.sessions, id) == NULL) {
+		json_decref(body);
+		send_detail(req, 404, "Session not found");
+		return;
+	}
+	if (prompt == NULL) {
+		json_decref(body);
+		send_json(req, 422, json_pack("{s:[{s:s}]}", "detail", "msg", "prompt is required"));
+		return;
+	}
+	s = calloc(1, sizeof(*s));
+	s->req = req;
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	snprintf(s->prompt, sizeof(s->prompt), "%s", prompt);
+	json_decref(body);
+	fake.streams++;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), stream_on_close, s);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/event-stream");
+	evhttp_send_reply_start(req, 200, NULL);
+	send_chunk(s, "event: delta\ndata: {\"type\":\"text_delta\",\"content\":\"Hel\"}\n\n");
+	if (strcmp(mode, "hold") == 0) {
+		fake.held = s;
+	} else if (strcmp(mode, "flood") == 0) {
+		s->flood_left = bytes;
+		stream_flood_more(NULL, s);
+	} else if (strcmp(mode, "cut") == 0) {
+		/* Drop the connection mid-stream, as a crashed upstream would,
+		 * once the first event is surely on the wire. */
+		struct timeval soon = { 0, 100000 };
+		event_base_once(fake.base, -1, EV_TIMEOUT, stream_cut, s, &soon);
+	} else {
+		stream_finish(s);
+	}
+}
+
+/* Splits "/api/v1/chat/{id}{rest}" into the decoded id and the rest. */
+static bool
+chat_path(const char *path, char *id, size_t id_size, const char **rest)
+{
+	const char *start = path + strlen("/api/v1/chat/");
+	size_t len;
+	char raw[256], *decoded;
+
+	if (strncmp(path, "/api/v1/chat/", strlen("/api/v1/chat/")) != 0)
+		return false;
+	len = strcspn(start, "/");
+	if (len == 0 || len >= sizeof(raw))
+		return false;
+	memcpy(raw, start, len);
+	raw[len] = '\0';
+	decoded = evhttp_uridecode(raw, 0, NULL);
+	snprintf(id, id_size, "%s", decoded);
+	free(decoded);
+	*rest = start + len;
+	return true;
+}
+
+static void
+serve_api(struct evhttp_request *req, const char *mode, long bytes)
 {
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	char expected[512];
-	size_t plen = strlen(path);
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	char expected[512], id[128];
+	const char *rest;
+	json_t *session;
 
 	snprintf(expected, sizeof(expected), "Bearer %s", fake.key);
 	if (auth == NULL || strcmp(auth, expected) != 0) {
 		send_detail(req, 401, "Invalid API key");
 		return;
 	}
-	if (strcmp(path, "/api/v1/chat") == 0 && evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
-		handle_create(req, 0);
+	if (strcmp(path, "/api/v1/chat") == 0 && cmd == EVHTTP_REQ_POST) {
+		handle_create(req, strcmp(mode, "padded") == 0 ? bytes : 0);
 		return;
 	}
-	if (strncmp(path, "/api/v1/chat/", 13) == 0 && plen > 21 && strcmp(path + plen - 8, "/summary") == 0) {
-		char id[256];
-		size_t id_len = plen - 13 - 8;
-		char *decoded;
-		if (id_len >= sizeof(id)) {
-			send_detail(req, 404, "Session not found");
-			return;
-		}
-		memcpy(id, path + 13, id_len);
-		id[id_len] = '\0';
-		decoded = evhttp_uridecode(id, 0, NULL);
-		handle_summary(req, decoded);
-		free(decoded);
+	if (strcmp(path, "/api/v1/projects") == 0 && cmd == EVHTTP_REQ_GET) {
+		send_json(req, 200, json_pack("{s:[{s:s}]}", "projects", "id", "prj-1"));
 		return;
 	}
-	send_detail(req, 404, "Not Found");
+	if (!chat_path(path, id, sizeof(id), &rest)) {
+		send_detail(req, 404, "Not Found");
+		return;
+	}
+	session = json_object_get(fake.sessions, id);
+	if (strcmp(rest, "/messages/stream") == 0 && cmd == EVHTTP_REQ_POST) {
+		handle_stream(req, id, mode, bytes);
+		return;
+	}
+	if (strcmp(rest, "/summary") == 0 && cmd == EVHTTP_REQ_GET) {
+		fake.summaries++;
+	} else if (rest[0] == '\0' && cmd == EVHTTP_REQ_GET) {
+		fake.histories_read++;
+	} else if (rest[0] == '\0' && cmd == EVHTTP_REQ_DELETE) {
+		fake.deletes++;
+	} else {
+		send_detail(req, 404, "Not Found");
+		return;
+	}
+	if (session == NULL) {
+		send_detail(req, 404, "Session not found");
+		return;
+	}
+	if (cmd == EVHTTP_REQ_DELETE) {
+		json_object_del(fake.sessions, id);
+		json_object_del(fake.histories, id);
+		evhttp_send_reply(req, 204, NULL, NULL);
+	} else if (rest[0] == '\0') {
+		json_t *full = json_deep_copy(session);
+		json_object_set(full, "events", json_object_get(fake.histories, id));
+		send_json(req, 200, full);
+	} else {
+		send_json(req, 200, json_incref(session));
+	}
 }
 
 static void
@@ -202,53 +446,50 @@ reply_after_delay(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	serve_api(arg);
+	serve_api(arg, "", 0);
 }
 
-/* Applies the pending fault, if any; returns 1 when it answered. */
-static int
+/* Applies the pending fault, if any; returns true when it answered. */
+static bool
 apply_fault(struct evhttp_request *req)
 {
 	struct fault *f = &fake.fault;
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 
 	if (f->count <= 0)
-		return 0;
+		return false;
 	f->count--;
 	if (strcmp(f->mode, "status") == 0) {
 		struct evbuffer *body = evbuffer_new();
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "7");
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Set-Cookie", "upstream=secret");
+		const char *text = f->body != NULL ? f->body : "{}";
+		evhttp_add_header(out, "Content-Type", "application/json");
+		evhttp_add_header(out, "Retry-After", "7");
+		evhttp_add_header(out, "Set-Cookie", "upstream=secret");
 		if (f->status >= 300 && f->status < 400) /* a follower would come back here */
-			evhttp_add_header(
-			    evhttp_request_get_output_headers(req), "Location", "/api/v1/chat/ses-redirected/summary");
-		evbuffer_add(body, f->body != NULL ? f->body : "{}", strlen(f->body != NULL ? f->body : "{}"));
+			evhttp_add_header(out, "Location", "/api/v1/chat/ses-redirected/summary");
+		evbuffer_add(body, text, strlen(text));
 		evhttp_send_reply(req, f->status, NULL, body);
 		evbuffer_free(body);
-		return 1;
-	}
-	if (strcmp(f->mode, "padded") == 0) {
-		handle_create(req, f->bytes);
-		return 1;
+		return true;
 	}
 	if (strcmp(f->mode, "invalid") == 0) {
 		send_json(req, 200, json_pack("{s:s}", "hello", "not a session"));
-		return 1;
+		return true;
 	}
 	if (strcmp(f->mode, "delay") == 0) {
 		struct timeval tv = { f->ms / 1000, (f->ms % 1000) * 1000 };
 		event_base_once(fake.base, -1, EV_TIMEOUT, reply_after_delay, req, &tv);
-		return 1;
+		return true;
 	}
-	return 0;
+	serve_api(req, f->mode, f->bytes);
+	return true;
 }
 
 static void
 handle_fault(struct evhttp_request *req)
 {
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	json_error_t error;
-	json_t *doc = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, &error);
+	json_t *doc = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, NULL);
 	const char *mode = json_string_value(json_object_get(doc, "mode"));
 	const char *body = json_string_value(json_object_get(doc, "body"));
 
@@ -271,33 +512,58 @@ handle_fault(struct evhttp_request *req)
 }
 
 static void
+handle_turn(struct evhttp_request *req)
+{
+	struct evkeyvalq params;
+	const char *id;
+
+	evhttp_parse_query_str(evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)), &params);
+	id = evhttp_find_header(&params, "id");
+	if (id == NULL || json_object_get(fake.sessions, id) == NULL) {
+		send_detail(req, 404, "Session not found");
+	} else {
+		json_decref(run_turn(id, "a turn run elsewhere"));
+		send_json(req, 200, json_pack("{s:b}", "ok", 1));
+	}
+	evhttp_clear_headers(&params);
+}
+
+static json_t *
+stats(void)
+{
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
+	    (json_int_t)fake.connections, "api_requests", (json_int_t)fake.api_requests, "creates",
+	    (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "histories",
+	    (json_int_t)fake.histories_read, "deletes", (json_int_t)fake.deletes, "streams", (json_int_t)fake.streams,
+	    "streams_completed", (json_int_t)fake.streams_completed, "streams_aborted",
+	    (json_int_t)fake.streams_aborted, "stream_bytes", (json_int_t)fake.stream_bytes, "last_session_id",
+	    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null());
+}
+
+static void
 route(struct evhttp_request *req, void *arg)
 {
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
 	(void)arg;
 	if (strcmp(path, "/_fake/stats") == 0) {
-		send_json(req, 200,
-		    json_pack("{s:i,s:i,s:i,s:i,s:s,s:O}", "connections", (json_int_t)fake.connections, "api_requests",
-		        (json_int_t)fake.api_requests, "creates", (json_int_t)fake.creates, "summaries",
-		        (json_int_t)fake.summaries, "last_session_id", fake.last_session_id, "last",
-		        fake.last != NULL ? fake.last : json_null()));
-		return;
-	}
-	if (strcmp(path, "/_fake/fault") == 0) {
+		send_json(req, 200, stats());
+	} else if (strcmp(path, "/_fake/fault") == 0) {
 		handle_fault(req);
-		return;
+	} else if (strcmp(path, "/_fake/turn") == 0) {
+		handle_turn(req);
+	} else if (strcmp(path, "/_fake/release") == 0) {
+		struct stream *held = fake.held;
+		fake.held = NULL;
+		if (held != NULL)
+			stream_finish(held);
+		send_json(req, 200, json_pack("{s:b}", "released", held != NULL));
+	} else {
+		fake.api_requests++;
+		record_request(req);
+		if (!apply_fault(req))
+			serve_api(req, "", 0);
 	}
-	if (strcmp(path, "/_fake/reset") == 0) {
-		fake.api_requests = fake.creates = fake.summaries = 0;
-		fake.fault.count = 0;
-		send_json(req, 200, json_pack("{s:b}", "ok", 1));
-		return;
-	}
-	fake.api_requests++;
-	record_request(req);
-	if (!apply_fault(req))
-		serve_api(req);
 }
 
 /* evhttp asks for one bufferevent per accepted connection: count them. */
@@ -343,6 +609,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	fake.base = event_base_new();
 	fake.sessions = json_object();
+	fake.histories = json_object();
 	http = evhttp_new(fake.base);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
 	evhttp_set_gencb(http, route, NULL);
@@ -365,6 +632,7 @@ main(int argc, char **argv)
 	event_free(stop);
 	evhttp_free(http);
 	json_decref(fake.sessions);
+	json_decref(fake.histories);
 	json_decref(fake.last);
 	free(fake.fault.body);
 	event_base_free(fake.base);

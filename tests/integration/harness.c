@@ -60,7 +60,8 @@ remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 void
 harness_remove_dir(const char *dir)
 {
-	if (dir != NULL)
+	/* KEEP_TEST_DIRS=1 leaves logs and stores behind for a post-mortem. */
+	if (dir != NULL && getenv("KEEP_TEST_DIRS") == NULL)
 		nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -457,6 +458,23 @@ run_command(char *const argv[], const char *env_key, const char *env_value, char
 	if (*output == NULL)
 		*output = strdup("");
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+long
+harness_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
 }
 
 int

@@ -84,6 +84,9 @@ int run_command(char *const argv[], const char *env_key, const char *env_value, 
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);
 
+/* The resident memory of a process in KiB (VmRSS), or -1. */
+long harness_rss_kib(pid_t pid);
+
 /* A TCP connection to 127.0.0.1:port, or -1. */
 int harness_connect(int port);
 
