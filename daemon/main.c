@@ -72,6 +72,13 @@ load_config_or_report(const char *path)
 	return config;
 }
 
+/* Client requests not answered yet: chat calls, streams, passed-through calls. */
+static long
+daemon_in_flight(const struct daemon *d)
+{
+	return chat_pending(d->chat) + relay_engine_active(d->relays);
+}
+
 static void
 daemon_exit_loop_when_drained(evutil_socket_t fd, short what, void *arg)
 {
@@ -81,10 +88,10 @@ daemon_exit_loop_when_drained(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	event_base_gettimeofday_cached(d->base, &now);
-	if (chat_pending(d->chat) == 0) {
+	if (daemon_in_flight(d) == 0) {
 		event_base_loopexit(d->base, NULL);
 	} else if (evutil_timercmp(&now, &d->drain_deadline, >=)) {
-		log_warnx("stopping with %ld request(s) still in flight", chat_pending(d->chat));
+		log_warnx("stopping with %ld request(s) still in flight", daemon_in_flight(d));
 		event_base_loopexit(d->base, NULL);
 	}
 }
@@ -104,7 +111,7 @@ daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	d->draining = true;
 	log_info("signal %d: no longer accepting; stopping once %ld request(s) in flight finish", (int)sig,
-	    chat_pending(d->chat));
+	    daemon_in_flight(d));
 	server_stop_accepting(d->server);
 	event_base_gettimeofday_cached(d->base, &now);
 	evutil_timeradd(&now, &drain, &d->drain_deadline);

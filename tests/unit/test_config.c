@@ -209,6 +209,49 @@ test_every_error_is_reported_at_once(void **state)
 }
 
 static void
+test_routes(void **state)
+{
+	struct config_errors errors;
+	struct config *c;
+
+	(void)state;
+	/* The default allows the chat resource only. */
+	c = load("", &errors);
+	assert_non_null(c);
+	assert_true(config_route_allows(c, "/api/v1/chat", CONFIG_METHOD_POST));
+	assert_true(config_route_allows(c, "/api/v1/chat/ses-1/messages/stream", CONFIG_METHOD_POST));
+	assert_true(config_route_allows(c, "/api/v1/chat/ses-1", CONFIG_METHOD_DELETE));
+	assert_false(config_route_allows(c, "/api/v1/chat", CONFIG_METHOD_PUT));
+	assert_false(config_route_allows(c, "/api/v1/chatty", CONFIG_METHOD_GET));
+	assert_false(config_route_allows(c, "/api/v1/projects", CONFIG_METHOD_GET));
+	assert_false(config_route_allows(c, "/api/v1/chat", 0));
+	config_free(c);
+
+	c = load("routes = ( { prefix = \"/api/v1/chat\"; methods = [ \"GET\" ]; },\n"
+	         "           { prefix = \"/api/v1/projects/\"; methods = [ \"GET\", \"PATCH\" ]; } );\n",
+	    &errors);
+	assert_non_null(c);
+	assert_int_equal(c->route_count, 2);
+	assert_string_equal(c->routes[1].prefix, "/api/v1/projects");
+	assert_false(config_route_allows(c, "/api/v1/chat", CONFIG_METHOD_POST)); /* the list replaces the default */
+	assert_true(config_route_allows(c, "/api/v1/projects/p-1", CONFIG_METHOD_PATCH));
+	config_free(c);
+}
+
+static void
+test_bad_routes(void **state)
+{
+	(void)state;
+	expect_one_error("routes = ( { prefix = \"/v1/chat\"; methods = [ \"GET\" ]; } );\n", "prefix", "under /api/");
+	expect_one_error("routes = ( { prefix = \"/api/../admin\"; methods = [ \"GET\" ]; } );\n", "prefix", "'..'");
+	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [ \"FETCH\" ]; } );\n", "methods", "FETCH");
+	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [ ]; } );\n", "methods", "list of methods");
+	expect_one_error("routes = ( { prefix = \"/api/x\"; } );\n", "routes", "both prefix and methods");
+	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [\"GET\"]; colour = 1; } );\n", "colour", "unknown");
+	expect_one_error("routes = { prefix = \"/api/x\"; };\n", "routes", "list of routes");
+}
+
+static void
 test_missing_file(void **state)
 {
 	struct config_errors errors;
@@ -234,6 +277,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_addresses_and_urls, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_loopback_http_upstream_is_allowed, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_every_error_is_reported_at_once, make_path, remove_path),
+		cmocka_unit_test_setup_teardown(test_routes, make_path, remove_path),
+		cmocka_unit_test_setup_teardown(test_bad_routes, make_path, remove_path),
 		cmocka_unit_test(test_missing_file),
 	};
 	return cmocka_run_group_tests_name("unit: config", tests, NULL, NULL);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "session.h"
@@ -136,6 +137,86 @@ test_record_round_trip(void **state)
 	assert_int_equal(session_record_decode(buf, size, &out), -1);
 }
 
+static void
+test_times(void **state)
+{
+	char text[SESSION_TIME_TEXT];
+
+	(void)state;
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41.342245"), 1776861281342245ULL);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41.342245Z"), 1776861281342245ULL);
+	assert_int_equal(session_time_parse("2026-04-22T14:34:41.342245+02:00"), 1776861281342245ULL);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41"), 1776861281000000ULL);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41.5"), 1776861281500000ULL);
+	assert_int_equal(session_time_parse("yesterday"), 0);
+	assert_int_equal(session_time_parse("2026-13-22T12:34:41"), 0);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41.x"), 0);
+	session_time_format(1776861281342245ULL, text);
+	assert_string_equal(text, "2026-04-22T12:34:41.342245");
+}
+
+static void
+test_index_keys_order_newest_first_within_a_scope(void **state)
+{
+	unsigned char a[SESSION_INDEX_KEY_MAX], b[SESSION_INDEX_KEY_MAX], scope[SESSION_SCOPE_KEY_MAX];
+	size_t a_len = session_index_key("org", "p1", 2000, "ses-a", 5, a);
+	size_t b_len = session_index_key("org", "p1", 1000, "ses-b", 5, b);
+	size_t scope_len = session_scope_key("org", "p1", scope);
+
+	(void)state;
+	assert_true(memcmp(a, b, a_len < b_len ? a_len : b_len) < 0); /* newer sorts first */
+	assert_memory_equal(a, scope, scope_len);
+	assert_memory_equal(b, scope, scope_len);
+	/* "" and NULL are the same absent scope; another project differs. */
+	assert_int_equal(session_scope_key(NULL, NULL, a), session_scope_key("", "", b));
+	assert_memory_equal(a, b, 2);
+	assert_true(session_scope_key("org", "p2", a) == scope_len && memcmp(a, scope, scope_len) != 0);
+}
+
+static void
+test_stream_bodies(void **state)
+{
+	const char *why;
+
+	(void)state;
+	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[]}", 30, &why), SESSION_BODY_OK);
+	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[\"a\"],\"x\":1}", 39, &why),
+	    SESSION_BODY_OK);
+	assert_int_equal(session_check_stream_body("{\"prompt\":\"\",\"index_ids\":[]}", 28, &why), SESSION_BODY_INVALID);
+	assert_int_equal(session_check_stream_body("{\"index_ids\":[]}", 16, &why), SESSION_BODY_INVALID);
+	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\"}", 15, &why), SESSION_BODY_INVALID);
+	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[2]}", 31, &why), SESSION_BODY_INVALID);
+	assert_int_equal(session_check_stream_body("", 0, &why), SESSION_BODY_MALFORMED);
+	assert_int_equal(session_check_stream_body("[]", 2, &why), SESSION_BODY_INVALID);
+}
+
+static void
+test_stop_and_history_keep_unknown_fields(void **state)
+{
+	const char *session = "{\"last_updated_at\":\"2026-04-22T12:34:41.342245\",\"session_id\":\"ses-1\","
+			      "\"job_metadata\":{\"export_config_ids\":[\"e\"],\"turns\":0},\"future\":[1]}";
+	const char *stop = "{\"type\":\"stop\",\"error\":null,\"is_error\":false,"
+			   "\"usage\":{\"duration_ms\":5,\"total_input_tokens\":3,\"total_output_tokens\":4,\"turns\":1}}";
+	const char *history = "{\"session_id\":\"ses-1\",\"last_updated_at\":\"t\",\"events\":[{}],\"future\":2}";
+	char *out;
+
+	(void)state;
+	out = session_apply_stop(session, strlen(session), stop, strlen(stop), 1776861281000001ULL);
+	assert_non_null(out);
+	assert_non_null(strstr(out, "\"last_updated_at\":\"2026-04-22T12:34:41.000001\""));
+	assert_non_null(strstr(out, "\"export_config_ids\":[\"e\"]"));
+	assert_non_null(strstr(out, "\"total_input_tokens\":3"));
+	assert_non_null(strstr(out, "\"turns\":1"));
+	assert_non_null(strstr(out, "\"is_error\":false"));
+	assert_non_null(strstr(out, "\"future\":[1]"));
+	free(out);
+	assert_null(session_apply_stop("nope", 4, stop, strlen(stop), 1));
+
+	out = session_summary_of_history(history, strlen(history));
+	assert_string_equal(out, "{\"session_id\":\"ses-1\",\"last_updated_at\":\"t\",\"future\":2}");
+	free(out);
+}
+
 int
 main(void)
 {
@@ -146,6 +227,10 @@ main(void)
 		cmocka_unit_test(test_session_ids),
 		cmocka_unit_test(test_parse_summary),
 		cmocka_unit_test(test_record_round_trip),
+		cmocka_unit_test(test_times),
+		cmocka_unit_test(test_index_keys_order_newest_first_within_a_scope),
+		cmocka_unit_test(test_stream_bodies),
+		cmocka_unit_test(test_stop_and_history_keep_unknown_fields),
 	};
 	return cmocka_run_group_tests_name("unit: session", tests, NULL, NULL);
 }

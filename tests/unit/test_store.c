@@ -157,6 +157,67 @@ test_full_map_is_an_error_not_a_crash(void **state)
 	store_close(store);
 }
 
+struct scan_log {
+	char keys[16][16];
+	int count;
+};
+
+static int
+collect_keys(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
+    size_t index_key_len, void *arg)
+{
+	struct scan_log *log = arg;
+
+	(void)value;
+	(void)value_len;
+	(void)index_key;
+	(void)index_key_len;
+	snprintf(log->keys[log->count++], 16, "%.*s", (int)key_len, key);
+	return 0;
+}
+
+static void
+test_index_orders_moves_and_forgets(void **state)
+{
+	struct store *store = open_store(NULL, 8);
+	struct scan_log log = { .count = 0 };
+
+	(void)state;
+	/* Index keys "a:<n>" order the keys; "b:" is another run. */
+	assert_int_equal(store_put(store, "k3", 2, "v", 1, "a:3", 3), STORE_OK);
+	assert_int_equal(store_put(store, "k1", 2, "v", 1, "a:1", 3), STORE_OK);
+	assert_int_equal(store_put(store, "k2", 2, "v", 1, "a:2", 3), STORE_OK);
+	assert_int_equal(store_put(store, "other", 5, "v", 1, "b:1", 3), STORE_OK);
+	assert_int_equal(store_scan(store, "a:", 2, NULL, 0, 10, collect_keys, &log), STORE_OK);
+	assert_int_equal(log.count, 3);
+	assert_string_equal(log.keys[0], "k1");
+	assert_string_equal(log.keys[2], "k3");
+
+	/* Starting after a position, with a limit. */
+	log.count = 0;
+	assert_int_equal(store_scan(store, "a:", 2, "a:1", 3, 1, collect_keys, &log), STORE_OK);
+	assert_int_equal(log.count, 1);
+	assert_string_equal(log.keys[0], "k2");
+
+	/* A new index key moves the entry; the old place is gone. */
+	assert_int_equal(store_put(store, "k1", 2, "w", 1, "a:9", 3), STORE_OK);
+	log.count = 0;
+	assert_int_equal(store_scan(store, "a:", 2, NULL, 0, 10, collect_keys, &log), STORE_OK);
+	assert_int_equal(log.count, 3);
+	assert_string_equal(log.keys[0], "k2");
+	assert_string_equal(log.keys[2], "k1");
+
+	/* Deleting removes the value and the index entry; deleting again is fine. */
+	assert_int_equal(store_delete(store, "k2", 2), STORE_OK);
+	assert_int_equal(store_delete(store, "k2", 2), STORE_OK);
+	log.count = 0;
+	assert_int_equal(store_scan(store, "a:", 2, NULL, 0, 10, collect_keys, &log), STORE_OK);
+	assert_int_equal(log.count, 2);
+	assert_string_equal(log.keys[0], "k3");
+	assert_int_equal(store_count(store), 3);
+	store_close(store);
+}
+
 static void
 test_unusable_directory_is_reported(void **state)
 {
@@ -177,6 +238,7 @@ main(void)
 		    test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_index_orders_moves_and_forgets, make_dir, remove_dir),
 		cmocka_unit_test(test_unusable_directory_is_reported),
 	};
 	return cmocka_run_group_tests_name("unit: store", tests, NULL, NULL);
