@@ -4,7 +4,7 @@
 VERSION := 0.1.0
 CC ?= cc
 SANITIZE ?=
-PKGS := libevent libcurl jansson lmdb libconfig
+PKGS := libevent libcurl jansson lmdb libconfig libcrypto
 
 # Each compiler and sanitizer setting builds into its own tree.
 BUILD := build/$(notdir $(CC))$(if $(SANITIZE),-sanitize)
@@ -17,7 +17,7 @@ else
   OPT := -O2
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) cmocka 2>/dev/null)
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon $(CFLAGS)
 ALL_LDFLAGS = $(OPT) $(LDFLAGS)

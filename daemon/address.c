@@ -92,6 +92,18 @@ address_parse(const char *text, struct address *out, const char **why)
 	return 0;
 }
 
+bool
+address_is_local(const struct address *addr)
+{
+	if (addr->is_unix)
+		return true;
+	if (addr->sockaddr.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&addr->sockaddr;
+		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	}
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&addr->sockaddr)->sin6_addr);
+}
+
 void
 address_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t size)
 {

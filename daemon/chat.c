@@ -25,6 +25,8 @@
 #include "store.h"
 #include "upstream.h"
 
+_Static_assert(SESSION_LEDGER_FIELD_COUNT == STORE_LEDGER_FIELDS, "ledger fields of session and store differ");
+
 enum chat_kind {
 	CHAT_CREATE, /* POST /api/v1/chat */
 	CHAT_SUMMARY, /* GET .../{id}/summary that missed the store */
@@ -44,6 +46,7 @@ struct chat_call {
 	enum chat_kind kind;
 	enum chat_state state;
 	char session_id[SESSION_ID_MAX + 1]; /* once known */
+	struct chat_caller caller;
 	struct chat_scope scope;
 	struct upstream_call *upstream;
 	struct store_write *write;
@@ -83,8 +86,11 @@ chat_get_counters(const struct chat *chat)
 
 static void chat_on_client_close(struct evhttp_connection *evcon, void *arg);
 
+/* A background call acts for nobody and may touch everything. */
+static const struct chat_caller chat_daemon_itself = { "", true };
+
 static struct chat_call *
-chat_call_new(struct chat *chat, struct evhttp_request *req, enum chat_kind kind)
+chat_call_new(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, enum chat_kind kind)
 {
 	struct chat_call *call = calloc(1, sizeof(*call));
 
@@ -95,6 +101,7 @@ chat_call_new(struct chat *chat, struct evhttp_request *req, enum chat_kind kind
 	call->chat = chat;
 	call->req = req;
 	call->kind = kind;
+	call->caller = *caller;
 	TAILQ_INIT(&call->headers);
 	LIST_INSERT_HEAD(&chat->calls, call, link);
 	if (req != NULL)
@@ -269,19 +276,61 @@ chat_now_us(void)
 	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
 }
 
+bool
+chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec)
+{
+	return caller->see_all ||
+	    (rec->owner_len > 0 && rec->owner_len == strlen(caller->name) &&
+	        memcmp(rec->owner, caller->name, rec->owner_len) == 0);
+}
+
+enum chat_visibility
+chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id, struct evbuffer *buf,
+    struct session_record *rec)
+{
+	struct evbuffer *own_buf = buf != NULL ? NULL : evbuffer_new();
+	struct session_record own_rec;
+	enum chat_visibility result;
+
+	if (buf == NULL && own_buf == NULL)
+		return caller->see_all ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
+	if (rec == NULL)
+		rec = &own_rec;
+	if (chat_load_record(chat, id, buf != NULL ? buf : own_buf, rec))
+		result = chat_caller_may_touch(caller, rec) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
+	else
+		result = caller->see_all ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
+	if (own_buf != NULL)
+		evbuffer_free(own_buf);
+	return result;
+}
+
+void
+chat_reply_not_found(struct evhttp_request *req)
+{
+	reply_error(req, 404, REPLY_RETRY_WONT_HELP, "Session not found");
+}
+
+/* Copies a record's optional text field into out (size bytes). */
+static void
+chat_copy_field(char *out, size_t size, const char *text, size_t len)
+{
+	snprintf(out, size, "%.*s", (int)len, text != NULL ? text : "");
+}
+
 struct store_write *
-chat_store_summary(
-    struct chat *chat, const char *json, size_t len, const struct chat_scope *fallback, store_write_cb cb, void *arg)
+chat_store_summary(struct chat *chat, const char *json, size_t len, const struct chat_scope *fallback,
+    const char *new_owner, const struct store_ledger_delta *ledger, store_write_cb cb, void *arg)
 {
 	struct session_record rec = { 0 }, old;
 	struct evbuffer *old_buf = evbuffer_new();
-	char id[SESSION_ID_MAX + 1];
-	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
-	unsigned char index_key[SESSION_INDEX_KEY_MAX];
-	size_t index_len, size;
+	char id[SESSION_ID_MAX + 1], owner[SESSION_OWNER_MAX + 1];
+	struct chat_scope scope;
+	unsigned char all_key[SESSION_INDEX_KEY_MAX], owner_key[SESSION_INDEX_KEY_MAX];
 	uint64_t updated_us;
 	unsigned char *encoded = NULL;
 	struct store_write *write = NULL;
+	struct store_change change = { 0 };
 	const char *why;
 
 	if (old_buf == NULL)
@@ -290,29 +339,45 @@ chat_store_summary(
 		log_warnx("chat: %s", why);
 		goto out;
 	}
-	/* A session keeps the scope it was first stored under. */
+	/* A session keeps the scope and owner it was first stored with. */
 	if (chat_load_record(chat, id, old_buf, &old)) {
-		snprintf(org, sizeof(org), "%.*s", (int)old.organization_id_len,
-		    old.organization_id ? old.organization_id : "");
-		snprintf(
-		    project, sizeof(project), "%.*s", (int)old.project_id_len, old.project_id ? old.project_id : "");
+		chat_copy_field(
+		    scope.organization_id, sizeof(scope.organization_id), old.organization_id, old.organization_id_len);
+		chat_copy_field(scope.project_id, sizeof(scope.project_id), old.project_id, old.project_id_len);
+		chat_copy_field(owner, sizeof(owner), old.owner, old.owner_len);
 	} else {
-		snprintf(org, sizeof(org), "%s", fallback->organization_id);
-		snprintf(project, sizeof(project), "%s", fallback->project_id);
+		scope = *fallback;
+		snprintf(owner, sizeof(owner), "%s", new_owner != NULL ? new_owner : "");
 	}
 	rec.stored_at_us = chat_now_us();
-	rec.organization_id = org;
-	rec.organization_id_len = strlen(org);
-	rec.project_id = project;
-	rec.project_id_len = strlen(project);
+	rec.owner = owner;
+	rec.owner_len = strlen(owner);
+	rec.organization_id = scope.organization_id;
+	rec.organization_id_len = strlen(scope.organization_id);
+	rec.project_id = scope.project_id;
+	rec.project_id_len = strlen(scope.project_id);
 	rec.json = json;
 	rec.json_len = len;
-	size = session_record_encoded_size(&rec);
-	if ((encoded = malloc(size)) == NULL)
+	change.value.len = session_record_encoded_size(&rec);
+	if ((encoded = malloc(change.value.len)) == NULL)
 		goto out;
 	session_record_encode(&rec, encoded);
-	index_len = session_index_key(org, project, updated_us, id, strlen(id), index_key);
-	write = store_put_deferred(chat->store, id, strlen(id), encoded, size, index_key, index_len, cb, arg);
+	change.key.data = id;
+	change.key.len = strlen(id);
+	change.value.data = encoded;
+	/* Every session is in the list of all; an owned one in its owner's too. */
+	change.index_keys[0].data = all_key;
+	change.index_keys[0].len =
+	    session_index_key(NULL, scope.organization_id, scope.project_id, updated_us, id, strlen(id), all_key);
+	change.index_count = 1;
+	if (owner[0] != '\0') {
+		change.index_keys[1].data = owner_key;
+		change.index_keys[1].len = session_index_key(
+		    owner, scope.organization_id, scope.project_id, updated_us, id, strlen(id), owner_key);
+		change.index_count = 2;
+	}
+	change.ledger = ledger;
+	write = store_queue(chat->store, &change, cb, arg);
 out:
 	free(encoded);
 	evbuffer_free(old_buf);
@@ -350,8 +415,8 @@ chat_store_answer(struct chat_call *call)
 
 	call->state = CHAT_STORING;
 	if (call->kind == CHAT_DELETE) {
-		call->write = store_delete_deferred(
-		    call->chat->store, call->session_id, strlen(call->session_id), chat_on_stored, call);
+		struct store_change change = { .key = { call->session_id, strlen(call->session_id) }, .remove = 1 };
+		call->write = store_queue(call->chat->store, &change, chat_on_stored, call);
 	} else {
 		if (call->kind == CHAT_HISTORY) {
 			/* The history carries the summary too: keep it fresh. */
@@ -373,7 +438,19 @@ chat_store_answer(struct chat_call *call)
 			    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
 			return false;
 		}
-		call->write = chat_store_summary(call->chat, body, len, &call->scope, chat_on_stored, call);
+		if (call->kind == CHAT_CREATE) {
+			/* The creator owns it, and the ledger counts it, in one commit. */
+			unsigned char key[SESSION_LIST_KEY_MAX];
+			struct store_ledger_delta delta = { .key = { key, 0 } };
+			delta.key.len = session_ledger_key(
+			    call->caller.name, call->scope.organization_id, call->scope.project_id, key);
+			delta.add[SESSION_LEDGER_SESSIONS] = 1;
+			call->write = chat_store_summary(
+			    call->chat, body, len, &call->scope, call->caller.name, &delta, chat_on_stored, call);
+		} else {
+			call->write =
+			    chat_store_summary(call->chat, body, len, &call->scope, NULL, NULL, chat_on_stored, call);
+		}
 		free(summary);
 	}
 	if (call->write == NULL)
@@ -479,7 +556,7 @@ chat_check_json_body(struct chat *chat, struct evhttp_request *req)
 }
 
 void
-chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *query)
+chat_handle_create(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query)
 {
 	struct evbuffer *input = evhttp_request_get_input_buffer(req);
 	size_t body_len = evbuffer_get_length(input);
@@ -507,7 +584,7 @@ chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *qu
 		return;
 	}
 	path = malloc(strlen(CHAT_PATH) + (has_query ? 1 + strlen(query) : 0) + 1);
-	if (path == NULL || (call = chat_call_new(chat, req, CHAT_CREATE)) == NULL) {
+	if (path == NULL || (call = chat_call_new(chat, req, caller, CHAT_CREATE)) == NULL) {
 		free(path);
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return;
@@ -520,8 +597,8 @@ chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *qu
 
 /* Starts a call about one session, for handlers that read the answer whole. */
 static void
-chat_start_session_call(
-    struct chat *chat, struct evhttp_request *req, enum chat_kind kind, const char *id, const char *query)
+chat_start_session_call(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
+    enum chat_kind kind, const char *id, const char *query)
 {
 	static const char *const methods[] = {
 		[CHAT_SUMMARY] = "GET", [CHAT_HISTORY] = "GET", [CHAT_DELETE] = "DELETE", [CHAT_REFRESH] = "GET"
@@ -531,7 +608,7 @@ chat_start_session_call(
 	const char *why;
 	char *path;
 
-	if ((call = chat_call_new(chat, req, kind)) == NULL) {
+	if ((call = chat_call_new(chat, req, caller, kind)) == NULL) {
 		if (req != NULL)
 			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return;
@@ -552,64 +629,72 @@ chat_start_session_call(
 void
 chat_refresh_summary(struct chat *chat, const char *id)
 {
-	chat_start_session_call(chat, NULL, CHAT_REFRESH, id, NULL);
+	chat_start_session_call(chat, NULL, &chat_daemon_itself, CHAT_REFRESH, id, NULL);
 }
 
-/* Answers from a stored record; returns false when there is none. */
-static bool
-chat_reply_from_store(struct chat *chat, struct evhttp_request *req, const char *id)
+void
+chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+    size_t raw_len, const char *query)
 {
-	struct evbuffer *stored = evbuffer_new();
+	struct evbuffer *stored;
 	struct session_record rec;
-	bool answered = false;
+	char id[SESSION_ID_MAX + 1];
 
-	if (stored == NULL)
-		return false;
-	if (chat_load_record(chat, id, stored, &rec)) {
+	if (!chat_take_session_id(req, raw_id, raw_len, id))
+		return;
+	if ((stored = evbuffer_new()) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	switch (chat_visibility_of(chat, caller, id, stored, &rec)) {
+	case CHAT_SESSION_OWN: {
+		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 		/* Drop the record's head so the buffer holds just the Session JSON. */
 		evbuffer_drain(stored, evbuffer_get_length(stored) - rec.json_len);
-		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 		evhttp_add_header(out, "Content-Type", "application/json");
 		evhttp_add_header(out, "X-Cache", "HIT");
 		evhttp_send_reply(req, 200, NULL, stored);
 		chat->counters.cache_hits++;
-		answered = true;
+		break;
+	}
+	case CHAT_SESSION_HIDDEN:
+		chat_reply_not_found(req);
+		break;
+	case CHAT_SESSION_UNKNOWN:
+		chat->counters.cache_misses++;
+		chat_start_session_call(chat, req, caller, CHAT_SUMMARY, id, query);
+		break;
 	}
 	evbuffer_free(stored);
-	return answered;
 }
 
-void
-chat_handle_summary(
-    struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+/* History and delete: forwarded for a session the caller may touch. */
+static void
+chat_handle_session_call(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
+    enum chat_kind kind, const char *raw_id, size_t raw_len, const char *query)
 {
 	char id[SESSION_ID_MAX + 1];
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id))
 		return;
-	if (chat_reply_from_store(chat, req, id))
-		return;
-	chat->counters.cache_misses++;
-	chat_start_session_call(chat, req, CHAT_SUMMARY, id, query);
+	if (chat_visibility_of(chat, caller, id, NULL, NULL) == CHAT_SESSION_HIDDEN)
+		chat_reply_not_found(req);
+	else
+		chat_start_session_call(chat, req, caller, kind, id, query);
 }
 
 void
-chat_handle_history(
-    struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+chat_handle_history(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+    size_t raw_len, const char *query)
 {
-	char id[SESSION_ID_MAX + 1];
-
-	if (chat_take_session_id(req, raw_id, raw_len, id))
-		chat_start_session_call(chat, req, CHAT_HISTORY, id, query);
+	chat_handle_session_call(chat, req, caller, CHAT_HISTORY, raw_id, raw_len, query);
 }
 
 void
-chat_handle_delete(struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+chat_handle_delete(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+    size_t raw_len, const char *query)
 {
-	char id[SESSION_ID_MAX + 1];
-
-	if (chat_take_session_id(req, raw_id, raw_len, id))
-		chat_start_session_call(chat, req, CHAT_DELETE, id, query);
+	chat_handle_session_call(chat, req, caller, CHAT_DELETE, raw_id, raw_len, query);
 }
 
 void

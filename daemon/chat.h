@@ -2,6 +2,7 @@
 #ifndef LLAMACHATD_CHAT_H
 #define LLAMACHATD_CHAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct chat;
@@ -20,6 +21,13 @@ struct chat_counters {
 	unsigned long streams;
 };
 
+/* Who a request comes from, as the handlers need it. */
+#define CHAT_CALLER_NAME_MAX 64
+struct chat_caller {
+	char name[CHAT_CALLER_NAME_MAX + 1]; /* "" in single-user mode */
+	bool see_all; /* may see and touch every session */
+};
+
 struct chat_settings {
 	long max_body_bytes; /* client request bodies */
 	size_t max_event_bytes; /* one event of a relayed stream, for parsing */
@@ -36,17 +44,21 @@ struct chat *chat_create(struct upstream *upstream, struct store *store, struct 
 void chat_free(struct chat *chat);
 
 /* The handlers. query is the raw query string or NULL; id is the session id
- * as it stands in the path (checked here). */
-void chat_handle_create(struct chat *chat, struct evhttp_request *req, const char *query);
-void chat_handle_list(struct chat *chat, struct evhttp_request *req, const char *query);
-void chat_handle_summary(
-    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
-void chat_handle_history(
-    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
-void chat_handle_delete(
-    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
-void chat_handle_stream(
-    struct chat *chat, struct evhttp_request *req, const char *id, size_t id_len, const char *query);
+ * as it stands in the path (checked here). A caller who may not see all
+ * sessions gets 404 for any session it did not create, without upstream
+ * being asked, just as for one that does not exist. */
+void chat_handle_create(
+    struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query);
+void chat_handle_list(
+    struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query);
+void chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
+    const char *id, size_t id_len, const char *query);
+void chat_handle_history(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
+    const char *id, size_t id_len, const char *query);
+void chat_handle_delete(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *id,
+    size_t id_len, const char *query);
+void chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *id,
+    size_t id_len, const char *query);
 
 /* Client requests waiting on upstream or the store, streams included. */
 long chat_pending(const struct chat *chat);

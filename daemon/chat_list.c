@@ -1,7 +1,8 @@
 /* chat_list: GET /api/v1/chat answered from the store, paged by keyset.
  *
  * Sessions of one scope (organization_id, project_id) form one run of index
- * keys, newest first. A page reads page_size + 1 entries after the position
+ * keys, newest first: in the index of all sessions for a caller who may see
+ * all, else in the caller's own index. A page reads page_size + 1 entries after the position
  * its page_token names: the extra one only tells whether a next page exists,
  * so an empty page never comes with a token. The cost of a page does not
  * grow with the number of stored sessions. */
@@ -76,12 +77,12 @@ list_read_page_size(const char *text, size_t *out)
 }
 
 void
-chat_handle_list(struct chat *chat, struct evhttp_request *req, const char *query)
+chat_handle_list(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query)
 {
 	struct evkeyvalq params;
 	struct chat_scope scope;
 	struct list_page page = { 0 };
-	unsigned char prefix[SESSION_SCOPE_KEY_MAX], after[PAGETOKEN_MAX_KEY];
+	unsigned char prefix[SESSION_LIST_KEY_MAX], after[PAGETOKEN_MAX_KEY];
 	size_t prefix_len;
 	long after_len = 0;
 	const char *token, *why;
@@ -100,7 +101,9 @@ chat_handle_list(struct chat *chat, struct evhttp_request *req, const char *quer
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_size must be a whole number from 1 to 100");
 		goto out;
 	}
-	prefix_len = session_scope_key(scope.organization_id, scope.project_id, prefix);
+	/* A caller who sees only its own sessions reads its own index. */
+	prefix_len =
+	    session_list_key(caller->see_all ? NULL : caller->name, scope.organization_id, scope.project_id, prefix);
 	token = evhttp_find_header(&params, "page_token");
 	if (token != NULL && token[0] != '\0') {
 		/* A token is a position in this scope's run of keys; anything

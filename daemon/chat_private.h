@@ -45,13 +45,33 @@ bool chat_take_session_id(struct evhttp_request *req, const char *raw, size_t ra
  * or it is damaged. */
 bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec);
 
-/* Queues a Session summary (upstream's JSON, kept as it is) for the store,
- * under the scope it was stored with before, or else under fallback. cb
- * runs once it is committed. Returns the write (see store_write_forget), or
- * NULL when json is not a Session or nothing could be queued (cb will not
- * run). */
+/* Queues a Session summary (upstream's JSON, kept as it is) for the store.
+ * A session already stored keeps its scope and owner; a new one takes
+ * fallback's scope and new_owner (NULL or "": none). ledger (may be NULL)
+ * is added in the same transaction. cb runs once it is committed. Returns
+ * the write (see store_write_forget), or NULL when json is not a Session or
+ * nothing could be queued (cb will not run). */
 struct store_write *chat_store_summary(struct chat *chat, const char *json, size_t len,
-    const struct chat_scope *fallback, store_write_cb cb, void *arg) __attribute__((warn_unused_result));
+    const struct chat_scope *fallback, const char *new_owner, const struct store_ledger_delta *ledger,
+    store_write_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* What a caller may know of a session id. */
+enum chat_visibility {
+	CHAT_SESSION_OWN, /* stored, and the caller may touch it */
+	CHAT_SESSION_HIDDEN, /* someone else's, or unknown to a caller who sees only its own: 404 */
+	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
+};
+
+/* True when caller may see and touch a stored session. */
+bool chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec);
+
+/* Looks id up for caller; when rec and buf are given and the session is
+ * stored, rec is decoded into buf. */
+enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id,
+    struct evbuffer *buf, struct session_record *rec);
+
+/* The 404 a caller gets for a session it may not see. */
+void chat_reply_not_found(struct evhttp_request *req);
 
 /* Checks a JSON request body's size and content type; answers 413 or 415
  * and returns false when it will not do. */

@@ -23,6 +23,7 @@ struct chat_stream {
 	struct chat *chat;
 	struct relay *relay; /* set once the answer started */
 	char session_id[SESSION_ID_MAX + 1];
+	struct chat_caller caller;
 	struct chat_scope scope;
 	struct sse_parser *parser; /* NULL unless a 2xx event stream is being read */
 	char *stop; /* the stop event's data, once it passed */
@@ -102,20 +103,31 @@ stream_on_usage_stored(enum store_result result, void *arg)
 	relay_finish(stream->relay);
 }
 
-/* Puts the stop event's usage into the stored session. Returns true when a
- * write is queued (the answer ends once it commits). */
+/* Puts the stop event's usage into the stored session, and into the
+ * caller's ledger in the same commit. Returns true when a write is queued
+ * (the answer ends once it commits). */
 static bool
 stream_record_usage(struct chat_stream *stream)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct session_record rec;
+	unsigned char key[SESSION_LIST_KEY_MAX];
+	struct store_ledger_delta delta = { .key = { key, 0 } };
+	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
 	char *updated = NULL;
 
-	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec))
+	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec) &&
+	    session_stop_usage(stream->stop, stream->stop_len, delta.add) == 0) {
+		snprintf(org, sizeof(org), "%.*s", (int)rec.organization_id_len,
+		    rec.organization_id ? rec.organization_id : "");
+		snprintf(
+		    project, sizeof(project), "%.*s", (int)rec.project_id_len, rec.project_id ? rec.project_id : "");
+		delta.key.len = session_ledger_key(stream->caller.name, org, project, key);
 		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, stream_now_us());
+	}
 	if (updated != NULL)
-		stream->write = chat_store_summary(
-		    stream->chat, updated, strlen(updated), &stream->scope, stream_on_usage_stored, stream);
+		stream->write = chat_store_summary(stream->chat, updated, strlen(updated), &stream->scope, NULL, &delta,
+		    stream_on_usage_stored, stream);
 	free(updated);
 	if (buf != NULL)
 		evbuffer_free(buf);
@@ -157,7 +169,8 @@ static const struct relay_observer stream_observer = {
 };
 
 void
-chat_handle_stream(struct chat *chat, struct evhttp_request *req, const char *raw_id, size_t raw_len, const char *query)
+chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+    size_t raw_len, const char *query)
 {
 	struct evbuffer *input = evhttp_request_get_input_buffer(req);
 	size_t body_len = evbuffer_get_length(input);
@@ -185,6 +198,10 @@ chat_handle_stream(struct chat *chat, struct evhttp_request *req, const char *ra
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
+	if (chat_visibility_of(chat, caller, id, NULL, NULL) == CHAT_SESSION_HIDDEN) {
+		chat_reply_not_found(req);
+		return;
+	}
 	path = chat_upstream_path(id, "/messages/stream", query);
 	stream = calloc(1, sizeof(*stream));
 	if (path == NULL || stream == NULL) {
@@ -194,6 +211,7 @@ chat_handle_stream(struct chat *chat, struct evhttp_request *req, const char *ra
 		return;
 	}
 	stream->chat = chat;
+	stream->caller = *caller;
 	stream->scope = scope;
 	memcpy(stream->session_id, id, sizeof(id));
 	chat->pending++;

@@ -11,7 +11,15 @@
 
 #include "address.h"
 
-enum setting_kind { SETTING_INT, SETTING_STRING, SETTING_LISTEN, SETTING_ROUTES, SETTING_LOG_LEVEL };
+enum setting_kind {
+	SETTING_INT,
+	SETTING_STRING,
+	SETTING_LISTEN,
+	SETTING_ROUTES,
+	SETTING_CLIENTS,
+	SETTING_MODE,
+	SETTING_LOG_LEVEL
+};
 
 /* One known setting: where it lives, its type, and its bounds. */
 struct setting_spec {
@@ -26,6 +34,9 @@ struct setting_spec {
 static const struct setting_spec config_specs[] = {
 	{ NULL, "listen", SETTING_LISTEN, 0, 0, 0 },
 	{ NULL, "routes", SETTING_ROUTES, 0, 0, 0 },
+	{ NULL, "clients", SETTING_CLIENTS, 0, 0, 0 },
+	{ "unix_socket", "mode", SETTING_MODE, AT(unix_socket_mode), 0, 0777 },
+	{ "unix_socket", "group", SETTING_STRING, AT(unix_socket_group), 0, 0 },
 	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
 	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
 	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
@@ -39,6 +50,7 @@ static const struct setting_spec config_specs[] = {
 	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
 	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
 	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
+	{ "limits", "max_connections", SETTING_INT, AT(max_connections), 16, 1000000 },
 	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
 	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
 	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
@@ -47,7 +59,7 @@ static const struct setting_spec config_specs[] = {
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
-static const char *const config_groups[] = { "upstream", "store", "limits", "log" };
+static const char *const config_groups[] = { "upstream", "store", "limits", "log", "unix_socket" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -67,6 +79,8 @@ config_set_defaults(struct config *c)
 	c->max_header_bytes = 16384;
 	c->client_timeout_ms = 30000;
 	c->drain_timeout_ms = 10000;
+	c->max_connections = 10000;
+	c->unix_socket_mode = 0660;
 	c->stream_buffer_bytes = 65536;
 	c->max_event_bytes = 1L << 20;
 	c->stream_idle_timeout_ms = 300000;
@@ -286,6 +300,166 @@ config_read_routes(struct config *c, const config_setting_t *s, struct config_er
 		config_read_route(c, config_setting_get_elem(s, (unsigned)i), errors);
 }
 
+static bool
+config_client_name_is_valid(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > CONFIG_CLIENT_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		        ch == '_' || ch == '.' || ch == '@'))
+			return false;
+	}
+	return true;
+}
+
+static int
+config_parse_hex_hash(const char *text, unsigned char out[32])
+{
+	if (text == NULL || strlen(text) != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned value;
+		if (sscanf(text + 2 * i, "%2x", &value) != 1 || strchr("0123456789abcdefABCDEF", text[2 * i]) == NULL ||
+		    strchr("0123456789abcdefABCDEF", text[2 * i + 1]) == NULL)
+			return -1;
+		out[i] = (unsigned char)value;
+	}
+	return 0;
+}
+
+/* Reads a number setting that may be written as an integer or a float. */
+static bool
+config_get_number(const config_setting_t *s, double *out)
+{
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		*out = (double)config_setting_get_int64(s);
+		return true;
+	case CONFIG_TYPE_FLOAT:
+		*out = config_setting_get_float(s);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Reads one { name = ...; token_sha256 = ...; ... } client. */
+static void
+config_read_client(struct config *c, const config_setting_t *group, struct config_errors *errors)
+{
+	struct config_client client = { 0 };
+	bool has_name = false, has_hash = false, has_burst = false;
+	int count = config_setting_length(group);
+	size_t errors_before = errors->count;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		config_setting_error(
+		    errors, c->path, group, "each client must be a group { name = ...; token_sha256 = ...; }");
+		return;
+	}
+	client.rate_per_s = 50;
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+		const char *field = config_setting_name(m);
+		const char *text = config_setting_get_string(m);
+		if (strcmp(field, "name") == 0) {
+			if (text == NULL || !config_client_name_is_valid(text))
+				config_setting_error(errors, c->path, m, "must be 1 to 64 letters, digits or . _ - @");
+			else if ((client.name = strdup(text)) != NULL)
+				has_name = true;
+		} else if (strcmp(field, "token_sha256") == 0) {
+			if (config_parse_hex_hash(text, client.token_sha256) != 0)
+				config_setting_error(errors, c->path, m,
+				    "must be the 64 hex digits of the token's SHA-256 (see llamachatd --hash-token)");
+			else
+				has_hash = true;
+		} else if (strcmp(field, "organization_id") == 0 || strcmp(field, "project_id") == 0) {
+			char **target = field[0] == 'o' ? &client.organization_id : &client.project_id;
+			if (text == NULL || text[0] == '\0' || strlen(text) > 128 || strpbrk(text, " \t&=?#%/") != NULL)
+				config_setting_error(
+				    errors, c->path, m, "must be an id (no spaces, '&', '=', '?', '#', '%%' or '/')");
+			else
+				*target = strdup(text);
+		} else if (strcmp(field, "see_all") == 0) {
+			if (config_setting_type(m) != CONFIG_TYPE_BOOL)
+				config_setting_error(errors, c->path, m, "must be true or false");
+			else
+				client.see_all = config_setting_get_bool(m) != 0;
+		} else if (strcmp(field, "rate_per_s") == 0) {
+			if (!config_get_number(m, &client.rate_per_s) || client.rate_per_s < 0 ||
+			    client.rate_per_s > 1e6)
+				config_setting_error(
+				    errors, c->path, m, "must be a number from 0 (no limit) to 1000000");
+		} else if (strcmp(field, "burst") == 0) {
+			if (!config_get_number(m, &client.burst) || client.burst < 1 || client.burst > 1e6)
+				config_setting_error(errors, c->path, m, "must be a number from 1 to 1000000");
+			else
+				has_burst = true;
+		} else {
+			config_setting_error(errors, c->path, m, "unknown setting in a client");
+		}
+	}
+	if (errors->count == errors_before && (!has_name || !has_hash))
+		config_setting_error(errors, c->path, group, "a client needs a name and a token_sha256");
+	for (size_t i = 0; errors->count == errors_before && i < c->client_count; i++) {
+		if (strcmp(c->clients[i].name, client.name) == 0)
+			config_setting_error(errors, c->path, group, "a second client named \"%s\"", client.name);
+		else if (memcmp(c->clients[i].token_sha256, client.token_sha256, 32) == 0)
+			config_setting_error(errors, c->path, group, "clients \"%s\" and \"%s\" have the same token",
+			    c->clients[i].name, client.name);
+	}
+	if (!has_burst)
+		client.burst = client.rate_per_s * 2 > 1 ? client.rate_per_s * 2 : 1;
+	if (errors->count != errors_before || c->client_count == CONFIG_MAX_CLIENTS) {
+		if (c->client_count == CONFIG_MAX_CLIENTS && errors->count == errors_before)
+			config_setting_error(errors, c->path, group, "at most %d clients", CONFIG_MAX_CLIENTS);
+		free(client.name);
+		free(client.organization_id);
+		free(client.project_id);
+		return;
+	}
+	c->clients[c->client_count++] = client;
+}
+
+static void
+config_read_clients(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	int count = config_setting_length(s);
+
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(
+		    errors, c->path, s, "must be a list of clients ( { name = ...; token_sha256 = ...; }, ... )");
+		return;
+	}
+	if (count == 0)
+		return;
+	if ((c->clients = calloc((size_t)count, sizeof(*c->clients))) == NULL) {
+		config_setting_error(errors, c->path, s, "out of memory");
+		return;
+	}
+	for (int i = 0; i < count; i++)
+		config_read_client(c, config_setting_get_elem(s, (unsigned)i), errors);
+}
+
+static void
+config_free_clients(struct config *c)
+{
+	for (size_t i = 0; i < c->client_count; i++) {
+		free(c->clients[i].name);
+		free(c->clients[i].organization_id);
+		free(c->clients[i].project_id);
+		explicit_bzero(c->clients[i].token_sha256, sizeof(c->clients[i].token_sha256));
+	}
+	free(c->clients);
+	c->clients = NULL;
+	c->client_count = 0;
+}
+
 bool
 config_route_allows(const struct config *c, const char *path, unsigned method)
 {
@@ -360,6 +534,19 @@ config_read_setting(
 	case SETTING_ROUTES:
 		config_read_routes(c, s, errors);
 		return;
+	case SETTING_CLIENTS:
+		config_read_clients(c, s, errors);
+		return;
+	case SETTING_MODE: {
+		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		char *end;
+		long mode = text != NULL ? strtol(text, &end, 8) : -1;
+		if (text == NULL || text[0] == '\0' || *end != '\0' || mode < spec->min || mode > spec->max)
+			config_setting_error(errors, c->path, s, "must be an octal mode in quotes, e.g. \"0660\"");
+		else
+			*(long *)((char *)c + spec->offset) = mode;
+		return;
+	}
 	case SETTING_INT: {
 		long long value;
 		if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
@@ -434,6 +621,20 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 		}
 	}
 
+	/* Without clients nobody authenticates: no open gateway by accident. */
+	if (c->client_count == 0) {
+		const config_setting_t *listen = config_lookup(cfg, "listen");
+		for (size_t i = 0; i < c->listen_count; i++) {
+			struct address addr;
+			const char *why;
+			if (address_parse(c->listen[i], &addr, &why) == 0 && !address_is_local(&addr) && listen != NULL)
+				config_setting_error(errors, c->path, listen,
+				    "\"%s\" is not loopback: without clients (single-user mode) llamachatd listens on "
+				    "loopback and unix sockets only; configure clients to serve a network",
+				    c->listen[i]);
+		}
+	}
+
 	config_setting_t *url = config_lookup(cfg, "upstream.base_url");
 	if (url != NULL && c->upstream_base_url != NULL) {
 		const char *why = config_check_base_url(c->upstream_base_url);
@@ -488,6 +689,8 @@ config_free(struct config *c)
 	for (size_t i = 0; i < c->listen_count; i++)
 		free(c->listen[i]);
 	config_free_routes(c);
+	config_free_clients(c);
+	free(c->unix_socket_group);
 	free(c->path);
 	free(c->upstream_base_url);
 	free(c->upstream_api_key_file);

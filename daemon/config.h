@@ -20,6 +20,20 @@ enum config_method {
 	CONFIG_METHOD_DELETE = 1 << 4,
 };
 
+#define CONFIG_MAX_CLIENTS 1024
+#define CONFIG_CLIENT_NAME_MAX 64
+
+/* One client of a team gateway, as configured. */
+struct config_client {
+	char *name;
+	unsigned char token_sha256[32]; /* the token itself is never stored */
+	char *organization_id; /* NULL: not pinned */
+	char *project_id; /* NULL: not pinned */
+	bool see_all; /* may see and touch every session */
+	double rate_per_s; /* requests per second; 0: no limit */
+	double burst; /* requests allowed at once */
+};
+
 /* One allowed upstream path prefix ("/api/v1/chat" covers it and what lies
  * below it) and the methods allowed there. */
 struct config_route {
@@ -56,6 +70,13 @@ struct config {
 
 	struct config_route routes[CONFIG_MAX_ROUTES];
 	size_t route_count;
+
+	struct config_client *clients; /* none: single-user mode */
+	size_t client_count;
+
+	long unix_socket_mode; /* for unix: listeners */
+	char *unix_socket_group; /* NULL: the daemon's own */
+	long max_connections;
 
 	enum log_level log_level;
 };

@@ -13,7 +13,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <grp.h>
+
 #include "address.h"
+#include "clients.h"
+#include "gate.h"
 #include "chat.h"
 #include "config.h"
 #include "log.h"
@@ -35,7 +39,8 @@ struct server_listener {
 
 struct server {
 	struct evhttp *http;
-	const struct config *config;
+	const struct config *config; /* swapped by server_reload() */
+	struct clients *clients; /* owned */
 	struct chat *chat;
 	struct relay_engine *relays;
 	struct server_listener listeners[CONFIG_MAX_LISTEN];
@@ -122,8 +127,8 @@ server_ends_with(const char *text, size_t len, const char *suffix)
 /* Hands the chat resource's own endpoints to their handlers; returns false
  * for any other path, which is then passed through. */
 static bool
-server_route_chat(
-    struct server *server, struct evhttp_request *req, enum evhttp_cmd_type method, const char *path, const char *query)
+server_route_chat(struct server *server, struct evhttp_request *req, const struct chat_caller *caller,
+    enum evhttp_cmd_type method, const char *path, const char *query)
 {
 	const char *rest = path + strlen(CHAT_PREFIX), *id;
 	size_t len;
@@ -132,9 +137,9 @@ server_route_chat(
 		return false;
 	if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
 		if (method == EVHTTP_REQ_POST)
-			chat_handle_create(server->chat, req, query);
+			chat_handle_create(server->chat, req, caller, query);
 		else if (method == EVHTTP_REQ_GET)
-			chat_handle_list(server->chat, req, query);
+			chat_handle_list(server->chat, req, caller, query);
 		else
 			server_reply_method_not_allowed(req, "GET, POST");
 		return true;
@@ -143,9 +148,9 @@ server_route_chat(
 	len = strlen(id);
 	if (strchr(id, '/') == NULL) {
 		if (method == EVHTTP_REQ_GET)
-			chat_handle_history(server->chat, req, id, len, query);
+			chat_handle_history(server->chat, req, caller, id, len, query);
 		else if (method == EVHTTP_REQ_DELETE)
-			chat_handle_delete(server->chat, req, id, len, query);
+			chat_handle_delete(server->chat, req, caller, id, len, query);
 		else
 			server_reply_method_not_allowed(req, "GET, DELETE");
 		return true;
@@ -153,14 +158,14 @@ server_route_chat(
 	/* An id holding '/' still lands here, to get a clear 400. */
 	if (server_ends_with(id, len, SUMMARY_SUFFIX)) {
 		if (method == EVHTTP_REQ_GET)
-			chat_handle_summary(server->chat, req, id, len - strlen(SUMMARY_SUFFIX), query);
+			chat_handle_summary(server->chat, req, caller, id, len - strlen(SUMMARY_SUFFIX), query);
 		else
 			server_reply_method_not_allowed(req, "GET");
 		return true;
 	}
 	if (server_ends_with(id, len, STREAM_SUFFIX)) {
 		if (method == EVHTTP_REQ_POST)
-			chat_handle_stream(server->chat, req, id, len - strlen(STREAM_SUFFIX), query);
+			chat_handle_stream(server->chat, req, caller, id, len - strlen(STREAM_SUFFIX), query);
 		else
 			server_reply_method_not_allowed(req, "POST");
 		return true;
@@ -209,6 +214,8 @@ server_route(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+	struct chat_caller caller;
+	char *owned_query;
 
 	if (path == NULL || !server_path_is_clean(path)) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
@@ -219,13 +226,16 @@ server_route(struct evhttp_request *req, void *arg)
 		reply_error(req, 404, REPLY_RETRY_WONT_HELP, "no such endpoint in llamachatd");
 		return;
 	}
+	/* Who asks comes first: an unknown client learns nothing of the policy. */
+	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
+		return;
 	if (!config_route_allows(server->config, path, server_method_bit(method))) {
 		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
 		    server_method_name(method), path);
-		return;
-	}
-	if (!server_route_chat(server, req, method, path, query))
+	} else if (!server_route_chat(server, req, &caller, method, path, query)) {
 		server_pass_through(server, req, method, path, query);
+	}
+	free(owned_query);
 }
 
 static void
@@ -255,6 +265,29 @@ server_on_accept_error(struct evconnlistener *listener, void *arg)
 	for (size_t i = 0; server_running != NULL && i < server_running->listener_count; i++)
 		if (server_running->listeners[i].listener == listener)
 			evtimer_add(server_running->listeners[i].resume, &pause);
+}
+
+/* Gives a unix socket the configured mode and group: who may connect. */
+static int
+server_set_socket_access(const struct config *config, const char *path, char *why, size_t why_size)
+{
+	if (config->unix_socket_group != NULL) {
+		struct group *gr = getgrnam(config->unix_socket_group);
+		if (gr == NULL) {
+			snprintf(why, why_size, "unix_socket.group: no group named \"%s\"", config->unix_socket_group);
+			return -1;
+		}
+		if (chown(path, (uid_t)-1, gr->gr_gid) != 0) {
+			snprintf(why, why_size, "%s: cannot give it group %s: %s", path, config->unix_socket_group,
+			    strerror(errno));
+			return -1;
+		}
+	}
+	if (chmod(path, (mode_t)config->unix_socket_mode) != 0) {
+		snprintf(why, why_size, "%s: cannot set its mode: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -288,6 +321,10 @@ server_open_listener(struct server *server, struct event_base *base, const char 
 	}
 	if (bind(fd, (struct sockaddr *)&addr.sockaddr, addr.sockaddr_len) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
 		goto fail;
+	if (addr.is_unix && server_set_socket_access(server->config, l->unix_path, why, why_size) != 0) {
+		close(fd);
+		return -1;
+	}
 	l->listener = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	l->resume = evtimer_new(base, server_resume_accepting, l);
 	if (l->listener == NULL || l->resume == NULL)
@@ -324,6 +361,12 @@ server_create(struct event_base *base, const struct config *config, struct chat 
 	server->chat = chat;
 	server->relays = relays;
 	server->config = config;
+	if ((server->clients = clients_create(config, NULL)) == NULL) {
+		snprintf(why, why_size, "server: out of memory");
+		evhttp_free(server->http);
+		free(server);
+		return NULL;
+	}
 	evhttp_set_gencb(server->http, server_route, server);
 	evhttp_set_allowed_methods(server->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD |
@@ -363,6 +406,19 @@ server_close_listener(struct server_listener *l)
 	}
 }
 
+int
+server_reload(struct server *server, const struct config *config)
+{
+	struct clients *clients = clients_create(config, server->clients);
+
+	if (clients == NULL)
+		return -1;
+	clients_free(server->clients);
+	server->clients = clients;
+	server->config = config;
+	return 0;
+}
+
 void
 server_stop_accepting(struct server *server)
 {
@@ -383,6 +439,7 @@ server_free(struct server *server)
 	if (server_running == server)
 		server_running = NULL;
 	evhttp_free(server->http);
+	clients_free(server->clients);
 	for (size_t i = 0; i < server->listener_count; i++)
 		server_close_listener(&server->listeners[i]);
 	free(server);

@@ -17,6 +17,11 @@ struct server;
 struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat,
     struct relay_engine *relays, char *why, size_t why_size) __attribute__((warn_unused_result));
 
+/* Serves on with config (clients, route policy, limits) in place of the one
+ * it had, which the caller may free once this returned 0. Listen addresses
+ * stay as they are. Returns -1 (old config still in use) when out of memory. */
+int server_reload(struct server *server, const struct config *config) __attribute__((warn_unused_result));
+
 /* Closes the listeners; connections already open are served to the end. */
 void server_stop_accepting(struct server *server);
 

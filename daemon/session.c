@@ -153,16 +153,16 @@ out:
 }
 
 /* Record layout, all integers little-endian:
- *   "LCS1" | u64 stored_at_us | u16 org_len | org | u16 project_len | project
- *   | u32 json_len | json
+ *   "LCS2" | u64 stored_at_us | u16 owner_len | owner | u16 org_len | org
+ *   | u16 project_len | project | u32 json_len | json
  * A versioned magic lets a later layout be told apart from this one. */
-#define RECORD_MAGIC "LCS1"
-#define RECORD_FIXED_BYTES (4 + 8 + 2 + 2 + 4)
+#define RECORD_MAGIC "LCS2"
+#define RECORD_FIXED_BYTES (4 + 8 + 2 + 2 + 2 + 4)
 
 size_t
 session_record_encoded_size(const struct session_record *rec)
 {
-	return RECORD_FIXED_BYTES + rec->organization_id_len + rec->project_id_len + rec->json_len;
+	return RECORD_FIXED_BYTES + rec->owner_len + rec->organization_id_len + rec->project_id_len + rec->json_len;
 }
 
 static unsigned char *
@@ -188,6 +188,8 @@ session_record_encode(const struct session_record *rec, unsigned char *out)
 
 	p = put_bytes(p, RECORD_MAGIC, 4);
 	p = put_uint(p, rec->stored_at_us, 8);
+	p = put_uint(p, rec->owner_len, 2);
+	p = put_bytes(p, rec->owner, rec->owner_len);
 	p = put_uint(p, rec->organization_id_len, 2);
 	p = put_bytes(p, rec->organization_id, rec->organization_id_len);
 	p = put_uint(p, rec->project_id_len, 2);
@@ -238,7 +240,7 @@ session_record_decode(const unsigned char *buf, size_t len, struct session_recor
 		return -1;
 	r.p += 4;
 	r.left -= 4;
-	if (take_uint(&r, 8, &rec->stored_at_us) != 0 ||
+	if (take_uint(&r, 8, &rec->stored_at_us) != 0 || take_bytes(&r, 2, &rec->owner, &rec->owner_len) != 0 ||
 	    take_bytes(&r, 2, &rec->organization_id, &rec->organization_id_len) != 0 ||
 	    take_bytes(&r, 2, &rec->project_id, &rec->project_id_len) != 0 ||
 	    take_bytes(&r, 4, &rec->json, &rec->json_len) != 0 || r.left != 0)
@@ -306,12 +308,12 @@ session_time_format(uint64_t us, char out[SESSION_TIME_TEXT])
 }
 
 static size_t
-put_short_string(unsigned char *out, const char *text)
+put_short_string(unsigned char *out, const char *text, size_t max)
 {
 	size_t len = text != NULL ? strlen(text) : 0;
 
-	if (len > SESSION_SCOPE_MAX)
-		len = SESSION_SCOPE_MAX;
+	if (len > max)
+		len = max;
 	out[0] = (unsigned char)len;
 	if (len > 0)
 		memcpy(out + 1, text, len);
@@ -319,18 +321,23 @@ put_short_string(unsigned char *out, const char *text)
 }
 
 size_t
-session_scope_key(const char *organization_id, const char *project_id, unsigned char *out)
+session_list_key(const char *owner, const char *organization_id, const char *project_id, unsigned char *out)
 {
-	size_t used = put_short_string(out, organization_id);
+	size_t used = 0;
 
-	return used + put_short_string(out + used, project_id);
+	/* 'A': the index of all sessions; 'O': an owner's. */
+	out[used++] = owner != NULL ? 'O' : 'A';
+	if (owner != NULL)
+		used += put_short_string(out + used, owner, SESSION_OWNER_MAX);
+	used += put_short_string(out + used, organization_id, SESSION_SCOPE_MAX);
+	return used + put_short_string(out + used, project_id, SESSION_SCOPE_MAX);
 }
 
 size_t
-session_index_key(const char *organization_id, const char *project_id, uint64_t updated_us, const char *id,
-    size_t id_len, unsigned char *out)
+session_index_key(const char *owner, const char *organization_id, const char *project_id, uint64_t updated_us,
+    const char *id, size_t id_len, unsigned char *out)
 {
-	size_t used = session_scope_key(organization_id, project_id, out);
+	size_t used = session_list_key(owner, organization_id, project_id, out);
 	/* Big-endian and inverted, so that ascending keys go newest first. */
 	uint64_t order = UINT64_MAX - updated_us;
 
@@ -340,6 +347,48 @@ session_index_key(const char *organization_id, const char *project_id, uint64_t 
 		id_len = SESSION_ID_MAX;
 	memcpy(out + used, id, id_len);
 	return used + id_len;
+}
+
+size_t
+session_ledger_key(const char *client, const char *organization_id, const char *project_id, unsigned char *out)
+{
+	size_t used = put_short_string(out, client, SESSION_OWNER_MAX);
+
+	used += put_short_string(out + used, organization_id, SESSION_SCOPE_MAX);
+	return used + put_short_string(out + used, project_id, SESSION_SCOPE_MAX);
+}
+
+/* A non-negative whole number member, or 0. */
+static unsigned long long
+session_count_of(const json_t *object, const char *name)
+{
+	const json_t *v = json_object_get(object, name);
+
+	if (json_is_integer(v) && json_integer_value(v) > 0)
+		return (unsigned long long)json_integer_value(v);
+	if (json_is_real(v) && json_real_value(v) > 0)
+		return (unsigned long long)json_real_value(v);
+	return 0;
+}
+
+int
+session_stop_usage(const char *stop, size_t len, unsigned long long *add)
+{
+	json_t *event = json_loadb(stop, len, 0, NULL);
+	json_t *usage = json_object_get(event, "usage");
+
+	if (!json_is_object(event)) {
+		json_decref(event);
+		return -1;
+	}
+	memset(add, 0, sizeof(*add) * SESSION_LEDGER_FIELD_COUNT);
+	add[SESSION_LEDGER_TURNS] = session_count_of(usage, "turns");
+	add[SESSION_LEDGER_INPUT_TOKENS] = session_count_of(usage, "total_input_tokens");
+	add[SESSION_LEDGER_OUTPUT_TOKENS] = session_count_of(usage, "total_output_tokens");
+	add[SESSION_LEDGER_DURATION_MS] = session_count_of(usage, "duration_ms");
+	add[SESSION_LEDGER_ERRORS] = json_is_true(json_object_get(event, "is_error")) ? 1 : 0;
+	json_decref(event);
+	return 0;
 }
 
 /* Loads text as a JSON object, keeping member order for re-encoding. */

@@ -50,20 +50,44 @@ uint64_t session_time_parse(const char *text);
 /* Writes us as upstream does: "YYYY-MM-DDTHH:MM:SS.ffffff" in UTC, no zone. */
 void session_time_format(uint64_t us, char out[SESSION_TIME_TEXT]);
 
-/* Index keys order sessions for lists: the scope (organization, project),
- * then newest last_updated_at first, then the id. A list reads one scope as
- * one run of keys. */
-#define SESSION_SCOPE_KEY_MAX (2 + 2 * SESSION_SCOPE_MAX)
-#define SESSION_INDEX_KEY_MAX (SESSION_SCOPE_KEY_MAX + 8 + SESSION_ID_MAX)
+/* Index keys order sessions for lists. Every session is in the index of
+ * all sessions: its scope (organization, project), then newest
+ * last_updated_at first, then its id. A session with an owner is also in
+ * that owner's index, the same behind the owner's name. A list reads one
+ * run of keys that share a prefix. */
+#define SESSION_OWNER_MAX 64
+#define SESSION_LIST_KEY_MAX (1 + 1 + SESSION_OWNER_MAX + 2 + 2 * SESSION_SCOPE_MAX)
+#define SESSION_INDEX_KEY_MAX (SESSION_LIST_KEY_MAX + 8 + SESSION_ID_MAX)
 
-/* Writes the key prefix of a scope (NULL or "" for an absent id) into out
- * (SESSION_SCOPE_KEY_MAX bytes); returns its length. */
-size_t session_scope_key(const char *organization_id, const char *project_id, unsigned char *out);
+/* Writes the key prefix of one list into out (SESSION_LIST_KEY_MAX bytes):
+ * owner's sessions, or all when owner is NULL, in a scope (NULL or "" for
+ * an absent id). Returns its length. */
+size_t session_list_key(const char *owner, const char *organization_id, const char *project_id, unsigned char *out);
 
-/* Writes a session's index key into out (SESSION_INDEX_KEY_MAX bytes);
- * returns its length. */
-size_t session_index_key(const char *organization_id, const char *project_id, uint64_t updated_us, const char *id,
-    size_t id_len, unsigned char *out);
+/* Writes a session's key in one list into out (SESSION_INDEX_KEY_MAX
+ * bytes); returns its length. */
+size_t session_index_key(const char *owner, const char *organization_id, const char *project_id, uint64_t updated_us,
+    const char *id, size_t id_len, unsigned char *out);
+
+/* The usage ledger counts per client and project. */
+enum session_ledger_field {
+	SESSION_LEDGER_SESSIONS,
+	SESSION_LEDGER_TURNS,
+	SESSION_LEDGER_INPUT_TOKENS,
+	SESSION_LEDGER_OUTPUT_TOKENS,
+	SESSION_LEDGER_DURATION_MS,
+	SESSION_LEDGER_ERRORS,
+	SESSION_LEDGER_FIELD_COUNT,
+};
+
+/* Writes the ledger key of a client in a scope into out
+ * (SESSION_LIST_KEY_MAX bytes); returns its length. */
+size_t session_ledger_key(const char *client, const char *organization_id, const char *project_id, unsigned char *out);
+
+/* Reads a stop event's usage into add (SESSION_LEDGER_FIELD_COUNT counters:
+ * one turn count, tokens, run time, an error when is_error). Returns 0, or
+ * -1 when stop is not a JSON object. */
+int session_stop_usage(const char *stop, size_t len, unsigned long long *add) __attribute__((warn_unused_result));
 
 /* Returns a new Session JSON text (caller frees) that is json with the
  * members of a stream's "stop" event applied: job_metadata takes its usage,
@@ -82,6 +106,8 @@ char *session_summary_of_history(const char *json, size_t len) __attribute__((wa
  * record's pointers point into the buffer it was decoded from. */
 struct session_record {
 	uint64_t stored_at_us; /* when the daemon stored it, Unix microseconds */
+	const char *owner; /* the client that created it; NULL: none known */
+	size_t owner_len;
 	const char *organization_id; /* may be NULL when absent */
 	size_t organization_id_len;
 	const char *project_id; /* may be NULL when absent */

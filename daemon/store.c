@@ -13,20 +13,22 @@
 
 #include "log.h"
 
+/* A queued change with copies of everything it points to. */
 struct store_write {
 	struct store_write *next;
 	store_write_cb cb; /* NULL once forgotten */
 	void *arg;
-	bool remove;
-	size_t key_len, value_len, index_key_len;
-	unsigned char data[]; /* key, value, index key */
+	struct store_change change; /* its pointers point into data */
+	struct store_ledger_delta ledger;
+	unsigned char data[];
 };
 
 struct store {
 	MDB_env *env;
 	MDB_dbi sessions; /* key -> value */
 	MDB_dbi index; /* index key -> key, in the order lists are read */
-	MDB_dbi index_of; /* key -> its index key, to move or remove it */
+	MDB_dbi index_of; /* key -> its index keys (u16 length, bytes; ...), to move or remove them */
+	MDB_dbi ledger; /* ledger key -> STORE_LEDGER_FIELDS little-endian u64 counters */
 	MDB_txn *reader; /* reset between lookups, renewed for each */
 	struct event *commit_event;
 	struct store_write *queue_head, **queue_tail;
@@ -89,7 +91,7 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 	    (rc = mdb_dbi_open(txn, "sessions", MDB_CREATE, &store->sessions)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &store->index)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "index_of", MDB_CREATE, &store->index_of)) != 0 ||
-	    (rc = mdb_txn_commit(txn)) != 0) {
+	    (rc = mdb_dbi_open(txn, "ledger", MDB_CREATE, &store->ledger)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn != NULL && rc != 0)
 			mdb_txn_abort(txn);
 		snprintf(why, why_size, "%s: cannot open the sessions table: %s", path, mdb_strerror(rc));
@@ -145,42 +147,93 @@ store_result_of(int rc)
 	return rc == MDB_MAP_FULL ? STORE_ERR_FULL : STORE_ERR;
 }
 
-/* Applies one write inside txn: the value, and the key's place in the index. */
+/* Removes the index entries key has now. */
 static int
-store_apply(struct store *store, MDB_txn *txn, const struct store_write *w)
+store_unindex(struct store *store, MDB_txn *txn, MDB_val *k)
 {
-	MDB_val k = { w->key_len, (void *)w->data };
-	MDB_val v = { w->value_len, (void *)(w->data + w->key_len) };
-	MDB_val ik = { w->index_key_len, (void *)(w->data + w->key_len + w->value_len) };
+	/* The list points into the map; copy it before deleting changes pages. */
+	unsigned char copy[STORE_MAX_INDEX_KEYS * (2 + STORE_MAX_INDEX_KEY)];
 	MDB_val old;
+	size_t at = 0;
+	int rc = mdb_get(txn, store->index_of, k, &old);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (old.mv_size > sizeof(copy))
+		return MDB_CORRUPTED;
+	memcpy(copy, old.mv_data, old.mv_size);
+	while (at + 2 <= old.mv_size) {
+		MDB_val entry = { (size_t)copy[at] | (size_t)copy[at + 1] << 8, copy + at + 2 };
+		if (at + 2 + entry.mv_size > old.mv_size)
+			return MDB_CORRUPTED;
+		if ((rc = mdb_del(txn, store->index, &entry, NULL)) != 0 && rc != MDB_NOTFOUND)
+			return rc;
+		at += 2 + entry.mv_size;
+	}
+	return mdb_del(txn, store->index_of, k, NULL);
+}
+
+static int
+store_add_to_ledger(struct store *store, MDB_txn *txn, const struct store_ledger_delta *delta)
+{
+	MDB_val k = { delta->key.len, (void *)delta->key.data }, v;
+	unsigned char counters[STORE_LEDGER_FIELDS * 8];
+	int rc = mdb_get(txn, store->ledger, &k, &v);
+
+	memset(counters, 0, sizeof(counters));
+	if (rc == 0 && v.mv_size == sizeof(counters))
+		memcpy(counters, v.mv_data, sizeof(counters));
+	else if (rc != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	for (int f = 0; f < STORE_LEDGER_FIELDS; f++) {
+		unsigned long long value = 0;
+		for (int b = 0; b < 8; b++)
+			value |= (unsigned long long)counters[f * 8 + b] << (8 * b);
+		value += delta->add[f];
+		for (int b = 0; b < 8; b++)
+			counters[f * 8 + b] = (unsigned char)(value >> (8 * b));
+	}
+	v.mv_size = sizeof(counters);
+	v.mv_data = counters;
+	return mdb_put(txn, store->ledger, &k, &v, 0);
+}
+
+/* Applies one change inside txn: the value, its index entries, the ledger. */
+static int
+store_apply_in(struct store *store, MDB_txn *txn, const struct store_change *c)
+{
+	MDB_val k = { c->key.len, (void *)c->key.data };
+	MDB_val v = { c->value.len, (void *)c->value.data };
+	unsigned char list[STORE_MAX_INDEX_KEYS * (2 + STORE_MAX_INDEX_KEY)];
+	size_t list_len = 0;
 	int rc;
 
-	rc = mdb_get(txn, store->index_of, &k, &old);
-	if (rc == 0) {
-		/* old points into the map; copy it before deleting changes pages. */
-		unsigned char copy[STORE_MAX_INDEX_KEY];
-		MDB_val old_key = { old.mv_size, copy };
-		if (old.mv_size > sizeof(copy))
-			return MDB_CORRUPTED;
-		memcpy(copy, old.mv_data, old.mv_size);
-		if ((rc = mdb_del(txn, store->index, &old_key, NULL)) != 0 && rc != MDB_NOTFOUND)
-			return rc;
-		if ((rc = mdb_del(txn, store->index_of, &k, NULL)) != 0)
-			return rc;
-	} else if (rc != MDB_NOTFOUND) {
+	if ((rc = store_unindex(store, txn, &k)) != 0)
 		return rc;
-	}
-	if (w->remove) {
+	if (c->ledger != NULL && (rc = store_add_to_ledger(store, txn, c->ledger)) != 0)
+		return rc;
+	if (c->remove) {
 		rc = mdb_del(txn, store->sessions, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	}
 	if ((rc = mdb_put(txn, store->sessions, &k, &v, 0)) != 0)
 		return rc;
-	if (w->index_key_len == 0)
+	for (size_t i = 0; i < c->index_count; i++) {
+		MDB_val ik = { c->index_keys[i].len, (void *)c->index_keys[i].data };
+		if ((rc = mdb_put(txn, store->index, &ik, &k, 0)) != 0)
+			return rc;
+		list[list_len++] = (unsigned char)(ik.mv_size & 0xff);
+		list[list_len++] = (unsigned char)(ik.mv_size >> 8);
+		memcpy(list + list_len, ik.mv_data, ik.mv_size);
+		list_len += ik.mv_size;
+	}
+	if (list_len == 0)
 		return 0;
-	if ((rc = mdb_put(txn, store->index, &ik, &k, 0)) != 0)
-		return rc;
-	return mdb_put(txn, store->index_of, &k, &ik, 0);
+	v.mv_size = list_len;
+	v.mv_data = list;
+	return mdb_put(txn, store->index_of, &k, &v, 0);
 }
 
 /* Writes every queued item in one transaction and commits it. */
@@ -193,7 +246,7 @@ store_commit_list(struct store *store, struct store_write *list)
 	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0)
 		goto fail;
 	for (struct store_write *w = list; w != NULL; w = w->next) {
-		if ((rc = store_apply(store, txn, w)) != 0) {
+		if ((rc = store_apply_in(store, txn, &w->change)) != 0) {
 			mdb_txn_abort(txn);
 			goto fail;
 		}
@@ -231,36 +284,54 @@ store_commit_queued(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* A new write holding copies of its parts; the caller frees it. */
-static struct store_write *
-store_write_new(bool remove, const char *key, size_t key_len, const void *value, size_t value_len,
-    const void *index_key, size_t index_key_len, store_write_cb cb, void *arg)
+/* Copies b into the write's data at *at and points dst at the copy. */
+static void
+store_copy_bytes(struct store_write *w, size_t *at, const struct store_bytes *b, struct store_bytes *dst)
 {
+	if (b->len > 0)
+		memcpy(w->data + *at, b->data, b->len);
+	dst->data = w->data + *at;
+	dst->len = b->len;
+	*at += b->len;
+}
+
+/* A new write holding copies of the change; NULL when out of memory or
+ * when the change breaks the limits. The caller frees it. */
+static struct store_write *
+store_write_new(const struct store_change *c, store_write_cb cb, void *arg)
+{
+	size_t size = c->key.len + c->value.len + (c->ledger != NULL ? c->ledger->key.len : 0), at = 0;
 	struct store_write *w;
 
-	if (index_key_len > STORE_MAX_INDEX_KEY)
+	if (c->index_count > STORE_MAX_INDEX_KEYS)
 		return NULL;
-	if ((w = malloc(sizeof(*w) + key_len + value_len + index_key_len)) == NULL)
+	for (size_t i = 0; i < c->index_count; i++) {
+		if (c->index_keys[i].len == 0 || c->index_keys[i].len > STORE_MAX_INDEX_KEY)
+			return NULL;
+		size += c->index_keys[i].len;
+	}
+	if ((w = calloc(1, sizeof(*w) + size)) == NULL)
 		return NULL;
-	w->next = NULL;
 	w->cb = cb;
 	w->arg = arg;
-	w->remove = remove;
-	w->key_len = key_len;
-	w->value_len = value_len;
-	w->index_key_len = index_key_len;
-	memcpy(w->data, key, key_len);
-	if (value_len > 0)
-		memcpy(w->data + key_len, value, value_len);
-	if (index_key_len > 0)
-		memcpy(w->data + key_len + value_len, index_key, index_key_len);
+	w->change.remove = c->remove;
+	store_copy_bytes(w, &at, &c->key, &w->change.key);
+	store_copy_bytes(w, &at, &c->value, &w->change.value);
+	w->change.index_count = c->index_count;
+	for (size_t i = 0; i < c->index_count; i++)
+		store_copy_bytes(w, &at, &c->index_keys[i], &w->change.index_keys[i]);
+	if (c->ledger != NULL) {
+		w->ledger = *c->ledger;
+		store_copy_bytes(w, &at, &c->ledger->key, &w->ledger.key);
+		w->change.ledger = &w->ledger;
+	}
 	return w;
 }
 
-/* Commits one write on its own, synchronously, and frees it. */
-static enum store_result
-store_commit_one(struct store *store, struct store_write *w)
+enum store_result
+store_apply(struct store *store, const struct store_change *change)
 {
+	struct store_write *w = store_write_new(change, NULL, NULL);
 	enum store_result result;
 
 	if (w == NULL)
@@ -274,20 +345,27 @@ enum store_result
 store_put(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len,
     const void *index_key, size_t index_key_len)
 {
-	return store_commit_one(
-	    store, store_write_new(false, key, key_len, value, value_len, index_key, index_key_len, NULL, NULL));
+	struct store_change change = {
+		.key = { key, key_len },
+		.value = { value, value_len },
+		.index_keys = { { index_key, index_key_len } },
+		.index_count = index_key != NULL ? 1 : 0,
+	};
+	return store_apply(store, &change);
 }
 
 enum store_result
 store_delete(struct store *store, const char *key, size_t key_len)
 {
-	return store_commit_one(store, store_write_new(true, key, key_len, NULL, 0, NULL, 0, NULL, NULL));
+	struct store_change change = { .key = { key, key_len }, .remove = 1 };
+	return store_apply(store, &change);
 }
 
-/* Queues w (NULL passes through) for the commit at the end of this loop turn. */
-static struct store_write *
-store_enqueue(struct store *store, struct store_write *w)
+struct store_write *
+store_queue(struct store *store, const struct store_change *change, store_write_cb cb, void *arg)
 {
+	struct store_write *w = store_write_new(change, cb, arg);
+
 	if (w == NULL)
 		return NULL;
 	*store->queue_tail = w;
@@ -299,18 +377,24 @@ store_enqueue(struct store *store, struct store_write *w)
 	return w;
 }
 
-struct store_write *
-store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len,
-    const void *index_key, size_t index_key_len, store_write_cb cb, void *arg)
+enum store_result
+store_ledger_get(struct store *store, const void *key, size_t key_len, unsigned long long out[STORE_LEDGER_FIELDS])
 {
-	return store_enqueue(
-	    store, store_write_new(false, key, key_len, value, value_len, index_key, index_key_len, cb, arg));
-}
+	MDB_val k = { key_len, (void *)key }, v;
+	int rc;
 
-struct store_write *
-store_delete_deferred(struct store *store, const char *key, size_t key_len, store_write_cb cb, void *arg)
-{
-	return store_enqueue(store, store_write_new(true, key, key_len, NULL, 0, NULL, 0, cb, arg));
+	memset(out, 0, sizeof(unsigned long long) * STORE_LEDGER_FIELDS);
+	if ((rc = mdb_txn_renew(store->reader)) != 0)
+		return STORE_ERR;
+	rc = mdb_get(store->reader, store->ledger, &k, &v);
+	if (rc == 0 && v.mv_size == STORE_LEDGER_FIELDS * 8) {
+		const unsigned char *p = v.mv_data;
+		for (int f = 0; f < STORE_LEDGER_FIELDS; f++)
+			for (int b = 0; b < 8; b++)
+				out[f] |= (unsigned long long)p[f * 8 + b] << (8 * b);
+	}
+	mdb_txn_reset(store->reader);
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERR;
 }
 
 enum store_result

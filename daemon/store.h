@@ -10,6 +10,31 @@ struct store;
 struct store_write;
 
 #define STORE_MAX_INDEX_KEY 511 /* LMDB's default key size limit */
+#define STORE_MAX_INDEX_KEYS 2 /* ordered index entries one key may have */
+#define STORE_LEDGER_FIELDS 6 /* counters of one ledger entry */
+
+struct store_bytes {
+	const void *data;
+	size_t len;
+};
+
+/* Counters to add to one ledger entry, in the same transaction as the
+ * change that carries them. */
+struct store_ledger_delta {
+	struct store_bytes key;
+	unsigned long long add[STORE_LEDGER_FIELDS];
+};
+
+/* One change to a key: write value (or remove the key), give it the index
+ * entries index_keys (replacing all it had), and add to a ledger entry. */
+struct store_change {
+	struct store_bytes key;
+	struct store_bytes value;
+	int remove; /* non-zero: remove the key, its value and its index entries */
+	struct store_bytes index_keys[STORE_MAX_INDEX_KEYS]; /* each at most STORE_MAX_INDEX_KEY */
+	size_t index_count;
+	const struct store_ledger_delta *ledger; /* NULL for none */
+};
 
 enum store_result {
 	STORE_OK = 0,
@@ -33,32 +58,27 @@ void store_close(struct store *store);
 enum store_result store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
     __attribute__((warn_unused_result));
 
-/* Writes one value and commits it durably before returning. index_key
- * (index_key_len bytes, at most STORE_MAX_INDEX_KEY; 0 for none) places the
- * key in the ordered index that store_scan() walks, replacing its old place. */
+/* Applies one change and commits it durably before returning. */
+enum store_result store_apply(struct store *store, const struct store_change *change)
+    __attribute__((warn_unused_result));
+
+/* Shorthands of store_apply(): write a value with at most one index key
+ * (NULL for none), or remove a key (a missing key is STORE_OK). */
 enum store_result store_put(struct store *store, const char *key, size_t key_len, const void *value, size_t value_len,
     const void *index_key, size_t index_key_len) __attribute__((warn_unused_result));
-
-/* Removes a key, its value and its place in the index, and commits durably.
- * Removing a missing key is STORE_OK. */
 enum store_result store_delete(struct store *store, const char *key, size_t key_len)
     __attribute__((warn_unused_result));
 
-/* Called once a queued write is durable (STORE_OK) or has failed. */
+/* Called once a queued change is durable (STORE_OK) or has failed. */
 typedef void (*store_write_cb)(enum store_result result, void *arg);
 
-/* Queues a write like store_put() (everything is copied) to be committed
- * together with all others queued in this loop turn, in one transaction,
- * after which cb (may be NULL) runs. Returns a handle that stays valid until
- * cb runs, or NULL when out of memory (cb will not run). Needs a store opened
+/* Queues a change (everything is copied) to be committed together with all
+ * others queued in this loop turn, in one transaction, after which cb (may
+ * be NULL) runs. Returns a handle that stays valid until cb runs, or NULL
+ * when out of memory or too large (cb will not run). Needs a store opened
  * with an event base. */
-struct store_write *store_put_deferred(struct store *store, const char *key, size_t key_len, const void *value,
-    size_t value_len, const void *index_key, size_t index_key_len, store_write_cb cb, void *arg)
+struct store_write *store_queue(struct store *store, const struct store_change *change, store_write_cb cb, void *arg)
     __attribute__((warn_unused_result));
-
-/* Queues a removal like store_delete(), committed as store_put_deferred(). */
-struct store_write *store_delete_deferred(struct store *store, const char *key, size_t key_len, store_write_cb cb,
-    void *arg) __attribute__((warn_unused_result));
 
 /* The caller of a queued write goes away: the write still commits, but its
  * callback will not run. NULL is fine. */
@@ -75,6 +95,11 @@ typedef int (*store_scan_cb)(const char *key, size_t key_len, const void *value,
  * waits for writers. Returns STORE_OK or STORE_ERR. */
 enum store_result store_scan(struct store *store, const void *prefix, size_t prefix_len, const void *after,
     size_t after_len, size_t limit, store_scan_cb cb, void *arg) __attribute__((warn_unused_result));
+
+/* Reads a ledger entry's counters into out (all zero when it has none).
+ * Returns STORE_OK or STORE_ERR. */
+enum store_result store_ledger_get(struct store *store, const void *key, size_t key_len,
+    unsigned long long out[STORE_LEDGER_FIELDS]) __attribute__((warn_unused_result));
 
 /* Number of stored sessions, or -1 on failure. */
 long store_count(struct store *store);

@@ -5,7 +5,7 @@
 set -eu
 
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
-libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev"
+libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev"
 [ "${1:-}" = "--with-clang" ] && packages="$packages clang clang-format"
 
 missing=""

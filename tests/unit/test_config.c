@@ -247,7 +247,8 @@ test_bad_routes(void **state)
 	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [ \"FETCH\" ]; } );\n", "methods", "FETCH");
 	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [ ]; } );\n", "methods", "list of methods");
 	expect_one_error("routes = ( { prefix = \"/api/x\"; } );\n", "routes", "both prefix and methods");
-	expect_one_error("routes = ( { prefix = \"/api/x\"; methods = [\"GET\"]; colour = 1; } );\n", "colour", "unknown");
+	expect_one_error(
+	    "routes = ( { prefix = \"/api/x\"; methods = [\"GET\"]; colour = 1; } );\n", "colour", "unknown");
 	expect_one_error("routes = { prefix = \"/api/x\"; };\n", "routes", "list of routes");
 }
 

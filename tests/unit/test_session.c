@@ -106,6 +106,8 @@ test_record_round_trip(void **state)
 	const char *json = "{\"session_id\":\"ses-1\",\"last_updated_at\":\"t\",\"unknown\":[1,2]}";
 	struct session_record in = {
 		.stored_at_us = 1790000000123456ULL,
+		.owner = "alice",
+		.owner_len = 5,
 		.organization_id = "org-1",
 		.organization_id_len = 5,
 		.project_id = NULL,
@@ -122,6 +124,8 @@ test_record_round_trip(void **state)
 	session_record_encode(&in, buf);
 	assert_int_equal(session_record_decode(buf, size, &out), 0);
 	assert_int_equal(out.stored_at_us, in.stored_at_us);
+	assert_int_equal(out.owner_len, 5);
+	assert_memory_equal(out.owner, "alice", 5);
 	assert_int_equal(out.organization_id_len, 5);
 	assert_memory_equal(out.organization_id, "org-1", 5);
 	assert_int_equal(out.project_id_len, 0);
@@ -156,21 +160,52 @@ test_times(void **state)
 }
 
 static void
-test_index_keys_order_newest_first_within_a_scope(void **state)
+test_index_keys_order_newest_first_within_a_list(void **state)
 {
-	unsigned char a[SESSION_INDEX_KEY_MAX], b[SESSION_INDEX_KEY_MAX], scope[SESSION_SCOPE_KEY_MAX];
-	size_t a_len = session_index_key("org", "p1", 2000, "ses-a", 5, a);
-	size_t b_len = session_index_key("org", "p1", 1000, "ses-b", 5, b);
-	size_t scope_len = session_scope_key("org", "p1", scope);
+	unsigned char a[SESSION_INDEX_KEY_MAX], b[SESSION_INDEX_KEY_MAX], list[SESSION_LIST_KEY_MAX];
+	unsigned char mine[SESSION_LIST_KEY_MAX], yours[SESSION_LIST_KEY_MAX];
+	size_t a_len = session_index_key(NULL, "org", "p1", 2000, "ses-a", 5, a);
+	size_t b_len = session_index_key(NULL, "org", "p1", 1000, "ses-b", 5, b);
+	size_t list_len = session_list_key(NULL, "org", "p1", list);
+	size_t mine_len, yours_len;
 
 	(void)state;
 	assert_true(memcmp(a, b, a_len < b_len ? a_len : b_len) < 0); /* newer sorts first */
-	assert_memory_equal(a, scope, scope_len);
-	assert_memory_equal(b, scope, scope_len);
+	assert_memory_equal(a, list, list_len);
+	assert_memory_equal(b, list, list_len);
 	/* "" and NULL are the same absent scope; another project differs. */
-	assert_int_equal(session_scope_key(NULL, NULL, a), session_scope_key("", "", b));
-	assert_memory_equal(a, b, 2);
-	assert_true(session_scope_key("org", "p2", a) == scope_len && memcmp(a, scope, scope_len) != 0);
+	assert_int_equal(session_list_key(NULL, NULL, NULL, a), session_list_key(NULL, "", "", b));
+	assert_memory_equal(a, b, 3);
+	assert_true(session_list_key(NULL, "org", "p2", a) == list_len && memcmp(a, list, list_len) != 0);
+	/* Owners' lists are apart from each other and from the list of all,
+	 * and no owner's list is a prefix of another's. */
+	mine_len = session_list_key("al", "org", "p1", mine);
+	yours_len = session_list_key("alice", "org", "p1", yours);
+	assert_true(memcmp(mine, list, list_len < mine_len ? list_len : mine_len) != 0);
+	assert_true(memcmp(mine, yours, mine_len < yours_len ? mine_len : yours_len) != 0);
+	session_index_key("al", "org", "p1", 5, "x", 1, a);
+	assert_memory_equal(a, mine, mine_len);
+}
+
+static void
+test_ledger_keys_and_usage(void **state)
+{
+	unsigned char k1[SESSION_LIST_KEY_MAX], k2[SESSION_LIST_KEY_MAX];
+	unsigned long long add[SESSION_LEDGER_FIELD_COUNT];
+	const char *stop = "{\"type\":\"stop\",\"is_error\":true,\"usage\":{\"duration_ms\":12.5,"
+	                   "\"total_input_tokens\":30,\"total_output_tokens\":40,\"turns\":2}}";
+
+	(void)state;
+	assert_true(session_ledger_key("alice", "", "p1", k1) == session_ledger_key("alice", NULL, "p1", k2));
+	assert_memory_equal(k1, k2, session_ledger_key("alice", "", "p1", k1));
+	assert_int_equal(session_stop_usage(stop, strlen(stop), add), 0);
+	assert_int_equal(add[SESSION_LEDGER_SESSIONS], 0);
+	assert_int_equal(add[SESSION_LEDGER_TURNS], 2);
+	assert_int_equal(add[SESSION_LEDGER_INPUT_TOKENS], 30);
+	assert_int_equal(add[SESSION_LEDGER_OUTPUT_TOKENS], 40);
+	assert_int_equal(add[SESSION_LEDGER_DURATION_MS], 12);
+	assert_int_equal(add[SESSION_LEDGER_ERRORS], 1);
+	assert_int_equal(session_stop_usage("[]", 2, add), -1);
 }
 
 static void
@@ -180,12 +215,14 @@ test_stream_bodies(void **state)
 
 	(void)state;
 	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[]}", 30, &why), SESSION_BODY_OK);
-	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[\"a\"],\"x\":1}", 39, &why),
-	    SESSION_BODY_OK);
-	assert_int_equal(session_check_stream_body("{\"prompt\":\"\",\"index_ids\":[]}", 28, &why), SESSION_BODY_INVALID);
+	assert_int_equal(
+	    session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[\"a\"],\"x\":1}", 39, &why), SESSION_BODY_OK);
+	assert_int_equal(
+	    session_check_stream_body("{\"prompt\":\"\",\"index_ids\":[]}", 28, &why), SESSION_BODY_INVALID);
 	assert_int_equal(session_check_stream_body("{\"index_ids\":[]}", 16, &why), SESSION_BODY_INVALID);
 	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\"}", 15, &why), SESSION_BODY_INVALID);
-	assert_int_equal(session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[2]}", 31, &why), SESSION_BODY_INVALID);
+	assert_int_equal(
+	    session_check_stream_body("{\"prompt\":\"hi\",\"index_ids\":[2]}", 31, &why), SESSION_BODY_INVALID);
 	assert_int_equal(session_check_stream_body("", 0, &why), SESSION_BODY_MALFORMED);
 	assert_int_equal(session_check_stream_body("[]", 2, &why), SESSION_BODY_INVALID);
 }
@@ -194,9 +231,10 @@ static void
 test_stop_and_history_keep_unknown_fields(void **state)
 {
 	const char *session = "{\"last_updated_at\":\"2026-04-22T12:34:41.342245\",\"session_id\":\"ses-1\","
-			      "\"job_metadata\":{\"export_config_ids\":[\"e\"],\"turns\":0},\"future\":[1]}";
-	const char *stop = "{\"type\":\"stop\",\"error\":null,\"is_error\":false,"
-			   "\"usage\":{\"duration_ms\":5,\"total_input_tokens\":3,\"total_output_tokens\":4,\"turns\":1}}";
+	                      "\"job_metadata\":{\"export_config_ids\":[\"e\"],\"turns\":0},\"future\":[1]}";
+	const char *stop =
+	    "{\"type\":\"stop\",\"error\":null,\"is_error\":false,"
+	    "\"usage\":{\"duration_ms\":5,\"total_input_tokens\":3,\"total_output_tokens\":4,\"turns\":1}}";
 	const char *history = "{\"session_id\":\"ses-1\",\"last_updated_at\":\"t\",\"events\":[{}],\"future\":2}";
 	char *out;
 
@@ -228,7 +266,8 @@ main(void)
 		cmocka_unit_test(test_parse_summary),
 		cmocka_unit_test(test_record_round_trip),
 		cmocka_unit_test(test_times),
-		cmocka_unit_test(test_index_keys_order_newest_first_within_a_scope),
+		cmocka_unit_test(test_index_keys_order_newest_first_within_a_list),
+		cmocka_unit_test(test_ledger_keys_and_usage),
 		cmocka_unit_test(test_stream_bodies),
 		cmocka_unit_test(test_stop_and_history_keep_unknown_fields),
 	};

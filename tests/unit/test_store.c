@@ -83,6 +83,15 @@ test_put_get_and_reopen(void **state)
 	evbuffer_free(out);
 }
 
+/* Queues a plain write, as the daemon queues its changes. */
+static struct store_write *
+queue_put(struct store *store, const char *key, size_t key_len, const char *value, size_t value_len, store_write_cb cb,
+    void *arg)
+{
+	struct store_change change = { .key = { key, key_len }, .value = { value, value_len } };
+	return store_queue(store, &change, cb, arg);
+}
+
 struct commit_log {
 	int calls;
 	enum store_result results[8];
@@ -105,9 +114,9 @@ test_deferred_writes_commit_together_then_call_back(void **state)
 	struct store_write *w;
 
 	(void)state;
-	assert_non_null(store_put_deferred(store, "a", 1, "A", 1, NULL, 0, on_commit, &log));
-	assert_non_null(store_put_deferred(store, "b", 1, "B", 1, NULL, 0, on_commit, &log));
-	w = store_put_deferred(store, "c", 1, "C", 1, NULL, 0, on_commit, &forgotten);
+	assert_non_null(queue_put(store, "a", 1, "A", 1, on_commit, &log));
+	assert_non_null(queue_put(store, "b", 1, "B", 1, on_commit, &log));
+	w = queue_put(store, "c", 1, "C", 1, on_commit, &forgotten);
 	assert_non_null(w);
 	store_write_forget(w);
 	/* Nothing runs before the loop turns. */
@@ -130,7 +139,7 @@ test_close_commits_what_is_queued(void **state)
 	struct store *store = open_store(base, 8);
 
 	(void)state;
-	assert_non_null(store_put_deferred(store, "late", 4, "L", 1, NULL, 0, NULL, NULL));
+	assert_non_null(queue_put(store, "late", 4, "L", 1, NULL, NULL));
 	store_close(store);
 	event_base_free(base);
 	store = open_store(NULL, 8);
@@ -219,6 +228,32 @@ test_index_orders_moves_and_forgets(void **state)
 }
 
 static void
+test_ledger_adds_up_in_the_same_commit(void **state)
+{
+	struct store *store = open_store(NULL, 8);
+	unsigned long long got[STORE_LEDGER_FIELDS];
+	struct store_ledger_delta delta = { .key = { "alice/p1", 8 }, .add = { 1, 2, 30, 40, 5, 0 } };
+	struct store_change change = { .key = { "s1", 2 }, .value = { "v", 1 }, .ledger = &delta };
+
+	(void)state;
+	assert_int_equal(store_ledger_get(store, "alice/p1", 8, got), STORE_OK);
+	assert_int_equal(got[0], 0);
+	assert_int_equal(store_apply(store, &change), STORE_OK);
+	change.key.data = "s2";
+	assert_int_equal(store_apply(store, &change), STORE_OK);
+	store_close(store);
+	store = open_store(NULL, 8); /* it survives a reopen */
+	assert_int_equal(store_ledger_get(store, "alice/p1", 8, got), STORE_OK);
+	assert_int_equal(got[0], 2);
+	assert_int_equal(got[1], 4);
+	assert_int_equal(got[2], 60);
+	assert_int_equal(got[3], 80);
+	assert_int_equal(got[4], 10);
+	assert_int_equal(got[5], 0);
+	store_close(store);
+}
+
+static void
 test_unusable_directory_is_reported(void **state)
 {
 	char why[256] = "";
@@ -239,6 +274,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_index_orders_moves_and_forgets, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_ledger_adds_up_in_the_same_commit, make_dir, remove_dir),
 		cmocka_unit_test(test_unusable_directory_is_reported),
 	};
 	return cmocka_run_group_tests_name("unit: store", tests, NULL, NULL);

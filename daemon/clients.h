@@ -1,0 +1,34 @@
+/* clients: who a request comes from (bearer tokens, checked by their SHA-256
+ * in constant time) and how fast each client may go (token buckets). */
+#ifndef LLAMACHATD_CLIENTS_H
+#define LLAMACHATD_CLIENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct clients;
+struct config;
+struct config_client;
+
+/* Builds the client table of config, which must outlive it. Rate buckets of
+ * clients that previous (may be NULL) also had carry over, so a reload does
+ * not refill them. Returns NULL when out of memory; free with clients_free(). */
+struct clients *clients_create(const struct config *config, const struct clients *previous)
+    __attribute__((warn_unused_result));
+void clients_free(struct clients *clients);
+
+/* True when clients are configured (team mode); false in single-user mode. */
+bool clients_enabled(const struct clients *clients);
+
+/* The client whose token an Authorization header value carries ("Bearer
+ * TOKEN"), or NULL. The result points into the config. */
+const struct config_client *clients_authenticate(const struct clients *clients, const char *authorization);
+
+/* Takes one request from the client's bucket at time now_ms (monotonic).
+ * Returns 0 when it may go on, else the whole seconds to wait. */
+long clients_take(struct clients *clients, const struct config_client *client, long long now_ms);
+
+/* SHA-256 of a token, as token_sha256 holds it. */
+void clients_hash_token(const char *token, size_t len, unsigned char out[32]);
+
+#endif

@@ -1,0 +1,21 @@
+/* gate: who a request comes from and what it may ask: client tokens, rate
+ * limits and pinned organization/project. */
+#ifndef LLAMACHATD_GATE_H
+#define LLAMACHATD_GATE_H
+
+#include <stdbool.h>
+
+struct chat_caller;
+struct clients;
+struct evhttp_request;
+
+/* Lets a request in, or answers it (401 unknown token, 429 over the rate,
+ * 403 another scope than the client's pin, 400 malformed query) and returns
+ * false. On success caller says who it is (in single-user mode: nobody, who
+ * may see all), and *query points at the query to use: the request's own,
+ * or a new one with the client's pins added, which the caller frees through
+ * *owned (NULL when nothing was allocated). */
+bool gate_admit(struct clients *clients, struct evhttp_request *req, const char **query, char **owned,
+    struct chat_caller *caller) __attribute__((warn_unused_result));
+
+#endif
