@@ -91,15 +91,26 @@ out:
 }
 
 int
-apikey_load(const char *key_file, char **key, char *why, size_t why_size)
+apikey_load(const char *key_file, char **key, enum apikey_source *source, char *why, size_t why_size)
 {
+	const char *credentials = getenv("CREDENTIALS_DIRECTORY");
 	char *from_env;
 	size_t len;
 
 	*key = NULL;
-	if (key_file != NULL)
+	*source = APIKEY_SOURCE_NONE;
+	if (credentials != NULL && credentials[0] != '\0') {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", credentials, APIKEY_CREDENTIAL);
+		if (access(path, F_OK) == 0) {
+			*source = APIKEY_SOURCE_CREDENTIAL;
+			return apikey_read_file(path, key, why, why_size);
+		}
+	}
+	if (key_file != NULL) {
+		*source = APIKEY_SOURCE_FILE;
 		return apikey_read_file(key_file, key, why, why_size);
-
+	}
 	from_env = getenv(APIKEY_ENV);
 	if (from_env == NULL)
 		return 0;
@@ -113,6 +124,7 @@ apikey_load(const char *key_file, char **key, char *why, size_t why_size)
 		snprintf(why, why_size, "$" APIKEY_ENV ": out of memory");
 		return -1;
 	}
+	*source = APIKEY_SOURCE_ENV;
 	explicit_bzero(from_env, strlen(from_env));
 	unsetenv(APIKEY_ENV);
 	return 0;

@@ -7,9 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "apikey.h"
 #include "chat.h"
+#include "clients.h"
 #include "config.h"
 #include "log.h"
 #include "relay.h"
@@ -50,14 +53,17 @@ usage(FILE *out)
 	    "\n"
 	    "  -c, --config FILE   the configuration file (default %s)\n"
 	    "  -t, --test-config   check the configuration and the API key source, then exit\n"
+	    "      --hash-token    read a client token on standard input and print its line\n"
+	    "                      for the clients list of the configuration\n"
 	    "  -h, --help          show this help and exit\n"
 	    "  -V, --version       show the version and exit\n"
 	    "\n"
-	    "The API key is read from upstream.api_key_file, else from $%s;\n"
-	    "never from the command line.\n"
-	    "Signals: SIGTERM or SIGINT stop after requests in flight finish (a second one\n"
-	    "stops at once); SIGPIPE is ignored.\n",
-	    CONFIG_DEFAULT_PATH, APIKEY_ENV);
+	    "The API key is read from the systemd credential %s, else from\n"
+	    "upstream.api_key_file, else from $%s; never from the command line.\n"
+	    "Signals: SIGHUP reloads the configuration, the key and the clients (a bad\n"
+	    "configuration is refused and the one in force stays); SIGTERM or SIGINT stop\n"
+	    "after requests in flight finish (a second one stops at once).\n",
+	    CONFIG_DEFAULT_PATH, APIKEY_CREDENTIAL, APIKEY_ENV);
 }
 
 static struct config *
@@ -122,13 +128,98 @@ daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 		daemon_exit_loop_when_drained(-1, 0, d);
 }
 
+/* Client connections are capped through the open-file limit: set it to
+ * what max_connections needs, plus room for upstream calls and the store. */
+static void
+daemon_raise_file_limit(const struct config *config)
+{
+	struct rlimit limit;
+	rlim_t wanted = (rlim_t)(config->max_connections + config->max_in_flight + 64);
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+		return;
+	if (limit.rlim_max != RLIM_INFINITY && wanted > limit.rlim_max) {
+		log_warnx("limits.max_connections: the open-file limit allows only %llu descriptors; "
+		          "fewer connections than configured will be served",
+		    (unsigned long long)limit.rlim_max);
+		wanted = limit.rlim_max;
+	}
+	limit.rlim_cur = wanted;
+	if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+		log_warn("cannot set the open-file limit to %llu", (unsigned long long)wanted);
+}
+
+/* Settings a reload cannot change: they are bound into listeners, the
+ * store or the engines at start. */
+static void
+daemon_warn_about_restart_settings(const struct config *old, const struct config *new)
+{
+	bool listen_changed = old->listen_count != new->listen_count;
+
+	for (size_t i = 0; !listen_changed && i < old->listen_count; i++)
+		listen_changed = strcmp(old->listen[i], new->listen[i]) != 0;
+	if (listen_changed)
+		log_warnx("reload: listen changed; it takes effect at the next restart");
+	if (strcmp(old->store_path, new->store_path) != 0 || old->store_map_size_mb != new->store_map_size_mb)
+		log_warnx("reload: store settings changed; they take effect at the next restart");
+	if (strcmp(old->upstream_base_url, new->upstream_base_url) != 0 ||
+	    old->connect_timeout_ms != new->connect_timeout_ms || old->request_timeout_ms != new->request_timeout_ms ||
+	    old->max_response_bytes != new->max_response_bytes || old->max_in_flight != new->max_in_flight ||
+	    old->stream_idle_timeout_ms != new->stream_idle_timeout_ms)
+		log_warnx("reload: upstream settings other than the key changed; they take effect at the next restart");
+	if (old->max_body_bytes != new->max_body_bytes || old->max_header_bytes != new->max_header_bytes ||
+	    old->client_timeout_ms != new->client_timeout_ms || old->stream_buffer_bytes != new->stream_buffer_bytes ||
+	    old->max_event_bytes != new->max_event_bytes || old->max_connections != new->max_connections)
+		log_warnx("reload: limits other than drain_timeout_ms changed; they take effect at the next restart");
+}
+
+/* SIGHUP: the config file, the key and the clients, all or nothing. Calls
+ * in flight finish with the key and client they started with. */
+static void
+daemon_reload(struct daemon *d)
+{
+	struct config_errors errors;
+	struct config *fresh = config_load(d->config->path, &errors);
+	enum apikey_source source;
+	char why[512];
+	char *key = NULL;
+
+	if (fresh == NULL) {
+		for (size_t i = 0; i < errors.count; i++)
+			log_errx("reload: %s", errors.lines[i]);
+		config_errors_free(&errors);
+		log_errx("reload refused: the configuration in force stays");
+		return;
+	}
+	if (apikey_load(fresh->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
+		log_errx("reload refused: %s; the configuration in force stays", why);
+		config_free(fresh);
+		return;
+	}
+	if (server_reload(d->server, fresh) != 0) {
+		log_errx("reload refused: out of memory; the configuration in force stays");
+		apikey_free(key);
+		config_free(fresh);
+		return;
+	}
+	daemon_warn_about_restart_settings(d->config, fresh);
+	if (source != APIKEY_SOURCE_NONE)
+		upstream_set_key(d->upstream, key); /* the old key is wiped */
+	else if (upstream_has_key(d->upstream))
+		log_warnx("reload: no key source other than the environment, which cannot change under a running "
+		          "process; the key in force stays");
+	log_init(fresh->log_level, getenv("JOURNAL_STREAM") != NULL);
+	config_free(d->config);
+	d->config = fresh;
+	log_info("reloaded %s: %zu client(s), %zu route(s)", fresh->path, fresh->client_count, fresh->route_count);
+}
+
 static void
 daemon_on_sighup(evutil_socket_t sig, short what, void *arg)
 {
 	(void)sig;
 	(void)what;
-	(void)arg;
-	log_warnx("SIGHUP: reloading is not supported yet; restart llamachatd to apply changes");
+	daemon_reload(arg);
 }
 
 static void
@@ -168,13 +259,15 @@ daemon_start(struct daemon *d)
 		.max_body_bytes = d->config->max_body_bytes,
 		.max_event_bytes = (size_t)d->config->max_event_bytes,
 	};
+	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
 
-	if (apikey_load(d->config->upstream_api_key_file, &key, why, sizeof(why)) != 0) {
+	if (apikey_load(d->config->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
 		log_errx("%s", why);
 		return -1;
 	}
+	daemon_raise_file_limit(d->config);
 	if ((d->base = event_base_new()) == NULL) {
 		apikey_free(key);
 		log_errx("cannot create the event loop");
@@ -218,14 +311,44 @@ daemon_start(struct daemon *d)
 	return 0;
 }
 
+/* --hash-token: a token on stdin becomes the line for the clients list, so
+ * the token itself never has to be written into the config. */
+static int
+hash_token(void)
+{
+	char line[4096];
+	unsigned char hash[32];
+	size_t len;
+
+	if (isatty(STDIN_FILENO))
+		fprintf(stderr, "Type the client's token, then Enter:\n");
+	if (fgets(line, sizeof(line), stdin) == NULL) {
+		fprintf(stderr, "llamachatd: --hash-token: no token on standard input\n");
+		return 1;
+	}
+	len = strcspn(line, "\r\n");
+	if (len == 0) {
+		fprintf(stderr, "llamachatd: --hash-token: the token is empty\n");
+		return 1;
+	}
+	clients_hash_token(line, len, hash);
+	explicit_bzero(line, sizeof(line));
+	printf("{ name = \"CLIENT-NAME\"; token_sha256 = \"");
+	for (size_t i = 0; i < sizeof(hash); i++)
+		printf("%02x", hash[i]);
+	printf("\"; }\n");
+	return 0;
+}
+
 /* -t: the config parses and checks, and the key source can be read. */
 static int
 test_config(const struct config *config)
 {
+	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
 
-	if (apikey_load(config->upstream_api_key_file, &key, why, sizeof(why)) != 0) {
+	if (apikey_load(config->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
 		fprintf(stderr, "llamachatd: %s\n", why);
 		return 1;
 	}
@@ -244,6 +367,7 @@ main(int argc, char **argv)
 		{ "test-config", no_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "hash-token", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = CONFIG_DEFAULT_PATH;
@@ -265,6 +389,8 @@ main(int argc, char **argv)
 		case 'V':
 			printf("llamachatd %s\n", LLAMACHATD_VERSION);
 			return 0;
+		case 'H':
+			return hash_token();
 		default:
 			usage(stderr);
 			return 2;

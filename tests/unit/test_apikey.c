@@ -53,13 +53,15 @@ static void
 test_key_file_is_read_and_trimmed(void **state)
 {
 	char why[256];
+	enum apikey_source source;
 	char *key = NULL;
 
 	(void)state;
 	write_key_file("llx-secret\n", 0600);
 	setenv(APIKEY_ENV, "from-env", 1);
-	assert_int_equal(apikey_load(path, &key, why, sizeof(why)), 0);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), 0);
 	assert_string_equal(key, "llx-secret"); /* the file wins over the environment */
+	assert_int_equal(source, APIKEY_SOURCE_FILE);
 	apikey_free(key);
 }
 
@@ -67,32 +69,34 @@ static void
 test_key_file_readable_by_others_is_refused(void **state)
 {
 	char why[256];
+	enum apikey_source source;
 	char *key = NULL;
 
 	(void)state;
 	write_key_file("llx-secret\n", 0644);
-	assert_int_equal(apikey_load(path, &key, why, sizeof(why)), -1);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), -1);
 	assert_null(key);
 	assert_non_null(strstr(why, "chmod 600"));
 	assert_null(strstr(why, "llx-secret"));
 	write_key_file("llx-secret\n", 0640);
-	assert_int_equal(apikey_load(path, &key, why, sizeof(why)), -1);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), -1);
 }
 
 static void
 test_bad_key_files(void **state)
 {
 	char why[256];
+	enum apikey_source source;
 	char *key = NULL;
 
 	(void)state;
 	write_key_file("\n", 0600);
-	assert_int_equal(apikey_load(path, &key, why, sizeof(why)), -1);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), -1);
 	assert_non_null(strstr(why, "empty"));
 	write_key_file("llx-a\r\nX-Injected: 1\n", 0600);
-	assert_int_equal(apikey_load(path, &key, why, sizeof(why)), -1);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), -1);
 	assert_non_null(strstr(why, "control"));
-	assert_int_equal(apikey_load("/nonexistent/key", &key, why, sizeof(why)), -1);
+	assert_int_equal(apikey_load("/nonexistent/key", &key, &source, why, sizeof(why)), -1);
 	assert_non_null(strstr(why, "/nonexistent/key"));
 }
 
@@ -100,12 +104,14 @@ static void
 test_environment_key_is_taken_and_wiped(void **state)
 {
 	char why[256];
+	enum apikey_source source;
 	char *key = NULL;
 
 	(void)state;
 	setenv(APIKEY_ENV, "llx-from-env\n", 1);
-	assert_int_equal(apikey_load(NULL, &key, why, sizeof(why)), 0);
+	assert_int_equal(apikey_load(NULL, &key, &source, why, sizeof(why)), 0);
 	assert_string_equal(key, "llx-from-env");
+	assert_int_equal(source, APIKEY_SOURCE_ENV);
 	assert_null(getenv(APIKEY_ENV));
 	apikey_free(key);
 }
@@ -114,15 +120,47 @@ static void
 test_no_key_at_all_is_not_an_error(void **state)
 {
 	char why[256];
+	enum apikey_source source;
 	char *key = (char *)"untouched";
 
 	(void)state;
 	unsetenv(APIKEY_ENV);
-	assert_int_equal(apikey_load(NULL, &key, why, sizeof(why)), 0);
+	assert_int_equal(apikey_load(NULL, &key, &source, why, sizeof(why)), 0);
 	assert_null(key);
 	setenv(APIKEY_ENV, "", 1); /* empty means unset, as for the SDKs */
-	assert_int_equal(apikey_load(NULL, &key, why, sizeof(why)), 0);
+	assert_int_equal(apikey_load(NULL, &key, &source, why, sizeof(why)), 0);
 	assert_null(key);
+}
+
+static void
+test_systemd_credential_comes_first(void **state)
+{
+	char why[256], dir[300], cred[400];
+	enum apikey_source source;
+	char *key = NULL;
+	FILE *f;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s.creds", path);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(cred, sizeof(cred), "%s/llama_cloud_api_key", dir);
+	f = fopen(cred, "w");
+	fputs("llx-from-credential\n", f);
+	fclose(f);
+	chmod(cred, 0400);
+	write_key_file("llx-from-file", 0600);
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), 0);
+	assert_string_equal(key, "llx-from-credential");
+	assert_int_equal(source, APIKEY_SOURCE_CREDENTIAL);
+	apikey_free(key);
+	/* A credentials directory without the key falls back to the file. */
+	unlink(cred);
+	assert_int_equal(apikey_load(path, &key, &source, why, sizeof(why)), 0);
+	assert_string_equal(key, "llx-from-file");
+	apikey_free(key);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	rmdir(dir);
 }
 
 int
@@ -136,6 +174,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_environment_key_is_taken_and_wiped, make_key_file, remove_key_file),
 		cmocka_unit_test_setup_teardown(test_no_key_at_all_is_not_an_error, make_key_file, remove_key_file),
+		cmocka_unit_test_setup_teardown(test_systemd_credential_comes_first, make_key_file, remove_key_file),
 	};
 	return cmocka_run_group_tests_name("unit: apikey", tests, NULL, NULL);
 }
