@@ -52,7 +52,7 @@ $(BUILD)/llamachatd: $(BUILD)/daemon/main.o $(CORE_OBJS)
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(CORE_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
-$(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS)
+$(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS) $(CORE_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
 $(FAKE): $(BUILD)/tests/fake/fake_upstream.o

@@ -121,6 +121,27 @@ config_error_add(struct config_errors *errors, const char *fmt, ...)
 static void config_setting_error(struct config_errors *errors, const char *path, const config_setting_t *setting,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Writes where a setting is, as people name it: "upstream.base_url",
+ * "clients[1].name" (list items counted from 0, as libconfig does). */
+static void
+config_setting_path(const config_setting_t *setting, char *out, size_t size)
+{
+	const config_setting_t *parent = config_setting_parent(setting);
+	size_t used;
+
+	out[0] = '\0';
+	if (parent != NULL && !config_setting_is_root(parent)) {
+		config_setting_path(parent, out, size);
+		used = strlen(out);
+		if (config_setting_name(setting) != NULL)
+			snprintf(out + used, size - used, ".%s", config_setting_name(setting));
+		else
+			snprintf(out + used, size - used, "[%d]", config_setting_index(setting));
+	} else if (config_setting_name(setting) != NULL) {
+		snprintf(out, size, "%s", config_setting_name(setting));
+	}
+}
+
 static void
 config_setting_error(
     struct config_errors *errors, const char *path, const config_setting_t *setting, const char *fmt, ...)
@@ -128,16 +149,12 @@ config_setting_error(
 	char reason[384];
 	char name[128] = "";
 	const char *file = config_setting_source_file(setting);
-	const config_setting_t *parent = config_setting_parent(setting);
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	if (parent != NULL && config_setting_name(parent) != NULL)
-		snprintf(name, sizeof(name), "%s.", config_setting_name(parent));
-	if (config_setting_name(setting) != NULL)
-		strncat(name, config_setting_name(setting), sizeof(name) - strlen(name) - 1);
+	config_setting_path(setting, name, sizeof(name));
 	config_error_add(
 	    errors, "%s:%u: %s: %s", file != NULL ? file : path, config_setting_source_line(setting), name, reason);
 }

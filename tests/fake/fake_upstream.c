@@ -24,7 +24,7 @@
  *   POST /_fake/release  lets a held stream go on
  *   POST /_fake/turn?id= runs a turn on a session without a stream (the
  *                        title, usage and history change upstream only)
- * Usage: fake_upstream --port-file FILE --key KEY */
+ * Usage: fake_upstream --port-file FILE --key KEY [--key KEY2 ...] */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -65,7 +65,8 @@ struct stream {
 
 static struct {
 	struct event_base *base;
-	const char *key;
+	const char *keys[4]; /* the keys it accepts */
+	int key_count;
 	json_t *sessions; /* id -> Session object */
 	json_t *histories; /* id -> array of events */
 	long next_id;
@@ -201,10 +202,9 @@ static json_t *
 run_turn(const char *id, const char *prompt)
 {
 	json_t *session = json_object_get(fake.sessions, id);
-	json_t *meta = json_object_get(session, "job_metadata");
-	json_int_t turns = json_is_object(meta) ? json_integer_value(json_object_get(meta, "turns")) + 1 : 1;
-	json_t *usage = json_pack("{s:i,s:I,s:i,s:I}", "duration_ms", 1234, "total_input_tokens",
-	    (json_int_t)(100 * turns + 11), "total_output_tokens", 7, "turns", turns);
+	/* The usage of this run alone, as the stop event reports it. */
+	json_t *usage = json_pack("{s:i,s:I,s:i,s:i}", "duration_ms", 1234, "total_input_tokens",
+	    (json_int_t)(100 + strlen(prompt)), "total_output_tokens", 7, "turns", 1);
 	json_t *new_meta = json_pack("{s:n,s:n,s:b}", "error", "export_config_ids", "is_error", 0);
 
 	json_object_update(new_meta, usage);
@@ -392,8 +392,12 @@ serve_api(struct evhttp_request *req, const char *mode, long bytes)
 	const char *rest;
 	json_t *session;
 
-	snprintf(expected, sizeof(expected), "Bearer %s", fake.key);
-	if (auth == NULL || strcmp(auth, expected) != 0) {
+	bool known = false;
+	for (int i = 0; i < fake.key_count && auth != NULL; i++) {
+		snprintf(expected, sizeof(expected), "Bearer %s", fake.keys[i]);
+		known = known || strcmp(auth, expected) == 0;
+	}
+	if (!known) {
 		send_detail(req, 401, "Invalid API key");
 		return;
 	}
@@ -599,10 +603,10 @@ main(int argc, char **argv)
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--port-file") == 0)
 			port_file = argv[i + 1];
-		else if (strcmp(argv[i], "--key") == 0)
-			fake.key = argv[i + 1];
+		else if (strcmp(argv[i], "--key") == 0 && fake.key_count < 4)
+			fake.keys[fake.key_count++] = argv[i + 1];
 	}
-	if (port_file == NULL || fake.key == NULL) {
+	if (port_file == NULL || fake.key_count == 0) {
 		fprintf(stderr, "usage: fake_upstream --port-file FILE --key KEY\n");
 		return 2;
 	}

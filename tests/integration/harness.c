@@ -130,7 +130,7 @@ fake_start(struct fake_upstream *fake, const char *dir)
 {
 	char port_file[512], log_path[512];
 	char *argv[] = { (char *)env_or("FAKE_UPSTREAM_BIN", "fake_upstream"), "--port-file", port_file, "--key",
-		HARNESS_KEY, NULL };
+		HARNESS_KEY, "--key", HARNESS_KEY2, NULL };
 
 	snprintf(fake->dir, sizeof(fake->dir), "%s", dir);
 	snprintf(port_file, sizeof(port_file), "%s/fake.port", dir);
@@ -424,7 +424,13 @@ harness_daemon_bin(void)
 int
 run_command(char *const argv[], const char *env_key, const char *env_value, char **output)
 {
-	char path[512];
+	return run_command_input(argv, NULL, env_key, env_value, output);
+}
+
+int
+run_command_input(char *const argv[], const char *input, const char *env_key, const char *env_value, char **output)
+{
+	char path[512], in_path[512];
 	char *dir = harness_make_dir("cmd");
 	pid_t pid;
 	int status;
@@ -433,9 +439,17 @@ run_command(char *const argv[], const char *env_key, const char *env_value, char
 	if (dir == NULL)
 		return -1;
 	snprintf(path, sizeof(path), "%s/output", dir);
+	snprintf(in_path, sizeof(in_path), "%s/input", dir);
+	if (input != NULL) {
+		FILE *f = fopen(in_path, "w");
+		if (f != NULL) {
+			fputs(input, f);
+			fclose(f);
+		}
+	}
 	pid = fork();
 	if (pid == 0) {
-		int in = open("/dev/null", O_RDONLY);
+		int in = open(input != NULL ? in_path : "/dev/null", O_RDONLY);
 		int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		dup2(in, 0);
 		dup2(out, 1);
@@ -453,6 +467,7 @@ run_command(char *const argv[], const char *env_key, const char *env_value, char
 	}
 	*output = read_file(path);
 	unlink(path);
+	unlink(in_path);
 	rmdir(dir);
 	free(dir);
 	if (*output == NULL)

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #define HARNESS_KEY "llx-real-upstream-key-7f3a9c"
+#define HARNESS_KEY2 "llx-rotated-upstream-key-0b41e2" /* the fake takes it too */
 
 struct fake_upstream {
 	pid_t pid;
@@ -37,7 +38,8 @@ char *harness_make_dir(const char *name);
 /* Removes dir and everything below it. */
 void harness_remove_dir(const char *dir);
 
-/* Starts the fake with HARNESS_KEY as the one key it accepts. Returns 0 or -1. */
+/* Starts the fake with HARNESS_KEY and HARNESS_KEY2 as the keys it accepts.
+ * Returns 0 or -1. */
 int fake_start(struct fake_upstream *fake, const char *dir);
 void fake_stop(struct fake_upstream *fake);
 /* GET /_fake/stats as a new JSON object (caller decrefs), or NULL. */
@@ -80,6 +82,9 @@ char *daemon_url(const struct daemon_process *d, const char *path, char *buf, si
  * (unset when env_value is NULL); its stdout and stderr, merged, go into a
  * new string in *output. Returns the exit status, or -1. */
 int run_command(char *const argv[], const char *env_key, const char *env_value, char **output);
+
+/* Like run_command() with input (may be NULL) on its standard input. */
+int run_command_input(char *const argv[], const char *input, const char *env_key, const char *env_value, char **output);
 
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);

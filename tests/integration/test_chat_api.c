@@ -376,7 +376,7 @@ test_stream_relays_events_and_records_usage_then_title(void **state)
 	/* The usage is in the store by the time the stream has ended. */
 	doc = summary(id, "HIT");
 	meta = json_object_get(doc, "job_metadata");
-	assert_int_equal(json_integer_value(json_object_get(meta, "total_input_tokens")), 111);
+	assert_int_equal(json_integer_value(json_object_get(meta, "total_input_tokens")), 126);
 	assert_int_equal(json_integer_value(json_object_get(meta, "total_output_tokens")), 7);
 	assert_int_equal(json_integer_value(json_object_get(meta, "turns")), 1);
 	assert_true(json_is_false(json_object_get(meta, "is_error")));

@@ -151,6 +151,109 @@ test_an_address_in_use_fails_clearly(void **state)
 	assert_int_equal(daemon_stop(&first), 0);
 }
 
+static void
+test_hash_token_prints_the_config_line(void **state)
+{
+	char *argv[] = { (char *)harness_daemon_bin(), "--hash-token", NULL };
+	char *out;
+
+	(void)state;
+	/* sha256("s3cret") */
+	assert_int_equal(run_command_input(argv, "s3cret\n", NULL, NULL, &out), 0);
+	assert_non_null(
+	    strstr(out, "token_sha256 = \"1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0\""));
+	assert_null(strstr(out, "s3cret"));
+	free(out);
+	assert_int_equal(run_command_input(argv, "\n", NULL, NULL, &out), 1);
+	free(out);
+}
+
+static void
+test_no_open_gateway_by_accident(void **state)
+{
+	char conf[512], text[1024], *out;
+
+	(void)state;
+	write_file(
+	    "open.conf", "listen = [ \"0.0.0.0:0\" ];\nstore = { path = \"/tmp/x\"; };\n", 0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
+	assert_non_null(strstr(out, ":1: listen: \"0.0.0.0:0\" is not loopback"));
+	free(out);
+	assert_int_equal(run("-c", conf, NULL, NULL, &out), 1);
+	assert_non_null(strstr(out, "not loopback"));
+	free(out);
+	/* With clients, a network address is fine. */
+	snprintf(text, sizeof(text),
+	    "listen = [ \"0.0.0.0:0\" ];\nstore = { path = \"/tmp/x\"; };\n"
+	    "clients = ( { name = \"a\"; token_sha256 = \"%064d\"; } );\n",
+	    0);
+	write_file("team.conf", text, 0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 0);
+	free(out);
+}
+
+static void
+test_bad_clients_are_named(void **state)
+{
+	char conf[512], *out;
+
+	(void)state;
+	write_file("clients.conf",
+	    "clients = (\n"
+	    "  { name = \"a b\"; token_sha256 = \"00\"; },\n"
+	    "  { name = \"ok\"; token_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; "
+	    "rate_per_s = -1; },\n"
+	    "  { name = \"ok\"; token_sha256 = \"1111111111111111111111111111111111111111111111111111111111111111\"; "
+	    "}\n"
+	    ");\n",
+	    0644, conf, sizeof(conf));
+	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
+	assert_non_null(strstr(out, ":2: clients[0].name: must be 1 to 64"));
+	assert_non_null(strstr(out, ":2: clients[0].token_sha256: must be the 64 hex digits"));
+	assert_non_null(strstr(out, ":3: clients[1].rate_per_s"));
+	free(out);
+}
+
+static void
+test_unix_socket_gets_its_mode(void **state)
+{
+	struct daemon_process d;
+	char sock[512], extra[600];
+	struct stat st;
+	FILE *f;
+
+	(void)state;
+	daemon_write_config(&d, dir, harness_unused_port(), NULL, NULL, NULL);
+	snprintf(sock, sizeof(sock), "%s/llamachatd.sock", dir);
+	f = fopen(d.conf_path, "a");
+	snprintf(extra, sizeof(extra), "unix_socket = { mode = \"0600\"; };\n");
+	fputs(extra, f);
+	fclose(f);
+	/* Listen on the socket as well as on loopback. */
+	{
+		char *text = NULL;
+		size_t len = 0;
+		FILE *in = fopen(d.conf_path, "r");
+		fseek(in, 0, SEEK_END);
+		len = (size_t)ftell(in);
+		fseek(in, 0, SEEK_SET);
+		text = calloc(1, len + 1);
+		assert_int_equal(fread(text, 1, len, in), len);
+		fclose(in);
+		f = fopen(d.conf_path, "w");
+		fprintf(f, "%s", strstr(text, "\n") + 1); /* drop the listen line */
+		fprintf(f, "listen = [ \"127.0.0.1:0\", \"unix:%s\" ];\n", sock);
+		fclose(f);
+		free(text);
+	}
+	assert_int_equal(daemon_start(&d, NULL), 0);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(daemon_stop(&d), 0);
+	assert_int_not_equal(stat(sock, &st), 0); /* removed at stop */
+}
+
 /* The configs shipped in conf/ must stay valid as the code moves. */
 static void
 test_shipped_configs_are_valid(void **state)
@@ -179,6 +282,10 @@ main(void)
 		cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
 		cmocka_unit_test(test_an_address_in_use_fails_clearly),
 		cmocka_unit_test(test_shipped_configs_are_valid),
+		cmocka_unit_test(test_hash_token_prints_the_config_line),
+		cmocka_unit_test(test_no_open_gateway_by_accident),
+		cmocka_unit_test(test_bad_clients_are_named),
+		cmocka_unit_test(test_unix_socket_gets_its_mode),
 	};
 	return cmocka_run_group_tests_name("integration: command line", tests, make_dir, remove_dir);
 }
