@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -412,6 +413,10 @@ main(int argc, char **argv)
 	}
 	log_init(d.config->log_level, getenv("JOURNAL_STREAM") != NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* The key lives in this process's memory (and in libcurl's copies of
+	 * headers): no core dump and no ptrace by the same user may read it. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		log_warn("cannot mark the process as not dumpable");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_errx("cannot initialise libcurl");
 		config_free(d.config);

@@ -254,6 +254,50 @@ test_unix_socket_gets_its_mode(void **state)
 	assert_int_not_equal(stat(sock, &st), 0); /* removed at stop */
 }
 
+/* More clients than max_connections allows wait at the door, nobody
+ * crashes, and once they leave the daemon serves again. */
+static void
+test_connection_cap_holds_and_recovers(void **state)
+{
+	struct daemon_process d;
+	struct http_response r;
+	char url[256], sub[512];
+	int fds[200];
+	int opened = 0;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/cap", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	daemon_write_config(&d, sub, harness_unused_port(), "max_in_flight = 1;",
+	    "max_connections = 16; client_timeout_ms = 20000;", NULL);
+	assert_int_equal(daemon_start(&d, NULL), 0);
+	for (int i = 0; i < 200; i++) {
+		fds[i] = harness_connect(d.port); /* the kernel's backlog takes what the daemon does not */
+		if (fds[i] >= 0)
+			opened++;
+	}
+	for (int i = 0; i < 100 && !daemon_log_contains(&d, "accept failed"); i++)
+		usleep(10000);
+	assert_true(daemon_log_contains(&d, "accept failed"));
+	for (int i = 0; i < 200; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	/* Served again once the crowd is gone. */
+	for (int i = 0; i < 100; i++) {
+		if (http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r) == 0 && r.status == 404) {
+			http_response_free(&r);
+			break;
+		}
+		http_response_free(&r);
+		usleep(50000);
+	}
+	assert_int_equal(http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 404);
+	http_response_free(&r);
+	assert_true(opened > 16);
+	assert_int_equal(daemon_stop(&d), 0);
+}
+
 /* The configs shipped in conf/ must stay valid as the code moves. */
 static void
 test_shipped_configs_are_valid(void **state)
@@ -286,6 +330,7 @@ main(void)
 		cmocka_unit_test(test_no_open_gateway_by_accident),
 		cmocka_unit_test(test_bad_clients_are_named),
 		cmocka_unit_test(test_unix_socket_gets_its_mode),
+		cmocka_unit_test(test_connection_cap_holds_and_recovers),
 	};
 	return cmocka_run_group_tests_name("integration: command line", tests, make_dir, remove_dir);
 }
