@@ -4,7 +4,7 @@
 VERSION := 0.1.0
 CC ?= cc
 SANITIZE ?=
-PKGS := libevent libcurl jansson lmdb libconfig libcrypto
+PKGS := libevent libcurl jansson lmdb libconfig libcrypto libsystemd
 
 # Each compiler and sanitizer setting builds into its own tree.
 BUILD := build/$(notdir $(CC))$(if $(SANITIZE),-sanitize)

@@ -104,6 +104,28 @@ address_is_local(const struct address *addr)
 	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&addr->sockaddr)->sin6_addr);
 }
 
+bool
+address_matches(const struct address *addr, const struct sockaddr *sa, socklen_t len)
+{
+	if (sa->sa_family != addr->sockaddr.ss_family)
+		return false;
+	if (sa->sa_family == AF_UNIX)
+		return strcmp(((const struct sockaddr_un *)sa)->sun_path,
+		           ((const struct sockaddr_un *)&addr->sockaddr)->sun_path) == 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&addr->sockaddr,
+		                         *b = (const struct sockaddr_in *)sa;
+		return len >= sizeof(*b) && a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&addr->sockaddr,
+		                          *b = (const struct sockaddr_in6 *)sa;
+		return len >= sizeof(*b) && a->sin6_port == b->sin6_port &&
+		    memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+	}
+	return false;
+}
+
 void
 address_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t size)
 {

@@ -21,6 +21,9 @@ int address_parse(const char *text, struct address *out, const char **why) __att
 /* True for a unix socket or a loopback IP address (127.0.0.0/8, ::1). */
 bool address_is_local(const struct address *addr);
 
+/* True when a bound socket address sa is the address addr names. */
+bool address_matches(const struct address *addr, const struct sockaddr *sa, socklen_t len);
+
 /* Writes a printable form of a bound socket address ("127.0.0.1:43121",
  * "unix:/run/x.sock") into buf. */
 void address_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t size);

@@ -16,6 +16,7 @@
 #include "clients.h"
 #include "config.h"
 #include "log.h"
+#include "notify.h"
 #include "relay.h"
 #include "server.h"
 #include "store.h"
@@ -38,6 +39,7 @@ struct daemon {
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
 	struct event *drain_check;
+	struct notify *notify;
 	bool draining;
 	struct timeval drain_deadline;
 };
@@ -79,6 +81,18 @@ load_config_or_report(const char *path)
 	return config;
 }
 
+static long daemon_in_flight(const struct daemon *d);
+
+/* The STATUS= line systemd shows. */
+static void
+daemon_status_line(char *line, unsigned long size, void *arg)
+{
+	struct daemon *d = arg;
+
+	snprintf(line, size, "%ld request(s) in flight, %ld stream(s), %ld session(s) stored", daemon_in_flight(d),
+	    relay_engine_active(d->relays), store_count(d->store));
+}
+
 /* Client requests not answered yet: chat calls, streams, passed-through calls. */
 static long
 daemon_in_flight(const struct daemon *d)
@@ -117,6 +131,7 @@ daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	d->draining = true;
+	notify_stopping();
 	log_info("signal %d: no longer accepting; stopping once %ld request(s) in flight finish", (int)sig,
 	    daemon_in_flight(d));
 	server_stop_accepting(d->server);
@@ -174,21 +189,19 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 		log_warnx("reload: limits other than drain_timeout_ms changed; they take effect at the next restart");
 }
 
-/* SIGHUP: the config file, the key and the clients, all or nothing. Calls
- * in flight finish with the key and client they started with. */
+/* The reload proper, with the config just read (NULL, with its errors,
+ * when it did not load). */
 static void
-daemon_reload(struct daemon *d)
+daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors *errors)
 {
-	struct config_errors errors;
-	struct config *fresh = config_load(d->config->path, &errors);
 	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
 
 	if (fresh == NULL) {
-		for (size_t i = 0; i < errors.count; i++)
-			log_errx("reload: %s", errors.lines[i]);
-		config_errors_free(&errors);
+		for (size_t i = 0; i < errors->count; i++)
+			log_errx("reload: %s", errors->lines[i]);
+		config_errors_free(errors);
 		log_errx("reload refused: the configuration in force stays");
 		return;
 	}
@@ -215,6 +228,19 @@ daemon_reload(struct daemon *d)
 	log_info("reloaded %s: %zu client(s), %zu route(s)", fresh->path, fresh->client_count, fresh->route_count);
 }
 
+/* SIGHUP: the config file, the key and the clients, all or nothing. Calls
+ * in flight finish with the key and client they started with. systemd hears
+ * RELOADING=1 first and READY=1 when it is over, refused or not. */
+static void
+daemon_reload(struct daemon *d)
+{
+	struct config_errors errors;
+
+	notify_reloading();
+	daemon_reload_with(d, config_load(d->config->path, &errors), &errors);
+	notify_ready(d->notify);
+}
+
 static void
 daemon_on_sighup(evutil_socket_t sig, short what, void *arg)
 {
@@ -235,6 +261,7 @@ daemon_stop(struct daemon *d)
 	store_close(d->store);
 	if (d->drain_check != NULL)
 		event_free(d->drain_check);
+	notify_free(d->notify);
 	if (d->sigterm != NULL)
 		event_free(d->sigterm);
 	if (d->sigint != NULL)
@@ -307,6 +334,12 @@ daemon_start(struct daemon *d)
 		log_errx("cannot install signal handlers");
 		return -1;
 	}
+	if ((d->notify = notify_create(d->base, daemon_status_line, d)) == NULL) {
+		log_errx("out of memory");
+		return -1;
+	}
+	/* Listeners are up and the store is open: ready, in the log and for systemd. */
+	notify_ready(d->notify);
 	log_info("llamachatd %s ready: upstream %s, store %s (%ld sessions)", LLAMACHATD_VERSION,
 	    d->config->upstream_base_url, d->config->store_path, store_count(d->store));
 	return 0;

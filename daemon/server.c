@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <grp.h>
+#include <systemd/sd-daemon.h>
 
 #include "address.h"
 #include "clients.h"
@@ -29,6 +30,7 @@
 #define SUMMARY_SUFFIX "/summary"
 #define STREAM_SUFFIX "/messages/stream"
 #define LISTEN_BACKLOG 1024
+#define SERVER_MAX_LISTENERS (CONFIG_MAX_LISTEN + 16) /* the config's and systemd's */
 #define ACCEPT_PAUSE_MS 100
 
 struct server_listener {
@@ -43,7 +45,7 @@ struct server {
 	struct clients *clients; /* owned */
 	struct chat *chat;
 	struct relay_engine *relays;
-	struct server_listener listeners[CONFIG_MAX_LISTEN];
+	struct server_listener listeners[SERVER_MAX_LISTENERS];
 	size_t listener_count;
 };
 
@@ -290,15 +292,41 @@ server_set_socket_access(const struct config *config, const char *path, char *wh
 	return 0;
 }
 
+/* Serves HTTP on a listening socket fd, which the listener then owns (it is
+ * closed on failure too). origin says where it came from, for the log. */
+static int
+server_serve_socket(struct server *server, struct event_base *base, int fd, struct server_listener *l,
+    const char *origin, char *why, size_t why_size)
+{
+	struct sockaddr_storage bound;
+	socklen_t bound_len = sizeof(bound);
+	char shown[128];
+
+	l->listener = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (l->listener == NULL) {
+		close(fd);
+		snprintf(why, why_size, "cannot listen: out of memory");
+		return -1;
+	}
+	l->resume = evtimer_new(base, server_resume_accepting, l);
+	if (l->resume == NULL || evhttp_bind_listener(server->http, l->listener) == NULL) {
+		snprintf(why, why_size, "cannot attach a listener to the HTTP server");
+		return -1;
+	}
+	evconnlistener_set_error_cb(l->listener, server_on_accept_error);
+	getsockname(fd, (struct sockaddr *)&bound, &bound_len);
+	address_format((struct sockaddr *)&bound, bound_len, shown, sizeof(shown));
+	log_info("listening on %s%s", shown, origin);
+	return 0;
+}
+
+/* Binds a listen address of the config and serves it. */
 static int
 server_open_listener(struct server *server, struct event_base *base, const char *text, struct server_listener *l,
     char *why, size_t why_size)
 {
 	struct address addr;
 	const char *reason;
-	struct sockaddr_storage bound;
-	socklen_t bound_len = sizeof(bound);
-	char shown[128];
 	int fd = -1, one = 1;
 
 	if (address_parse(text, &addr, &reason) != 0) {
@@ -325,25 +353,77 @@ server_open_listener(struct server *server, struct event_base *base, const char 
 		close(fd);
 		return -1;
 	}
-	l->listener = evconnlistener_new(base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	l->resume = evtimer_new(base, server_resume_accepting, l);
-	if (l->listener == NULL || l->resume == NULL)
-		goto fail;
-	fd = -1; /* the listener owns it now */
-	if (evhttp_bind_listener(server->http, l->listener) == NULL) {
-		snprintf(why, why_size, "listen \"%s\": cannot attach to the HTTP server", text);
-		return -1;
-	}
-	evconnlistener_set_error_cb(l->listener, server_on_accept_error);
-	getsockname(evconnlistener_get_fd(l->listener), (struct sockaddr *)&bound, &bound_len);
-	address_format((struct sockaddr *)&bound, bound_len, shown, sizeof(shown));
-	log_info("listening on %s", shown);
-	return 0;
+	return server_serve_socket(server, base, fd, l, "", why, why_size);
 fail:
 	snprintf(why, why_size, "listen \"%s\": %s", text, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	return -1;
+}
+
+/* Serves the sockets systemd passed (socket activation). A config listen
+ * address that one of them matches is not bound again (taken[i] is set). */
+static int
+server_adopt_passed_sockets(struct server *server, struct event_base *base, bool *taken, char *why, size_t why_size)
+{
+	int passed = sd_listen_fds(1);
+
+	if (passed < 0) {
+		snprintf(why, why_size, "cannot take the sockets systemd passed: %s", strerror(-passed));
+		return -1;
+	}
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + passed; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		bool matched = false;
+		struct server_listener *l;
+
+		if (server->listener_count == SERVER_MAX_LISTENERS) {
+			log_warnx("systemd passed more sockets than llamachatd serves (%d); closing the rest",
+			    SERVER_MAX_LISTENERS);
+			close(fd);
+			continue;
+		}
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+		    sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+			log_warnx("systemd passed descriptor %d, which is no listening stream socket; ignoring it", fd);
+			continue;
+		}
+		for (size_t i = 0; i < server->config->listen_count; i++) {
+			struct address addr;
+			const char *reason;
+			if (!taken[i] && address_parse(server->config->listen[i], &addr, &reason) == 0 &&
+			    address_matches(&addr, (struct sockaddr *)&ss, len)) {
+				taken[i] = true;
+				matched = true;
+				break;
+			}
+		}
+		if (!matched)
+			log_warnx(
+			    "a socket systemd passed matches no listen address of the config; serving it all the same");
+		if (server->config->client_count == 0) {
+			struct address passed_addr = { .sockaddr_len = len, .is_unix = ss.ss_family == AF_UNIX };
+			memcpy(&passed_addr.sockaddr, &ss, sizeof(ss));
+			if (!address_is_local(&passed_addr)) {
+				char shown[128];
+				address_format((struct sockaddr *)&ss, len, shown, sizeof(shown));
+				snprintf(why, why_size,
+				    "systemd passed %s, which is not loopback: without clients (single-user mode) "
+				    "llamachatd "
+				    "serves loopback and unix sockets only; configure clients to serve a network",
+				    shown);
+				close(fd);
+				return -1;
+			}
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		l = &server->listeners[server->listener_count++];
+		if (server_serve_socket(server, base, fd, l, " (from systemd)", why, why_size) != 0)
+			return -1;
+	}
+	return 0;
 }
 
 struct server *
@@ -380,13 +460,19 @@ server_create(struct event_base *base, const struct config *config, struct chat 
 	evhttp_set_timeout_tv(server->http, &timeout);
 	evhttp_set_flags(server->http, EVHTTP_SERVER_LINGERING_CLOSE);
 
+	bool taken[CONFIG_MAX_LISTEN] = { false };
+	if (server_adopt_passed_sockets(server, base, taken, why, why_size) != 0) {
+		server_free(server);
+		return NULL;
+	}
 	for (size_t i = 0; i < config->listen_count; i++) {
-		if (server_open_listener(server, base, config->listen[i], &server->listeners[i], why, why_size) != 0) {
-			server->listener_count = i + 1;
+		if (taken[i])
+			continue;
+		if (server_open_listener(server, base, config->listen[i], &server->listeners[server->listener_count++],
+		        why, why_size) != 0) {
 			server_free(server);
 			return NULL;
 		}
-		server->listener_count = i + 1;
 	}
 	server_running = server;
 	return server;

@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -33,7 +36,39 @@ struct store {
 	struct event *commit_event;
 	struct store_write *queue_head, **queue_tail;
 	char *path;
+	int lock_fd; /* held by the daemon that writes here; -1 for readers */
 };
+
+/* One daemon per store: a second one would interleave its own commits and
+ * caches. Takes an exclusive lock on path/llamachatd.lock and writes our pid
+ * into it, so the one refused can say who holds it. */
+static int
+store_take_lock(struct store *store, char *why, size_t why_size)
+{
+	char lock_path[4096], holder[32] = "?";
+	ssize_t got;
+
+	snprintf(lock_path, sizeof(lock_path), "%s/llamachatd.lock", store->path);
+	store->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (store->lock_fd < 0) {
+		snprintf(why, why_size, "%s: cannot open: %s", lock_path, strerror(errno));
+		return -1;
+	}
+	if (flock(store->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		got = pread(store->lock_fd, holder, sizeof(holder) - 1, 0);
+		holder[got > 0 ? got : 0] = '\0';
+		holder[strcspn(holder, "\n")] = '\0';
+		snprintf(why, why_size, "%s: the store is in use by another llamachatd (pid %s)", store->path,
+		    holder[0] != '\0' ? holder : "?");
+		return -1;
+	}
+	if (ftruncate(store->lock_fd, 0) == 0) {
+		int len = snprintf(holder, sizeof(holder), "%ld\n", (long)getpid());
+		if (pwrite(store->lock_fd, holder, (size_t)len, 0) != len)
+			log_warn("%s: cannot write our pid", lock_path);
+	}
+	return 0;
+}
 
 /* mkdir -p with mode 0700 for what it creates. */
 static int
@@ -72,10 +107,13 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 		goto fail;
 	}
 	store->queue_tail = &store->queue_head;
+	store->lock_fd = -1;
 	if (store_make_directory(path) != 0) {
 		snprintf(why, why_size, "%s: cannot create the store directory: %s", path, strerror(errno));
 		goto fail;
 	}
+	if (base != NULL && store_take_lock(store, why, why_size) != 0)
+		goto fail;
 	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_mapsize(store->env, map_size_mb << 20)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(store->env, 8)) != 0 ||
 	    (rc = mdb_env_open(store->env, path, MDB_NOTLS, 0600)) != 0) {
@@ -478,6 +516,8 @@ store_close(struct store *store)
 		mdb_txn_abort(store->reader);
 	if (store->env != NULL)
 		mdb_env_close(store->env);
+	if (store->lock_fd >= 0)
+		close(store->lock_fd); /* releases the lock */
 	free(store->path);
 	free(store);
 }

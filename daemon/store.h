@@ -44,9 +44,10 @@ enum store_result {
 };
 
 /* Opens (creating it if needed) the store in directory path with a map of
- * map_size_mb MiB. base may be NULL for tools that only use the synchronous
- * calls. Returns a store the caller frees with store_close(), or NULL with a
- * reason in why. */
+ * map_size_mb MiB. With an event base (the daemon) it also takes the
+ * store's lock, so that a second daemon on the same store fails at start;
+ * base may be NULL for tools that read, which never take it. Returns a
+ * store the caller frees with store_close(), or NULL with a reason in why. */
 struct store *store_open(struct event_base *base, const char *path, size_t map_size_mb, char *why, size_t why_size)
     __attribute__((warn_unused_result));
 

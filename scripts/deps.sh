@@ -5,7 +5,8 @@
 set -eu
 
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
-libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev"
+libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev \
+systemd man-db"
 [ "${1:-}" = "--with-clang" ] && packages="$packages clang clang-format"
 
 missing=""

@@ -284,7 +284,8 @@ test_connection_cap_holds_and_recovers(void **state)
 			close(fds[i]);
 	/* Served again once the crowd is gone. */
 	for (int i = 0; i < 100; i++) {
-		if (http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r) == 0 && r.status == 404) {
+		if (http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r) == 0 &&
+		    r.status == 404) {
 			http_response_free(&r);
 			break;
 		}

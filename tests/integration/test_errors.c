@@ -306,7 +306,19 @@ test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 	snprintf(sub, sizeof(sub), "%s/nokey", dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
 	daemon_write_config(&d, sub, fake.port, NULL, NULL, NULL);
-	/* Point it at the main daemon's store: LMDB serves both processes. */
+	/* One daemon per store: a second one on the main daemon's store is
+	 * refused, so the main one steps aside for the keyless one. */
+	{
+		FILE *conf = fopen(d.conf_path, "w");
+		fprintf(conf, "listen = [\"127.0.0.1:0\"];\nstore = { path = \"%s/store\"; };\n", dir);
+		fclose(conf);
+		char *argv[] = { (char *)harness_daemon_bin(), "-c", d.conf_path, NULL };
+		char *out;
+		assert_int_equal(run_command(argv, "LLAMA_CLOUD_API_KEY", NULL, &out), 1);
+		assert_non_null(strstr(out, "in use by another llamachatd (pid"));
+		free(out);
+	}
+	assert_int_equal(daemon_stop(&main_daemon), 0);
 	FILE *f = fopen(d.conf_path, "w");
 	fprintf(f,
 	    "listen = [\"127.0.0.1:0\"];\nupstream = { base_url = \"http://127.0.0.1:%d\"; };\n"
@@ -328,6 +340,7 @@ test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 	assert_true(says_no_retry(&r));
 	http_response_free(&r);
 	assert_int_equal(daemon_stop(&d), 0);
+	assert_int_equal(daemon_start(&main_daemon, HARNESS_KEY), 0);
 }
 
 static void
