@@ -35,7 +35,16 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all deps run test tests check-config clean format check-style
+.PHONY: all deps run test tests check-config clean format check-style install uninstall
+
+# Where `make install` puts things; DESTDIR stages them elsewhere.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/llamachatd
+SUBST = sed -e 's|@BINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 
 
 all: deps $(BUILD)/llamachatd
 
@@ -77,6 +86,33 @@ format:
 
 check-style:
 	clang-format --dry-run --Werror daemon/*.[ch] tests/*/*.[ch]
+
+# The daemon, its units, its man pages, and a config only where none is.
+install: all
+	install -D -m 0755 $(BUILD)/llamachatd $(DESTDIR)$(SBINDIR)/llamachatd
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	$(SUBST) systemd/llamachatd.service.in > $(DESTDIR)$(UNITDIR)/llamachatd.service
+	install -m 0644 systemd/llamachatd.socket $(DESTDIR)$(UNITDIR)/llamachatd.socket
+	$(SUBST) man/llamachatd.8 > $(DESTDIR)$(MANDIR)/man8/llamachatd.8
+	$(SUBST) man/llamachatd.conf.5 > $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5
+	install -m 0644 conf/llamachatd.conf $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/llamachatd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf ]; then \
+		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf"; \
+	else \
+		$(SUBST) conf/llamachatd.installed.conf > $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf; \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf; \
+	fi
+	@echo "installed; next: put the key in $(SYSCONFDIR)/llamachatd/api_key (mode 600),"
+	@echo "then: systemctl daemon-reload && systemctl enable --now llamachatd.socket"
+
+# Everything install put in place but the config and the key, which are yours.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/llamachatd $(DESTDIR)$(UNITDIR)/llamachatd.service \
+	    $(DESTDIR)$(UNITDIR)/llamachatd.socket $(DESTDIR)$(MANDIR)/man8/llamachatd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5 $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/llamachatd (config and key) and /var/lib/llamachatd (the store)"
 
 clean:
 	rm -rf build

@@ -86,9 +86,10 @@ read_file(const char *path)
 	return text;
 }
 
-/* Starts argv[0] with stdout and stderr into log_path and stdin from /dev/null. */
+/* Starts argv[0] with stdout and stderr into log_path and stdin from
+ * /dev/null, with the key (or none) and env entries added. */
 static pid_t
-spawn(char *const argv[], const char *log_path, const char *key)
+spawn_with(char *const argv[], const char *log_path, const char *key, char *const *env)
 {
 	pid_t pid = fork();
 
@@ -105,8 +106,16 @@ spawn(char *const argv[], const char *log_path, const char *key)
 		setenv("LLAMA_CLOUD_API_KEY", key, 1);
 	else
 		unsetenv("LLAMA_CLOUD_API_KEY");
-	execv(argv[0], argv);
+	for (size_t i = 0; env != NULL && env[i] != NULL; i++)
+		putenv(env[i]);
+	execvp(argv[0], argv);
 	_exit(127);
+}
+
+static pid_t
+spawn(char *const argv[], const char *log_path, const char *key)
+{
+	return spawn_with(argv, log_path, key, NULL);
 }
 
 static int
@@ -250,15 +259,40 @@ daemon_print_log(const struct daemon_process *d, const char *why)
 int
 daemon_start(struct daemon_process *d, const char *key)
 {
-	char *argv[] = { (char *)harness_daemon_bin(), "-c", d->conf_path, NULL };
+	return daemon_start_with(d, key, NULL, NULL);
+}
 
+int
+daemon_start_with(struct daemon_process *d, const char *key, char *const *env, char *const *wrapper)
+{
+	if (daemon_spawn_with(d, key, env, wrapper) != 0)
+		return -1;
+	return daemon_wait_ready(d);
+}
+
+int
+daemon_spawn_with(struct daemon_process *d, const char *key, char *const *env, char *const *wrapper)
+{
+	char *argv[16];
+	size_t n = 0;
 	FILE *log = fopen(d->log_path, "w"); /* each start gets a fresh log */
+
 	if (log != NULL)
 		fclose(log);
+	for (size_t i = 0; wrapper != NULL && wrapper[i] != NULL && n < 12; i++)
+		argv[n++] = wrapper[i];
+	argv[n++] = (char *)harness_daemon_bin();
+	argv[n++] = "-c";
+	argv[n++] = d->conf_path;
+	argv[n] = NULL;
 	d->port = 0;
-	d->pid = spawn(argv, d->log_path, key);
-	if (d->pid < 0)
-		return -1;
+	d->pid = spawn_with(argv, d->log_path, key, env);
+	return d->pid < 0 ? -1 : 0;
+}
+
+int
+daemon_wait_ready(struct daemon_process *d)
+{
 	for (long waited = 0; waited < START_WAIT_MS; waited += WAIT_STEP_MS) {
 		if (daemon_log_contains(d, " ready: ") && (d->port = daemon_find_port(d)) > 0)
 			return 0;

@@ -58,6 +58,16 @@ void daemon_write_config(struct daemon_process *d, const char *dir, int upstream
 /* Starts llamachatd with d->conf_path, stderr into dir/daemon.log, the key in
  * $LLAMA_CLOUD_API_KEY unless key is NULL. Waits until it listens. */
 int daemon_start(struct daemon_process *d, const char *key);
+/* Like daemon_start(), with extra "NAME=value" environment entries (env,
+ * NULL-terminated, may be NULL) and the daemon started through wrapper (a
+ * NULL-terminated argv prefix such as systemd-socket-activate, may be NULL). */
+int daemon_start_with(struct daemon_process *d, const char *key, char *const *env, char *const *wrapper);
+
+/* daemon_start_with() in two halves: start it, then wait until it says it is
+ * ready (for wrappers that wait for a first connection before starting it). */
+int daemon_spawn_with(struct daemon_process *d, const char *key, char *const *env, char *const *wrapper);
+int daemon_wait_ready(struct daemon_process *d);
+
 /* SIGTERM, then waits; returns the exit status (0 is a clean stop), or -1.
  * Prints the daemon's log when the stop was not clean. */
 int daemon_stop(struct daemon_process *d);
