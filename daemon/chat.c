@@ -536,49 +536,50 @@ chat_is_json_content_type(const char *value)
 }
 
 bool
-chat_check_json_body(struct chat *chat, struct evhttp_request *req)
+chat_take_json_body(
+    struct chat *chat, struct evhttp_request *req, chat_body_check check, const char **body, size_t *len)
 {
 	struct evbuffer *input = evhttp_request_get_input_buffer(req);
-	size_t body_len = evbuffer_get_length(input);
 	const char *content_type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	const char *why = NULL;
 
-	if (body_len > (size_t)chat->settings.max_body_bytes) {
+	*len = evbuffer_get_length(input);
+	if (*len > (size_t)chat->settings.max_body_bytes) {
 		reply_errorf(req, 413, REPLY_RETRY_WONT_HELP,
 		    "the request body is larger than limits.max_body_bytes (%ld bytes)", chat->settings.max_body_bytes);
 		return false;
 	}
-	if (body_len > 0 && !chat_is_json_content_type(content_type)) {
+	if (*len > 0 && !chat_is_json_content_type(content_type)) {
 		reply_error(
 		    req, 415, REPLY_RETRY_WONT_HELP, "the request body must be sent as Content-Type: application/json");
 		return false;
 	}
-	return true;
+	*body = (const char *)evbuffer_pullup(input, -1);
+	switch (check(*body, *len, &why)) {
+	case SESSION_BODY_OK:
+		return true;
+	case SESSION_BODY_MALFORMED:
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
+		return false;
+	case SESSION_BODY_INVALID:
+	default:
+		reply_error(req, 422, REPLY_RETRY_WONT_HELP, why);
+		return false;
+	}
 }
 
 void
 chat_handle_create(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query)
 {
-	struct evbuffer *input = evhttp_request_get_input_buffer(req);
-	size_t body_len = evbuffer_get_length(input);
+	size_t body_len;
 	const char *body, *why = NULL;
 	struct chat_scope scope;
 	struct chat_call *call;
 	bool has_query = query != NULL && query[0] != '\0';
 	char *path;
 
-	if (!chat_check_json_body(chat, req))
+	if (!chat_take_json_body(chat, req, session_check_create_body, &body, &body_len))
 		return;
-	body = (const char *)evbuffer_pullup(input, -1);
-	switch (session_check_create_body(body, body_len, &why)) {
-	case SESSION_BODY_OK:
-		break;
-	case SESSION_BODY_MALFORMED:
-		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
-		return;
-	case SESSION_BODY_INVALID:
-		reply_error(req, 422, REPLY_RETRY_WONT_HELP, why);
-		return;
-	}
 	if (chat_read_scope(query, &scope, &why) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;

@@ -73,9 +73,15 @@ enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_cal
 /* The 404 a caller gets for a session it may not see. */
 void chat_reply_not_found(struct evhttp_request *req);
 
-/* Checks a JSON request body's size and content type; answers 413 or 415
- * and returns false when it will not do. */
-bool chat_check_json_body(struct chat *chat, struct evhttp_request *req);
+/* Checks a JSON body's shape; see session_check_create_body(). */
+typedef enum session_body_check (*chat_body_check)(const char *body, size_t len, const char **why);
+
+/* Takes a request's JSON body after checking its size (413), content type
+ * (415) and shape with check (400 malformed, 422 wrong shape); answers the
+ * client and returns false when it will not do. *body points into the
+ * request's input buffer. */
+bool chat_take_json_body(
+    struct chat *chat, struct evhttp_request *req, chat_body_check check, const char **body, size_t *len);
 
 /* Fetches id's summary from upstream in the background and stores it; no
  * client waits for it. */

@@ -172,8 +172,7 @@ void
 chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
-	struct evbuffer *input = evhttp_request_get_input_buffer(req);
-	size_t body_len = evbuffer_get_length(input);
+	size_t body_len;
 	const char *body, *why = NULL;
 	struct chat_stream *stream;
 	struct chat_scope scope;
@@ -181,19 +180,9 @@ chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct c
 	char id[SESSION_ID_MAX + 1];
 	char *path;
 
-	if (!chat_take_session_id(req, raw_id, raw_len, id) || !chat_check_json_body(chat, req))
+	if (!chat_take_session_id(req, raw_id, raw_len, id) ||
+	    !chat_take_json_body(chat, req, session_check_stream_body, &body, &body_len))
 		return;
-	body = (const char *)evbuffer_pullup(input, -1);
-	switch (session_check_stream_body(body, body_len, &why)) {
-	case SESSION_BODY_OK:
-		break;
-	case SESSION_BODY_MALFORMED:
-		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
-		return;
-	case SESSION_BODY_INVALID:
-		reply_error(req, 422, REPLY_RETRY_WONT_HELP, why);
-		return;
-	}
 	if (chat_read_scope(query, &scope, &why) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;

@@ -509,6 +509,37 @@ run_command_input(char *const argv[], const char *input, const char *env_key, co
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+size_t
+harness_body_sink(char *data, size_t size, size_t count, void *userp)
+{
+	struct harness_body *b = userp;
+	size_t len = size * count;
+
+	if (b->len + len < sizeof(b->data)) {
+		memcpy(b->data + b->len, data, len);
+		b->len += len;
+		b->data[b->len] = '\0';
+	}
+	return len;
+}
+
+int
+harness_send_raw_stream(int port, const char *id, const char *body)
+{
+	char request[1024];
+	int fd = harness_connect(port);
+	int len = snprintf(request, sizeof(request),
+	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s",
+	    id, strlen(body), body);
+
+	if (fd >= 0 && (len <= 0 || (size_t)len >= sizeof(request) || write(fd, request, (size_t)len) != len)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 long
 harness_rss_kib(pid_t pid)
 {

@@ -99,6 +99,20 @@ int run_command_input(char *const argv[], const char *input, const char *env_key
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);
 
+/* A response body collected by libcurl, cut at HARNESS_BODY_MAX bytes. */
+#define HARNESS_BODY_MAX 8192
+struct harness_body {
+	char data[HARNESS_BODY_MAX];
+	size_t len;
+};
+
+/* CURLOPT_WRITEFUNCTION for a struct harness_body. */
+size_t harness_body_sink(char *data, size_t size, size_t count, void *userp);
+
+/* Opens a connection to port and writes a raw message-stream request for
+ * session id with body; returns the socket (the caller reads or closes it). */
+int harness_send_raw_stream(int port, const char *id, const char *body);
+
 /* The resident memory of a process in KiB (VmRSS), or -1. */
 long harness_rss_kib(pid_t pid);
 

@@ -461,7 +461,7 @@ static void
 test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 {
 	const char *body = "{\"prompt\":\"flood\",\"index_ids\":[]}";
-	char id[64], request[512];
+	char id[64];
 	long rss_before, rss_during, sent, aborted;
 	int fd;
 	json_t *doc;
@@ -473,13 +473,8 @@ test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 	assert_int_equal(fake_fault(&fake, "{\"mode\":\"flood\",\"bytes\":52428800}"), 0);
 
 	/* A client that asks for a stream and then reads nothing. */
-	fd = harness_connect(daemon_proc.port);
+	fd = harness_send_raw_stream(daemon_proc.port, id, body);
 	assert_true(fd >= 0);
-	snprintf(request, sizeof(request),
-	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s",
-	    id, strlen(body), body);
-	assert_true(write(fd, request, strlen(request)) > 0);
 
 	/* Wait until the transfer has stalled: the bytes upstream sent stop
 	 * growing once every buffer on the way is full. */
@@ -514,7 +509,7 @@ static void
 test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 {
 	const char *body = "{\"prompt\":\"quiet\",\"index_ids\":[]}";
-	char id[64], request[512], got[4096], url[128];
+	char id[64], got[4096], url[128];
 	size_t have = 0;
 	long aborted;
 	int fd;
@@ -524,13 +519,8 @@ test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
 	assert_int_equal(fake_fault(&fake, "{\"mode\":\"hold\"}"), 0);
-	fd = harness_connect(daemon_proc.port);
+	fd = harness_send_raw_stream(daemon_proc.port, id, body);
 	assert_true(fd >= 0);
-	snprintf(request, sizeof(request),
-	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s",
-	    id, strlen(body), body);
-	assert_true(write(fd, request, strlen(request)) > 0);
 	/* Read until the first event is in, then leave. */
 	while (have < sizeof(got) - 1 && strstr(got, "\n\n\r\n") == NULL) {
 		ssize_t n = read(fd, got + have, sizeof(got) - 1 - have);
@@ -557,19 +547,14 @@ static void
 test_hang_up_before_upstream_answers_cancels_it(void **state)
 {
 	const char *body = "{\"prompt\":\"early\",\"index_ids\":[]}";
-	char id[64], request[512];
+	char id[64];
 	int fd;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
 	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":3000}"), 0);
-	fd = harness_connect(daemon_proc.port);
+	fd = harness_send_raw_stream(daemon_proc.port, id, body);
 	assert_true(fd >= 0);
-	snprintf(request, sizeof(request),
-	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-	    "Content-Length: %zu\r\n\r\n%s",
-	    id, strlen(body), body);
-	assert_true(write(fd, request, strlen(request)) > 0);
 	usleep(100000);
 	close(fd);
 	for (int i = 0; i < 200 && !daemon_log_contains(&daemon_proc, "went away before upstream answered"); i++)

@@ -256,25 +256,6 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 	http_response_free(&r);
 }
 
-struct body_sink {
-	char data[4096];
-	size_t len;
-};
-
-static size_t
-sink(char *data, size_t size, size_t count, void *userp)
-{
-	struct body_sink *s = userp;
-	size_t len = size * count;
-
-	if (s->len + len < sizeof(s->data)) {
-		memcpy(s->data + s->len, data, len);
-		s->len += len;
-		s->data[s->len] = '\0';
-	}
-	return len;
-}
-
 static void
 test_upstream_connection_is_reused(void **state)
 {
@@ -302,7 +283,7 @@ test_stop_lets_a_create_in_flight_finish(void **state)
 	CURL *curl = curl_easy_init();
 	CURLM *multi = curl_multi_init();
 	struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
-	struct body_sink body = { .len = 0 };
+	struct harness_body body = { .len = 0 };
 	char url[256], path[128], value[16];
 	long status = 0;
 	int running = 1;
@@ -314,7 +295,7 @@ test_stop_lets_a_create_in_flight_finish(void **state)
 	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)));
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{}");
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, harness_body_sink);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
 	curl_easy_setopt(curl, CURLOPT_PROXY, "");
 	curl_multi_add_handle(multi, curl);
@@ -353,7 +334,7 @@ test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 {
 	CURLM *multi = curl_multi_init();
 	CURL *easy[CONCURRENT];
-	static struct body_sink bodies[CONCURRENT];
+	static struct harness_body bodies[CONCURRENT];
 	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
 	char url[256];
 	int running = 1;
@@ -367,7 +348,7 @@ test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 		curl_easy_setopt(easy[i], CURLOPT_URL, url);
 		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, "{\"index_ids\":[\"idx-a\"]}");
 		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, sink);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, harness_body_sink);
 		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
 		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
 		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");

@@ -284,25 +284,6 @@ test_three_streamed_turns_by_two_clients(void **state)
 	assert_int_equal(alice_sums[SESSION_LEDGER_TURNS], 2);
 }
 
-struct body {
-	char data[8192];
-	size_t len;
-};
-
-static size_t
-keep_body(char *data, size_t size, size_t count, void *userp)
-{
-	struct body *b = userp;
-	size_t len = size * count;
-
-	if (b->len + len < sizeof(b->data)) {
-		memcpy(b->data + b->len, data, len);
-		b->len += len;
-		b->data[b->len] = '\0';
-	}
-	return len;
-}
-
 static void
 test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 {
@@ -315,7 +296,7 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	int running = 1;
 	long status = 0;
 	FILE *f;
-	static struct body got;
+	static struct harness_body got;
 	struct http_response r;
 
 	(void)state;
@@ -332,7 +313,7 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(curl, CURLOPT_PROXY, "");
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, keep_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, harness_body_sink);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got);
 	curl_multi_add_handle(multi, curl);
 	for (int i = 0; i < 200 && fake_count(&fake, "streams") == 0; i++) {

@@ -300,32 +300,13 @@ test_notify_protocol_and_watchdog(void **state)
 	assert_true(daemon_log_contains(&d, "<6>llamachatd 0."));
 }
 
-struct body {
-	char data[8192];
-	size_t len;
-};
-
-static size_t
-keep_body(char *data, size_t size, size_t count, void *userp)
-{
-	struct body *b = userp;
-	size_t len = size * count;
-
-	if (b->len + len < sizeof(b->data)) {
-		memcpy(b->data + b->len, data, len);
-		b->len += len;
-		b->data[b->len] = '\0';
-	}
-	return len;
-}
-
 static void
 test_stop_lets_a_stream_in_flight_finish(void **state)
 {
 	struct fake_upstream fake;
 	struct daemon_process d;
 	char sub[512], url[256], path[256], id[2][64];
-	static struct body got;
+	static struct harness_body got;
 	struct http_response r;
 	CURL *curl;
 	CURLM *multi;
@@ -357,7 +338,7 @@ test_stop_lets_a_stream_in_flight_finish(void **state)
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{\"prompt\":\"during a stop\",\"index_ids\":[]}");
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(curl, CURLOPT_PROXY, "");
-	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, keep_body);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, harness_body_sink);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
 	curl_multi_add_handle(multi, curl);
