@@ -35,27 +35,34 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all deps run test tests check-config clean format check-style install uninstall
+.PHONY: all deps deps-tests run test tests check-config clean format check-style install uninstall
 
 # Where `make install` puts things; DESTDIR stages them elsewhere.
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
+BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/llamachatd
 SUBST = sed -e 's|@BINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 
 
-all: deps $(BUILD)/llamachatd
+all: deps $(BUILD)/llamachatd $(BUILD)/llamachatctl
 
 deps:
 	@scripts/deps.sh $(DEPS_FLAGS)
+
+deps-tests:
+	@scripts/deps.sh $(DEPS_FLAGS) --for-tests
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/llamachatd: $(BUILD)/daemon/main.o $(CORE_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/llamachatctl: $(BUILD)/ctl/llamachatctl.o $(CORE_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(CORE_OBJS)
@@ -67,7 +74,7 @@ $(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS) $(CORE_OBJS)
 $(FAKE): $(BUILD)/tests/fake/fake_upstream.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-tests: deps $(BUILD)/llamachatd $(FAKE) $(UNIT_TESTS) $(IT_TESTS)
+tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(UNIT_TESTS) $(IT_TESTS)
 
 # Runs every suite; the last line is "N passed, M failed".
 test: tests
@@ -82,19 +89,22 @@ check-config: all
 	$(BUILD)/llamachatd -t -c conf/llamachatd.conf
 
 format:
-	clang-format -i daemon/*.[ch] tests/*/*.[ch]
+	clang-format -i daemon/*.[ch] ctl/*.c tests/*/*.[ch]
 
 check-style:
-	clang-format --dry-run --Werror daemon/*.[ch] tests/*/*.[ch]
+	clang-format --dry-run --Werror daemon/*.[ch] ctl/*.c tests/*/*.[ch]
 
 # The daemon, its units, its man pages, and a config only where none is.
 install: all
 	install -D -m 0755 $(BUILD)/llamachatd $(DESTDIR)$(SBINDIR)/llamachatd
-	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -D -m 0755 $(BUILD)/llamachatctl $(DESTDIR)$(BINDIR)/llamachatctl
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(DOCDIR)
 	$(SUBST) systemd/llamachatd.service.in > $(DESTDIR)$(UNITDIR)/llamachatd.service
 	install -m 0644 systemd/llamachatd.socket $(DESTDIR)$(UNITDIR)/llamachatd.socket
 	$(SUBST) man/llamachatd.8 > $(DESTDIR)$(MANDIR)/man8/llamachatd.8
 	$(SUBST) man/llamachatd.conf.5 > $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5
+	$(SUBST) man/llamachatctl.1 > $(DESTDIR)$(MANDIR)/man1/llamachatctl.1
 	install -m 0644 conf/llamachatd.conf $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/llamachatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf ]; then \
@@ -108,9 +118,10 @@ install: all
 
 # Everything install put in place but the config and the key, which are yours.
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/llamachatd $(DESTDIR)$(UNITDIR)/llamachatd.service \
+	rm -f $(DESTDIR)$(SBINDIR)/llamachatd $(DESTDIR)$(BINDIR)/llamachatctl $(DESTDIR)$(UNITDIR)/llamachatd.service \
 	    $(DESTDIR)$(UNITDIR)/llamachatd.socket $(DESTDIR)$(MANDIR)/man8/llamachatd.8 \
-	    $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5 $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
+	    $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5 $(DESTDIR)$(MANDIR)/man1/llamachatctl.1 \
+	    $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/llamachatd (config and key) and /var/lib/llamachatd (the store)"
 

@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "access.h"
 #include "chat_private.h"
 #include "log.h"
 #include "reply.h"
@@ -84,10 +85,8 @@ chat_get_counters(const struct chat *chat)
 	return &chat->counters;
 }
 
-static void chat_on_client_close(struct evhttp_connection *evcon, void *arg);
-
 /* A background call acts for nobody and may touch everything. */
-static const struct chat_caller chat_daemon_itself = { "", true };
+static const struct chat_caller chat_daemon_itself = { "", true, NULL };
 
 static struct chat_call *
 chat_call_new(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, enum chat_kind kind)
@@ -118,9 +117,7 @@ chat_call_take_request(struct chat_call *call)
 	struct evhttp_request *req = call->req;
 
 	if (req != NULL) {
-		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-		if (evcon != NULL)
-			evhttp_connection_set_closecb(evcon, NULL, NULL);
+		access_set_on_gone(call->caller.access, NULL, NULL);
 		call->req = NULL;
 		call->chat->pending--;
 	}
@@ -171,12 +168,11 @@ chat_call_reply_upstream(struct chat_call *call)
 /* The client hung up while its call waited: stop waiting for it. A queued
  * store write still commits, so what upstream created is not lost. */
 static void
-chat_on_client_close(struct evhttp_connection *evcon, void *arg)
+chat_on_client_gone(void *arg)
 {
 	struct chat_call *call = arg;
 	struct evhttp_request *req = call->req;
 
-	(void)evcon;
 	log_debug("chat: the client went away before its answer");
 	call->req = NULL;
 	call->chat->pending--;
@@ -440,10 +436,10 @@ chat_store_answer(struct chat_call *call)
 		}
 		if (call->kind == CHAT_CREATE) {
 			/* The creator owns it, and the ledger counts it, in one commit. */
-			unsigned char key[SESSION_LIST_KEY_MAX];
+			unsigned char key[SESSION_LEDGER_KEY_MAX];
 			struct store_ledger_delta delta = { .key = { key, 0 } };
-			delta.key.len = session_ledger_key(
-			    call->caller.name, call->scope.organization_id, call->scope.project_id, key);
+			delta.key.len = session_ledger_key(call->caller.name, call->scope.organization_id,
+			    call->scope.project_id, session_day_of(chat_now_us()), key);
 			delta.add[SESSION_LEDGER_SESSIONS] = 1;
 			call->write = chat_store_summary(
 			    call->chat, body, len, &call->scope, call->caller.name, &delta, chat_on_stored, call);
@@ -466,6 +462,8 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	bool ok;
 
 	call->upstream = NULL;
+	if (call->req != NULL && call->caller.access != NULL)
+		call->caller.access->upstream_seconds = response->total_seconds;
 	if (response->error != UPSTREAM_OK) {
 		struct evhttp_request *req = chat_call_take_request(call);
 		call->chat->counters.upstream_failures++;
@@ -520,7 +518,7 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 	}
 	call->state = CHAT_FORWARDING;
 	if (call->req != NULL)
-		evhttp_connection_set_closecb(evhttp_request_get_connection(call->req), chat_on_client_close, call);
+		access_set_on_gone(call->caller.access, chat_on_client_gone, call);
 }
 
 /* True when the Content-Type names JSON (parameters such as charset allowed). */

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct access_entry;
 struct chat;
 struct evhttp_request;
 struct relay_engine;
@@ -26,6 +27,7 @@ struct chat_counters {
 struct chat_caller {
 	char name[CHAT_CALLER_NAME_MAX + 1]; /* "" in single-user mode */
 	bool see_all; /* may see and touch every session */
+	struct access_entry *access; /* the request's record; may be NULL */
 };
 
 struct chat_settings {

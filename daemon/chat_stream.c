@@ -111,7 +111,7 @@ stream_record_usage(struct chat_stream *stream)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct session_record rec;
-	unsigned char key[SESSION_LIST_KEY_MAX];
+	unsigned char key[SESSION_LEDGER_KEY_MAX];
 	struct store_ledger_delta delta = { .key = { key, 0 } };
 	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
 	char *updated = NULL;
@@ -122,7 +122,8 @@ stream_record_usage(struct chat_stream *stream)
 		    rec.organization_id ? rec.organization_id : "");
 		snprintf(
 		    project, sizeof(project), "%.*s", (int)rec.project_id_len, rec.project_id ? rec.project_id : "");
-		delta.key.len = session_ledger_key(stream->caller.name, org, project, key);
+		delta.key.len =
+		    session_ledger_key(stream->caller.name, org, project, session_day_of(stream_now_us()), key);
 		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, stream_now_us());
 	}
 	if (updated != NULL)
@@ -211,6 +212,6 @@ chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct c
 	request.body = body;
 	request.body_len = body_len;
 	/* A stream that reached upstream ran a turn: retrying would run another. */
-	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
+	relay_start(chat->relays, req, caller->access, &request, true, &stream_observer, stream);
 	free(path);
 }

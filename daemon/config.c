@@ -55,6 +55,7 @@ static const struct setting_spec config_specs[] = {
 	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
 	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
 	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
+	{ "log", "access_log", SETTING_STRING, AT(access_log), 0, 0 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
@@ -91,7 +92,8 @@ config_set_defaults(struct config *c)
 	if (c->routes[0].prefix == NULL)
 		return -1;
 	c->log_level = LOG_LEVEL_INFO;
-	if (c->listen[0] == NULL || c->upstream_base_url == NULL || c->store_path == NULL)
+	c->access_log = strdup("stderr");
+	if (c->listen[0] == NULL || c->upstream_base_url == NULL || c->store_path == NULL || c->access_log == NULL)
 		return -1;
 	return 0;
 }
@@ -402,11 +404,12 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 				    errors, c->path, m, "must be an id (no spaces, '&', '=', '?', '#', '%%' or '/')");
 			else
 				*target = strdup(text);
-		} else if (strcmp(field, "see_all") == 0) {
+		} else if (strcmp(field, "see_all") == 0 || strcmp(field, "metrics") == 0) {
+			bool *target = field[0] == 's' ? &client.see_all : &client.metrics;
 			if (config_setting_type(m) != CONFIG_TYPE_BOOL)
 				config_setting_error(errors, c->path, m, "must be true or false");
 			else
-				client.see_all = config_setting_get_bool(m) != 0;
+				*target = config_setting_get_bool(m) != 0;
 		} else if (strcmp(field, "rate_per_s") == 0) {
 			if (!config_get_number(m, &client.rate_per_s) || client.rate_per_s < 0 ||
 			    client.rate_per_s > 1e6)
@@ -708,6 +711,7 @@ config_free(struct config *c)
 	config_free_routes(c);
 	config_free_clients(c);
 	free(c->unix_socket_group);
+	free(c->access_log);
 	free(c->path);
 	free(c->upstream_base_url);
 	free(c->upstream_api_key_file);

@@ -32,6 +32,7 @@ struct config_client {
 	bool see_all; /* may see and touch every session */
 	double rate_per_s; /* requests per second; 0: no limit */
 	double burst; /* requests allowed at once */
+	bool metrics; /* may read /metrics */
 };
 
 /* One allowed upstream path prefix ("/api/v1/chat" covers it and what lies
@@ -79,6 +80,7 @@ struct config {
 	long max_connections;
 
 	enum log_level log_level;
+	char *access_log; /* "stderr", "off" or a file */
 };
 
 /* Error messages collected while loading, each "file:line: setting: reason". */

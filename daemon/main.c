@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -15,7 +16,9 @@
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
+#include "access.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "relay.h"
 #include "server.h"
@@ -35,6 +38,8 @@ struct daemon {
 	struct store *store;
 	struct upstream *upstream;
 	struct relay_engine *relays;
+	struct metrics *metrics;
+	struct access_log *access;
 	struct chat *chat;
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
@@ -142,6 +147,15 @@ daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopexit(d->base, NULL);
 	else
 		daemon_exit_loop_when_drained(-1, 0, d);
+}
+
+static double
+daemon_monotonic_now(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
 /* Client connections are capped through the open-file limit: set it to
@@ -257,6 +271,8 @@ daemon_stop(struct daemon *d)
 	relay_engine_free(d->relays);
 	chat_free(d->chat);
 	server_free(d->server);
+	access_log_free(d->access);
+	metrics_free(d->metrics);
 	upstream_free(d->upstream);
 	store_close(d->store);
 	if (d->drain_check != NULL)
@@ -322,10 +338,36 @@ daemon_start(struct daemon *d)
 		log_errx("out of memory");
 		return -1;
 	}
-	if ((d->server = server_create(d->base, d->config, d->chat, d->relays, why, sizeof(why))) == NULL) {
+	if ((d->metrics = metrics_create()) == NULL) {
+		log_errx("out of memory");
+		return -1;
+	}
+	if ((d->access = access_log_create(d->config->access_log, d->metrics, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
 	}
+	struct server_parts parts = {
+		.chat = d->chat,
+		.relays = d->relays,
+		.access = d->access,
+		.metrics = d->metrics,
+		.store = d->store,
+		.upstream = d->upstream,
+		.started = daemon_monotonic_now(),
+	};
+	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
+		log_errx("%s", why);
+		return -1;
+	}
+	struct metrics_sources sources = {
+		.chat = d->chat,
+		.relays = d->relays,
+		.store = d->store,
+		.upstream = d->upstream,
+		.connections_accepted = server_connections_accepted(d->server),
+		.started = parts.started,
+	};
+	metrics_set_sources(d->metrics, &sources);
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);
 	d->sigint = evsignal_new(d->base, SIGINT, daemon_on_stop_signal, d);
 	d->sighup = evsignal_new(d->base, SIGHUP, daemon_on_sighup, d);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "access.h"
 #include "log.h"
 #include "reply.h"
 #include "upstream.h"
@@ -35,6 +36,7 @@ struct relay_engine {
 	struct upstream_stream stream;
 	LIST_HEAD(, relay) relays;
 	long active;
+	unsigned long long bytes;
 };
 
 struct relay {
@@ -46,6 +48,7 @@ struct relay {
 	struct evbuffer *chunk;
 	bool started; /* the client's answer has begun */
 	bool may_have_acted;
+	struct access_entry *access; /* the request's record; NULL once answered */
 	const struct relay_observer *observer;
 	void *arg;
 };
@@ -76,6 +79,12 @@ relay_engine_active(const struct relay_engine *engine)
 	return engine->active;
 }
 
+unsigned long long
+relay_engine_bytes(const struct relay_engine *engine)
+{
+	return engine->bytes;
+}
+
 static struct evhttp_connection *
 relay_connection(const struct relay *relay)
 {
@@ -102,10 +111,8 @@ relay_free(struct relay *relay)
 static void
 relay_detach(struct relay *relay)
 {
-	struct evhttp_connection *evcon = relay_connection(relay);
-
-	if (evcon != NULL)
-		evhttp_connection_set_closecb(evcon, NULL, NULL);
+	access_set_on_gone(relay->access, NULL, NULL);
+	relay->access = NULL;
 }
 
 void
@@ -122,12 +129,12 @@ relay_finish(struct relay *relay)
 
 /* The connection failed under us (evhttp noticed it while writing). */
 static void
-relay_on_client_close(struct evhttp_connection *evcon, void *arg)
+relay_on_client_gone(void *arg)
 {
 	struct relay *relay = arg;
 	struct evhttp_request *req = relay->req;
 
-	(void)evcon;
+	relay->access = NULL; /* it is going away with the connection */
 	log_debug("relay: the client went away mid-answer; cancelling its upstream transfer");
 	relay->req = NULL;
 	/* A request evhttp has let go of is ours to free; ending it does that. */
@@ -206,6 +213,9 @@ relay_on_data(const char *data, size_t len, void *arg)
 		return UPSTREAM_FLOW_PAUSE;
 	if (relay->observer != NULL && relay->observer->on_data != NULL)
 		relay->observer->on_data(relay, data, len, relay->arg);
+	if (relay->access != NULL)
+		relay->access->streamed_bytes += len;
+	relay->engine->bytes += len;
 	evbuffer_add(relay->chunk, data, len);
 	evhttp_send_reply_chunk_with_cb(relay->req, relay->chunk, relay_on_drained, relay);
 	return UPSTREAM_FLOW_TAKEN;
@@ -218,6 +228,8 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 	bool complete = response->error == UPSTREAM_OK;
 
 	relay->call = NULL;
+	if (relay->access != NULL)
+		relay->access->upstream_seconds = response->total_seconds;
 	if (!relay->started) {
 		struct evhttp_request *req = relay->req;
 		relay_detach(relay);
@@ -236,8 +248,8 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 }
 
 void
-relay_start(struct relay_engine *engine, struct evhttp_request *req, const struct upstream_request *ureq,
-    bool may_have_acted, const struct relay_observer *observer, void *arg)
+relay_start(struct relay_engine *engine, struct evhttp_request *req, struct access_entry *access,
+    const struct upstream_request *ureq, bool may_have_acted, const struct relay_observer *observer, void *arg)
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct upstream_request streamed = *ureq;
@@ -270,7 +282,8 @@ relay_start(struct relay_engine *engine, struct evhttp_request *req, const struc
 		relay_free(relay);
 		return;
 	}
-	evhttp_connection_set_closecb(evcon, relay_on_client_close, relay);
+	relay->access = access;
+	access_set_on_gone(access, relay_on_client_gone, relay);
 	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
 	relay->hangup_watch = event_new(engine->base, fd, EV_READ, relay_on_client_readable, relay);
 	if (relay->hangup_watch != NULL)

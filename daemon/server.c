@@ -19,6 +19,10 @@
 #include "address.h"
 #include "clients.h"
 #include "gate.h"
+#include "health.h"
+#include "metrics.h"
+#include "access.h"
+#include <event2/bufferevent.h>
 #include "chat.h"
 #include "config.h"
 #include "log.h"
@@ -43,8 +47,8 @@ struct server {
 	struct evhttp *http;
 	const struct config *config; /* swapped by server_reload() */
 	struct clients *clients; /* owned */
-	struct chat *chat;
-	struct relay_engine *relays;
+	struct server_parts parts;
+	unsigned long long connections_accepted;
 	struct server_listener listeners[SERVER_MAX_LISTENERS];
 	size_t listener_count;
 };
@@ -119,6 +123,14 @@ server_reply_method_not_allowed(struct evhttp_request *req, const char *allow)
 	reply_errorf(req, 405, REPLY_RETRY_WONT_HELP, "this path takes %s", allow);
 }
 
+/* Names the route of a request for the metrics. */
+static void
+server_label(const struct chat_caller *caller, const char *route)
+{
+	if (caller->access != NULL)
+		caller->access->route = route;
+}
+
 static bool
 server_ends_with(const char *text, size_t len, const char *suffix)
 {
@@ -138,10 +150,11 @@ server_route_chat(struct server *server, struct evhttp_request *req, const struc
 	if (strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0 || (rest[0] != '\0' && rest[0] != '/'))
 		return false;
 	if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
+		server_label(caller, method == EVHTTP_REQ_POST ? "create" : "list");
 		if (method == EVHTTP_REQ_POST)
-			chat_handle_create(server->chat, req, caller, query);
+			chat_handle_create(server->parts.chat, req, caller, query);
 		else if (method == EVHTTP_REQ_GET)
-			chat_handle_list(server->chat, req, caller, query);
+			chat_handle_list(server->parts.chat, req, caller, query);
 		else
 			server_reply_method_not_allowed(req, "GET, POST");
 		return true;
@@ -149,25 +162,28 @@ server_route_chat(struct server *server, struct evhttp_request *req, const struc
 	id = rest + 1;
 	len = strlen(id);
 	if (strchr(id, '/') == NULL) {
+		server_label(caller, method == EVHTTP_REQ_DELETE ? "delete" : "history");
 		if (method == EVHTTP_REQ_GET)
-			chat_handle_history(server->chat, req, caller, id, len, query);
+			chat_handle_history(server->parts.chat, req, caller, id, len, query);
 		else if (method == EVHTTP_REQ_DELETE)
-			chat_handle_delete(server->chat, req, caller, id, len, query);
+			chat_handle_delete(server->parts.chat, req, caller, id, len, query);
 		else
 			server_reply_method_not_allowed(req, "GET, DELETE");
 		return true;
 	}
 	/* An id holding '/' still lands here, to get a clear 400. */
 	if (server_ends_with(id, len, SUMMARY_SUFFIX)) {
+		server_label(caller, "summary");
 		if (method == EVHTTP_REQ_GET)
-			chat_handle_summary(server->chat, req, caller, id, len - strlen(SUMMARY_SUFFIX), query);
+			chat_handle_summary(server->parts.chat, req, caller, id, len - strlen(SUMMARY_SUFFIX), query);
 		else
 			server_reply_method_not_allowed(req, "GET");
 		return true;
 	}
 	if (server_ends_with(id, len, STREAM_SUFFIX)) {
+		server_label(caller, "stream");
 		if (method == EVHTTP_REQ_POST)
-			chat_handle_stream(server->chat, req, caller, id, len - strlen(STREAM_SUFFIX), query);
+			chat_handle_stream(server->parts.chat, req, caller, id, len - strlen(STREAM_SUFFIX), query);
 		else
 			server_reply_method_not_allowed(req, "POST");
 		return true;
@@ -178,8 +194,8 @@ server_route_chat(struct server *server, struct evhttp_request *req, const struc
 /* Any other path the route policy allows goes upstream as it is, its answer
  * streamed back. */
 static void
-server_pass_through(
-    struct server *server, struct evhttp_request *req, enum evhttp_cmd_type method, const char *path, const char *query)
+server_pass_through(struct server *server, struct evhttp_request *req, const struct chat_caller *caller,
+    enum evhttp_cmd_type method, const char *path, const char *query)
 {
 	struct evbuffer *input = evhttp_request_get_input_buffer(req);
 	struct upstream_request request = { 0 };
@@ -204,8 +220,78 @@ server_pass_through(
 	request.body = evbuffer_pullup(input, -1);
 	request.body_len = evbuffer_get_length(input);
 	/* Only a GET is surely safe to retry. */
-	relay_start(server->relays, req, &request, method != EVHTTP_REQ_GET, NULL, NULL);
+	server_label(caller, "passthrough");
+	relay_start(server->parts.relays, req, caller->access, &request, method != EVHTTP_REQ_GET, NULL, NULL);
 	free(target);
+}
+
+/* True when the request came over a unix socket: a local peer. */
+static bool
+server_peer_is_local(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	return evcon != NULL &&
+	    getsockname(bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)), (struct sockaddr *)&ss, &len) ==
+	    0 &&
+	    ss.ss_family == AF_UNIX;
+}
+
+/* GET /healthz for anyone; GET /metrics for local peers, single-user mode,
+ * and clients with metrics = true. */
+static void
+server_own_endpoint(struct server *server, struct evhttp_request *req, struct access_entry *access,
+    enum evhttp_cmd_type method, const char *path)
+{
+	bool metrics = strcmp(path, "/metrics") == 0;
+	struct evbuffer *body;
+
+	if (access != NULL)
+		access->route = metrics ? "metrics" : "healthz";
+	if (method != EVHTTP_REQ_GET) {
+		server_reply_method_not_allowed(req, "GET");
+		return;
+	}
+	if (!metrics) {
+		health_reply(req, server->parts.store, server->parts.upstream, server->parts.started);
+		return;
+	}
+	if (clients_enabled(server->clients) && !server_peer_is_local(req)) {
+		const char *authorization = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+		const struct config_client *client = clients_authenticate(server->clients, authorization);
+		if (client == NULL) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+			reply_error(req, 401, REPLY_RETRY_WONT_HELP, "a client token is required");
+			return;
+		}
+		if (access != NULL)
+			snprintf(access->client, sizeof(access->client), "%s", client->name);
+		if (!client->metrics) {
+			reply_errorf(req, 403, REPLY_RETRY_WONT_HELP,
+			    "client %s may not read /metrics (metrics = true)", client->name);
+			return;
+		}
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	metrics_render(server->parts.metrics, body);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, NULL, body);
+	evbuffer_free(body);
+}
+
+/* evhttp asks for each accepted connection's bufferevent: count them. */
+static struct bufferevent *
+server_new_connection(struct event_base *base, void *arg)
+{
+	struct server *server = arg;
+
+	server->connections_accepted++;
+	return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 }
 
 static void
@@ -216,12 +302,17 @@ server_route(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+	struct access_entry *access = access_begin(server->parts.access, req);
 	struct chat_caller caller;
 	char *owned_query;
 
 	if (path == NULL || !server_path_is_clean(path)) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
 		    "the path is malformed or holds '.', '..', a backslash or an encoded slash, dot or NUL");
+		return;
+	}
+	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
+		server_own_endpoint(server, req, access, method, path);
 		return;
 	}
 	if (strncmp(path, "/api/", 5) != 0) {
@@ -231,11 +322,14 @@ server_route(struct evhttp_request *req, void *arg)
 	/* Who asks comes first: an unknown client learns nothing of the policy. */
 	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
 		return;
+	caller.access = access;
+	if (access != NULL && caller.name[0] != '\0')
+		snprintf(access->client, sizeof(access->client), "%s", caller.name);
 	if (!config_route_allows(server->config, path, server_method_bit(method))) {
 		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
 		    server_method_name(method), path);
 	} else if (!server_route_chat(server, req, &caller, method, path, query)) {
-		server_pass_through(server, req, method, path, query);
+		server_pass_through(server, req, &caller, method, path, query);
 	}
 	free(owned_query);
 }
@@ -427,8 +521,8 @@ server_adopt_passed_sockets(struct server *server, struct event_base *base, bool
 }
 
 struct server *
-server_create(struct event_base *base, const struct config *config, struct chat *chat, struct relay_engine *relays,
-    char *why, size_t why_size)
+server_create(
+    struct event_base *base, const struct config *config, const struct server_parts *parts, char *why, size_t why_size)
 {
 	struct server *server = calloc(1, sizeof(*server));
 	struct timeval timeout = { config->client_timeout_ms / 1000, (config->client_timeout_ms % 1000) * 1000 };
@@ -438,9 +532,9 @@ server_create(struct event_base *base, const struct config *config, struct chat 
 		free(server);
 		return NULL;
 	}
-	server->chat = chat;
-	server->relays = relays;
+	server->parts = *parts;
 	server->config = config;
+	evhttp_set_bevcb(server->http, server_new_connection, server);
 	if ((server->clients = clients_create(config, NULL)) == NULL) {
 		snprintf(why, why_size, "server: out of memory");
 		evhttp_free(server->http);
@@ -490,6 +584,12 @@ server_close_listener(struct server_listener *l)
 		free(l->unix_path);
 		l->unix_path = NULL;
 	}
+}
+
+const unsigned long long *
+server_connections_accepted(const struct server *server)
+{
+	return &server->connections_accepted;
 }
 
 int

@@ -4,18 +4,36 @@
 
 #include <stddef.h>
 
+struct access_log;
 struct chat;
+struct metrics;
 struct relay_engine;
+struct store;
+struct upstream;
 struct config;
 struct event_base;
 struct server;
 
-/* Binds every listen address of config and routes requests to chat and,
- * for paths the route policy passes through, to relays. The caller keeps
- * owning config, chat and relays, which must outlive the server. Returns
- * NULL with a reason in why on failure; free with server_free(). */
-struct server *server_create(struct event_base *base, const struct config *config, struct chat *chat,
-    struct relay_engine *relays, char *why, size_t why_size) __attribute__((warn_unused_result));
+/* What the server hands requests to; the caller keeps owning all of it. */
+struct server_parts {
+	struct chat *chat;
+	struct relay_engine *relays;
+	struct access_log *access;
+	struct metrics *metrics;
+	struct store *store;
+	struct upstream *upstream;
+	double started; /* monotonic seconds at start */
+};
+
+/* Binds every listen address of config (or serves the sockets systemd
+ * passed) and routes requests to parts. config and parts must outlive the
+ * server. Returns NULL with a reason in why on failure; free with
+ * server_free(). */
+struct server *server_create(struct event_base *base, const struct config *config, const struct server_parts *parts,
+    char *why, size_t why_size) __attribute__((warn_unused_result));
+
+/* Connections accepted since start. */
+const unsigned long long *server_connections_accepted(const struct server *server);
 
 /* Serves on with config (clients, route policy, limits) in place of the one
  * it had, which the caller may free once this returned 0. Listen addresses

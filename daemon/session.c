@@ -350,12 +350,43 @@ session_index_key(const char *owner, const char *organization_id, const char *pr
 }
 
 size_t
-session_ledger_key(const char *client, const char *organization_id, const char *project_id, unsigned char *out)
+session_ledger_key(
+    const char *client, const char *organization_id, const char *project_id, unsigned day, unsigned char *out)
 {
 	size_t used = put_short_string(out, client, SESSION_OWNER_MAX);
 
 	used += put_short_string(out + used, organization_id, SESSION_SCOPE_MAX);
-	return used + put_short_string(out + used, project_id, SESSION_SCOPE_MAX);
+	used += put_short_string(out + used, project_id, SESSION_SCOPE_MAX);
+	for (int i = 3; i >= 0; i--)
+		out[used++] = (unsigned char)(day >> (8 * i));
+	return used;
+}
+
+unsigned
+session_day_of(uint64_t unix_us)
+{
+	return (unsigned)(unix_us / 1000000u / 86400u);
+}
+
+int
+session_ledger_key_parse(const void *key, size_t len, const char **client, size_t *client_len, const char **org,
+    size_t *org_len, const char **project, size_t *project_len, unsigned *day)
+{
+	const unsigned char *p = key, *end = p + len;
+	const char **parts[3] = { client, org, project };
+	size_t *lens[3] = { client_len, org_len, project_len };
+
+	for (int i = 0; i < 3; i++) {
+		if (p >= end || (size_t)(end - p - 1) < *p)
+			return -1;
+		*lens[i] = *p;
+		*parts[i] = (const char *)p + 1;
+		p += 1 + *p;
+	}
+	if (end - p != 4)
+		return -1;
+	*day = (unsigned)p[0] << 24 | (unsigned)p[1] << 16 | (unsigned)p[2] << 8 | (unsigned)p[3];
+	return 0;
 }
 
 /* A non-negative whole number member, or 0. */

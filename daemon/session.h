@@ -80,9 +80,23 @@ enum session_ledger_field {
 	SESSION_LEDGER_FIELD_COUNT,
 };
 
-/* Writes the ledger key of a client in a scope into out
- * (SESSION_LIST_KEY_MAX bytes); returns its length. */
-size_t session_ledger_key(const char *client, const char *organization_id, const char *project_id, unsigned char *out);
+/* The ledger counts per client, scope and UTC day: a key is the client and
+ * scope, then the day (days since 1970-01-01, big-endian, 4 bytes), so one
+ * client's and scope's days lie next to each other. */
+#define SESSION_LEDGER_KEY_MAX (SESSION_LIST_KEY_MAX + 4)
+
+/* Writes the ledger key of a client in a scope on day into out
+ * (SESSION_LEDGER_KEY_MAX bytes); returns its length. */
+size_t session_ledger_key(
+    const char *client, const char *organization_id, const char *project_id, unsigned day, unsigned char *out);
+
+/* The UTC day of a Unix time in microseconds, as ledger keys count days. */
+unsigned session_day_of(uint64_t unix_us);
+
+/* Splits a ledger key back into its client, organization, project
+ * (pointers into key) and day. Returns 0, or -1 when key is not one. */
+int session_ledger_key_parse(const void *key, size_t len, const char **client, size_t *client_len, const char **org,
+    size_t *org_len, const char **project, size_t *project_len, unsigned *day) __attribute__((warn_unused_result));
 
 /* Reads a stop event's usage into add (SESSION_LEDGER_FIELD_COUNT counters:
  * one turn count, tokens, run time, an error when is_error). Returns 0, or

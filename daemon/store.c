@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -32,6 +33,11 @@ struct store {
 	MDB_dbi index; /* index key -> key, in the order lists are read */
 	MDB_dbi index_of; /* key -> its index keys (u16 length, bytes; ...), to move or remove them */
 	MDB_dbi ledger; /* ledger key -> STORE_LEDGER_FIELDS little-endian u64 counters */
+	MDB_dbi meta; /* the daemon's own markers (the health probe) */
+	bool readonly;
+	double probed_at; /* monotonic seconds of the last probe */
+	enum store_result probe_result;
+	enum store_result last_commit; /* of the daemon's own writes */
 	MDB_txn *reader; /* reset between lookups, renewed for each */
 	struct event *commit_event;
 	struct store_write *queue_head, **queue_tail;
@@ -129,7 +135,8 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 	    (rc = mdb_dbi_open(txn, "sessions", MDB_CREATE, &store->sessions)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &store->index)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "index_of", MDB_CREATE, &store->index_of)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "ledger", MDB_CREATE, &store->ledger)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
+	    (rc = mdb_dbi_open(txn, "ledger", MDB_CREATE, &store->ledger)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn != NULL && rc != 0)
 			mdb_txn_abort(txn);
 		snprintf(why, why_size, "%s: cannot open the sessions table: %s", path, mdb_strerror(rc));
@@ -291,8 +298,10 @@ store_commit_list(struct store *store, struct store_write *list)
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		goto fail;
+	store->last_commit = STORE_OK;
 	return STORE_OK;
 fail:
+	store->last_commit = store_result_of(rc);
 	if (rc == MDB_MAP_FULL)
 		log_warnx("store: %s is full; raise store.map_size_mb", store->path);
 	else
@@ -501,6 +510,129 @@ store_count(struct store *store)
 		count = (long)st.ms_entries;
 	mdb_txn_reset(store->reader);
 	return count;
+}
+
+enum store_result
+store_ledger_scan(struct store *store, size_t limit, store_ledger_cb cb, void *arg)
+{
+	MDB_cursor *cursor = NULL;
+	MDB_val k, v;
+	size_t seen = 0;
+	int rc;
+
+	if (mdb_txn_renew(store->reader) != 0)
+		return STORE_ERR;
+	if ((rc = mdb_cursor_open(store->reader, store->ledger, &cursor)) == 0) {
+		for (rc = mdb_cursor_get(cursor, &k, &v, MDB_FIRST); rc == 0 && seen < limit;
+		     rc = mdb_cursor_get(cursor, &k, &v, MDB_NEXT)) {
+			unsigned long long counters[STORE_LEDGER_FIELDS] = { 0 };
+			const unsigned char *p = v.mv_data;
+			if (v.mv_size != sizeof(counters))
+				continue;
+			for (int f = 0; f < STORE_LEDGER_FIELDS; f++)
+				for (int b = 0; b < 8; b++)
+					counters[f] |= (unsigned long long)p[f * 8 + b] << (8 * b);
+			seen++;
+			if (cb(k.mv_data, k.mv_size, counters, arg) != 0)
+				break;
+		}
+		mdb_cursor_close(cursor);
+	}
+	mdb_txn_reset(store->reader);
+	return rc == 0 || rc == MDB_NOTFOUND ? STORE_OK : STORE_ERR;
+}
+
+enum store_result
+store_stats(
+    struct store *store, unsigned long long *entries, unsigned long long *used_bytes, unsigned long long *map_bytes)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	long count;
+
+	if (mdb_env_info(store->env, &info) != 0 || mdb_env_stat(store->env, &st) != 0)
+		return STORE_ERR;
+	*used_bytes = (unsigned long long)(info.me_last_pgno + 1) * st.ms_psize;
+	*map_bytes = (unsigned long long)info.me_mapsize;
+	count = store_count(store);
+	*entries = count < 0 ? 0 : (unsigned long long)count;
+	return STORE_OK;
+}
+
+enum store_result
+store_probe(struct store *store)
+{
+	struct timespec now;
+	double seconds;
+	MDB_txn *txn;
+	MDB_val k = { 6, (void *)"health" }, v = { sizeof(seconds), &seconds };
+	int rc;
+
+	/* The daemon's own last commit failed: that is the answer, until one
+	 * succeeds again. */
+	if (store->last_commit != STORE_OK)
+		return store->last_commit;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	seconds = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+	if (store->probed_at != 0 && seconds - store->probed_at < 1.0)
+		return store->probe_result;
+	store->probed_at = seconds;
+	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) == 0) {
+		if ((rc = mdb_put(txn, store->meta, &k, &v, 0)) != 0)
+			mdb_txn_abort(txn);
+		else
+			rc = mdb_txn_commit(txn);
+	}
+	store->probe_result = store_result_of(rc);
+	return store->probe_result;
+}
+
+struct store *
+store_open_readonly(const char *path, char *why, size_t why_size)
+{
+	struct store *store = calloc(1, sizeof(*store));
+	MDB_txn *txn = NULL;
+	struct stat st;
+	int rc;
+
+	if (store == NULL || (store->path = strdup(path)) == NULL) {
+		snprintf(why, why_size, "%s: out of memory", path);
+		goto fail;
+	}
+	store->queue_tail = &store->queue_head;
+	store->lock_fd = -1;
+	store->readonly = true;
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(why, why_size, "%s: no store here", path);
+		goto fail;
+	}
+	/* MDB_RDONLY never takes the writer lock: the daemon writes on. */
+	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_maxdbs(store->env, 8)) != 0 ||
+	    (rc = mdb_env_open(store->env, path, MDB_RDONLY | MDB_NOTLS, 0600)) != 0) {
+		snprintf(why, why_size, "%s: cannot open the store: %s", path, mdb_strerror(rc));
+		goto fail;
+	}
+	if ((rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "sessions", 0, &store->sessions)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "index", 0, &store->index)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "index_of", 0, &store->index_of)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "ledger", 0, &store->ledger)) != 0) {
+		if (txn != NULL)
+			mdb_txn_abort(txn);
+		snprintf(why, why_size, "%s: not a llamachatd store: %s", path, mdb_strerror(rc));
+		goto fail;
+	}
+	/* Committing keeps the table handles for the environment. */
+	if ((rc = mdb_txn_commit(txn)) != 0 ||
+	    (rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &store->reader)) != 0) {
+		snprintf(why, why_size, "%s: cannot start a reader: %s", path, mdb_strerror(rc));
+		goto fail;
+	}
+	mdb_txn_reset(store->reader);
+	return store;
+fail:
+	store_close(store);
+	return NULL;
 }
 
 void

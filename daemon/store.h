@@ -102,6 +102,25 @@ enum store_result store_scan(struct store *store, const void *prefix, size_t pre
 enum store_result store_ledger_get(struct store *store, const void *key, size_t key_len,
     unsigned long long out[STORE_LEDGER_FIELDS]) __attribute__((warn_unused_result));
 
+/* Calls cb with each ledger entry (key bytes, counters), at most limit of
+ * them, in key order; cb returns non-zero to stop. */
+typedef int (*store_ledger_cb)(const void *key, size_t key_len, const unsigned long long *counters, void *arg);
+enum store_result store_ledger_scan(struct store *store, size_t limit, store_ledger_cb cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Sessions stored, bytes of the map in use, and the map's size. */
+enum store_result store_stats(struct store *store, unsigned long long *entries, unsigned long long *used_bytes,
+    unsigned long long *map_bytes) __attribute__((warn_unused_result));
+
+/* Whether the store takes writes: the result of the daemon's last commit
+ * when that failed, else of a small marker committed at most once per second
+ * (a newer result is reused). STORE_OK, or why not. */
+enum store_result store_probe(struct store *store) __attribute__((warn_unused_result));
+
+/* Opens a store for reading only, as tools do while the daemon runs: no
+ * lock, no writer. Free with store_close(). */
+struct store *store_open_readonly(const char *path, char *why, size_t why_size) __attribute__((warn_unused_result));
+
 /* Number of stored sessions, or -1 on failure. */
 long store_count(struct store *store);
 

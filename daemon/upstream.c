@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -28,6 +29,7 @@ struct upstream {
 	char *ca_file;
 	char *key;
 	long in_flight;
+	struct upstream_stats stats;
 	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
 };
 
@@ -144,6 +146,28 @@ upstream_classify(CURLcode code, bool too_large)
 	}
 }
 
+static void
+upstream_count(struct upstream *upstream, enum upstream_error error, double seconds)
+{
+	struct timespec now;
+	double wall;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	wall = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+	upstream->stats.errors[error]++;
+	histogram_observe(&upstream->stats.latency, seconds);
+	if (error == UPSTREAM_OK)
+		upstream->stats.last_answer_wall = wall;
+	else
+		upstream->stats.last_failure_wall = wall;
+}
+
+const struct upstream_stats *
+upstream_get_stats(const struct upstream *upstream)
+{
+	return &upstream->stats;
+}
+
 /* Hands every finished transfer to its callback, then frees it. */
 static void
 upstream_collect_finished(struct upstream *upstream)
@@ -168,6 +192,7 @@ upstream_collect_finished(struct upstream *upstream)
 		curl_easy_getinfo(call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 		curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &response.total_seconds);
 		response.request_sent = pretransfer > 0 || response.status > 0;
+		upstream_count(upstream, response.error, response.total_seconds);
 		if (response.error == UPSTREAM_OK)
 			upstream_deliver_headers(call);
 		response.body = call->response_body;

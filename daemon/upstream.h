@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "metrics.h"
+
 struct event_base;
 struct evbuffer;
 struct evkeyvalq;
@@ -103,6 +105,16 @@ void upstream_resume(struct upstream_call *call);
 
 /* Number of calls in flight. */
 long upstream_in_flight(const struct upstream *upstream);
+
+/* What the engine has seen, for /metrics and /healthz. */
+struct upstream_stats {
+	unsigned long long errors[6]; /* by enum upstream_error (UPSTREAM_OK counts answers) */
+	struct histogram latency; /* seconds per call */
+	double last_answer_wall; /* Unix seconds of the last HTTP answer; 0: none yet */
+	double last_failure_wall; /* Unix seconds of the last failed transfer; 0: none yet */
+};
+
+const struct upstream_stats *upstream_get_stats(const struct upstream *upstream);
 
 /* True for a client header that may be forwarded upstream as it is. */
 bool upstream_header_is_forwarded(const char *name);

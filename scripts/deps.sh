@@ -7,7 +7,13 @@ set -eu
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
 libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev \
 systemd man-db"
-[ "${1:-}" = "--with-clang" ] && packages="$packages clang clang-format"
+for flag in "$@"; do
+	case "$flag" in
+	--with-clang) packages="$packages clang clang-format" ;;
+	--for-tests) packages="$packages prometheus" ;; # promtool checks /metrics
+	*) echo "deps: unknown flag $flag" >&2; exit 2 ;;
+	esac
+done
 
 missing=""
 for p in $packages; do

@@ -22,6 +22,8 @@
  *                          cut      a stream sends one event, then drops the
  *                                   connection
  *   POST /_fake/release  lets a held stream go on
+ *   POST /_fake/now      from now on, sessions carry the real time (else a
+ *                        fixed clock in April 2026 that ticks 1 ms a change)
  *   POST /_fake/turn?id= runs a turn on a session without a stream (the
  *                        title, usage and history change upstream only)
  * Usage: fake_upstream --port-file FILE --key KEY [--key KEY2 ...] */
@@ -71,6 +73,7 @@ static struct {
 	json_t *histories; /* id -> array of events */
 	long next_id;
 	uint64_t clock_us; /* each change moves it on, so sessions order by it */
+	bool real_time; /* after POST /_fake/now: times are the real clock's */
 	long connections, api_requests, creates, summaries, histories_read, deletes;
 	long streams, streams_completed, streams_aborted, stream_bytes;
 	char last_session_id[64];
@@ -140,6 +143,11 @@ static json_t *
 next_time(void)
 {
 	uint64_t us = EPOCH_US + (fake.clock_us += 1000);
+	if (fake.real_time) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	}
 	time_t t = (time_t)(us / 1000000u);
 	struct tm tm;
 	char text[40];
@@ -554,6 +562,9 @@ route(struct evhttp_request *req, void *arg)
 		send_json(req, 200, stats());
 	} else if (strcmp(path, "/_fake/fault") == 0) {
 		handle_fault(req);
+	} else if (strcmp(path, "/_fake/now") == 0) {
+		fake.real_time = true;
+		send_json(req, 200, json_pack("{s:b}", "ok", 1));
 	} else if (strcmp(path, "/_fake/turn") == 0) {
 		handle_turn(req);
 	} else if (strcmp(path, "/_fake/release") == 0) {

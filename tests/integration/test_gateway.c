@@ -395,11 +395,42 @@ test_slow_headers_are_cut_off_while_others_are_served(void **state)
 	close(fd);
 }
 
+struct ledger_query {
+	const char *client, *project;
+	unsigned long long *sum;
+};
+
+static int
+add_if_ours(const void *key, size_t len, const unsigned long long *counters, void *arg)
+{
+	struct ledger_query *q = arg;
+	const char *client, *org, *project;
+	size_t client_len, org_len, project_len;
+	unsigned day;
+
+	if (session_ledger_key_parse(key, len, &client, &client_len, &org, &org_len, &project, &project_len, &day) ==
+	        0 &&
+	    client_len == strlen(q->client) && memcmp(client, q->client, client_len) == 0 &&
+	    project_len == strlen(q->project) && memcmp(project, q->project, project_len) == 0)
+		for (int f = 0; f < STORE_LEDGER_FIELDS; f++)
+			q->sum[f] += counters[f];
+	return 0;
+}
+
+/* A client's totals in a project, over every day of the ledger. */
+static void
+ledger_sum(struct store *store, const char *client, const char *project, unsigned long long *sum)
+{
+	struct ledger_query q = { client, project, sum };
+
+	memset(sum, 0, sizeof(unsigned long long) * STORE_LEDGER_FIELDS);
+	assert_int_equal(store_ledger_scan(store, SIZE_MAX, add_if_ours, &q), STORE_OK);
+}
+
 static void
 test_ledger_sums_survive_a_restart_and_nothing_leaked(void **state)
 {
 	char store_path[512], why[256];
-	unsigned char key[SESSION_LIST_KEY_MAX];
 	unsigned long long got[STORE_LEDGER_FIELDS];
 	struct store *store;
 
@@ -408,10 +439,10 @@ test_ledger_sums_survive_a_restart_and_nothing_leaked(void **state)
 	snprintf(store_path, sizeof(store_path), "%s/store", dir);
 	store = store_open(NULL, store_path, 1024, why, sizeof(why));
 	assert_non_null(store);
-	assert_int_equal(store_ledger_get(store, key, session_ledger_key("alice", "", "ledger-p", key), got), STORE_OK);
+	ledger_sum(store, "alice", "ledger-p", got);
 	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++)
 		assert_int_equal(got[f], alice_sums[f]);
-	assert_int_equal(store_ledger_get(store, key, session_ledger_key("lead", "", "ledger-p", key), got), STORE_OK);
+	ledger_sum(store, "lead", "ledger-p", got);
 	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++)
 		assert_int_equal(got[f], lead_sums[f]);
 	store_close(store);

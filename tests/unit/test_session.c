@@ -190,14 +190,28 @@ test_index_keys_order_newest_first_within_a_list(void **state)
 static void
 test_ledger_keys_and_usage(void **state)
 {
-	unsigned char k1[SESSION_LIST_KEY_MAX], k2[SESSION_LIST_KEY_MAX];
+	unsigned char k1[SESSION_LEDGER_KEY_MAX], k2[SESSION_LEDGER_KEY_MAX];
+	const char *client, *org, *project;
+	size_t client_len, org_len, project_len, len;
+	unsigned day;
 	unsigned long long add[SESSION_LEDGER_FIELD_COUNT];
 	const char *stop = "{\"type\":\"stop\",\"is_error\":true,\"usage\":{\"duration_ms\":12.5,"
 	                   "\"total_input_tokens\":30,\"total_output_tokens\":40,\"turns\":2}}";
 
 	(void)state;
-	assert_true(session_ledger_key("alice", "", "p1", k1) == session_ledger_key("alice", NULL, "p1", k2));
-	assert_memory_equal(k1, k2, session_ledger_key("alice", "", "p1", k1));
+	assert_true(session_ledger_key("alice", "", "p1", 7, k1) == session_ledger_key("alice", NULL, "p1", 7, k2));
+	len = session_ledger_key("alice", "", "p1", 20000, k1);
+	assert_int_equal(
+	    session_ledger_key_parse(k1, len, &client, &client_len, &org, &org_len, &project, &project_len, &day), 0);
+	assert_int_equal(client_len, 5);
+	assert_memory_equal(client, "alice", 5);
+	assert_int_equal(org_len, 0);
+	assert_memory_equal(project, "p1", 2);
+	assert_int_equal(day, 20000);
+	assert_int_equal(
+	    session_ledger_key_parse(k1, len - 1, &client, &client_len, &org, &org_len, &project, &project_len, &day),
+	    -1);
+	assert_int_equal(session_day_of(86400ULL * 1000000ULL * 3 + 5), 3);
 	assert_int_equal(session_stop_usage(stop, strlen(stop), add), 0);
 	assert_int_equal(add[SESSION_LEDGER_SESSIONS], 0);
 	assert_int_equal(add[SESSION_LEDGER_TURNS], 2);

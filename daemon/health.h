@@ -1,0 +1,15 @@
+/* health: GET /healthz, the daemon's own liveness and readiness answer. */
+#ifndef LLAMACHATD_HEALTH_H
+#define LLAMACHATD_HEALTH_H
+
+struct evhttp_request;
+struct store;
+struct upstream;
+
+/* Answers 200 with a JSON summary (store writable, upstream's last answer
+ * and failure, uptime), or 503 when the store cannot be written. Cheap: the
+ * store is probed at most once per second. started is the monotonic time of
+ * the start, in seconds. */
+void health_reply(struct evhttp_request *req, struct store *store, const struct upstream *upstream, double started);
+
+#endif

@@ -1,0 +1,245 @@
+/* metrics: counters and histograms, rendered in Prometheus text format. */
+#include "metrics.h"
+
+#include <event2/buffer.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat.h"
+#include "relay.h"
+#include "session.h"
+#include "store.h"
+#include "upstream.h"
+
+#define MAX_REQUEST_SERIES 256
+
+static const double histogram_bounds[HISTOGRAM_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+	0.5, 1, 2.5, 10, 60 };
+
+struct request_series {
+	const char *route;
+	int status;
+	unsigned long long count;
+};
+
+struct metrics {
+	struct metrics_sources sources;
+	struct request_series series[MAX_REQUEST_SERIES];
+	size_t series_count;
+	unsigned long long series_dropped;
+	struct histogram request_seconds;
+};
+
+void
+histogram_observe(struct histogram *h, double seconds)
+{
+	size_t i = 0;
+
+	while (i < HISTOGRAM_BUCKETS && seconds > histogram_bounds[i])
+		i++;
+	h->counts[i]++;
+	h->count++;
+	h->sum += seconds;
+}
+
+struct metrics *
+metrics_create(void)
+{
+	return calloc(1, sizeof(struct metrics));
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	free(m);
+}
+
+void
+metrics_set_sources(struct metrics *m, const struct metrics_sources *sources)
+{
+	m->sources = *sources;
+}
+
+void
+metrics_observe_request(struct metrics *m, const char *route, int status, double seconds)
+{
+	if (m == NULL)
+		return;
+	histogram_observe(&m->request_seconds, seconds);
+	for (size_t i = 0; i < m->series_count; i++) {
+		if (m->series[i].status == status && strcmp(m->series[i].route, route) == 0) {
+			m->series[i].count++;
+			return;
+		}
+	}
+	/* Routes are a fixed set and statuses few, so the table stays small;
+	 * a bound all the same. */
+	if (m->series_count == MAX_REQUEST_SERIES) {
+		m->series_dropped++;
+		return;
+	}
+	m->series[m->series_count++] = (struct request_series){ route, status, 1 };
+}
+
+static void
+metrics_header(struct evbuffer *out, const char *name, const char *type, const char *help)
+{
+	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+metrics_histogram(struct evbuffer *out, const char *name, const char *help, const struct histogram *h)
+{
+	unsigned long long cumulative = 0;
+
+	metrics_header(out, name, "histogram", help);
+	for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+		cumulative += h->counts[i];
+		evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, histogram_bounds[i], cumulative);
+	}
+	evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name,
+	    h->sum, name, h->count);
+}
+
+static void
+metrics_simple(struct evbuffer *out, const char *name, const char *type, const char *help, double value)
+{
+	metrics_header(out, name, type, help);
+	evbuffer_add_printf(out, "%s %.17g\n", name, value);
+}
+
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static void
+metrics_label(struct evbuffer *out, const char *text, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\\' || text[i] == '"')
+			evbuffer_add_printf(out, "\\%c", text[i]);
+		else if (text[i] == '\n')
+			evbuffer_add(out, "\\n", 2);
+		else
+			evbuffer_add(out, &text[i], 1);
+	}
+}
+
+/* Ledger entries are per day; a scrape sums the days of each client and
+ * scope, which lie next to each other in key order. */
+struct ledger_render {
+	struct evbuffer *out;
+	int field;
+	unsigned char prefix[SESSION_LEDGER_KEY_MAX]; /* the entry being summed */
+	size_t prefix_len;
+	unsigned long long sum;
+};
+
+static const char *const ledger_metric[SESSION_LEDGER_FIELD_COUNT] = {
+	"llamachatd_client_sessions_created_total",
+	"llamachatd_client_turns_total",
+	"llamachatd_client_input_tokens_total",
+	"llamachatd_client_output_tokens_total",
+	"llamachatd_client_run_seconds_total",
+	"llamachatd_client_errors_total",
+};
+
+static void
+metrics_ledger_flush(struct ledger_render *r)
+{
+	const char *client, *org, *project;
+	size_t client_len, org_len, project_len;
+	unsigned day;
+	unsigned char key[SESSION_LEDGER_KEY_MAX];
+
+	if (r->prefix_len == 0)
+		return;
+	memcpy(key, r->prefix, r->prefix_len);
+	memset(key + r->prefix_len, 0, 4);
+	if (session_ledger_key_parse(
+	        key, r->prefix_len + 4, &client, &client_len, &org, &org_len, &project, &project_len, &day) != 0)
+		return;
+	evbuffer_add_printf(r->out, "%s{client=\"", ledger_metric[r->field]);
+	metrics_label(r->out, client, client_len);
+	evbuffer_add_printf(r->out, "\",organization_id=\"");
+	metrics_label(r->out, org, org_len);
+	evbuffer_add_printf(r->out, "\",project_id=\"");
+	metrics_label(r->out, project, project_len);
+	if (r->field == SESSION_LEDGER_DURATION_MS)
+		evbuffer_add_printf(r->out, "\"} %.3f\n", (double)r->sum / 1000.0);
+	else
+		evbuffer_add_printf(r->out, "\"} %llu\n", r->sum);
+	r->prefix_len = 0;
+	r->sum = 0;
+}
+
+static int
+metrics_ledger_line(const void *key, size_t key_len, const unsigned long long *counters, void *arg)
+{
+	struct ledger_render *r = arg;
+
+	if (key_len < 4 || key_len > sizeof(r->prefix))
+		return 0;
+	if (r->prefix_len != key_len - 4 || memcmp(r->prefix, key, key_len - 4) != 0) {
+		metrics_ledger_flush(r);
+		memcpy(r->prefix, key, key_len - 4);
+		r->prefix_len = key_len - 4;
+	}
+	r->sum += counters[r->field];
+	return 0;
+}
+
+#define LEDGER_SCRAPE_LIMIT 10000
+
+void
+metrics_render(struct metrics *m, struct evbuffer *out)
+{
+	const struct metrics_sources *s = &m->sources;
+	const struct chat_counters *chat = chat_get_counters(s->chat);
+	const struct upstream_stats *up = upstream_get_stats(s->upstream);
+	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other" };
+	unsigned long long entries = 0, used = 0, map = 0;
+	struct timespec now;
+
+	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
+	for (size_t i = 0; i < m->series_count; i++)
+		evbuffer_add_printf(out, "llamachatd_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+		    m->series[i].route, m->series[i].status, m->series[i].count);
+	metrics_histogram(out, "llamachatd_request_duration_seconds",
+	    "Time from a request's arrival to its answer's end.", &m->request_seconds);
+	metrics_histogram(out, "llamachatd_upstream_duration_seconds", "Time of upstream calls.", &up->latency);
+	metrics_header(out, "llamachatd_upstream_errors_total", "counter", "Upstream calls that failed, by kind.");
+	for (int k = 1; k < 6; k++)
+		evbuffer_add_printf(
+		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
+	metrics_simple(out, "llamachatd_cache_hits_total", "counter", "Session lookups answered from the store.",
+	    (double)chat->cache_hits);
+	metrics_simple(out, "llamachatd_cache_misses_total", "counter", "Session lookups read through from upstream.",
+	    (double)chat->cache_misses);
+	metrics_simple(out, "llamachatd_store_failures_total", "counter", "Writes the store could not take.",
+	    (double)chat->store_failures);
+	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",
+	    (double)*s->connections_accepted);
+	metrics_simple(out, "llamachatd_requests_in_flight", "gauge", "Client requests not answered yet.",
+	    (double)(chat_pending(s->chat) + relay_engine_active(s->relays)));
+	metrics_simple(out, "llamachatd_streams_active", "gauge", "Answers being relayed as they arrive.",
+	    (double)relay_engine_active(s->relays));
+	metrics_simple(out, "llamachatd_relayed_bytes_total", "counter", "Bytes of streamed answers sent to clients.",
+	    (double)relay_engine_bytes(s->relays));
+	if (store_stats(s->store, &entries, &used, &map) == STORE_OK) {
+		metrics_simple(out, "llamachatd_store_sessions", "gauge", "Sessions in the store.", (double)entries);
+		metrics_simple(
+		    out, "llamachatd_store_used_bytes", "gauge", "Bytes of the store's map in use.", (double)used);
+		metrics_simple(out, "llamachatd_store_map_bytes", "gauge", "The store's map size.", (double)map);
+	}
+	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++) {
+		struct ledger_render r = { .out = out, .field = f };
+		metrics_header(out, ledger_metric[f], "counter", "Usage by client and project, from the ledger.");
+		if (store_ledger_scan(s->store, LEDGER_SCRAPE_LIMIT, metrics_ledger_line, &r) != STORE_OK)
+			break;
+		metrics_ledger_flush(&r);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	metrics_simple(out, "llamachatd_uptime_seconds", "gauge", "Seconds since the daemon started.",
+	    (double)now.tv_sec + (double)now.tv_nsec / 1e9 - s->started);
+}
