@@ -128,6 +128,8 @@ test_install_puts_everything_where_the_unit_expects(void **state)
 	assert_true(file_exists(root, "/etc/llamachatd/llamachatd.conf", NULL));
 	assert_true(file_exists(root, "/usr/share/man/man8/llamachatd.8", NULL));
 	assert_true(file_exists(root, "/usr/share/man/man5/llamachatd.conf.5", NULL));
+	assert_true(file_exists(root, "/usr/share/man/man1/llamachatctl.1", NULL));
+	assert_true(file_exists(root, "/usr/bin/llamachatctl", &mode) && (mode & 0111) != 0);
 	assert_true(file_exists(root, "/usr/share/doc/llamachatd/llamachatd.conf.sample", NULL));
 
 	/* The installed config is valid and matches the socket unit. */
@@ -162,11 +164,16 @@ test_install_puts_everything_where_the_unit_expects(void **state)
 	assert_int_equal(sh(line, &out), 0);
 	free(out);
 
+	snprintf(line, sizeof(line), "MANWIDTH=80 man -l %s/usr/share/man/man1/llamachatctl.1 | grep -q purge", root);
+	assert_int_equal(sh(line, &out), 0);
+	free(out);
+
 	/* Uninstall takes back what install put, and leaves the config. */
 	snprintf(line, sizeof(line), "make -s -C %s uninstall DESTDIR=%s PREFIX=/usr", top(), root);
 	assert_int_equal(sh(line, &out), 0);
 	free(out);
 	assert_false(file_exists(root, "/usr/sbin/llamachatd", NULL));
+	assert_false(file_exists(root, "/usr/bin/llamachatctl", NULL));
 	assert_false(file_exists(root, "/usr/lib/systemd/system/llamachatd.service", NULL));
 	assert_false(file_exists(root, "/usr/share/man/man8/llamachatd.8", NULL));
 	assert_true(file_exists(root, "/etc/llamachatd/llamachatd.conf", NULL));
