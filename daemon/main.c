@@ -365,6 +365,7 @@ daemon_start(struct daemon *d)
 		.store = d->store,
 		.upstream = d->upstream,
 		.connections_accepted = server_connections_accepted(d->server),
+		.server = d->server,
 		.started = parts.started,
 	};
 	metrics_set_sources(d->metrics, &sources);

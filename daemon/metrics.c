@@ -10,6 +10,7 @@
 
 #include "chat.h"
 #include "relay.h"
+#include "server.h"
 #include "session.h"
 #include "store.h"
 #include "upstream.h"
@@ -199,6 +200,7 @@ metrics_render(struct metrics *m, struct evbuffer *out)
 	const struct upstream_stats *up = upstream_get_stats(s->upstream);
 	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other" };
 	unsigned long long entries = 0, used = 0, map = 0;
+	long open;
 	struct timespec now;
 
 	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
@@ -220,6 +222,9 @@ metrics_render(struct metrics *m, struct evbuffer *out)
 	    (double)chat->store_failures);
 	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",
 	    (double)*s->connections_accepted);
+	if (s->server != NULL && (open = server_open_connections(s->server)) >= 0)
+		metrics_simple(
+		    out, "llamachatd_connections_open", "gauge", "Client connections open now.", (double)open);
 	metrics_simple(out, "llamachatd_requests_in_flight", "gauge", "Client requests not answered yet.",
 	    (double)(chat_pending(s->chat) + relay_engine_active(s->relays)));
 	metrics_simple(out, "llamachatd_streams_active", "gauge", "Answers being relayed as they arrive.",

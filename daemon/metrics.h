@@ -7,6 +7,7 @@
 struct chat;
 struct evbuffer;
 struct relay_engine;
+struct server;
 struct store;
 struct upstream;
 
@@ -30,6 +31,7 @@ struct metrics_sources {
 	struct store *store;
 	struct upstream *upstream;
 	const unsigned long long *connections_accepted;
+	const struct server *server; /* for the connections open now */
 	double started; /* monotonic seconds at start */
 };
 

@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <grp.h>
 #include <systemd/sd-daemon.h>
 
@@ -590,6 +591,58 @@ const unsigned long long *
 server_connections_accepted(const struct server *server)
 {
 	return &server->connections_accepted;
+}
+
+/* True when fd is a socket accepted on one of the server's listeners: its
+ * local address is a listener's, and it is not listening itself. */
+static bool
+server_is_client_socket(const struct server *server, int fd)
+{
+	struct sockaddr_storage mine, theirs;
+	socklen_t mine_len = sizeof(mine), theirs_len;
+	int listening = 0;
+	socklen_t flag_len = sizeof(listening);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &flag_len) != 0 || listening)
+		return false;
+	if (getsockname(fd, (struct sockaddr *)&mine, &mine_len) != 0)
+		return false;
+	for (size_t i = 0; i < server->listener_count; i++) {
+		const struct server_listener *l = &server->listeners[i];
+		if (l->listener == NULL)
+			continue;
+		theirs_len = sizeof(theirs);
+		if (getsockname(evconnlistener_get_fd(l->listener), (struct sockaddr *)&theirs, &theirs_len) != 0 ||
+		    theirs.ss_family != mine.ss_family)
+			continue;
+		/* An accepted socket has its listener's address (a unix one its
+		 * path); stderr to journald and upstream sockets do not. */
+		if (theirs_len == mine_len && memcmp(&theirs, &mine, theirs_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+long
+server_open_connections(const struct server *server)
+{
+	DIR *fds = opendir("/proc/self/fd");
+	struct dirent *entry;
+	long open = 0;
+
+	/* Counted when asked (a scrape), not kept per connection: libevent
+	 * 2.1 tells of no connection that closes before its first request. */
+	if (fds == NULL)
+		return -1;
+	while ((entry = readdir(fds)) != NULL) {
+		char *end;
+		long fd = strtol(entry->d_name, &end, 10);
+		if (*end == '\0' && entry->d_name[0] != '\0' && fd != dirfd(fds) &&
+		    server_is_client_socket(server, (int)fd))
+			open++;
+	}
+	closedir(fds);
+	return open;
 }
 
 int

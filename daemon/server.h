@@ -35,6 +35,9 @@ struct server *server_create(struct event_base *base, const struct config *confi
 /* Connections accepted since start. */
 const unsigned long long *server_connections_accepted(const struct server *server);
 
+/* Client connections open now, counted on the spot; -1 when unknown. */
+long server_open_connections(const struct server *server);
+
 /* Serves on with config (clients, route policy, limits) in place of the one
  * it had, which the caller may free once this returned 0. Listen addresses
  * stay as they are. Returns -1 (old config still in use) when out of memory. */

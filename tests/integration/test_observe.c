@@ -195,6 +195,25 @@ test_metrics_move_and_pass_promtool(void **state)
 	free(before);
 	free(after);
 
+	/* Connections open now are counted: three idle ones come and go. */
+	{
+		int fds[3];
+		char *with, *without;
+		for (int i = 0; i < 3; i++)
+			fds[i] = harness_connect(gw.port);
+		usleep(50000);
+		with = scrape();
+		for (int i = 0; i < 3; i++)
+			close(fds[i]);
+		usleep(100000);
+		without = scrape();
+		assert_true(sample(with, "llamachatd_connections_open") >= 3);
+		assert_true(
+		    sample(without, "llamachatd_connections_open") <= sample(with, "llamachatd_connections_open") - 3);
+		free(with);
+		free(without);
+	}
+
 	/* Only clients allowed to may read it. */
 	assert_int_equal(call(WORKER, "GET", "/metrics", NULL, NULL), 403);
 	assert_int_equal(call("X-No: 1", "GET", "/metrics", NULL, NULL), 401);
