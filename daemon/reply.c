@@ -77,6 +77,6 @@ void
 reply_no_key(struct evhttp_request *req)
 {
 	reply_error(req, 503, REPLY_RETRY_WONT_HELP,
-	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment or "
-	    "upstream.api_key_file in its config, then restart it");
+	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment and "
+	    "restart it, or set upstream.api_key_file in its config and reload it (SIGHUP)");
 }
