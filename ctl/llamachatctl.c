@@ -437,19 +437,7 @@ cmd_stats(struct store *store, const char *path)
 static int
 cmd_hash_token(void)
 {
-	char line[4096];
-	unsigned char hash[32];
-	size_t len;
-
-	if (fgets(line, sizeof(line), stdin) == NULL || (len = strcspn(line, "\r\n")) == 0)
-		return fail("%s", "hash-token: no token on standard input");
-	clients_hash_token(line, len, hash);
-	explicit_bzero(line, sizeof(line));
-	printf("{ name = \"CLIENT-NAME\"; token_sha256 = \"");
-	for (size_t i = 0; i < sizeof(hash); i++)
-		printf("%02x", hash[i]);
-	printf("\"; }\n");
-	return 0;
+	return clients_print_token_line(stdin, stdout, "llamachatctl");
 }
 
 static int

@@ -113,3 +113,23 @@ clients_take(struct clients *clients, const struct config_client *client, long l
 	}
 	return (long)ceil((1 - b->tokens) / client->rate_per_s);
 }
+
+int
+clients_print_token_line(FILE *in, FILE *out, const char *prog)
+{
+	char line[4096];
+	unsigned char hash[32];
+	size_t len;
+
+	if (fgets(line, sizeof(line), in) == NULL || (len = strcspn(line, "\r\n")) == 0) {
+		fprintf(stderr, "%s: hash-token: no token on standard input\n", prog);
+		return 1;
+	}
+	clients_hash_token(line, len, hash);
+	explicit_bzero(line, sizeof(line));
+	fprintf(out, "{ name = \"CLIENT-NAME\"; token_sha256 = \"");
+	for (size_t i = 0; i < sizeof(hash); i++)
+		fprintf(out, "%02x", hash[i]);
+	fprintf(out, "\"; }\n");
+	return 0;
+}

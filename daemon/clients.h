@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct clients;
 struct config;
@@ -30,5 +31,11 @@ long clients_take(struct clients *clients, const struct config_client *client, l
 
 /* SHA-256 of a token, as token_sha256 holds it. */
 void clients_hash_token(const char *token, size_t len, unsigned char out[32]);
+
+/* --hash-token of both command-line tools: reads a token (one line) from in
+ * and writes its line for the clients list to out, so the token itself never
+ * goes into a config. Returns the exit status: 0, or 1 (said on stderr, with
+ * prog) when there is no token. */
+int clients_print_token_line(FILE *in, FILE *out, const char *prog);
 
 #endif

@@ -388,33 +388,13 @@ daemon_start(struct daemon *d)
 	return 0;
 }
 
-/* --hash-token: a token on stdin becomes the line for the clients list, so
- * the token itself never has to be written into the config. */
+/* --hash-token: a token on stdin becomes the line for the clients list. */
 static int
 hash_token(void)
 {
-	char line[4096];
-	unsigned char hash[32];
-	size_t len;
-
 	if (isatty(STDIN_FILENO))
 		fprintf(stderr, "Type the client's token, then Enter:\n");
-	if (fgets(line, sizeof(line), stdin) == NULL) {
-		fprintf(stderr, "llamachatd: --hash-token: no token on standard input\n");
-		return 1;
-	}
-	len = strcspn(line, "\r\n");
-	if (len == 0) {
-		fprintf(stderr, "llamachatd: --hash-token: the token is empty\n");
-		return 1;
-	}
-	clients_hash_token(line, len, hash);
-	explicit_bzero(line, sizeof(line));
-	printf("{ name = \"CLIENT-NAME\"; token_sha256 = \"");
-	for (size_t i = 0; i < sizeof(hash); i++)
-		printf("%02x", hash[i]);
-	printf("\"; }\n");
-	return 0;
+	return clients_print_token_line(stdin, stdout, "llamachatd");
 }
 
 /* -t: the config parses and checks, and the key source can be read. */

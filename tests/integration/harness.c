@@ -2,6 +2,8 @@
  * loopback, and makes HTTP calls to them, for the integration suites. */
 #include "harness.h"
 
+#include "clients.h"
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -569,6 +571,16 @@ harness_connect(int port)
 		return -1;
 	}
 	return fd;
+}
+
+void
+harness_token_hex(const char *token, char out[65])
+{
+	unsigned char hash[32];
+
+	clients_hash_token(token, strlen(token), hash);
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", hash[i]);
 }
 
 int

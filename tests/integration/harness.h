@@ -119,6 +119,9 @@ long harness_rss_kib(pid_t pid);
 /* A TCP connection to 127.0.0.1:port, or -1. */
 int harness_connect(int port);
 
+/* The 64 hex digits of a token's SHA-256, as a config's token_sha256. */
+void harness_token_hex(const char *token, char out[65]);
+
 /* A loopback port nothing listens on (bound, then closed). */
 int harness_unused_port(void);
 

@@ -31,16 +31,6 @@ static char *dir;
 
 static const char *const tokens[] = { "tok-alice-1f9e", "tok-bob-77c0", "tok-lead-a31d", "tok-slow-5e2b" };
 
-static void
-hex_of(const char *token, char out[65])
-{
-	unsigned char hash[32];
-
-	clients_hash_token(token, strlen(token), hash);
-	for (int i = 0; i < 32; i++)
-		sprintf(out + 2 * i, "%02x", hash[i]);
-}
-
 /* The gateway's config: alice only when with_alice; extra_upstream (may be
  * NULL) goes into the upstream group. */
 static void
@@ -50,7 +40,7 @@ write_gateway_config(bool with_alice, const char *extra_upstream)
 	FILE *f;
 
 	for (int i = 0; i < 4; i++)
-		hex_of(tokens[i], h[i]);
+		harness_token_hex(tokens[i], h[i]);
 	daemon_write_config(&gw, dir, fake.port, extra_upstream, "client_timeout_ms = 500;", NULL);
 	f = fopen(gw.conf_path, "a");
 	fprintf(f, "clients = (\n");
