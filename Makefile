@@ -35,7 +35,7 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all deps deps-tests run test tests check-config clean format check-style install uninstall
+.PHONY: all deps deps-tests run bench test tests check-config clean format check-style install uninstall
 
 # Where `make install` puts things; DESTDIR stages them elsewhere.
 PREFIX ?= /usr/local
@@ -84,6 +84,10 @@ test: tests
 run: all
 	@mkdir -p var
 	exec $(BUILD)/llamachatd -c conf/llamachatd.conf
+
+# Cached lookups against nginx serving the same JSON (needs wrk and nginx).
+bench: all
+	bench/lookup.sh
 
 check-config: all
 	$(BUILD)/llamachatd -t -c conf/llamachatd.conf

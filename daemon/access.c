@@ -9,6 +9,7 @@
 #include "access.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdlib.h>
@@ -23,7 +24,8 @@ struct access_log {
 	FILE *out; /* NULL: off */
 	bool owns_out;
 	struct metrics *metrics;
-	unsigned long long sequence;
+	uint64_t sequence; /* request id generator state */
+	bool seeded;
 };
 
 static double
@@ -176,6 +178,29 @@ access_on_close(struct evhttp_connection *evcon, void *arg)
 	free(e);
 }
 
+/* A fresh request id: 16 hex digits of a counter run through splitmix64,
+ * seeded once from the kernel. Unique within a run and hard to guess, with
+ * no system call per request. */
+static void
+access_new_request_id(struct access_log *log, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint64_t z;
+
+	if (!log->seeded) {
+		if (getrandom(&log->sequence, sizeof(log->sequence), GRND_NONBLOCK) != (ssize_t)sizeof(log->sequence))
+			log->sequence = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+		log->seeded = true;
+	}
+	z = (log->sequence += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	for (int i = 15; i >= 0; i--, z >>= 4)
+		out[i] = hex[z & 0xf];
+	out[16] = '\0';
+}
+
 struct access_entry *
 access_begin(struct access_log *log, struct evhttp_request *req)
 {
@@ -194,12 +219,7 @@ access_begin(struct access_log *log, struct evhttp_request *req)
 	if (given != NULL && access_request_id_is_clean(given)) {
 		snprintf(e->request_id, sizeof(e->request_id), "%s", given);
 	} else {
-		unsigned char random[8] = { 0 };
-		if (getrandom(random, sizeof(random), GRND_NONBLOCK) != (ssize_t)sizeof(random))
-			memcpy(random, &log->sequence, sizeof(random));
-		log->sequence++;
-		for (size_t i = 0; i < sizeof(random); i++)
-			snprintf(e->request_id + 2 * i, 3, "%02x", random[i]);
+		access_new_request_id(log, e->request_id);
 		/* Upstream gets the id through the forwarded headers. */
 		while (evhttp_remove_header(in, "X-Request-Id") == 0)
 			;
