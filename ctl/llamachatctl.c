@@ -130,8 +130,26 @@ struct row {
 struct rows {
 	struct row *items;
 	size_t count, size;
+	bool failed; /* out of memory: the result is not whole */
 	const struct options *o;
 };
+
+/* Makes room for one more item in a growing array; returns -1 when out of
+ * memory (the array is left as it was). */
+static int
+grow(void **items, size_t *size, size_t count, size_t item_size)
+{
+	size_t wanted = *size == 0 ? 64 : *size * 2;
+	void *grown;
+
+	if (count < *size)
+		return 0;
+	if ((grown = realloc(*items, wanted * item_size)) == NULL)
+		return -1;
+	*items = grown;
+	*size = wanted;
+	return 0;
+}
 
 static void
 copy_field(char *out, size_t size, const char *text, size_t len)
@@ -151,13 +169,9 @@ collect(const char *key, size_t key_len, const void *value, size_t value_len, co
 	(void)index_key_len;
 	if (session_record_decode(value, value_len, &rec) != 0)
 		return 0;
-	if (rows->count == rows->size) {
-		size_t size = rows->size == 0 ? 64 : rows->size * 2;
-		struct row *grown = realloc(rows->items, size * sizeof(*grown));
-		if (grown == NULL)
-			return 1;
-		rows->items = grown;
-		rows->size = size;
+	if (grow((void **)&rows->items, &rows->size, rows->count, sizeof(*rows->items)) != 0) {
+		rows->failed = true;
+		return 1;
 	}
 	r = &rows->items[rows->count];
 	memset(r, 0, sizeof(*r));
@@ -166,8 +180,10 @@ collect(const char *key, size_t key_len, const void *value, size_t value_len, co
 	copy_field(r->org, sizeof(r->org), rec.organization_id, rec.organization_id_len);
 	copy_field(r->project, sizeof(r->project), rec.project_id, rec.project_id_len);
 	r->stored_at_us = rec.stored_at_us;
-	if ((r->json = strndup(rec.json, rec.json_len)) == NULL)
+	if ((r->json = strndup(rec.json, rec.json_len)) == NULL) {
+		rows->failed = true;
 		return 1;
+	}
 	{
 		json_t *doc = json_loads(r->json, 0, NULL);
 		r->updated_us = session_time_parse(json_string_value(json_object_get(doc, "last_updated_at")) != NULL
@@ -192,24 +208,26 @@ newest_first(const void *a, const void *b)
 	return x->updated_us < y->updated_us ? 1 : x->updated_us > y->updated_us ? -1 : strcmp(x->id, y->id);
 }
 
-/* Every session of the store (the index of all sessions), filtered. */
-static int
-load_rows(struct store *store, const struct options *o, struct rows *rows)
-{
-	memset(rows, 0, sizeof(*rows));
-	rows->o = o;
-	if (store_scan(store, "A", 1, NULL, 0, SIZE_MAX, collect, rows) != STORE_OK)
-		return -1;
-	qsort(rows->items, rows->count, sizeof(*rows->items), newest_first);
-	return 0;
-}
-
 static void
 free_rows(struct rows *rows)
 {
 	for (size_t i = 0; i < rows->count; i++)
 		free(rows->items[i].json);
 	free(rows->items);
+}
+
+/* Every session of the store (the index of all sessions), filtered. */
+static int
+load_rows(struct store *store, const struct options *o, struct rows *rows)
+{
+	memset(rows, 0, sizeof(*rows));
+	rows->o = o;
+	if (store_scan(store, "A", 1, NULL, 0, SIZE_MAX, collect, rows) != STORE_OK || rows->failed) {
+		free_rows(rows);
+		return -1;
+	}
+	qsort(rows->items, rows->count, sizeof(*rows->items), newest_first);
+	return 0;
 }
 
 /* A CSV field: quoted, with quotes doubled. */
@@ -332,6 +350,7 @@ struct total {
 struct totals {
 	struct total *items;
 	size_t count, size;
+	bool failed;
 	const struct options *o;
 };
 
@@ -359,13 +378,9 @@ add_usage(const void *key, size_t key_len, const unsigned long long *counters, v
 		if (strcmp(t->items[i].name, name) == 0)
 			slot = &t->items[i];
 	if (slot == NULL) {
-		if (t->count == t->size) {
-			size_t size = t->size == 0 ? 16 : t->size * 2;
-			struct total *grown = realloc(t->items, size * sizeof(*grown));
-			if (grown == NULL)
-				return 1;
-			t->items = grown;
-			t->size = size;
+		if (grow((void **)&t->items, &t->size, t->count, sizeof(*t->items)) != 0) {
+			t->failed = true;
+			return 1;
 		}
 		slot = &t->items[t->count++];
 		memset(slot, 0, sizeof(*slot));
@@ -384,8 +399,10 @@ cmd_usage(struct store *store, const struct options *o)
 	struct totals t = { .o = o };
 	const char *by = o->by_project ? "project" : "client";
 
-	if (store_ledger_scan(store, SIZE_MAX, add_usage, &t) != STORE_OK)
-		return fail("%s", "cannot read the ledger");
+	if (store_ledger_scan(store, SIZE_MAX, add_usage, &t) != STORE_OK || t.failed) {
+		free(t.items);
+		return fail("%s", "cannot read the ledger (or out of memory)");
+	}
 	if (o->format == FORMAT_JSON) {
 		json_t *all = json_array();
 		for (size_t i = 0; i < t.count; i++) {

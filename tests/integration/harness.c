@@ -560,6 +560,26 @@ harness_rss_kib(pid_t pid)
 }
 
 int
+harness_suite_start(const char *name, char **dir, struct fake_upstream *fake, struct daemon_process *d)
+{
+	*dir = harness_make_dir(name);
+	if (*dir == NULL || fake_start(fake, *dir) != 0)
+		return -1;
+	daemon_write_config(d, *dir, fake->port, NULL, NULL, NULL);
+	return daemon_start(d, HARNESS_KEY);
+}
+
+void
+harness_suite_stop(char **dir, struct fake_upstream *fake, struct daemon_process *d)
+{
+	daemon_kill(d);
+	fake_stop(fake);
+	harness_remove_dir(*dir);
+	free(*dir);
+	*dir = NULL;
+}
+
+int
 harness_connect(int port)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };

@@ -35,6 +35,12 @@ struct http_response {
 /* A fresh directory for one test's files; the caller owns the string. */
 char *harness_make_dir(const char *name);
 
+/* The usual group set-up: a fresh dir named after the suite, the fake
+ * upstream, and the daemon with a default config and HARNESS_KEY. Returns 0
+ * or -1. suite_stop() kills both and removes the dir. */
+int harness_suite_start(const char *name, char **dir, struct fake_upstream *fake, struct daemon_process *d);
+void harness_suite_stop(char **dir, struct fake_upstream *fake, struct daemon_process *d);
+
 /* Removes dir and everything below it. */
 void harness_remove_dir(const char *dir);
 

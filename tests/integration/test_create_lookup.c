@@ -32,21 +32,14 @@ static int
 start_all(void **state)
 {
 	(void)state;
-	dir = harness_make_dir("create");
-	if (dir == NULL || fake_start(&fake, dir) != 0)
-		return -1;
-	daemon_write_config(&daemon_proc, dir, fake.port, NULL, NULL, NULL);
-	return daemon_start(&daemon_proc, HARNESS_KEY);
+	return harness_suite_start("create", &dir, &fake, &daemon_proc);
 }
 
 static int
 stop_all(void **state)
 {
 	(void)state;
-	daemon_kill(&daemon_proc);
-	fake_stop(&fake);
-	harness_remove_dir(dir);
-	free(dir);
+	harness_suite_stop(&dir, &fake, &daemon_proc);
 	return 0;
 }
 
