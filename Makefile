@@ -29,6 +29,9 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 IT_TESTS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/it_%,$(wildcard tests/integration/test_*.c))
 IT_OBJS := $(BUILD)/tests/integration/harness.o
 FAKE := $(BUILD)/tests/fake_upstream
+# The daemon with its large calloc()s made to fail on demand, for the tests
+# of out-of-memory paths (tests/support/failalloc.c).
+FAILALLOC := $(BUILD)/tests/llamachatd-failalloc
 
 DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 
@@ -74,7 +77,10 @@ $(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS) $(CORE_OBJS)
 $(FAKE): $(BUILD)/tests/fake/fake_upstream.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(UNIT_TESTS) $(IT_TESTS)
+$(FAILALLOC): $(BUILD)/daemon/main.o $(CORE_OBJS) $(BUILD)/tests/support/failalloc.o
+	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=calloc -o $@ $^ $(PKG_LIBS)
+
+tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(FAILALLOC) $(UNIT_TESTS) $(IT_TESTS)
 
 # Runs every suite; the last line is "N passed, M failed".
 test: tests

@@ -398,9 +398,11 @@ chat_on_stored(enum store_result result, void *arg)
 	chat_call_reply_upstream(call);
 }
 
-/* After a 2xx: what the store must learn from upstream's answer. Returns
- * false when the answer is unusable (the call has been answered then). */
-static bool
+/* After a 2xx: what the store must learn from upstream's answer. Hands the
+ * call on: to the store, or (an unusable answer, a write that cannot be
+ * queued) to its answer, which frees it. The caller must not touch call
+ * after this returns. */
+static void
 chat_store_answer(struct chat_call *call)
 {
 	const char *body = (const char *)evbuffer_pullup(call->body, -1);
@@ -427,14 +429,15 @@ chat_store_answer(struct chat_call *call)
 			free(summary);
 			if (call->kind == CHAT_HISTORY) {
 				chat_call_reply_upstream(call); /* not ours to judge; pass it on */
-				return false;
+				return;
 			}
 			/* For a create the session may exist upstream: no retry. */
 			chat_call_fail(
 			    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
-			return false;
+			return;
 		}
 		if (call->kind == CHAT_CREATE) {
+			call->chat->counters.creates++; /* it exists upstream, stored or not */
 			/* The creator owns it, and the ledger counts it, in one commit. */
 			unsigned char key[SESSION_LEDGER_KEY_MAX];
 			struct store_ledger_delta delta = { .key = { key, 0 } };
@@ -450,8 +453,7 @@ chat_store_answer(struct chat_call *call)
 		free(summary);
 	}
 	if (call->write == NULL)
-		chat_on_stored(STORE_ERR, call);
-	return true;
+		chat_on_stored(STORE_ERR, call); /* answers and frees call */
 }
 
 static void
@@ -487,8 +489,7 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 		chat_call_reply_upstream(call);
 		return;
 	}
-	if (chat_store_answer(call) && call->kind == CHAT_CREATE)
-		call->chat->counters.creates++;
+	chat_store_answer(call);
 }
 
 /* Starts the upstream call; answers the client itself when it cannot. */

@@ -214,6 +214,7 @@ metrics_render(struct metrics *m, struct evbuffer *out)
 	for (int k = 1; k < 6; k++)
 		evbuffer_add_printf(
 		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
+	evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"multi\"} %llu\n", up->multi_errors);
 	metrics_simple(out, "llamachatd_cache_hits_total", "counter", "Session lookups answered from the store.",
 	    (double)chat->cache_hits);
 	metrics_simple(out, "llamachatd_cache_misses_total", "counter", "Session lookups read through from upstream.",

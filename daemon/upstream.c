@@ -146,14 +146,21 @@ upstream_classify(CURLcode code, bool too_large)
 	}
 }
 
+/* Unix seconds now, for the last-answer and last-failure stamps. */
+static double
+upstream_wall_now(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
 static void
 upstream_count(struct upstream *upstream, enum upstream_error error, double seconds)
 {
-	struct timespec now;
-	double wall;
+	double wall = upstream_wall_now();
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	wall = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 	upstream->stats.errors[error]++;
 	histogram_observe(&upstream->stats.latency, seconds);
 	if (error == UPSTREAM_OK)
@@ -204,6 +211,18 @@ upstream_collect_finished(struct upstream *upstream)
 	}
 }
 
+void
+upstream_check_multi(struct upstream *upstream, int code, const char *where)
+{
+	if (code == CURLM_OK)
+		return;
+	/* The transfers themselves still end through curl_multi_info_read;
+	 * this failure is the engine's own, so it is counted apart. */
+	upstream->stats.multi_errors++;
+	upstream->stats.last_failure_wall = upstream_wall_now();
+	log_warnx("upstream: curl_multi_socket_action (%s) failed: %s", where, curl_multi_strerror((CURLMcode)code));
+}
+
 static void
 upstream_on_timeout(evutil_socket_t fd, short what, void *arg)
 {
@@ -212,7 +231,8 @@ upstream_on_timeout(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	curl_multi_socket_action(upstream->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	upstream_check_multi(
+	    upstream, curl_multi_socket_action(upstream->multi, CURL_SOCKET_TIMEOUT, 0, &running), "timeout");
 	upstream_collect_finished(upstream);
 }
 
@@ -223,7 +243,7 @@ upstream_on_socket_event(evutil_socket_t fd, short what, void *arg)
 	int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 	int running;
 
-	curl_multi_socket_action(upstream->multi, fd, action, &running);
+	upstream_check_multi(upstream, curl_multi_socket_action(upstream->multi, fd, action, &running), "socket");
 	/* No timer clean-up here on running == 0: a callback below may start a
 	 * new call, whose timer curl has just armed. curl says itself (a
 	 * timeout of -1) when the timer should go. */

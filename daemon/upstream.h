@@ -112,9 +112,15 @@ struct upstream_stats {
 	struct histogram latency; /* seconds per call */
 	double last_answer_wall; /* Unix seconds of the last HTTP answer; 0: none yet */
 	double last_failure_wall; /* Unix seconds of the last failed transfer; 0: none yet */
+	unsigned long long multi_errors; /* curl_multi_socket_action calls that failed */
 };
 
 const struct upstream_stats *upstream_get_stats(const struct upstream *upstream);
+
+/* Checks what curl_multi_socket_action returned (a CURLMcode) from the
+ * engine's handler named where: anything but CURLM_OK is logged and counted
+ * in multi_errors. Used by the engine's event handlers; exported for tests. */
+void upstream_check_multi(struct upstream *upstream, int code, const char *where);
 
 /* True for a client header that may be forwarded upstream as it is. */
 bool upstream_header_is_forwarded(const char *name);

@@ -6,9 +6,13 @@
  * records what it received, and takes faults and controls:
  *   GET  /_fake/stats    counts (requests, connections accepted, streams...),
  *                        the last session created, the last API request
- *   POST /_fake/fault    {"mode": M, "status":N, "body":"...", "ms":N,
- *                        "bytes":N, "count":N}: the next count API requests
- *                        go wrong as M says:
+ *   POST /_fake/fault    {"method": "POST", "path": P, "mode": M,
+ *                        "status":N, "body":"...", "ms":N, "bytes":N,
+ *                        "count":N}: the next count API requests with that
+ *                        method and path go wrong as M says (P is a path
+ *                        without query; a "{id}" segment in it matches any
+ *                        one segment). Up to 8 faults wait at once; a new
+ *                        one for the same method and path replaces the old.
  *                          status   answer status with body (+ Retry-After,
  *                                   Set-Cookie, and Location on 3xx)
  *                          delay    answer after ms milliseconds
@@ -17,11 +21,13 @@
  *                                   bytes bytes
  *                          hold     a stream sends its first event, then
  *                                   waits for POST /_fake/release
+ *                                   (stats: streams_held counts them)
  *                          flood    a stream sends bytes bytes of deltas as
  *                                   fast as it is read, then stops
  *                          cut      a stream sends one event, then drops the
  *                                   connection
- *   POST /_fake/release  lets a held stream go on
+ *   POST /_fake/release  lets every held stream go on: {"released": n > 0,
+ *                        "count": n}
  *   POST /_fake/now      from now on, sessions carry the real time (else a
  *                        fixed clock in April 2026 that ticks 1 ms a change)
  *   POST /_fake/turn?id= runs a turn on a session without a stream (the
@@ -44,10 +50,14 @@
 #include <time.h>
 
 #define MAX_SESSIONS 8192
+#define MAX_FAULTS 8
+#define MAX_HELD 64
 #define FLOOD_CHUNK 65536
 #define EPOCH_US 1776859200000000ULL /* 2026-04-22T12:00:00 */
 
 struct fault {
+	char method[8];
+	char path[256];
 	char mode[16];
 	int status;
 	char *body;
@@ -75,11 +85,11 @@ static struct {
 	uint64_t clock_us; /* each change moves it on, so sessions order by it */
 	bool real_time; /* after POST /_fake/now: times are the real clock's */
 	long connections, api_requests, creates, summaries, histories_read, deletes;
-	long streams, streams_completed, streams_aborted, stream_bytes;
+	long streams, streams_completed, streams_aborted, streams_held, stream_bytes;
 	char last_session_id[64];
 	json_t *last;
-	struct fault fault;
-	struct stream *held;
+	struct fault faults[MAX_FAULTS]; /* a slot is free when its count is 0 */
+	struct stream *held[MAX_HELD];
 } fake;
 
 static void
@@ -239,9 +249,24 @@ send_chunk(struct stream *s, const char *text)
 static void
 stream_free(struct stream *s)
 {
-	if (fake.held == s)
-		fake.held = NULL;
+	for (int i = 0; i < MAX_HELD; i++)
+		if (fake.held[i] == s)
+			fake.held[i] = NULL;
 	free(s);
+}
+
+/* Keeps s back until the next release; false when too many are held. */
+static bool
+stream_hold(struct stream *s)
+{
+	for (int i = 0; i < MAX_HELD; i++) {
+		if (fake.held[i] == NULL) {
+			fake.held[i] = s;
+			fake.streams_held++;
+			return true;
+		}
+	}
+	return false;
 }
 
 /* The connection of a stream went away before the stream ended. */
@@ -353,8 +378,8 @@ handle_stream(struct evhttp_request *req, const char *id, const char *mode, long
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/event-stream");
 	evhttp_send_reply_start(req, 200, NULL);
 	send_chunk(s, "event: delta\ndata: {\"type\":\"text_delta\",\"content\":\"Hel\"}\n\n");
-	if (strcmp(mode, "hold") == 0) {
-		fake.held = s;
+	if (strcmp(mode, "hold") == 0 && stream_hold(s)) {
+		/* held until POST /_fake/release */
 	} else if (strcmp(mode, "flood") == 0) {
 		s->flood_left = bytes;
 		stream_flood_more(NULL, s);
@@ -461,14 +486,49 @@ reply_after_delay(evutil_socket_t fd, short what, void *arg)
 	serve_api(arg, "", 0);
 }
 
-/* Applies the pending fault, if any; returns true when it answered. */
+/* True when path (no query) matches pattern, where a "{id}" segment of the
+ * pattern stands for any one non-empty segment. */
+static bool
+path_matches(const char *pattern, const char *path)
+{
+	while (*pattern != '\0' && *path != '\0') {
+		if (strncmp(pattern, "{id}", 4) == 0) {
+			size_t seg = strcspn(path, "/");
+			if (seg == 0)
+				return false;
+			pattern += 4;
+			path += seg;
+		} else if (*pattern++ != *path++) {
+			return false;
+		}
+	}
+	return *pattern == '\0' && *path == '\0';
+}
+
+/* The pending fault for this request's method and path, or NULL. */
+static struct fault *
+find_fault(struct evhttp_request *req)
+{
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	const char *method = method_name(evhttp_request_get_command(req));
+
+	for (int i = 0; i < MAX_FAULTS; i++) {
+		struct fault *f = &fake.faults[i];
+		if (f->count > 0 && strcmp(f->method, method) == 0 && path_matches(f->path, path))
+			return f;
+	}
+	return NULL;
+}
+
+/* Applies the pending fault for this request, if any; returns true when it
+ * answered. */
 static bool
 apply_fault(struct evhttp_request *req)
 {
-	struct fault *f = &fake.fault;
+	struct fault *f = find_fault(req);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 
-	if (f->count <= 0)
+	if (f == NULL)
 		return false;
 	f->count--;
 	if (strcmp(f->mode, "status") == 0) {
@@ -503,22 +563,41 @@ handle_fault(struct evhttp_request *req)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	json_t *doc = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, NULL);
 	const char *mode = json_string_value(json_object_get(doc, "mode"));
+	const char *method = json_string_value(json_object_get(doc, "method"));
+	const char *path = json_string_value(json_object_get(doc, "path"));
 	const char *body = json_string_value(json_object_get(doc, "body"));
+	struct fault *slot = NULL;
 
-	if (mode == NULL) {
+	if (mode == NULL || method == NULL || path == NULL || strlen(method) >= sizeof(slot->method) ||
+	    strlen(path) >= sizeof(slot->path)) {
 		json_decref(doc);
-		send_detail(req, 400, "mode required");
+		send_detail(req, 400, "a fault needs a mode, a method and a path");
 		return;
 	}
-	free(fake.fault.body);
-	memset(&fake.fault, 0, sizeof(fake.fault));
-	snprintf(fake.fault.mode, sizeof(fake.fault.mode), "%s", mode);
-	fake.fault.status = (int)json_integer_value(json_object_get(doc, "status"));
-	fake.fault.ms = (long)json_integer_value(json_object_get(doc, "ms"));
-	fake.fault.bytes = (long)json_integer_value(json_object_get(doc, "bytes"));
-	fake.fault.count =
+	/* The same method and path: replace. Else the first free slot. */
+	for (int i = 0; i < MAX_FAULTS && slot == NULL; i++)
+		if (fake.faults[i].count > 0 && strcmp(fake.faults[i].method, method) == 0 &&
+		    strcmp(fake.faults[i].path, path) == 0)
+			slot = &fake.faults[i];
+	for (int i = 0; i < MAX_FAULTS && slot == NULL; i++)
+		if (fake.faults[i].count <= 0)
+			slot = &fake.faults[i];
+	if (slot == NULL) {
+		json_decref(doc);
+		send_detail(req, 409, "too many faults are waiting");
+		return;
+	}
+	free(slot->body);
+	memset(slot, 0, sizeof(*slot));
+	snprintf(slot->method, sizeof(slot->method), "%s", method);
+	snprintf(slot->path, sizeof(slot->path), "%s", path);
+	snprintf(slot->mode, sizeof(slot->mode), "%s", mode);
+	slot->status = (int)json_integer_value(json_object_get(doc, "status"));
+	slot->ms = (long)json_integer_value(json_object_get(doc, "ms"));
+	slot->bytes = (long)json_integer_value(json_object_get(doc, "bytes"));
+	slot->count =
 	    json_object_get(doc, "count") != NULL ? (int)json_integer_value(json_object_get(doc, "count")) : 1;
-	fake.fault.body = body != NULL ? strdup(body) : NULL;
+	slot->body = body != NULL ? strdup(body) : NULL;
 	json_decref(doc);
 	send_json(req, 200, json_pack("{s:b}", "ok", 1));
 }
@@ -543,13 +622,14 @@ handle_turn(struct evhttp_request *req)
 static json_t *
 stats(void)
 {
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
 	    (json_int_t)fake.connections, "api_requests", (json_int_t)fake.api_requests, "creates",
 	    (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "histories",
 	    (json_int_t)fake.histories_read, "deletes", (json_int_t)fake.deletes, "streams", (json_int_t)fake.streams,
 	    "streams_completed", (json_int_t)fake.streams_completed, "streams_aborted",
-	    (json_int_t)fake.streams_aborted, "stream_bytes", (json_int_t)fake.stream_bytes, "last_session_id",
-	    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null());
+	    (json_int_t)fake.streams_aborted, "streams_held", (json_int_t)fake.streams_held, "stream_bytes",
+	    (json_int_t)fake.stream_bytes, "last_session_id", fake.last_session_id, "last",
+	    fake.last != NULL ? fake.last : json_null());
 }
 
 static void
@@ -568,11 +648,16 @@ route(struct evhttp_request *req, void *arg)
 	} else if (strcmp(path, "/_fake/turn") == 0) {
 		handle_turn(req);
 	} else if (strcmp(path, "/_fake/release") == 0) {
-		struct stream *held = fake.held;
-		fake.held = NULL;
-		if (held != NULL)
-			stream_finish(held);
-		send_json(req, 200, json_pack("{s:b}", "released", held != NULL));
+		int released = 0;
+		for (int i = 0; i < MAX_HELD; i++) {
+			struct stream *held = fake.held[i];
+			if (held != NULL) {
+				fake.held[i] = NULL;
+				stream_finish(held);
+				released++;
+			}
+		}
+		send_json(req, 200, json_pack("{s:b,s:i}", "released", released > 0, "count", released));
 	} else {
 		fake.api_requests++;
 		record_request(req);
@@ -649,7 +734,8 @@ main(int argc, char **argv)
 	json_decref(fake.sessions);
 	json_decref(fake.histories);
 	json_decref(fake.last);
-	free(fake.fault.body);
+	for (int i = 0; i < MAX_FAULTS; i++)
+		free(fake.faults[i].body);
 	event_base_free(fake.base);
 	return 0;
 }

@@ -4,6 +4,11 @@
 
 #include "clients.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <cmocka.h>
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -200,17 +205,184 @@ fake_count(const struct fake_upstream *fake, const char *counter)
 }
 
 int
-fake_fault(const struct fake_upstream *fake, const char *json)
+fake_fault(const struct fake_upstream *fake, const char *method, const char *path, const char *fault)
 {
 	char url[128];
 	struct http_response r;
 	const char *headers[] = { "Content-Type: application/json", NULL };
+	json_t *doc = json_loads(fault, 0, NULL);
+	char *text;
 	int rc;
 
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		return -1;
+	}
+	json_object_set_new(doc, "method", json_string(method));
+	json_object_set_new(doc, "path", json_string(path));
+	text = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/fault", fake->port);
-	rc = http_call("POST", url, headers, json, strlen(json), &r) == 0 && r.status == 200 ? 0 : -1;
+	rc = http_call("POST", url, headers, text, strlen(text), &r) == 0 && r.status == 200 ? 0 : -1;
+	free(text);
 	http_response_free(&r);
 	return rc;
+}
+
+int
+fake_release(const struct fake_upstream *fake)
+{
+	char url[128];
+	struct http_response r;
+	json_t *doc = NULL;
+	int count = -1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/release", fake->port);
+	if (http_call("POST", url, NULL, "", 0, &r) == 0 && r.status == 200 && (doc = json_loads(r.body, 0, NULL)))
+		count = (int)json_integer_value(json_object_get(doc, "count"));
+	json_decref(doc);
+	http_response_free(&r);
+	return count;
+}
+
+static long
+monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+void
+harness_wait(bool (*cond)(void *arg), void *arg, long timeout_ms, const char *what)
+{
+	long deadline = monotonic_ms() + timeout_ms;
+
+	for (;;) {
+		if (cond(arg))
+			return;
+		if (monotonic_ms() > deadline)
+			break;
+		sleep_ms(WAIT_STEP_MS);
+	}
+	/* One last look: the condition may have come true while we slept. */
+	if (cond(arg))
+		return;
+	fail_msg("timed out after %ld ms waiting for %s", timeout_ms, what);
+}
+
+struct count_wait {
+	const struct fake_upstream *fake;
+	const char *counter;
+	long target;
+	long value;
+};
+
+static bool
+count_reached(void *arg)
+{
+	struct count_wait *w = arg;
+
+	w->value = fake_count(w->fake, w->counter);
+	return w->value >= w->target;
+}
+
+long
+fake_wait_count(const struct fake_upstream *fake, const char *counter, long target)
+{
+	struct count_wait w = { fake, counter, target, -1 };
+	char what[160];
+
+	snprintf(what, sizeof(what), "the fake's %s to reach %ld", counter, target);
+	harness_wait(count_reached, &w, HARNESS_WAIT_MS, what);
+	return w.value;
+}
+
+long
+harness_file_offset(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* The text of path from offset on, as a new string, or NULL. */
+static char *
+read_file_since(const char *path, long offset)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	long size;
+
+	if (f == NULL)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	if (size >= offset && fseek(f, offset, SEEK_SET) == 0 && (text = malloc((size_t)(size - offset) + 1)) != NULL) {
+		size_t got = fread(text, 1, (size_t)(size - offset), f);
+		text[got] = '\0';
+	}
+	fclose(f);
+	return text;
+}
+
+bool
+harness_file_contains_since(const char *path, long offset, const char *needle)
+{
+	char *text = read_file_since(path, offset);
+	bool found = text != NULL && strstr(text, needle) != NULL;
+
+	free(text);
+	return found;
+}
+
+const char *
+harness_file_line_since(const char *path, long offset, const char *needle, char *line, size_t size)
+{
+	char *text = read_file_since(path, offset);
+	const char *at = text != NULL ? strstr(text, needle) : NULL;
+	const char *start, *end;
+
+	if (at == NULL) {
+		free(text);
+		return NULL;
+	}
+	for (start = at; start > text && start[-1] != '\n'; start--)
+		;
+	end = strchr(at, '\n');
+	/* A line is whole only once its newline is written. */
+	if (end == NULL) {
+		free(text);
+		return NULL;
+	}
+	snprintf(line, size, "%.*s", (int)(end - start), start);
+	free(text);
+	return line;
+}
+
+struct file_wait {
+	const char *path;
+	long offset;
+	const char *needle;
+};
+
+static bool
+file_has_needle(void *arg)
+{
+	struct file_wait *w = arg;
+
+	return harness_file_contains_since(w->path, w->offset, w->needle);
+}
+
+void
+harness_wait_file(const char *path, long offset, const char *needle)
+{
+	struct file_wait w = { path, offset, needle };
+	char what[512];
+
+	snprintf(what, sizeof(what), "\"%s\" in %s after byte %ld", needle, path, offset);
+	harness_wait(file_has_needle, &w, HARNESS_WAIT_MS, what);
 }
 
 void
@@ -219,6 +391,7 @@ daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port
 {
 	FILE *f;
 
+	d->bin = NULL;
 	snprintf(d->dir, sizeof(d->dir), "%s", dir);
 	snprintf(d->conf_path, sizeof(d->conf_path), "%s/llamachatd.conf", dir);
 	snprintf(d->log_path, sizeof(d->log_path), "%s/daemon.log", dir);
@@ -283,7 +456,7 @@ daemon_spawn_with(struct daemon_process *d, const char *key, char *const *env, c
 		fclose(log);
 	for (size_t i = 0; wrapper != NULL && wrapper[i] != NULL && n < 12; i++)
 		argv[n++] = wrapper[i];
-	argv[n++] = (char *)harness_daemon_bin();
+	argv[n++] = (char *)(d->bin != NULL ? d->bin : harness_daemon_bin());
 	argv[n++] = "-c";
 	argv[n++] = d->conf_path;
 	argv[n] = NULL;
@@ -346,6 +519,18 @@ daemon_log_contains(const struct daemon_process *d, const char *needle)
 
 	free(log);
 	return found;
+}
+
+long
+daemon_log_offset(const struct daemon_process *d)
+{
+	return harness_file_offset(d->log_path);
+}
+
+void
+daemon_wait_log(const struct daemon_process *d, long offset, const char *needle)
+{
+	harness_wait_file(d->log_path, offset, needle);
 }
 
 char *
@@ -455,6 +640,12 @@ const char *
 harness_daemon_bin(void)
 {
 	return env_or("LLAMACHATD_BIN", "llamachatd");
+}
+
+const char *
+harness_failalloc_bin(void)
+{
+	return env_or("LLAMACHATD_FAILALLOC_BIN", "llamachatd-failalloc");
 }
 
 int

@@ -18,6 +18,7 @@ struct fake_upstream {
 };
 
 struct daemon_process {
+	const char *bin; /* the binary to start; NULL: harness_daemon_bin() */
 	pid_t pid;
 	int port;
 	char dir[256];
@@ -52,8 +53,34 @@ void fake_stop(struct fake_upstream *fake);
 json_t *fake_stats(const struct fake_upstream *fake);
 /* One counter from the stats ("api_requests", "creates", "summaries"). */
 long fake_count(const struct fake_upstream *fake, const char *counter);
-/* POST /_fake/fault with a JSON text. Returns 0 or -1. */
-int fake_fault(const struct fake_upstream *fake, const char *json);
+/* Arms a fault on the fake for the next requests with method and path (no
+ * query; a "{id}" segment matches any one segment): fault is a JSON object
+ * text with the mode and its settings, e.g. {"mode":"hold"}. Returns 0 or
+ * -1. Other requests are never touched by it. */
+int fake_fault(const struct fake_upstream *fake, const char *method, const char *path, const char *fault);
+/* POST /_fake/release: lets held streams go on; returns how many, or -1. */
+int fake_release(const struct fake_upstream *fake);
+
+/* Polls cond(arg) every few milliseconds until it returns true or timeout_ms
+ * pass; on time-out the test fails with "timed out after N ms waiting for
+ * <what>". cond may do work of its own (pump a curl multi handle, say). */
+void harness_wait(bool (*cond)(void *arg), void *arg, long timeout_ms, const char *what);
+/* The default deadline of a wait: long enough for a loaded one-CPU box. */
+#define HARNESS_WAIT_MS 10000
+
+/* Waits until a fake counter reaches at least target (a baseline taken
+ * before the action plus the change expected); returns its value. */
+long fake_wait_count(const struct fake_upstream *fake, const char *counter, long target);
+
+/* The size of a file now (0 when absent): a baseline for the waits below. */
+long harness_file_offset(const char *path);
+/* True when needle occurs in path after byte offset. */
+bool harness_file_contains_since(const char *path, long offset, const char *needle);
+/* Waits until needle occurs in path after byte offset. */
+void harness_wait_file(const char *path, long offset, const char *needle);
+/* The first line of path after offset that holds needle, copied into line;
+ * NULL when there is none (yet). */
+const char *harness_file_line_since(const char *path, long offset, const char *needle, char *line, size_t size);
 
 /* Writes a config (listen on 127.0.0.1:0, store in dir/store, upstream at
  * upstream_port) with extra settings text spliced into each group; returns
@@ -81,6 +108,10 @@ int daemon_stop(struct daemon_process *d);
 void daemon_kill(struct daemon_process *d);
 /* True when the daemon's log holds needle. */
 bool daemon_log_contains(const struct daemon_process *d, const char *needle);
+/* The daemon log's size now: the baseline for daemon_wait_log(). */
+long daemon_log_offset(const struct daemon_process *d);
+/* Waits until needle is in the daemon's log after offset. */
+void daemon_wait_log(const struct daemon_process *d, long offset, const char *needle);
 
 /* Runs one HTTP call to url. headers is a NULL-terminated list of "Name:
  * value" lines, or NULL. Returns 0 once a response arrived, else -1. */
@@ -104,6 +135,8 @@ int run_command_input(char *const argv[], const char *input, const char *env_key
 
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);
+/* The same daemon built with tests/support/failalloc.c. */
+const char *harness_failalloc_bin(void);
 
 /* A response body collected by libcurl, cut at HARNESS_BODY_MAX bytes. */
 #define HARNESS_BODY_MAX 8192

@@ -346,6 +346,17 @@ stream_turn(const char *id, const char *body, struct stream_client *c, long *sta
 	return rc;
 }
 
+/* True once the stored summary of session id carries a generated title. */
+static bool
+has_title(void *arg)
+{
+	json_t *doc = summary(arg, "HIT");
+	bool titled = json_is_string(json_object_get(doc, "generated_title"));
+
+	json_decref(doc);
+	return titled;
+}
+
 static void
 test_stream_relays_events_and_records_usage_then_title(void **state)
 {
@@ -376,19 +387,10 @@ test_stream_relays_events_and_records_usage_then_title(void **state)
 	json_decref(doc);
 
 	/* The refresh after the turn brings the generated title. */
-	for (int i = 0; i < 500; i++) {
-		const char *title;
-		doc = summary(id, "HIT");
-		title = json_string_value(json_object_get(doc, "generated_title"));
-		if (title != NULL) {
-			assert_string_equal(title, "What were the Q3 findings?");
-			json_decref(doc);
-			return;
-		}
-		json_decref(doc);
-		usleep(10000);
-	}
-	fail_msg("the summary was never refreshed after the turn");
+	harness_wait(has_title, id, HARNESS_WAIT_MS, "the summary to be refreshed with a title after the turn");
+	doc = summary(id, "HIT");
+	assert_string_equal(json_string_value(json_object_get(doc, "generated_title")), "What were the Q3 findings?");
+	json_decref(doc);
 }
 
 static void
@@ -404,7 +406,7 @@ test_relay_does_not_buffer(void **state)
 	c.fake_port = fake.port;
 	/* The fake sends one event and then waits until this client has it: a
 	 * relay that held bytes back would make this time out. */
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"hold\"}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
 	assert_int_equal(
 	    stream_turn(id, "{\"prompt\":\"hi\",\"index_ids\":[]}", &c, &status, ct, sizeof(ct)), CURLE_OK);
 	assert_true(c.released);
@@ -441,13 +443,31 @@ test_stream_errors_before_and_during(void **state)
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
 	memset(&c, 0, sizeof(c));
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"cut\"}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"cut\"}"), 0);
 	assert_int_equal(
 	    stream_turn(id, "{\"prompt\":\"hi\",\"index_ids\":[]}", &c, &status, ct, sizeof(ct)), CURLE_OK);
 	assert_int_equal(status, 200);
 	assert_non_null(strstr(c.data, "\"content\":\"Hel\""));
 	assert_null(strstr(c.data, "\"type\":\"stop\""));
 	(void)aborted;
+}
+
+/* Tracks the fake's stream_bytes: stalled once it grew by over 1 MB and then
+ * did not move for five looks in a row. */
+struct stall {
+	long base, last;
+	int unchanged;
+};
+
+static bool
+flood_stalled(void *arg)
+{
+	struct stall *st = arg;
+	long now = fake_count(&fake, "stream_bytes");
+
+	st->unchanged = now == st->last ? st->unchanged + 1 : 0;
+	st->last = now;
+	return now - st->base > 1000000 && st->unchanged >= 5;
 }
 
 static void
@@ -463,7 +483,9 @@ test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 	create(NULL, id, sizeof(id));
 	rss_before = harness_rss_kib(daemon_proc.pid);
 	aborted = fake_count(&fake, "streams_aborted");
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"flood\",\"bytes\":52428800}"), 0);
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"flood\",\"bytes\":52428800}"),
+	    0);
 
 	/* A client that asks for a stream and then reads nothing. */
 	fd = harness_send_raw_stream(daemon_proc.port, id, body);
@@ -471,14 +493,10 @@ test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 
 	/* Wait until the transfer has stalled: the bytes upstream sent stop
 	 * growing once every buffer on the way is full. */
-	sent = -1;
-	for (int i = 0; i < 100; i++) {
-		long now;
-		usleep(50000);
-		now = fake_count(&fake, "stream_bytes");
-		if (now > 1000000 && now == sent)
-			break;
-		sent = now;
+	{
+		struct stall stall = { .base = fake_count(&fake, "stream_bytes"), .last = -1 };
+		harness_wait(flood_stalled, &stall, HARNESS_WAIT_MS, "the flood to start and then stall");
+		sent = stall.last - stall.base;
 	}
 	assert_true(sent > 1000000); /* the flood did start */
 	assert_true(sent < 52428800L / 2); /* and stalled, far from all 50 MB */
@@ -491,9 +509,7 @@ test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 
 	/* The client hangs up: upstream sees its stream's connection close. */
 	close(fd);
-	for (int i = 0; i < 500 && fake_count(&fake, "streams_aborted") == aborted; i++)
-		usleep(10000);
-	assert_int_equal(fake_count(&fake, "streams_aborted"), aborted + 1);
+	assert_int_equal(fake_wait_count(&fake, "streams_aborted", aborted + 1), aborted + 1);
 }
 
 /* A client that leaves while the stream is quiet: nothing is being written
@@ -502,16 +518,17 @@ static void
 test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 {
 	const char *body = "{\"prompt\":\"quiet\",\"index_ids\":[]}";
-	char id[64], got[4096], url[128];
+	char id[64], got[4096] = "";
 	size_t have = 0;
-	long aborted;
+	long aborted, held, log_at;
 	int fd;
-	struct http_response r;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"hold\"}"), 0);
+	held = fake_count(&fake, "streams_held");
+	log_at = daemon_log_offset(&daemon_proc);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
 	fd = harness_send_raw_stream(daemon_proc.port, id, body);
 	assert_true(fd >= 0);
 	/* Read until the first event is in, then leave. */
@@ -522,17 +539,14 @@ test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 		got[have] = '\0';
 	}
 	assert_non_null(strstr(got, "\"Hel\""));
+	/* The stream is held upstream, quiet, when the client leaves. */
+	assert_int_equal(fake_count(&fake, "streams_held"), held + 1);
 	close(fd);
-	for (int i = 0; i < 500 && !daemon_log_contains(&daemon_proc, "went away mid-answer"); i++)
-		usleep(10000);
-	assert_true(daemon_log_contains(&daemon_proc, "went away mid-answer"));
-	/* Let the fake go on: its connection is closed, so its stream fails. */
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/release", fake.port);
-	assert_int_equal(http_call("POST", url, NULL, "", 0, &r), 0);
-	http_response_free(&r);
-	for (int i = 0; i < 500 && fake_count(&fake, "streams_aborted") == aborted; i++)
-		usleep(10000);
-	assert_int_equal(fake_count(&fake, "streams_aborted"), aborted + 1);
+	daemon_wait_log(&daemon_proc, log_at, "went away mid-answer");
+	/* Upstream sees its connection close while the stream is still held:
+	 * the daemon cancelled the transfer, nothing else ended it. */
+	assert_int_equal(fake_wait_count(&fake, "streams_aborted", aborted + 1), aborted + 1);
+	assert_int_equal(fake_release(&fake), 0); /* nothing left to release */
 }
 
 /* A client that leaves before upstream has even answered. */
@@ -541,18 +555,21 @@ test_hang_up_before_upstream_answers_cancels_it(void **state)
 {
 	const char *body = "{\"prompt\":\"early\",\"index_ids\":[]}";
 	char id[64];
+	long requests, log_at;
 	int fd;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":3000}"), 0);
+	requests = fake_count(&fake, "api_requests");
+	log_at = daemon_log_offset(&daemon_proc);
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"delay\",\"ms\":3000}"), 0);
 	fd = harness_send_raw_stream(daemon_proc.port, id, body);
 	assert_true(fd >= 0);
-	usleep(100000);
+	/* Leave once the call is upstream and waiting there. */
+	fake_wait_count(&fake, "api_requests", requests + 1);
 	close(fd);
-	for (int i = 0; i < 200 && !daemon_log_contains(&daemon_proc, "went away before upstream answered"); i++)
-		usleep(10000);
-	assert_true(daemon_log_contains(&daemon_proc, "went away before upstream answered"));
+	daemon_wait_log(&daemon_proc, log_at, "went away before upstream answered");
 }
 
 static void

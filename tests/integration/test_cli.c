@@ -254,6 +254,20 @@ test_unix_socket_gets_its_mode(void **state)
 	assert_int_not_equal(stat(sock, &st), 0); /* removed at stop */
 }
 
+/* True once the daemon d answers a request (404 for an unknown path). */
+static bool
+answers_404(void *arg)
+{
+	struct daemon_process *d = arg;
+	struct http_response r;
+	char url[256];
+	bool ok =
+	    http_call("GET", daemon_url(d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r) == 0 && r.status == 404;
+
+	http_response_free(&r);
+	return ok;
+}
+
 /* More clients than max_connections allows wait at the door, nobody
  * crashes, and once they leave the daemon serves again. */
 static void
@@ -264,6 +278,7 @@ test_connection_cap_holds_and_recovers(void **state)
 	char url[256], sub[512];
 	int fds[200];
 	int opened = 0;
+	long log_at;
 
 	(void)state;
 	snprintf(sub, sizeof(sub), "%s/cap", dir);
@@ -271,27 +286,18 @@ test_connection_cap_holds_and_recovers(void **state)
 	daemon_write_config(&d, sub, harness_unused_port(), "max_in_flight = 1;",
 	    "max_connections = 16; client_timeout_ms = 20000;", NULL);
 	assert_int_equal(daemon_start(&d, NULL), 0);
+	log_at = daemon_log_offset(&d);
 	for (int i = 0; i < 200; i++) {
 		fds[i] = harness_connect(d.port); /* the kernel's backlog takes what the daemon does not */
 		if (fds[i] >= 0)
 			opened++;
 	}
-	for (int i = 0; i < 100 && !daemon_log_contains(&d, "accept failed"); i++)
-		usleep(10000);
-	assert_true(daemon_log_contains(&d, "accept failed"));
+	daemon_wait_log(&d, log_at, "accept failed");
 	for (int i = 0; i < 200; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	/* Served again once the crowd is gone. */
-	for (int i = 0; i < 100; i++) {
-		if (http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r) == 0 &&
-		    r.status == 404) {
-			http_response_free(&r);
-			break;
-		}
-		http_response_free(&r);
-		usleep(50000);
-	}
+	harness_wait(answers_404, &d, HARNESS_WAIT_MS, "the daemon to serve again after the crowd left");
 	assert_int_equal(http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r), 0);
 	assert_int_equal(r.status, 404);
 	http_response_free(&r);

@@ -213,13 +213,14 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 	char url[256], path[128], value[16], stored[128];
 	const char *headers[] = { "Content-Type: application/json", NULL };
 	long creates = fake_count(&fake, "creates"), summaries;
+	long log_at = daemon_log_offset(&daemon_proc);
 	json_t *stats;
 	CURL *curl = curl_easy_init();
 	struct curl_slist *list = curl_slist_append(NULL, headers[0]);
 
 	(void)state;
 	/* Upstream takes 600 ms; the client gives up after 100 ms. */
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":600}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":600}"), 0);
 	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)));
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{}");
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
@@ -230,17 +231,14 @@ test_client_that_hangs_up_early_loses_nothing(void **state)
 	curl_slist_free_all(list);
 
 	/* Upstream did create it, so the daemon must have stored it. */
-	for (int i = 0; i < 300 && fake_count(&fake, "creates") == creates; i++)
-		usleep(10000);
-	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	assert_int_equal(fake_wait_count(&fake, "creates", creates + 1), creates + 1);
 	stats = fake_stats(&fake);
 	snprintf(
 	    stored, sizeof(stored), "stored session %s", json_string_value(json_object_get(stats, "last_session_id")));
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary",
 	    json_string_value(json_object_get(stats, "last_session_id")));
 	json_decref(stats);
-	for (int i = 0; i < 300 && !daemon_log_contains(&daemon_proc, stored); i++)
-		usleep(10000);
+	daemon_wait_log(&daemon_proc, log_at, stored);
 	summaries = fake_count(&fake, "summaries");
 	assert_int_equal(http_call("GET", daemon_url(&daemon_proc, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
 	assert_int_equal(r.status, 200);
@@ -268,6 +266,23 @@ test_upstream_connection_is_reused(void **state)
 	assert_true(fake_count(&fake, "connections") <= before + 1);
 }
 
+/* A curl multi handle kept moving until the fake has seen target requests. */
+struct multi_pump {
+	CURLM *multi;
+	int running;
+	long target;
+};
+
+static bool
+pump_until_upstream(void *arg)
+{
+	struct multi_pump *p = arg;
+
+	curl_multi_perform(p->multi, &p->running);
+	curl_multi_poll(p->multi, NULL, 0, 10, NULL);
+	return fake_count(&fake, "api_requests") >= p->target;
+}
+
 /* SIGTERM while a create is upstream: the client still gets its session,
  * the daemon exits 0, and the session is there after a restart. */
 static void
@@ -284,18 +299,19 @@ test_stop_lets_a_create_in_flight_finish(void **state)
 	struct http_response r;
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":400}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":400}"), 0);
 	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url)));
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "{}");
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, harness_body_sink);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
 	curl_easy_setopt(curl, CURLOPT_PROXY, "");
-	curl_multi_add_handle(multi, curl);
 	/* Send the request, then stop the daemon while upstream holds it. */
-	for (int i = 0; i < 20 && running > 0; i++) {
-		curl_multi_perform(multi, &running);
-		curl_multi_poll(multi, NULL, 0, 10, NULL);
+	{
+		struct multi_pump pump = { multi, 1, fake_count(&fake, "api_requests") + 1 };
+		curl_multi_add_handle(multi, curl);
+		harness_wait(pump_until_upstream, &pump, HARNESS_WAIT_MS, "the create to reach upstream");
+		running = pump.running;
 	}
 	kill(daemon_proc.pid, SIGTERM);
 	while (running > 0) {

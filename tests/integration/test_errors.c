@@ -167,8 +167,8 @@ test_upstream_errors_pass_through_faithfully(void **state)
 	char value[64];
 
 	(void)state;
-	assert_int_equal(
-	    fake_fault(&fake, "{\"mode\":\"status\",\"status\":429,\"body\":\"{\\\"detail\\\":\\\"slow down\\\"}\"}"),
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat",
+	                     "{\"mode\":\"status\",\"status\":429,\"body\":\"{\\\"detail\\\":\\\"slow down\\\"}\"}"),
 	    0);
 	expect_error("POST", "/api/v1/chat", json_headers, "{}", 429, &r);
 	assert_string_equal(r.body, "{\"detail\":\"slow down\"}");
@@ -176,8 +176,9 @@ test_upstream_errors_pass_through_faithfully(void **state)
 	assert_null(http_header(&r, "Set-Cookie", value, sizeof(value)));
 	http_response_free(&r);
 
-	assert_int_equal(
-	    fake_fault(&fake, "{\"mode\":\"status\",\"status\":500,\"body\":\"{\\\"detail\\\":\\\"boom\\\"}\"}"), 0);
+	assert_int_equal(fake_fault(&fake, "GET", "/api/v1/chat/{id}/summary",
+	                     "{\"mode\":\"status\",\"status\":500,\"body\":\"{\\\"detail\\\":\\\"boom\\\"}\"}"),
+	    0);
 	expect_error("GET", "/api/v1/chat/ses-unseen/summary", NULL, NULL, 500, &r);
 	assert_string_equal(r.body, "{\"detail\":\"boom\"}");
 	http_response_free(&r);
@@ -191,7 +192,8 @@ test_upstream_redirects_are_never_followed(void **state)
 	long before = fake_count(&fake, "api_requests");
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"status\",\"status\":307,\"body\":\"{}\"}"), 0);
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":307,\"body\":\"{}\"}"), 0);
 	assert_int_equal(
 	    http_call("POST", daemon_url(&main_daemon, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r),
 	    0);
@@ -238,7 +240,7 @@ test_upstream_answer_that_is_not_a_session_is_502(void **state)
 	struct http_response r;
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"invalid\"}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"invalid\"}"), 0);
 	expect_error("POST", "/api/v1/chat", json_headers, "{}", 502, &r);
 	/* The session may exist upstream: a retry could duplicate it. */
 	assert_true(says_no_retry(&r));
@@ -252,12 +254,12 @@ test_upstream_too_slow_is_504(void **state)
 	struct http_response r;
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":3000}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":3000}"), 0);
 	expect_error("POST", "/api/v1/chat", json_headers, "{}", 504, &r);
 	assert_true(says_no_retry(&r)); /* a create that was sent may have happened */
 	http_response_free(&r);
 
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"delay\",\"ms\":3000}"), 0);
+	assert_int_equal(fake_fault(&fake, "GET", "/api/v1/chat/{id}/summary", "{\"mode\":\"delay\",\"ms\":3000}"), 0);
 	expect_error("GET", "/api/v1/chat/ses-slow/summary", NULL, NULL, 504, &r);
 	assert_false(says_no_retry(&r)); /* a lookup is safe to retry */
 	http_response_free(&r);
@@ -357,7 +359,8 @@ test_full_store_still_answers_the_client(void **state)
 	daemon_write_config(&d, sub, fake.port, NULL, NULL, "map_size_mb = 1;");
 	assert_int_equal(daemon_start(&d, HARNESS_KEY), 0);
 	/* Sessions of 300 KB each: the 1 MiB map fills after a few. */
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"padded\",\"bytes\":300000,\"count\":5}"), 0);
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"padded\",\"bytes\":300000,\"count\":5}"), 0);
 	for (int i = 0; i < 5; i++) {
 		json_t *doc;
 		assert_int_equal(
@@ -376,6 +379,54 @@ test_full_store_still_answers_the_client(void **state)
 	assert_int_equal(http_call("GET", daemon_url(&d, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "MISS");
+	http_response_free(&r);
+	assert_int_equal(daemon_stop(&d), 0);
+}
+
+/* The store cannot even queue the write (its copy of the write cannot be
+ * allocated): the client still gets upstream's session, once, and the
+ * daemon goes on. This pins a use-after-free of the create's state on that
+ * path, which the sanitizer build reports. */
+static void
+test_create_is_answered_when_the_store_cannot_queue_its_write(void **state)
+{
+	struct daemon_process d;
+	struct http_response r;
+	char url[256], sub[512], path[128], value[16], logged[128];
+	char *env[] = { "LLAMACHATD_FAILALLOC_CALLOC_MIN=200000", NULL };
+	long creates = fake_count(&fake, "creates"), log_at;
+	json_t *doc;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/nomem", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	daemon_write_config(&d, sub, fake.port, NULL, NULL, NULL);
+	d.bin = harness_failalloc_bin();
+	assert_int_equal(daemon_start_with(&d, HARNESS_KEY, env, NULL), 0);
+	log_at = daemon_log_offset(&d);
+	/* A 300 KB session: the store's copy of its write is what fails. */
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"padded\",\"bytes\":300000}"), 0);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	doc = json_loads(r.body, 0, NULL);
+	assert_non_null(json_string_value(json_object_get(doc, "session_id")));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", json_string_value(json_object_get(doc, "session_id")));
+	snprintf(logged, sizeof(logged), "could not store session %s",
+	    json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	daemon_wait_log(&d, log_at, logged);
+
+	/* Nothing was stored, so a lookup reads it through; small writes work. */
+	assert_int_equal(http_call("GET", daemon_url(&d, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "MISS");
+	http_response_free(&r);
+	assert_int_equal(
+	    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json_headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
 	http_response_free(&r);
 	assert_int_equal(daemon_stop(&d), 0);
 }
@@ -412,6 +463,7 @@ main(void)
 		cmocka_unit_test(test_unreachable_upstream_is_502),
 		cmocka_unit_test(test_without_a_key_lookups_work_and_upstream_calls_are_503),
 		cmocka_unit_test(test_full_store_still_answers_the_client),
+		cmocka_unit_test(test_create_is_answered_when_the_store_cannot_queue_its_write),
 		cmocka_unit_test(test_daemon_still_serves_after_all_that),
 	};
 	int failed;

@@ -274,6 +274,29 @@ test_three_streamed_turns_by_two_clients(void **state)
 	assert_int_equal(alice_sums[SESSION_LEDGER_TURNS], 2);
 }
 
+/* A curl multi handle kept moving while the test waits for the fake's
+ * counter to reach target, or (counter NULL) for needle in the log. */
+struct multi_pump {
+	CURLM *multi;
+	int running;
+	const char *fake_counter;
+	long target;
+	long log_at;
+	const char *needle;
+};
+
+static bool
+pump_until(void *arg)
+{
+	struct multi_pump *p = arg;
+
+	curl_multi_perform(p->multi, &p->running);
+	curl_multi_poll(p->multi, NULL, 0, 10, NULL);
+	if (p->fake_counter != NULL)
+		return fake_count(&fake, p->fake_counter) >= p->target;
+	return harness_file_contains_since(gw.log_path, p->log_at, p->needle);
+}
+
 static void
 test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 {
@@ -281,21 +304,21 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	const char *headers[] = { "Content-Type: application/json", BOB, NULL };
 	struct curl_slist *list = NULL;
 	CURL *curl;
-	CURLM *multi;
+	struct multi_pump pump = { .running = 1 };
 	json_t *stats;
-	int running = 1;
-	long status = 0;
+	long status = 0, held, log_at;
 	FILE *f;
 	static struct harness_body got;
-	struct http_response r;
 
 	(void)state;
-	/* A stream of bob's is in flight across the reload. */
+	/* A stream of bob's is in flight across the reload: held upstream
+	 * from before the SIGHUP until after the reload is done. */
 	create_as(BOB, "", id, sizeof(id));
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"hold\"}"), 0);
+	held = fake_count(&fake, "streams_held");
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/messages/stream", id);
 	curl = curl_easy_init();
-	multi = curl_multi_init();
+	pump.multi = curl_multi_init();
 	for (int i = 0; headers[i] != NULL; i++)
 		list = curl_slist_append(list, headers[i]);
 	curl_easy_setopt(curl, CURLOPT_URL, daemon_url(&gw, path, url, sizeof(url)));
@@ -305,11 +328,10 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, harness_body_sink);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &got);
-	curl_multi_add_handle(multi, curl);
-	for (int i = 0; i < 200 && fake_count(&fake, "streams") == 0; i++) {
-		curl_multi_perform(multi, &running);
-		curl_multi_poll(multi, NULL, 0, 10, NULL);
-	}
+	curl_multi_add_handle(pump.multi, curl);
+	pump.fake_counter = "streams_held";
+	pump.target = held + 1;
+	harness_wait(pump_until, &pump, HARNESS_WAIT_MS, "bob's stream to be held upstream");
 
 	/* New key in a file, alice gone. */
 	snprintf(key_path, sizeof(key_path), "%s/api_key", dir);
@@ -319,12 +341,13 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	chmod(key_path, 0600);
 	snprintf(extra, sizeof(extra), "api_key_file = \"%s\";", key_path);
 	write_gateway_config(false, extra);
+	log_at = daemon_log_offset(&gw);
 	kill(gw.pid, SIGHUP);
-	for (int i = 0; i < 300 && !daemon_log_contains(&gw, "reloaded"); i++) {
-		curl_multi_perform(multi, &running);
-		curl_multi_poll(multi, NULL, 0, 10, NULL);
-	}
-	assert_true(daemon_log_contains(&gw, "reloaded"));
+	pump.fake_counter = NULL;
+	pump.log_at = log_at;
+	pump.needle = "reloaded";
+	harness_wait(pump_until, &pump, HARNESS_WAIT_MS, "\"reloaded\" in the gateway's log");
+	assert_int_equal(pump.running, 1); /* bob's stream is still going */
 
 	assert_int_equal(as(ALICE, "GET", "/api/v1/chat", NULL, NULL), 401);
 	assert_int_equal(as(LEAD, "POST", "/api/v1/chat", "{}", NULL), 200);
@@ -335,30 +358,26 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	json_decref(stats);
 
 	/* The stream that started before goes on to its end. */
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/release", fake.port);
-	assert_int_equal(http_call("POST", url, NULL, "", 0, &r), 0);
-	assert_non_null(strstr(r.body, "\"released\":true"));
-	http_response_free(&r);
-	while (running > 0) {
-		curl_multi_perform(multi, &running);
-		curl_multi_poll(multi, NULL, 0, 100, NULL);
+	assert_int_equal(fake_release(&fake), 1);
+	while (pump.running > 0) {
+		curl_multi_perform(pump.multi, &pump.running);
+		curl_multi_poll(pump.multi, NULL, 0, 100, NULL);
 	}
 	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 	assert_int_equal(status, 200);
 	assert_non_null(strstr(got.data, "\"type\":\"stop\""));
-	curl_multi_remove_handle(multi, curl);
+	curl_multi_remove_handle(pump.multi, curl);
 	curl_easy_cleanup(curl);
-	curl_multi_cleanup(multi);
+	curl_multi_cleanup(pump.multi);
 	curl_slist_free_all(list);
 
 	/* A broken config is refused; the one in force stays. */
 	f = fopen(gw.conf_path, "a");
 	fprintf(f, "this is not a setting\n");
 	fclose(f);
+	log_at = daemon_log_offset(&gw);
 	kill(gw.pid, SIGHUP);
-	for (int i = 0; i < 300 && !daemon_log_contains(&gw, "reload refused"); i++)
-		usleep(10000);
-	assert_true(daemon_log_contains(&gw, "reload refused"));
+	daemon_wait_log(&gw, log_at, "reload refused");
 	assert_int_equal(as(LEAD, "GET", "/api/v1/chat", NULL, NULL), 200);
 	assert_int_equal(as(ALICE, "GET", "/api/v1/chat", NULL, NULL), 401);
 	write_gateway_config(false, extra);

@@ -133,6 +133,57 @@ value_or_zero(double v)
 	return v < 0 ? 0 : v;
 }
 
+/* A gauge in /metrics awaited: at least at_least, or (at_least < 0) at most
+ * at_most. */
+struct gauge_wait {
+	const char *name;
+	double at_least, at_most;
+};
+
+static bool
+gauge_reached(void *arg)
+{
+	struct gauge_wait *w = arg;
+	char *text = scrape();
+	double v = sample(text, w->name);
+
+	free(text);
+	return w->at_least >= 0 ? v >= w->at_least : v <= w->at_most;
+}
+
+struct access_wait {
+	long offset;
+	char *line;
+	size_t size;
+	char needle[128];
+};
+
+static bool
+access_line_found(void *arg)
+{
+	struct access_wait *w = arg;
+
+	return harness_file_line_since(access_path, w->offset, w->needle, w->line, w->size) != NULL;
+}
+
+/* How many lines of the access log after offset hold needle. */
+static int
+count_lines_since(long offset, const char *needle)
+{
+	FILE *f = fopen(access_path, "r");
+	char line[2048];
+	int n = 0;
+
+	if (f == NULL)
+		return 0;
+	fseek(f, offset, SEEK_SET);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, needle) != NULL)
+			n++;
+	fclose(f);
+	return n;
+}
+
 static char created[64];
 
 static void
@@ -189,28 +240,19 @@ test_metrics_move_and_pass_promtool(void **state)
 	 * daemon accepts and notices closes on its loop, so wait for it. */
 	{
 		int fds[3];
-		double base, counted = -1;
+		struct gauge_wait w = { .name = "llamachatd_connections_open" };
 		char *text = scrape();
-		base = sample(text, "llamachatd_connections_open");
+		double base = sample(text, w.name);
 		free(text);
 		for (int i = 0; i < 3; i++)
 			fds[i] = harness_connect(gw.port);
-		for (int i = 0; i < 200 && counted < base + 3; i++) {
-			usleep(10000);
-			text = scrape();
-			counted = sample(text, "llamachatd_connections_open");
-			free(text);
-		}
-		assert_true(counted >= base + 3);
+		w.at_least = base + 3;
+		harness_wait(gauge_reached, &w, HARNESS_WAIT_MS, "three more connections open in /metrics");
 		for (int i = 0; i < 3; i++)
 			close(fds[i]);
-		for (int i = 0; i < 200 && counted > base; i++) {
-			usleep(10000);
-			text = scrape();
-			counted = sample(text, "llamachatd_connections_open");
-			free(text);
-		}
-		assert_true(counted <= base);
+		w.at_least = -1;
+		w.at_most = base;
+		harness_wait(gauge_reached, &w, HARNESS_WAIT_MS, "the three connections closed in /metrics");
 	}
 
 	/* Only clients allowed to may read it. */
@@ -218,20 +260,18 @@ test_metrics_move_and_pass_promtool(void **state)
 	assert_int_equal(call("X-No: 1", "GET", "/metrics", NULL, NULL), 401);
 }
 
-static int
-count_lines(const char *path, const char *needle)
+/* Waits for the access-log line of request id (after offset) and copies it
+ * into line. The daemon writes it once the answer is on the socket, which
+ * may be just after the client has read it. */
+static void
+wait_access_line(long offset, const char *id, char *line, size_t size)
 {
-	FILE *f = fopen(path, "r");
-	char line[2048];
-	int n = 0;
+	struct access_wait w = { .offset = offset, .line = line, .size = size };
+	char what[160];
 
-	if (f == NULL)
-		return 0;
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (needle == NULL || strstr(line, needle) != NULL)
-			n++;
-	fclose(f);
-	return n;
+	snprintf(w.needle, sizeof(w.needle), "request_id=%s\n", id);
+	snprintf(what, sizeof(what), "the access-log line of request %s", id);
+	harness_wait(access_line_found, &w, HARNESS_WAIT_MS, what);
 }
 
 static void
@@ -239,51 +279,57 @@ test_access_log_has_one_line_per_request_with_its_id(void **state)
 {
 	const char *headers[] = { "Content-Type: application/json", WORKER, "X-Request-Id: trace-0042.a", NULL };
 	struct http_response r;
-	char url[256], value[80], needle[128];
+	char url[256], made[80], replaced[80], line[2048];
 	json_t *stats;
-	int before = count_lines(access_path, NULL);
-	int creates_before =
-	    count_lines(access_path, "client=worker method=POST path=\"/api/v1/chat\" status=200 bytes=");
+	long offset = harness_file_offset(access_path);
 
 	(void)state;
 	/* A request id of the client's own is kept and passed upstream. */
 	assert_int_equal(http_call("POST", daemon_url(&gw, "/api/v1/chat", url, sizeof(url)), headers, "{}", 2, &r), 0);
-	assert_string_equal(http_header(&r, "X-Request-Id", value, sizeof(value)), "trace-0042.a");
+	assert_string_equal(http_header(&r, "X-Request-Id", made, sizeof(made)), "trace-0042.a");
 	http_response_free(&r);
 	stats = fake_stats(&fake);
 	assert_string_equal(json_string_value(json_object_get(
 	                        json_object_get(json_object_get(stats, "last"), "headers"), "x-request-id")),
 	    "trace-0042.a");
 	json_decref(stats);
+	wait_access_line(offset, "trace-0042.a", line, sizeof(line));
+	assert_non_null(strstr(line, "client=worker method=POST path=\"/api/v1/chat\" status=200 bytes="));
+	assert_non_null(strstr(line, " duration="));
+	assert_non_null(strstr(line, " upstream=0."));
 
 	/* One without gets one made, the same in the answer, upstream and the log. */
 	assert_int_equal(call(WORKER, "POST", "/api/v1/chat", "{}", &r), 200);
-	assert_non_null(http_header(&r, "X-Request-Id", value, sizeof(value)));
+	assert_non_null(http_header(&r, "X-Request-Id", made, sizeof(made)));
 	http_response_free(&r);
 	stats = fake_stats(&fake);
 	assert_string_equal(json_string_value(json_object_get(
 	                        json_object_get(json_object_get(stats, "last"), "headers"), "x-request-id")),
-	    value);
+	    made);
 	json_decref(stats);
-	/* A bad one is replaced. */
+	wait_access_line(offset, made, line, sizeof(line));
+	assert_non_null(strstr(line, "client=worker method=POST path=\"/api/v1/chat\" status=200 bytes="));
+	assert_non_null(strstr(line, " upstream=0."));
+
+	/* A bad one is replaced, in the answer and in the log. */
 	{
 		const char *bad[] = { WORKER, "X-Request-Id: has spaces and \"quotes\"", NULL };
 		assert_int_equal(
 		    http_call("GET", daemon_url(&gw, "/api/v1/chat", url, sizeof(url)), bad, NULL, 0, &r), 0);
-		assert_string_not_equal(
-		    http_header(&r, "X-Request-Id", needle, sizeof(needle)), "has spaces and \"quotes\"");
+		assert_non_null(http_header(&r, "X-Request-Id", replaced, sizeof(replaced)));
+		assert_string_not_equal(replaced, "has spaces and \"quotes\"");
 		http_response_free(&r);
 	}
+	wait_access_line(offset, replaced, line, sizeof(line));
+	assert_non_null(strstr(line, "client=worker method=GET path=\"/api/v1/chat\" status=200 bytes="));
+	assert_null(strstr(line, "quotes"));
 
-	/* Exactly three new lines, well formed, with those ids. */
-	assert_int_equal(count_lines(access_path, NULL), before + 3);
-	assert_int_equal(count_lines(access_path, "request_id=trace-0042.a\n"), 1);
-	snprintf(needle, sizeof(needle), "request_id=%s\n", value);
-	assert_int_equal(count_lines(access_path, needle), 1);
-	assert_int_equal(count_lines(access_path, "client=worker method=POST path=\"/api/v1/chat\" status=200 bytes="),
-	    creates_before + 2);
-	assert_true(count_lines(access_path, " duration=") >= before + 3);
-	assert_true(count_lines(access_path, " upstream=0.") >= 2);
+	/* Each request has exactly one line. */
+	assert_int_equal(count_lines_since(offset, "request_id=trace-0042.a\n"), 1);
+	snprintf(line, sizeof(line), "request_id=%s\n", made);
+	assert_int_equal(count_lines_since(offset, line), 1);
+	snprintf(line, sizeof(line), "request_id=%s\n", replaced);
+	assert_int_equal(count_lines_since(offset, line), 1);
 }
 
 static void
@@ -320,7 +366,7 @@ test_healthz_turns_503_when_the_store_is_full_and_back(void **state)
 	assert_int_equal(r.status, 200);
 	http_response_free(&r);
 	/* A session larger than the whole map: the store cannot take it. */
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"padded\",\"bytes\":1500000}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"padded\",\"bytes\":1500000}"), 0);
 	assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), json, "{}", 2, &r), 0);
 	assert_int_equal(r.status, 200);
 	http_response_free(&r);

@@ -179,6 +179,18 @@ test_install_puts_everything_where_the_unit_expects(void **state)
 	assert_true(file_exists(root, "/etc/llamachatd/llamachatd.conf", NULL));
 }
 
+/* True once a connection to port *arg succeeds (it is closed again). */
+static bool
+connects(void *arg)
+{
+	int fd = harness_connect(*(int *)arg);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 static void
 test_socket_activation_serves_the_passed_socket(void **state)
 {
@@ -206,13 +218,7 @@ test_socket_activation_serves_the_passed_socket(void **state)
 	}
 	/* systemd-socket-activate starts the daemon on the first connection. */
 	assert_int_equal(daemon_spawn_with(&d, NULL, NULL, wrapper), 0);
-	for (int i = 0, fd; i < 500; i++) {
-		if ((fd = harness_connect(port)) >= 0) {
-			close(fd);
-			break;
-		}
-		usleep(10000);
-	}
+	harness_wait(connects, &port, HARNESS_WAIT_MS, "systemd-socket-activate to listen");
 	assert_int_equal(daemon_wait_ready(&d), 0);
 	assert_true(daemon_log_contains(&d, "(from systemd)"));
 	assert_int_equal(d.port, port);
@@ -222,20 +228,56 @@ test_socket_activation_serves_the_passed_socket(void **state)
 	assert_int_equal(daemon_stop(&d), 0);
 }
 
-/* Reads notify messages for up to wait_ms, appending them to log. */
+/* Appends the notify messages waiting on fd to log, each followed by '|'. */
+static void
+drain_notifications(int fd, char *log, size_t size)
+{
+	char msg[512];
+	ssize_t n;
+
+	while ((n = recv(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT)) > 0) {
+		msg[n] = '\0';
+		strncat(log, msg, size - strlen(log) - 2);
+		strcat(log, "|");
+	}
+}
+
+/* Collects notify messages for a window of wait_ms (to count a rate). */
 static void
 read_notifications(int fd, long wait_ms, char *log, size_t size)
 {
 	for (long waited = 0; waited < wait_ms; waited += 10) {
-		char msg[512];
-		ssize_t n;
-		while ((n = recv(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT)) > 0) {
-			msg[n] = '\0';
-			strncat(log, msg, size - strlen(log) - 2);
-			strcat(log, "|");
-		}
+		drain_notifications(fd, log, size);
 		usleep(10000);
 	}
+	drain_notifications(fd, log, size);
+}
+
+struct notify_wait {
+	int fd;
+	char *notes;
+	size_t size;
+	const char *needle;
+};
+
+static bool
+notified(void *arg)
+{
+	struct notify_wait *w = arg;
+
+	drain_notifications(w->fd, w->notes, w->size);
+	return strstr(w->notes, w->needle) != NULL;
+}
+
+/* Reads notify messages into notes until one holds needle. */
+static void
+wait_notification(int fd, char *notes, size_t size, const char *needle)
+{
+	struct notify_wait w = { fd, notes, size, needle };
+	char what[64];
+
+	snprintf(what, sizeof(what), "the notification %s", needle);
+	harness_wait(notified, &w, HARNESS_WAIT_MS, what);
 }
 
 static int
@@ -271,9 +313,7 @@ test_notify_protocol_and_watchdog(void **state)
 
 	/* READY=1, and by then the daemon answers. */
 	notes[0] = '\0';
-	for (int i = 0; i < 100 && strstr(notes, "READY=1") == NULL; i++)
-		read_notifications(fd, 10, notes, sizeof(notes));
-	assert_non_null(strstr(notes, "READY=1"));
+	wait_notification(fd, notes, sizeof(notes), "READY=1");
 	assert_int_equal(http_call("GET", daemon_url(&d, "/nowhere", url, sizeof(url)), NULL, NULL, 0, &r), 0);
 	assert_int_equal(r.status, 404);
 	http_response_free(&r);
@@ -287,8 +327,7 @@ test_notify_protocol_and_watchdog(void **state)
 	/* A reload: RELOADING=1 with MONOTONIC_USEC, then READY=1. */
 	notes[0] = '\0';
 	kill(d.pid, SIGHUP);
-	for (int i = 0; i < 200 && strstr(notes, "READY=1") == NULL; i++)
-		read_notifications(fd, 10, notes, sizeof(notes));
+	wait_notification(fd, notes, sizeof(notes), "READY=1");
 	assert_non_null(strstr(notes, "RELOADING=1\nMONOTONIC_USEC="));
 	assert_non_null(strstr(notes, "READY=1"));
 	assert_true(strstr(notes, "RELOADING=1") < strstr(notes, "READY=1"));
@@ -296,9 +335,7 @@ test_notify_protocol_and_watchdog(void **state)
 	/* A stop: STOPPING=1. */
 	notes[0] = '\0';
 	kill(d.pid, SIGTERM);
-	for (int i = 0; i < 200 && strstr(notes, "STOPPING=1") == NULL; i++)
-		read_notifications(fd, 10, notes, sizeof(notes));
-	assert_non_null(strstr(notes, "STOPPING=1"));
+	wait_notification(fd, notes, sizeof(notes), "STOPPING=1");
 	assert_int_equal(daemon_stop(&d), 0);
 	close(fd);
 
@@ -319,7 +356,7 @@ test_stop_lets_a_stream_in_flight_finish(void **state)
 	CURLM *multi;
 	struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
 	int running = 1, status;
-	long code = 0;
+	long code = 0, log_at;
 
 	(void)state;
 	snprintf(sub, sizeof(sub), "%s/stop", dir);
@@ -337,7 +374,7 @@ test_stop_lets_a_stream_in_flight_finish(void **state)
 		http_response_free(&r);
 	}
 
-	assert_int_equal(fake_fault(&fake, "{\"mode\":\"hold\"}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/messages/stream", id[0]);
 	curl = curl_easy_init();
 	multi = curl_multi_init();
@@ -354,12 +391,10 @@ test_stop_lets_a_stream_in_flight_finish(void **state)
 		curl_multi_poll(multi, NULL, 0, 10, NULL);
 	}
 	/* The first event is through: stop the daemon now, then let upstream finish. */
+	log_at = daemon_log_offset(&d);
 	kill(d.pid, SIGTERM);
-	for (int i = 0; i < 100 && !daemon_log_contains(&d, "no longer accepting"); i++)
-		usleep(10000);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/_fake/release", fake.port);
-	assert_int_equal(http_call("POST", url, NULL, "", 0, &r), 0);
-	http_response_free(&r);
+	daemon_wait_log(&d, log_at, "no longer accepting");
+	assert_int_equal(fake_release(&fake), 1);
 	while (running > 0) {
 		curl_multi_perform(multi, &running);
 		curl_multi_poll(multi, NULL, 0, 100, NULL);

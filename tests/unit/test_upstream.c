@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -28,6 +30,36 @@ test_client_credentials_and_hop_headers_stay_behind(void **state)
 	assert_true(upstream_header_is_forwarded("Content-Type"));
 	assert_true(upstream_header_is_forwarded("X-Stainless-Lang"));
 	assert_true(upstream_header_is_forwarded("User-Agent"));
+}
+
+/* A failing curl_multi_socket_action is counted and stamped, not ignored. */
+static void
+test_a_failed_multi_action_is_counted(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct upstream_settings settings = {
+		.base_url = "http://127.0.0.1:9",
+		.connect_timeout_ms = 1000,
+		.request_timeout_ms = 1000,
+		.max_response_bytes = 1024,
+		.max_in_flight = 4,
+	};
+	char why[256];
+	struct upstream *upstream = upstream_create(base, &settings, why, sizeof(why));
+	const struct upstream_stats *stats;
+
+	(void)state;
+	assert_non_null(upstream);
+	stats = upstream_get_stats(upstream);
+	upstream_check_multi(upstream, CURLM_OK, "socket");
+	assert_int_equal(stats->multi_errors, 0);
+	assert_true(stats->last_failure_wall == 0);
+	upstream_check_multi(upstream, CURLM_BAD_SOCKET, "socket");
+	upstream_check_multi(upstream, CURLM_INTERNAL_ERROR, "timeout");
+	assert_int_equal(stats->multi_errors, 2);
+	assert_true(stats->last_failure_wall > 0);
+	upstream_free(upstream);
+	event_base_free(base);
 }
 
 static void
@@ -58,6 +90,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_client_credentials_and_hop_headers_stay_behind),
 		cmocka_unit_test(test_listen_addresses),
+		cmocka_unit_test(test_a_failed_multi_action_is_counted),
 	};
 	return cmocka_run_group_tests_name("unit: upstream headers and addresses", tests, NULL, NULL);
 }
