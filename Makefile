@@ -17,14 +17,20 @@ else
   OPT := -O2
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) cmocka 2>/dev/null)
+# llhttp, Node.js's HTTP parser, from Debian's node-llhttp (llhttp-dev): its C
+# sources are compiled here, from where the package puts them.
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INCLUDE ?= /usr/share/include/llhttp
+LLHTTP_SRCS := $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c $(LLHTTP_DIR)/llhttp.c
+LLHTTP_OBJS := $(patsubst $(LLHTTP_DIR)/%.c,$(BUILD)/llhttp/%.o,$(LLHTTP_SRCS))
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
-ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon $(CFLAGS)
+ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon -I$(LLHTTP_INCLUDE) $(CFLAGS)
 ALL_LDFLAGS = $(OPT) $(LDFLAGS)
 
 DAEMON_SRCS := $(wildcard daemon/*.c)
 CORE_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
-CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o)
+CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_OBJS)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 IT_TESTS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/it_%,$(wildcard tests/integration/test_*.c))
 IT_OBJS := $(BUILD)/tests/integration/harness.o
@@ -61,6 +67,12 @@ deps-tests:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# llhttp is generated C: built with its own flags, not our warnings.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -g $(filter -fsanitize% -fno-omit-frame-pointer -fno-sanitize-recover%,$(OPT)) \
+	    -I$(LLHTTP_INCLUDE) -c $< -o $@
 
 $(BUILD)/llamachatd: $(BUILD)/daemon/main.o $(CORE_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)

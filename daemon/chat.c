@@ -8,9 +8,6 @@
 #include "chat.h"
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +15,14 @@
 #include <strings.h>
 #include <time.h>
 
-#include "access.h"
 #include "chat_private.h"
 #include "log.h"
 #include "reply.h"
+#include "request.h"
 #include "session.h"
 #include "store.h"
 #include "upstream.h"
+#include "uri.h"
 
 _Static_assert(SESSION_LEDGER_FIELD_COUNT == STORE_LEDGER_FIELDS, "ledger fields of session and store differ");
 
@@ -43,7 +41,7 @@ enum chat_state { CHAT_FORWARDING, CHAT_STORING };
 struct chat_call {
 	struct chat *chat;
 	LIST_ENTRY(chat_call) link;
-	struct evhttp_request *req; /* NULL for a refresh, or once answered */
+	struct request *req; /* NULL for a refresh, or once answered */
 	enum chat_kind kind;
 	enum chat_state state;
 	char session_id[SESSION_ID_MAX + 1]; /* once known */
@@ -54,7 +52,8 @@ struct chat_call {
 	/* Upstream's answer, kept until the store has committed what it says. */
 	long status;
 	struct evbuffer *body;
-	struct evkeyvalq headers;
+	struct http_headers headers; /* the few of upstream's that pass on */
+	char header_store[1024];
 };
 
 struct chat *
@@ -89,7 +88,7 @@ chat_get_counters(const struct chat *chat)
 static const struct chat_caller chat_daemon_itself = { "", true, NULL };
 
 static struct chat_call *
-chat_call_new(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, enum chat_kind kind)
+chat_call_new(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind)
 {
 	struct chat_call *call = calloc(1, sizeof(*call));
 
@@ -101,23 +100,22 @@ chat_call_new(struct chat *chat, struct evhttp_request *req, const struct chat_c
 	call->req = req;
 	call->kind = kind;
 	call->caller = *caller;
-	TAILQ_INIT(&call->headers);
 	LIST_INSERT_HEAD(&chat->calls, call, link);
 	if (req != NULL)
 		chat->pending++;
 	return call;
 }
 
-/* Hands the client's request over for answering: evhttp may free it as soon
- * as the answer is sent, so the call forgets it first. NULL when there is no
- * client (any more). */
-static struct evhttp_request *
+/* Hands the client's request over for answering: it is not the call's once
+ * answered, so the call forgets it first. NULL when there is no client (any
+ * more). */
+static struct request *
 chat_call_take_request(struct chat_call *call)
 {
-	struct evhttp_request *req = call->req;
+	struct request *req = call->req;
 
 	if (req != NULL) {
-		access_set_on_gone(call->caller.access, NULL, NULL);
+		request_set_on_gone(req, NULL, NULL);
 		call->req = NULL;
 		call->chat->pending--;
 	}
@@ -131,7 +129,6 @@ chat_call_free(struct chat_call *call)
 	upstream_cancel(call->upstream);
 	store_write_forget(call->write);
 	evbuffer_free(call->body);
-	evhttp_clear_headers(&call->headers);
 	LIST_REMOVE(call, link);
 	free(call);
 }
@@ -139,7 +136,7 @@ chat_call_free(struct chat_call *call)
 static void
 chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const char *detail)
 {
-	struct evhttp_request *req = chat_call_take_request(call);
+	struct request *req = chat_call_take_request(call);
 
 	if (req != NULL)
 		reply_error(req, status, retry, detail);
@@ -150,37 +147,32 @@ chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const
 static void
 chat_call_reply_upstream(struct chat_call *call)
 {
-	struct evhttp_request *req = chat_call_take_request(call);
-	struct evkeyvalq *out;
-	struct evkeyval *h;
+	struct request *req = chat_call_take_request(call);
 
 	if (req != NULL) {
-		out = evhttp_request_get_output_headers(req);
-		TAILQ_FOREACH(h, &call->headers, next)
-			evhttp_add_header(out, h->key, h->value);
-		if (call->kind == CHAT_SUMMARY)
-			evhttp_add_header(out, "X-Cache", "MISS");
-		evhttp_send_reply(req, (int)call->status, NULL, call->body);
+		for (size_t i = 0; i < call->headers.count; i++)
+			request_add_header(req, call->headers.items[i].name, call->headers.items[i].value);
+		if (call->kind == CHAT_SUMMARY) {
+			request_add_header(req, "X-Cache", "MISS");
+			req->access.cache = "MISS";
+		}
+		request_reply_buffer(req, (int)call->status, call->body);
 	}
 	chat_call_free(call);
 }
 
-/* The client hung up while its call waited: stop waiting for it. A queued
- * store write still commits, so what upstream created is not lost. */
+/* The client hung up while its call waited for upstream or the store. */
 static void
 chat_on_client_gone(void *arg)
 {
 	struct chat_call *call = arg;
-	struct evhttp_request *req = call->req;
 
-	log_debug("chat: the client went away before its answer");
+	/* The call goes on: upstream may have acted already (a create made a
+	 * session), and what it answers is still stored. Only the answer has
+	 * nobody to go to. */
+	log_debug("chat: the client went away before its answer; finishing the call without it");
 	call->req = NULL;
 	call->chat->pending--;
-	/* evhttp has detached a request it was not done with; answering it is
-	 * how it gets freed. */
-	if (req != NULL && evhttp_request_get_connection(req) == NULL)
-		evhttp_send_reply(req, 499, "Client Closed Request", NULL);
-	chat_call_free(call);
 }
 
 int
@@ -193,34 +185,30 @@ chat_read_scope(const char *query, struct chat_scope *scope, const char **why)
 		{ "organization_id", offsetof(struct chat_scope, organization_id) },
 		{ "project_id", offsetof(struct chat_scope, project_id) },
 	};
-	struct evkeyvalq parsed;
-	int rc = 0;
+	char value[SESSION_SCOPE_MAX + 1];
 
 	memset(scope, 0, sizeof(*scope));
 	if (query == NULL || query[0] == '\0')
 		return 0;
-	TAILQ_INIT(&parsed);
-	if (evhttp_parse_query_str(query, &parsed) != 0) {
-		*why = "the query string is malformed";
-		return -1;
-	}
 	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
-		const char *value = evhttp_find_header(&parsed, params[i].name);
-		if (value == NULL)
+		int found = uri_query_get(query, params[i].name, value, sizeof(value));
+		if (found == 0)
 			continue;
-		if (!session_scope_is_safe(value, strlen(value))) {
+		if (found < 0 && !uri_query_is_valid(query)) {
+			*why = "the query string is malformed";
+			return -1;
+		}
+		if (found < 0 || !session_scope_is_safe(value, strlen(value))) {
 			*why = i == 0 ? "organization_id is not a valid id" : "project_id is not a valid id";
-			rc = -1;
-			break;
+			return -1;
 		}
 		snprintf((char *)scope + params[i].offset, SESSION_SCOPE_MAX + 1, "%s", value);
 	}
-	evhttp_clear_headers(&parsed);
-	return rc;
+	return 0;
 }
 
 bool
-chat_take_session_id(struct evhttp_request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1])
+chat_take_session_id(struct request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1])
 {
 	if (!session_id_is_safe(raw, raw_len)) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
@@ -235,18 +223,17 @@ chat_take_session_id(struct evhttp_request *req, const char *raw, size_t raw_len
 char *
 chat_upstream_path(const char *id, const char *suffix, const char *query)
 {
-	char *encoded = evhttp_uriencode(id, -1, 0);
+	char encoded[3 * SESSION_ID_MAX + 1];
 	bool has_query = query != NULL && query[0] != '\0';
 	size_t size;
 	char *path;
 
-	if (encoded == NULL)
+	if (uri_encode(id, encoded, sizeof(encoded)) < 0)
 		return NULL;
 	size = strlen(CHAT_PATH) + 1 + strlen(encoded) + strlen(suffix) + (has_query ? 1 + strlen(query) : 0) + 1;
 	if ((path = malloc(size)) != NULL)
 		snprintf(path, size, "%s/%s%s%s%s", CHAT_PATH, encoded, suffix, has_query ? "?" : "",
 		    has_query ? query : "");
-	free(encoded);
 	return path;
 }
 
@@ -302,7 +289,7 @@ chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const ch
 }
 
 void
-chat_reply_not_found(struct evhttp_request *req)
+chat_reply_not_found(struct request *req)
 {
 	reply_error(req, 404, REPLY_RETRY_WONT_HELP, "Session not found");
 }
@@ -460,14 +447,13 @@ static void
 chat_on_upstream_done(const struct upstream_response *response, void *arg)
 {
 	struct chat_call *call = arg;
-	struct evkeyval *h;
 	bool ok;
 
 	call->upstream = NULL;
 	if (call->req != NULL && call->caller.access != NULL)
 		call->caller.access->upstream_seconds = response->total_seconds;
 	if (response->error != UPSTREAM_OK) {
-		struct evhttp_request *req = chat_call_take_request(call);
+		struct request *req = chat_call_take_request(call);
 		call->chat->counters.upstream_failures++;
 		if (req != NULL)
 			reply_upstream_failure(req, response, call->kind == CHAT_CREATE);
@@ -478,8 +464,8 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	}
 	call->status = response->status;
 	evbuffer_add_buffer(call->body, response->body);
-	TAILQ_FOREACH(h, response->headers, next)
-		evhttp_add_header(&call->headers, h->key, h->value);
+	if (http_headers_copy(&call->headers, call->header_store, sizeof(call->header_store), response->headers) != 0)
+		log_warnx("chat: upstream's answer headers are too long to pass on whole");
 
 	ok = call->status >= 200 && call->status <= 299;
 	/* A deleted session is gone upstream: forget it here too. */
@@ -499,11 +485,11 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 	struct upstream_request request = {
 		.method = method,
 		.path_and_query = path,
-		.client_headers = call->req != NULL ? evhttp_request_get_input_headers(call->req) : NULL,
+		.client_headers = call->req != NULL ? &call->req->headers : NULL,
 		.body = body,
 		.body_len = body_len,
 	};
-	struct evhttp_request *req;
+	struct request *req;
 
 	if (!upstream_has_key(call->chat->upstream)) {
 		if ((req = chat_call_take_request(call)) != NULL)
@@ -519,7 +505,7 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 	}
 	call->state = CHAT_FORWARDING;
 	if (call->req != NULL)
-		access_set_on_gone(call->caller.access, chat_on_client_gone, call);
+		request_set_on_gone(call->req, chat_on_client_gone, call);
 }
 
 /* True when the Content-Type names JSON (parameters such as charset allowed). */
@@ -535,11 +521,10 @@ chat_is_json_content_type(const char *value)
 }
 
 bool
-chat_take_json_body(
-    struct chat *chat, struct evhttp_request *req, chat_body_check check, const char **body, size_t *len)
+chat_take_json_body(struct chat *chat, struct request *req, chat_body_check check, const char **body, size_t *len)
 {
-	struct evbuffer *input = evhttp_request_get_input_buffer(req);
-	const char *content_type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	struct evbuffer *input = req->body;
+	const char *content_type = request_header(req, "Content-Type");
 	const char *why = NULL;
 
 	*len = evbuffer_get_length(input);
@@ -568,7 +553,7 @@ chat_take_json_body(
 }
 
 void
-chat_handle_create(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query)
+chat_handle_create(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query)
 {
 	size_t body_len;
 	const char *body, *why = NULL;
@@ -597,8 +582,8 @@ chat_handle_create(struct chat *chat, struct evhttp_request *req, const struct c
 
 /* Starts a call about one session, for handlers that read the answer whole. */
 static void
-chat_start_session_call(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
-    enum chat_kind kind, const char *id, const char *query)
+chat_start_session_call(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind,
+    const char *id, const char *query)
 {
 	static const char *const methods[] = {
 		[CHAT_SUMMARY] = "GET", [CHAT_HISTORY] = "GET", [CHAT_DELETE] = "DELETE", [CHAT_REFRESH] = "GET"
@@ -633,7 +618,7 @@ chat_refresh_summary(struct chat *chat, const char *id)
 }
 
 void
-chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_summary(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	struct evbuffer *stored;
@@ -648,12 +633,12 @@ chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct 
 	}
 	switch (chat_visibility_of(chat, caller, id, stored, &rec)) {
 	case CHAT_SESSION_OWN: {
-		struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 		/* Drop the record's head so the buffer holds just the Session JSON. */
 		evbuffer_drain(stored, evbuffer_get_length(stored) - rec.json_len);
-		evhttp_add_header(out, "Content-Type", "application/json");
-		evhttp_add_header(out, "X-Cache", "HIT");
-		evhttp_send_reply(req, 200, NULL, stored);
+		request_add_header(req, "Content-Type", "application/json");
+		request_add_header(req, "X-Cache", "HIT");
+		req->access.cache = "HIT";
+		request_reply_buffer(req, 200, stored);
 		chat->counters.cache_hits++;
 		break;
 	}
@@ -670,8 +655,8 @@ chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct 
 
 /* History and delete: forwarded for a session the caller may touch. */
 static void
-chat_handle_session_call(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
-    enum chat_kind kind, const char *raw_id, size_t raw_len, const char *query)
+chat_handle_session_call(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind,
+    const char *raw_id, size_t raw_len, const char *query)
 {
 	char id[SESSION_ID_MAX + 1];
 
@@ -684,14 +669,14 @@ chat_handle_session_call(struct chat *chat, struct evhttp_request *req, const st
 }
 
 void
-chat_handle_history(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_history(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	chat_handle_session_call(chat, req, caller, CHAT_HISTORY, raw_id, raw_len, query);
 }
 
 void
-chat_handle_delete(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_delete(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	chat_handle_session_call(chat, req, caller, CHAT_DELETE, raw_id, raw_len, query);

@@ -7,7 +7,7 @@
 
 struct access_entry;
 struct chat;
-struct evhttp_request;
+struct request;
 struct relay_engine;
 struct store;
 struct upstream;
@@ -49,17 +49,15 @@ void chat_free(struct chat *chat);
  * as it stands in the path (checked here). A caller who may not see all
  * sessions gets 404 for any session it did not create, without upstream
  * being asked, just as for one that does not exist. */
-void chat_handle_create(
-    struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query);
-void chat_handle_list(
-    struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query);
-void chat_handle_summary(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
-    const char *id, size_t id_len, const char *query);
-void chat_handle_history(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller,
-    const char *id, size_t id_len, const char *query);
-void chat_handle_delete(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_create(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query);
+void chat_handle_list(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query);
+void chat_handle_summary(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
     size_t id_len, const char *query);
-void chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_history(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+    size_t id_len, const char *query);
+void chat_handle_delete(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+    size_t id_len, const char *query);
+void chat_handle_stream(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
     size_t id_len, const char *query);
 
 /* Client requests waiting on upstream or the store, streams included. */

@@ -8,9 +8,6 @@
  * grow with the number of stored sessions. */
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +15,8 @@
 #include "log.h"
 #include "pagetoken.h"
 #include "reply.h"
+#include "request.h"
+#include "uri.h"
 
 #define LIST_DEFAULT_PAGE_SIZE 20
 #define LIST_MAX_PAGE_SIZE 100
@@ -77,35 +76,39 @@ list_read_page_size(const char *text, size_t *out)
 }
 
 void
-chat_handle_list(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *query)
+chat_handle_list(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query)
 {
-	struct evkeyvalq params;
 	struct chat_scope scope;
 	struct list_page page = { 0 };
 	unsigned char prefix[SESSION_LIST_KEY_MAX], after[PAGETOKEN_MAX_KEY];
 	size_t prefix_len;
 	long after_len = 0;
-	const char *token, *why;
-	char text[PAGETOKEN_MAX_TEXT];
+	const char *why;
+	char text[PAGETOKEN_MAX_TEXT], size_text[32], token[PAGETOKEN_MAX_TEXT + 1];
+	int has_size, has_token;
 
-	TAILQ_INIT(&params);
 	if (chat_read_scope(query, &scope, &why) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
-	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
+	if (!uri_query_is_valid(query)) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "the query string is malformed");
 		return;
 	}
-	if (list_read_page_size(evhttp_find_header(&params, "page_size"), &page.wanted) != 0) {
+	has_size = uri_query_get(query, "page_size", size_text, sizeof(size_text));
+	if (has_size < 0 || list_read_page_size(has_size > 0 ? size_text : NULL, &page.wanted) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_size must be a whole number from 1 to 100");
 		goto out;
 	}
 	/* A caller who sees only its own sessions reads its own index. */
 	prefix_len =
 	    session_list_key(caller->see_all ? NULL : caller->name, scope.organization_id, scope.project_id, prefix);
-	token = evhttp_find_header(&params, "page_token");
-	if (token != NULL && token[0] != '\0') {
+	has_token = uri_query_get(query, "page_token", token, sizeof(token));
+	if (has_token < 0) {
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_token is not valid for this list");
+		goto out;
+	}
+	if (has_token > 0 && token[0] != '\0') {
 		/* A token is a position in this scope's run of keys; anything
 		 * else is forged or belongs to another query. */
 		after_len = pagetoken_decode(token, after);
@@ -128,11 +131,11 @@ chat_handle_list(struct chat *chat, struct evhttp_request *req, const struct cha
 	if (page.more && pagetoken_encode(page.last_key, page.last_key_len, text) == 0)
 		evbuffer_add_printf(page.out, ",\"next_page_token\":\"%s\"", text);
 	evbuffer_add_printf(page.out, "}");
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Cache", "HIT");
-	evhttp_send_reply(req, 200, NULL, page.out);
+	request_add_header(req, "Content-Type", "application/json");
+	request_add_header(req, "X-Cache", "HIT");
+	req->access.cache = "HIT";
+	request_reply_buffer(req, 200, page.out);
 out:
 	if (page.out != NULL)
 		evbuffer_free(page.out);
-	evhttp_clear_headers(&params);
 }

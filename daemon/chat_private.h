@@ -14,7 +14,7 @@
 
 struct chat_call;
 struct evbuffer;
-struct evhttp_request;
+struct request;
 
 struct chat {
 	struct upstream *upstream;
@@ -38,7 +38,7 @@ int chat_read_scope(const char *query, struct chat_scope *scope, const char **wh
 
 /* Checks a session id from the path and copies it into id; answers the
  * client with a 400 and returns false when it is unusable. */
-bool chat_take_session_id(struct evhttp_request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1]);
+bool chat_take_session_id(struct request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1]);
 
 /* Reads the stored record of id into buf (cleared first) and decodes it into
  * rec, whose pointers then point into buf. Returns false when there is none
@@ -71,7 +71,7 @@ enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_cal
     struct evbuffer *buf, struct session_record *rec);
 
 /* The 404 a caller gets for a session it may not see. */
-void chat_reply_not_found(struct evhttp_request *req);
+void chat_reply_not_found(struct request *req);
 
 /* Checks a JSON body's shape; see session_check_create_body(). */
 typedef enum session_body_check (*chat_body_check)(const char *body, size_t len, const char **why);
@@ -80,8 +80,7 @@ typedef enum session_body_check (*chat_body_check)(const char *body, size_t len,
  * (415) and shape with check (400 malformed, 422 wrong shape); answers the
  * client and returns false when it will not do. *body points into the
  * request's input buffer. */
-bool chat_take_json_body(
-    struct chat *chat, struct evhttp_request *req, chat_body_check check, const char **body, size_t *len);
+bool chat_take_json_body(struct chat *chat, struct request *req, chat_body_check check, const char **body, size_t *len);
 
 /* Fetches id's summary from upstream in the background and stores it; no
  * client waits for it. */

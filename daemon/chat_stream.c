@@ -6,7 +6,6 @@
  * background refresh fetches the summary upstream wrote after the turn
  * (the generated title, for one). */
 #include <event2/buffer.h>
-#include <event2/http.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "log.h"
 #include "relay.h"
 #include "reply.h"
+#include "request.h"
 #include "sse.h"
 #include "upstream.h"
 
@@ -170,7 +170,7 @@ static const struct relay_observer stream_observer = {
 };
 
 void
-chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_stream(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	size_t body_len;
@@ -208,10 +208,10 @@ chat_handle_stream(struct chat *chat, struct evhttp_request *req, const struct c
 	chat->counters.streams++;
 	request.method = "POST";
 	request.path_and_query = path;
-	request.client_headers = evhttp_request_get_input_headers(req);
+	request.client_headers = &req->headers;
 	request.body = body;
 	request.body_len = body_len;
 	/* A stream that reached upstream ran a turn: retrying would run another. */
-	relay_start(chat->relays, req, caller->access, &request, true, &stream_observer, stream);
+	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
 	free(path);
 }

@@ -50,6 +50,10 @@ static const struct setting_spec config_specs[] = {
 	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
 	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
 	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
+	{ "limits", "max_target_bytes", SETTING_INT, AT(max_target_bytes), 256, 1L << 20 },
+	{ "limits", "header_timeout_ms", SETTING_INT, AT(header_timeout_ms), 100, 3600000 },
+	{ "limits", "body_timeout_ms", SETTING_INT, AT(body_timeout_ms), 100, 3600000 },
+	{ "limits", "keepalive_timeout_ms", SETTING_INT, AT(keepalive_timeout_ms), 100, 3600000 },
 	{ "limits", "max_connections", SETTING_INT, AT(max_connections), 16, 1000000 },
 	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
 	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
@@ -79,6 +83,10 @@ config_set_defaults(struct config *c)
 	c->max_body_bytes = 1L << 20;
 	c->max_header_bytes = 16384;
 	c->client_timeout_ms = 30000;
+	c->max_target_bytes = 8192;
+	c->header_timeout_ms = -1; /* -1: client_timeout_ms */
+	c->body_timeout_ms = -1;
+	c->keepalive_timeout_ms = 60000;
 	c->drain_timeout_ms = 10000;
 	c->max_connections = 10000;
 	c->unix_socket_mode = 0660;
@@ -693,6 +701,13 @@ config_load(const char *path, struct config_errors *errors)
 		config_read_all(c, &cfg, errors);
 	}
 	config_destroy(&cfg);
+	/* client_timeout_ms is the umbrella for the deadlines not set alone. */
+	if (c->header_timeout_ms < 0)
+		c->header_timeout_ms = c->client_timeout_ms;
+	if (c->body_timeout_ms < 0)
+		c->body_timeout_ms = c->client_timeout_ms;
+	if (c->max_target_bytes > c->max_header_bytes)
+		c->max_target_bytes = c->max_header_bytes;
 
 	if (errors->count > 0) {
 		config_free(c);

@@ -62,8 +62,12 @@ struct config {
 	long store_map_size_mb;
 
 	long max_body_bytes;
-	long max_header_bytes;
-	long client_timeout_ms;
+	long max_header_bytes; /* a request's head; past it 431 */
+	long max_target_bytes; /* its request-target; past it 414 */
+	long client_timeout_ms; /* sending an answer; the default of the two below */
+	long header_timeout_ms; /* a head's first to last byte */
+	long body_timeout_ms; /* a body's first to last byte */
+	long keepalive_timeout_ms; /* an idle connection between requests */
 	long drain_timeout_ms; /* how long a stop waits for requests in flight */
 	long stream_buffer_bytes; /* output a stream may hold for a slow client */
 	long max_event_bytes; /* one event of a relayed stream */

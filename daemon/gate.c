@@ -3,9 +3,6 @@
 #include "gate.h"
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +12,8 @@
 #include "clients.h"
 #include "config.h"
 #include "reply.h"
+#include "request.h"
+#include "uri.h"
 
 static long long
 gate_now_ms(void)
@@ -29,14 +28,43 @@ gate_now_ms(void)
 static int
 gate_add_param(struct evbuffer *out, const char *key, const char *value)
 {
-	char *k = evhttp_uriencode(key, -1, 0), *v = evhttp_uriencode(value, -1, 0);
-	int rc = -1;
+	char k[3 * URI_PARAM_MAX + 1], v[3 * URI_PARAM_MAX + 1];
 
-	if (k != NULL && v != NULL)
-		rc = evbuffer_add_printf(out, "%s%s=%s", evbuffer_get_length(out) > 0 ? "&" : "", k, v) < 0 ? -1 : 0;
-	free(k);
-	free(v);
-	return rc;
+	if (uri_encode(key, k, sizeof(k)) < 0 || uri_encode(value, v, sizeof(v)) < 0)
+		return -1;
+	return evbuffer_add_printf(out, "%s%s=%s", evbuffer_get_length(out) > 0 ? "&" : "", k, v) < 0 ? -1 : 0;
+}
+
+struct gate_pinning {
+	const char *pins[2][2];
+	struct evbuffer *out;
+	const char *why;
+	int rc;
+};
+
+static bool
+gate_pin_param(const char *name, const char *value, void *arg)
+{
+	struct gate_pinning *g = arg;
+	bool pinned = false;
+
+	for (int i = 0; i < 2; i++) {
+		if (g->pins[i][1] == NULL || strcmp(name, g->pins[i][0]) != 0)
+			continue;
+		/* Absent, empty or the pin itself: the pin is added below. */
+		if (value[0] != '\0' && strcmp(value, g->pins[i][1]) != 0) {
+			g->why = i == 0 ? "this client may only use its own organization_id"
+			                : "this client may only use its own project_id";
+			g->rc = 403;
+			return false;
+		}
+		pinned = true;
+	}
+	if (!pinned && gate_add_param(g->out, name, value) != 0) {
+		g->rc = 503;
+		return false;
+	}
+	return true;
 }
 
 /* Checks the query against the client's pins and adds the missing ones.
@@ -45,66 +73,43 @@ gate_add_param(struct evbuffer *out, const char *key, const char *value)
 static int
 gate_apply_pins(const struct config_client *client, const char *query, char **rewritten, const char **why)
 {
-	const char *pins[2][2] = { { "organization_id", client->organization_id },
-		{ "project_id", client->project_id } };
-	struct evkeyvalq params;
-	struct evkeyval *p;
-	struct evbuffer *out;
-	int rc = 0;
+	struct gate_pinning g = { .pins = { { "organization_id", client->organization_id },
+		                      { "project_id", client->project_id } } };
 
 	*rewritten = NULL;
 	if (client->organization_id == NULL && client->project_id == NULL)
 		return 0;
-	TAILQ_INIT(&params);
-	if (query != NULL && evhttp_parse_query_str(query, &params) != 0) {
-		*why = "the query string is malformed";
-		return 400;
-	}
-	if ((out = evbuffer_new()) == NULL) {
-		evhttp_clear_headers(&params);
+	if ((g.out = evbuffer_new()) == NULL) {
 		*why = "llamachatd is out of memory";
 		return 503;
 	}
-	TAILQ_FOREACH(p, &params, next) {
-		bool pinned = false;
-		for (int i = 0; i < 2; i++) {
-			if (pins[i][1] == NULL || strcmp(p->key, pins[i][0]) != 0)
-				continue;
-			/* Absent, empty or the pin itself: the pin is added below. */
-			if (p->value[0] != '\0' && strcmp(p->value, pins[i][1]) != 0) {
-				*why = i == 0 ? "this client may only use its own organization_id"
-				              : "this client may only use its own project_id";
-				rc = 403;
-			}
-			pinned = true;
-		}
-		if (!pinned && rc == 0 && gate_add_param(out, p->key, p->value) != 0)
-			rc = 503;
+	if (uri_query_each(query, gate_pin_param, &g) != 0) {
+		g.rc = 400;
+		g.why = "the query string is malformed";
 	}
-	for (int i = 0; i < 2 && rc == 0; i++)
-		if (pins[i][1] != NULL && gate_add_param(out, pins[i][0], pins[i][1]) != 0)
-			rc = 503;
-	if (rc == 0) {
-		size_t len = evbuffer_get_length(out);
+	for (int i = 0; i < 2 && g.rc == 0; i++)
+		if (g.pins[i][1] != NULL && gate_add_param(g.out, g.pins[i][0], g.pins[i][1]) != 0)
+			g.rc = 503;
+	if (g.rc == 0) {
+		size_t len = evbuffer_get_length(g.out);
 		if ((*rewritten = malloc(len + 1)) == NULL) {
-			rc = 503;
+			g.rc = 503;
 		} else {
-			evbuffer_remove(out, *rewritten, len);
+			evbuffer_remove(g.out, *rewritten, len);
 			(*rewritten)[len] = '\0';
 		}
 	}
-	if (rc == 503)
-		*why = "llamachatd is out of memory";
-	evbuffer_free(out);
-	evhttp_clear_headers(&params);
-	return rc;
+	if (g.rc == 503)
+		g.why = "llamachatd is out of memory";
+	*why = g.why;
+	evbuffer_free(g.out);
+	return g.rc;
 }
 
 bool
-gate_admit(
-    struct clients *clients, struct evhttp_request *req, const char **query, char **owned, struct chat_caller *caller)
+gate_admit(struct clients *clients, struct request *req, const char **query, char **owned, struct chat_caller *caller)
 {
-	const char *authorization = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+	const char *authorization = request_header(req, "Authorization");
 	const struct config_client *client;
 	const char *why;
 	long wait;
@@ -117,7 +122,7 @@ gate_admit(
 		return true;
 	}
 	if ((client = clients_authenticate(clients, authorization)) == NULL) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+		request_add_header(req, "WWW-Authenticate", "Bearer");
 		reply_error(req, 401, REPLY_RETRY_WONT_HELP,
 		    "a client token is required: send Authorization: Bearer <token> with a token llamachatd knows");
 		return false;
@@ -125,7 +130,7 @@ gate_admit(
 	if ((wait = clients_take(clients, client, gate_now_ms())) > 0) {
 		char seconds[24];
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", seconds);
+		request_add_header(req, "Retry-After", seconds);
 		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",
 		    client->name, client->rate_per_s);
 		return false;

@@ -7,7 +7,7 @@
 
 struct chat_caller;
 struct clients;
-struct evhttp_request;
+struct request;
 
 /* Lets a request in, or answers it (401 unknown token, 429 over the rate,
  * 403 another scope than the client's pin, 400 malformed query) and returns
@@ -15,7 +15,7 @@ struct evhttp_request;
  * may see all), and *query points at the query to use: the request's own,
  * or a new one with the client's pins added, which the caller frees through
  * *owned (NULL when nothing was allocated). */
-bool gate_admit(struct clients *clients, struct evhttp_request *req, const char **query, char **owned,
+bool gate_admit(struct clients *clients, struct request *req, const char **query, char **owned,
     struct chat_caller *caller) __attribute__((warn_unused_result));
 
 #endif

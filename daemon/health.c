@@ -1,13 +1,12 @@
 /* health: GET /healthz, the daemon's own liveness and readiness answer. */
 #include "health.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "request.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -27,11 +26,10 @@ health_time(double wall)
 }
 
 void
-health_reply(struct evhttp_request *req, struct store *store, const struct upstream *upstream, double started)
+health_reply(struct request *req, struct store *store, const struct upstream *upstream, double started)
 {
 	const struct upstream_stats *up = upstream_get_stats(upstream);
 	enum store_result probe = store_probe(store);
-	struct evbuffer *body = evbuffer_new();
 	struct timespec now;
 	json_t *doc;
 	char *text;
@@ -46,13 +44,9 @@ health_reply(struct evhttp_request *req, struct store *store, const struct upstr
 	    "last_failure", health_time(up->last_failure_wall), "uptime_seconds",
 	    (double)now.tv_sec + (double)now.tv_nsec / 1e9 - started);
 	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-	if (body != NULL && text != NULL)
-		evbuffer_add(body, text, strlen(text));
-	evhttp_send_reply(req, probe == STORE_OK ? 200 : 503, NULL, body);
-	if (body != NULL)
-		evbuffer_free(body);
+	request_add_header(req, "Content-Type", "application/json");
+	request_add_header(req, "Cache-Control", "no-store");
+	request_reply(req, probe == STORE_OK ? 200 : 503, text != NULL ? text : "{}", text != NULL ? strlen(text) : 2);
 	free(text);
 	json_decref(doc);
 }

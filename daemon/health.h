@@ -2,7 +2,7 @@
 #ifndef LLAMACHATD_HEALTH_H
 #define LLAMACHATD_HEALTH_H
 
-struct evhttp_request;
+struct request;
 struct store;
 struct upstream;
 
@@ -10,6 +10,6 @@ struct upstream;
  * and failure, uptime), or 503 when the store cannot be written. Cheap: the
  * store is probed at most once per second. started is the monotonic time of
  * the start, in seconds. */
-void health_reply(struct evhttp_request *req, struct store *store, const struct upstream *upstream, double started);
+void health_reply(struct request *req, struct store *store, const struct upstream *upstream, double started);
 
 #endif

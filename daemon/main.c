@@ -18,6 +18,7 @@
 #include "config.h"
 #include "access.h"
 #include "log.h"
+#include "counters.h"
 #include "metrics.h"
 #include "notify.h"
 #include "relay.h"
@@ -38,7 +39,8 @@ struct daemon {
 	struct store *store;
 	struct upstream *upstream;
 	struct relay_engine *relays;
-	struct metrics *metrics;
+	struct request_counters requests;
+	struct metrics_sources metrics;
 	struct access_log *access;
 	struct chat *chat;
 	struct server *server;
@@ -87,6 +89,15 @@ load_config_or_report(const char *path)
 }
 
 static long daemon_in_flight(const struct daemon *d);
+
+/* GET /metrics: every module's counters, rendered. */
+static void
+daemon_render_metrics(struct evbuffer *out, void *arg)
+{
+	struct daemon *d = arg;
+
+	metrics_render(&d->metrics, out);
+}
 
 /* The STATUS= line systemd shows. */
 static void
@@ -272,7 +283,6 @@ daemon_stop(struct daemon *d)
 	chat_free(d->chat);
 	server_free(d->server);
 	access_log_free(d->access);
-	metrics_free(d->metrics);
 	upstream_free(d->upstream);
 	store_close(d->store);
 	if (d->drain_check != NULL)
@@ -338,11 +348,7 @@ daemon_start(struct daemon *d)
 		log_errx("out of memory");
 		return -1;
 	}
-	if ((d->metrics = metrics_create()) == NULL) {
-		log_errx("out of memory");
-		return -1;
-	}
-	if ((d->access = access_log_create(d->config->access_log, d->metrics, why, sizeof(why))) == NULL) {
+	if ((d->access = access_log_create(d->config->access_log, &d->requests, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
 	}
@@ -350,7 +356,8 @@ daemon_start(struct daemon *d)
 		.chat = d->chat,
 		.relays = d->relays,
 		.access = d->access,
-		.metrics = d->metrics,
+		.render_metrics = daemon_render_metrics,
+		.render_arg = d,
 		.store = d->store,
 		.upstream = d->upstream,
 		.started = daemon_monotonic_now(),
@@ -359,16 +366,15 @@ daemon_start(struct daemon *d)
 		log_errx("%s", why);
 		return -1;
 	}
-	struct metrics_sources sources = {
+	d->metrics = (struct metrics_sources){
+		.requests = &d->requests,
 		.chat = d->chat,
 		.relays = d->relays,
 		.store = d->store,
 		.upstream = d->upstream,
-		.connections_accepted = server_connections_accepted(d->server),
 		.server = d->server,
 		.started = parts.started,
 	};
-	metrics_set_sources(d->metrics, &sources);
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);
 	d->sigint = evsignal_new(d->base, SIGINT, daemon_on_stop_signal, d);
 	d->sighup = evsignal_new(d->base, SIGHUP, daemon_on_sighup, d);

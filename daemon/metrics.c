@@ -1,4 +1,4 @@
-/* metrics: counters and histograms, rendered in Prometheus text format. */
+/* metrics: the renderer of /metrics, in Prometheus text format. */
 #include "metrics.h"
 
 #include <event2/buffer.h>
@@ -9,81 +9,12 @@
 #include <time.h>
 
 #include "chat.h"
+#include "counters.h"
 #include "relay.h"
 #include "server.h"
 #include "session.h"
 #include "store.h"
 #include "upstream.h"
-
-#define MAX_REQUEST_SERIES 256
-
-static const double histogram_bounds[HISTOGRAM_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-	0.5, 1, 2.5, 10, 60 };
-
-struct request_series {
-	const char *route;
-	int status;
-	unsigned long long count;
-};
-
-struct metrics {
-	struct metrics_sources sources;
-	struct request_series series[MAX_REQUEST_SERIES];
-	size_t series_count;
-	unsigned long long series_dropped;
-	struct histogram request_seconds;
-};
-
-void
-histogram_observe(struct histogram *h, double seconds)
-{
-	size_t i = 0;
-
-	while (i < HISTOGRAM_BUCKETS && seconds > histogram_bounds[i])
-		i++;
-	h->counts[i]++;
-	h->count++;
-	h->sum += seconds;
-}
-
-struct metrics *
-metrics_create(void)
-{
-	return calloc(1, sizeof(struct metrics));
-}
-
-void
-metrics_free(struct metrics *m)
-{
-	free(m);
-}
-
-void
-metrics_set_sources(struct metrics *m, const struct metrics_sources *sources)
-{
-	m->sources = *sources;
-}
-
-void
-metrics_observe_request(struct metrics *m, const char *route, int status, double seconds)
-{
-	if (m == NULL)
-		return;
-	histogram_observe(&m->request_seconds, seconds);
-	for (size_t i = 0; i < m->series_count; i++) {
-		if (m->series[i].status == status && strcmp(m->series[i].route, route) == 0) {
-			m->series[i].count++;
-			return;
-		}
-	}
-	/* Routes are a fixed set and statuses few, so the table stays small;
-	 * a bound all the same. */
-	if (m->series_count == MAX_REQUEST_SERIES) {
-		m->series_dropped++;
-		return;
-	}
-	m->series[m->series_count++] = (struct request_series){ route, status, 1 };
-}
 
 static void
 metrics_header(struct evbuffer *out, const char *name, const char *type, const char *help)
@@ -193,14 +124,13 @@ metrics_ledger_line(const void *key, size_t key_len, const unsigned long long *c
 #define LEDGER_SCRAPE_LIMIT 10000
 
 void
-metrics_render(struct metrics *m, struct evbuffer *out)
+metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 {
-	const struct metrics_sources *s = &m->sources;
+	const struct request_counters *m = s->requests;
 	const struct chat_counters *chat = chat_get_counters(s->chat);
 	const struct upstream_stats *up = upstream_get_stats(s->upstream);
 	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other" };
 	unsigned long long entries = 0, used = 0, map = 0;
-	long open;
 	struct timespec now;
 
 	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
@@ -208,7 +138,7 @@ metrics_render(struct metrics *m, struct evbuffer *out)
 		evbuffer_add_printf(out, "llamachatd_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
 		    m->series[i].route, m->series[i].status, m->series[i].count);
 	metrics_histogram(out, "llamachatd_request_duration_seconds",
-	    "Time from a request's arrival to its answer's end.", &m->request_seconds);
+	    "Time from a request's arrival to its answer's end.", &m->seconds);
 	metrics_histogram(out, "llamachatd_upstream_duration_seconds", "Time of upstream calls.", &up->latency);
 	metrics_header(out, "llamachatd_upstream_errors_total", "counter", "Upstream calls that failed, by kind.");
 	for (int k = 1; k < 6; k++)
@@ -222,10 +152,9 @@ metrics_render(struct metrics *m, struct evbuffer *out)
 	metrics_simple(out, "llamachatd_store_failures_total", "counter", "Writes the store could not take.",
 	    (double)chat->store_failures);
 	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",
-	    (double)*s->connections_accepted);
-	if (s->server != NULL && (open = server_open_connections(s->server)) >= 0)
-		metrics_simple(
-		    out, "llamachatd_connections_open", "gauge", "Client connections open now.", (double)open);
+	    (double)server_connections_accepted(s->server));
+	metrics_simple(out, "llamachatd_connections_open", "gauge", "Client connections open now.",
+	    (double)server_open_connections(s->server));
 	metrics_simple(out, "llamachatd_requests_in_flight", "gauge", "Client requests not answered yet.",
 	    (double)(chat_pending(s->chat) + relay_engine_active(s->relays)));
 	metrics_simple(out, "llamachatd_streams_active", "gauge", "Answers being relayed as they arrive.",

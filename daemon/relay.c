@@ -1,32 +1,24 @@
 /* relay: streams an upstream answer to a client as it arrives, with
  * back-pressure and hang-up detection.
  *
- * Back-pressure: bytes go to the client's connection buffer as they come;
- * once that holds buffer_bytes, the upstream transfer is paused (curl keeps
- * the piece it offered) and resumed when evhttp reports the buffer drained.
- * So a slow client slows its own transfer, and memory per relay is bounded.
+ * Back-pressure: bytes go to the client's connection as they come; once
+ * buffer_bytes of them wait unsent, the upstream transfer is paused (curl
+ * keeps the piece it offered) and resumed when the request reports its
+ * output drained. So a slow client slows its own transfer, and memory per
+ * relay is bounded.
  *
- * Hang-up: once the answer has started, evhttp watches the connection and
- * its close callback tells us. Before that, libevent 2.1 does not read from
- * a connection whose answer is pending, so a read watch of our own on the
- * socket notices a client that leaves while upstream is still silent. Either
- * way the upstream transfer is cancelled at once. */
+ * Hang-up: the connection watches its socket the whole time and tells the
+ * request's on_gone hook when the client leaves, whether upstream has
+ * answered yet or not; the upstream transfer is cancelled at once. */
 #include "relay.h"
 
-#include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/queue.h>
 
-#include "access.h"
 #include "log.h"
 #include "reply.h"
+#include "request.h"
 #include "upstream.h"
 
 struct relay_engine {
@@ -42,18 +34,15 @@ struct relay_engine {
 struct relay {
 	struct relay_engine *engine;
 	LIST_ENTRY(relay) link;
-	struct evhttp_request *req;
+	struct request *req; /* NULL once answered or gone */
 	struct upstream_call *call; /* NULL once upstream is done */
-	struct event *hangup_watch;
-	struct evbuffer *chunk;
 	bool started; /* the client's answer has begun */
 	bool may_have_acted;
-	struct access_entry *access; /* the request's record; NULL once answered */
 	const struct relay_observer *observer;
 	void *arg;
 };
 
-static void relay_on_headers(long status, const struct evkeyvalq *headers, void *arg);
+static void relay_on_headers(long status, const struct http_headers *headers, void *arg);
 static enum upstream_flow relay_on_data(const char *data, size_t len, void *arg);
 
 struct relay_engine *
@@ -85,21 +74,11 @@ relay_engine_bytes(const struct relay_engine *engine)
 	return engine->bytes;
 }
 
-static struct evhttp_connection *
-relay_connection(const struct relay *relay)
-{
-	return relay->req != NULL ? evhttp_request_get_connection(relay->req) : NULL;
-}
-
 /* Frees the relay's own parts; its request must be handed back already. */
 static void
 relay_free(struct relay *relay)
 {
 	upstream_cancel(relay->call);
-	if (relay->hangup_watch != NULL)
-		event_free(relay->hangup_watch);
-	if (relay->chunk != NULL)
-		evbuffer_free(relay->chunk);
 	LIST_REMOVE(relay, link);
 	relay->engine->active--;
 	if (relay->observer != NULL && relay->observer->on_close != NULL)
@@ -107,93 +86,59 @@ relay_free(struct relay *relay)
 	free(relay);
 }
 
-/* Stops evhttp from calling back into a relay that is about to go. */
-static void
-relay_detach(struct relay *relay)
+/* Takes the request back from the relay: its hooks no longer call here. */
+static struct request *
+relay_take_request(struct relay *relay)
 {
-	access_set_on_gone(relay->access, NULL, NULL);
-	relay->access = NULL;
+	struct request *req = relay->req;
+
+	if (req != NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		request_set_on_drained(req, NULL, NULL);
+	}
+	relay->req = NULL;
+	return req;
 }
 
 void
 relay_finish(struct relay *relay)
 {
-	struct evhttp_request *req = relay->req;
+	struct request *req = relay_take_request(relay);
 
-	relay_detach(relay);
-	relay->req = NULL;
 	if (req != NULL)
-		evhttp_send_reply_end(req);
+		request_end(req);
 	relay_free(relay);
 }
 
-/* The connection failed under us (evhttp noticed it while writing). */
+/* The client went away, before upstream answered or during the answer. */
 static void
 relay_on_client_gone(void *arg)
 {
 	struct relay *relay = arg;
-	struct evhttp_request *req = relay->req;
 
-	relay->access = NULL; /* it is going away with the connection */
-	log_debug("relay: the client went away mid-answer; cancelling its upstream transfer");
-	relay->req = NULL;
-	/* A request evhttp has let go of is ours to free; ending it does that. */
-	if (req != NULL && evhttp_request_get_connection(req) == NULL)
-		evhttp_send_reply_end(req);
-	relay_free(relay);
-}
-
-/* Readable client socket while we answer: either the client hung up, or it
- * sent more (a pipelined request), which we leave to evhttp. */
-static void
-relay_on_client_readable(evutil_socket_t fd, short what, void *arg)
-{
-	struct relay *relay = arg;
-	struct evhttp_connection *evcon;
-	char byte;
-	ssize_t got;
-
-	(void)what;
-	got = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (got > 0)
-		return; /* data, not a hang-up: stop watching */
-	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		event_add(relay->hangup_watch, NULL);
-		return;
-	}
-	log_debug("relay: the client went away before upstream answered; cancelling its upstream transfer");
-	evcon = relay_connection(relay);
-	relay_detach(relay);
-	relay->req = NULL;
-	upstream_cancel(relay->call);
-	relay->call = NULL;
-	event_free(relay->hangup_watch); /* before its socket closes */
-	relay->hangup_watch = NULL;
-	/* Freeing the connection frees the request with it. */
-	if (evcon != NULL)
-		evhttp_connection_free(evcon);
+	log_debug(relay->started ? "relay: the client went away mid-answer; cancelling its upstream transfer"
+	                         : "relay: the client went away before upstream answered; cancelling its upstream "
+	                           "transfer");
+	relay->req = NULL; /* gone with its connection */
 	relay_free(relay);
 }
 
 static void
-relay_on_drained(struct evhttp_connection *evcon, void *arg)
+relay_on_drained(void *arg)
 {
 	struct relay *relay = arg;
 
-	(void)evcon;
 	upstream_resume(relay->call);
 }
 
 static void
-relay_on_headers(long status, const struct evkeyvalq *headers, void *arg)
+relay_on_headers(long status, const struct http_headers *headers, void *arg)
 {
 	struct relay *relay = arg;
-	struct evkeyvalq *out = evhttp_request_get_output_headers(relay->req);
-	struct evkeyval *h;
 
-	TAILQ_FOREACH(h, headers, next)
-		evhttp_add_header(out, h->key, h->value);
-	evhttp_send_reply_start(relay->req, (int)status, NULL);
+	for (size_t i = 0; i < headers->count; i++)
+		request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
+	request_start(relay->req, (int)status);
 	relay->started = true;
 	if (relay->observer != NULL && relay->observer->on_start != NULL)
 		relay->observer->on_start(relay, status, relay->arg);
@@ -203,21 +148,15 @@ static enum upstream_flow
 relay_on_data(const char *data, size_t len, void *arg)
 {
 	struct relay *relay = arg;
-	struct evhttp_connection *evcon = relay_connection(relay);
-	struct evbuffer *pending;
 
-	if (evcon == NULL)
-		return UPSTREAM_FLOW_TAKEN; /* nobody to give it to; the close callback follows */
-	pending = bufferevent_get_output(evhttp_connection_get_bufferevent(evcon));
-	if (evbuffer_get_length(pending) >= relay->engine->buffer_bytes)
+	if (relay->req == NULL)
+		return UPSTREAM_FLOW_TAKEN; /* nobody to give it to */
+	if (request_unsent(relay->req) >= relay->engine->buffer_bytes)
 		return UPSTREAM_FLOW_PAUSE;
 	if (relay->observer != NULL && relay->observer->on_data != NULL)
 		relay->observer->on_data(relay, data, len, relay->arg);
-	if (relay->access != NULL)
-		relay->access->streamed_bytes += len;
 	relay->engine->bytes += len;
-	evbuffer_add(relay->chunk, data, len);
-	evhttp_send_reply_chunk_with_cb(relay->req, relay->chunk, relay_on_drained, relay);
+	request_send(relay->req, data, len);
 	return UPSTREAM_FLOW_TAKEN;
 }
 
@@ -228,12 +167,10 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 	bool complete = response->error == UPSTREAM_OK;
 
 	relay->call = NULL;
-	if (relay->access != NULL)
-		relay->access->upstream_seconds = response->total_seconds;
+	if (relay->req != NULL)
+		relay->req->access.upstream_seconds = response->total_seconds;
 	if (!relay->started) {
-		struct evhttp_request *req = relay->req;
-		relay_detach(relay);
-		relay->req = NULL;
+		struct request *req = relay_take_request(relay);
 		if (req != NULL)
 			reply_upstream_failure(req, response, relay->may_have_acted);
 		relay_free(relay);
@@ -248,20 +185,17 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 }
 
 void
-relay_start(struct relay_engine *engine, struct evhttp_request *req, struct access_entry *access,
-    const struct upstream_request *ureq, bool may_have_acted, const struct relay_observer *observer, void *arg)
+relay_start(struct relay_engine *engine, struct request *req, const struct upstream_request *ureq, bool may_have_acted,
+    const struct relay_observer *observer, void *arg)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	struct upstream_request streamed = *ureq;
 	struct relay *relay;
-	evutil_socket_t fd;
 
 	if (!upstream_has_key(engine->upstream)) {
 		reply_no_key(req);
 		goto no_relay;
 	}
-	if ((relay = calloc(1, sizeof(*relay))) == NULL || (relay->chunk = evbuffer_new()) == NULL) {
-		free(relay);
+	if ((relay = calloc(1, sizeof(*relay))) == NULL) {
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		goto no_relay;
 	}
@@ -282,12 +216,8 @@ relay_start(struct relay_engine *engine, struct evhttp_request *req, struct acce
 		relay_free(relay);
 		return;
 	}
-	relay->access = access;
-	access_set_on_gone(access, relay_on_client_gone, relay);
-	fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon));
-	relay->hangup_watch = event_new(engine->base, fd, EV_READ, relay_on_client_readable, relay);
-	if (relay->hangup_watch != NULL)
-		event_add(relay->hangup_watch, NULL);
+	request_set_on_gone(req, relay_on_client_gone, relay);
+	request_set_on_drained(req, relay_on_drained, relay);
 	return;
 no_relay:
 	if (observer != NULL && observer->on_close != NULL)
@@ -301,12 +231,10 @@ relay_engine_free(struct relay_engine *engine)
 		return;
 	while (!LIST_EMPTY(&engine->relays)) {
 		struct relay *relay = LIST_FIRST(&engine->relays);
-		struct evhttp_request *req = relay->req;
 		upstream_cancel(relay->call);
 		relay->call = NULL;
-		if (req != NULL && !relay->started) {
-			relay_detach(relay);
-			relay->req = NULL;
+		if (relay->req != NULL && !relay->started) {
+			struct request *req = relay_take_request(relay);
 			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
 			relay_free(relay);
 		} else {

@@ -7,8 +7,7 @@
 #include <stddef.h>
 
 struct event_base;
-struct access_entry;
-struct evhttp_request;
+struct request;
 struct relay;
 struct relay_engine;
 struct upstream;
@@ -49,11 +48,10 @@ unsigned long long relay_engine_bytes(const struct relay_engine *engine);
  * the answer, whatever its status. Failures before upstream answers get the
  * daemon's JSON errors (see reply_upstream_failure; may_have_acted as
  * there). The client is always answered; observer (may be NULL) and arg
- * follow the relay to its end. access (may be NULL) is the request's record:
- * the relay adds its bytes and upstream time, and hears through it when the
- * client goes away. */
-void relay_start(struct relay_engine *engine, struct evhttp_request *req, struct access_entry *access,
-    const struct upstream_request *ureq, bool may_have_acted, const struct relay_observer *observer, void *arg);
+ * follow the relay to its end. The relay holds req's on_gone and on_drained
+ * hooks while it runs, and records its upstream time. */
+void relay_start(struct relay_engine *engine, struct request *req, const struct upstream_request *ureq,
+    bool may_have_acted, const struct relay_observer *observer, void *arg);
 
 /* Ends the client's answer and frees the relay (see on_upstream_done). */
 void relay_finish(struct relay *relay);

@@ -2,42 +2,37 @@
 #include "reply.h"
 
 #include "log.h"
+#include "request.h"
 #include "upstream.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void
-reply_error(struct evhttp_request *req, int status, enum reply_retry retry, const char *detail)
+reply_error(struct request *req, int status, enum reply_retry retry, const char *detail)
 {
-	struct evkeyvalq *headers = evhttp_request_get_output_headers(req);
-	struct evbuffer *body = evbuffer_new();
 	json_t *doc = json_pack("{s:s}", "detail", detail);
 	char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	char fallback[64];
 
-	evhttp_remove_header(headers, "Content-Type");
-	evhttp_add_header(headers, "Content-Type", "application/json");
+	request_add_header(req, "Content-Type", "application/json");
 	if (retry == REPLY_RETRY_WONT_HELP)
-		evhttp_add_header(headers, "x-should-retry", "false");
-	if (body != NULL) {
-		if (text != NULL)
-			evbuffer_add(body, text, strlen(text));
-		else
-			evbuffer_add_printf(body, "{\"detail\":\"error %d\"}", status);
+		request_add_header(req, "x-should-retry", "false");
+	if (text == NULL) {
+		snprintf(fallback, sizeof(fallback), "{\"detail\":\"error %d\"}", status);
+		request_reply(req, status, fallback, strlen(fallback));
+	} else {
+		request_reply(req, status, text, strlen(text));
 	}
-	evhttp_send_reply(req, status, NULL, body);
-	if (body != NULL)
-		evbuffer_free(body);
 	free(text);
 	json_decref(doc);
 }
 
 void
-reply_errorf(struct evhttp_request *req, int status, enum reply_retry retry, const char *fmt, ...)
+reply_errorf(struct request *req, int status, enum reply_retry retry, const char *fmt, ...)
 {
 	char detail[512];
 	va_list ap;
@@ -49,7 +44,7 @@ reply_errorf(struct evhttp_request *req, int status, enum reply_retry retry, con
 }
 
 void
-reply_upstream_failure(struct evhttp_request *req, const struct upstream_response *response, bool may_have_acted)
+reply_upstream_failure(struct request *req, const struct upstream_response *response, bool may_have_acted)
 {
 	enum reply_retry retry =
 	    may_have_acted && response->request_sent ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP;
@@ -74,7 +69,7 @@ reply_upstream_failure(struct evhttp_request *req, const struct upstream_respons
 }
 
 void
-reply_no_key(struct evhttp_request *req)
+reply_no_key(struct request *req)
 {
 	reply_error(req, 503, REPLY_RETRY_WONT_HELP,
 	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment and "

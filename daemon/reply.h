@@ -4,7 +4,7 @@
 
 #include <stdbool.h>
 
-struct evhttp_request;
+struct request;
 struct upstream_response;
 
 enum reply_retry {
@@ -13,20 +13,20 @@ enum reply_retry {
 };
 
 /* Sends status with body {"detail": detail} as application/json. */
-void reply_error(struct evhttp_request *req, int status, enum reply_retry retry, const char *detail);
+void reply_error(struct request *req, int status, enum reply_retry retry, const char *detail);
 
 /* Like reply_error() with a printf-style detail. */
-void reply_errorf(struct evhttp_request *req, int status, enum reply_retry retry, const char *fmt, ...)
+void reply_errorf(struct request *req, int status, enum reply_retry retry, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* 503: the daemon has no API key, with how to give it one. */
-void reply_no_key(struct evhttp_request *req);
+void reply_no_key(struct request *req);
 
 /* Answers a call whose transfer failed before upstream answered: 504 for a
  * timeout, 502 otherwise, with a detail that never holds the key. When
  * upstream may have acted on the request (may_have_acted), the answer says
  * not to retry: the SDKs send no idempotency key, so a retried create or
  * stream would happen twice. */
-void reply_upstream_failure(struct evhttp_request *req, const struct upstream_response *response, bool may_have_acted);
+void reply_upstream_failure(struct request *req, const struct upstream_response *response, bool may_have_acted);
 
 #endif

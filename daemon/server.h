@@ -6,7 +6,7 @@
 
 struct access_log;
 struct chat;
-struct metrics;
+struct evbuffer;
 struct relay_engine;
 struct store;
 struct upstream;
@@ -19,7 +19,9 @@ struct server_parts {
 	struct chat *chat;
 	struct relay_engine *relays;
 	struct access_log *access;
-	struct metrics *metrics;
+	/* Writes /metrics into out (the renderer sits above the server). */
+	void (*render_metrics)(struct evbuffer *out, void *arg);
+	void *render_arg;
 	struct store *store;
 	struct upstream *upstream;
 	double started; /* monotonic seconds at start */
@@ -32,10 +34,8 @@ struct server_parts {
 struct server *server_create(struct event_base *base, const struct config *config, const struct server_parts *parts,
     char *why, size_t why_size) __attribute__((warn_unused_result));
 
-/* Connections accepted since start. */
-const unsigned long long *server_connections_accepted(const struct server *server);
-
-/* Client connections open now, counted on the spot; -1 when unknown. */
+/* Client connections accepted since start, and open now (an exact count). */
+unsigned long long server_connections_accepted(const struct server *server);
 long server_open_connections(const struct server *server);
 
 /* Serves on with config (clients, route policy, limits) in place of the one

@@ -9,14 +9,13 @@
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include <sys/queue.h>
 
 #include "log.h"
 
@@ -33,6 +32,8 @@ struct upstream {
 	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
 };
 
+#define UPSTREAM_KEPT_HEADERS 4 /* upstream_kept_response_headers */
+
 struct upstream_call {
 	struct upstream *upstream;
 	LIST_ENTRY(upstream_call) link;
@@ -42,7 +43,10 @@ struct upstream_call {
 	upstream_done_cb done;
 	void *arg;
 	struct evbuffer *response_body;
-	struct evkeyvalq response_headers;
+	/* The kept answer headers (upstream_kept_response_headers, in order). */
+	char kept_values[UPSTREAM_KEPT_HEADERS][256];
+	bool kept_present[UPSTREAM_KEPT_HEADERS];
+	struct http_headers response_headers; /* points into the above */
 	const struct upstream_stream *stream; /* NULL: collect the answer */
 	bool headers_delivered;
 	bool paused;
@@ -66,6 +70,7 @@ static const char *const upstream_dropped_headers[] = {
 	"trailer",
 	"transfer-encoding",
 	"upgrade",
+	"http2-settings",
 	"host",
 	"content-length",
 	"expect",
@@ -90,16 +95,31 @@ static const char *const upstream_kept_response_headers[] = {
 	"x-should-retry",
 };
 
-static bool
-upstream_response_header_is_kept(const char *name, size_t len)
+_Static_assert(
+    sizeof(upstream_kept_response_headers) / sizeof(upstream_kept_response_headers[0]) == UPSTREAM_KEPT_HEADERS,
+    "the kept answer headers and their slots differ");
+
+/* The slot of a kept answer header, or -1 for one that stays behind. */
+static int
+upstream_kept_slot(const char *name, size_t len)
 {
-	for (size_t i = 0; i < sizeof(upstream_kept_response_headers) / sizeof(upstream_kept_response_headers[0]);
-	     i++) {
+	for (int i = 0; i < UPSTREAM_KEPT_HEADERS; i++) {
 		const char *kept = upstream_kept_response_headers[i];
 		if (strlen(kept) == len && strncasecmp(name, kept, len) == 0)
-			return true;
+			return i;
 	}
-	return false;
+	return -1;
+}
+
+/* Points the call's header list at the kept headers it has. */
+static void
+upstream_list_kept(struct upstream_call *call)
+{
+	call->response_headers.count = 0;
+	for (int i = 0; i < UPSTREAM_KEPT_HEADERS; i++)
+		if (call->kept_present[i])
+			http_headers_add(
+			    &call->response_headers, upstream_kept_response_headers[i], call->kept_values[i]);
 }
 
 static void
@@ -117,7 +137,6 @@ upstream_call_free(struct upstream_call *call)
 	free(call->body_copy);
 	if (call->response_body != NULL)
 		evbuffer_free(call->response_body);
-	evhttp_clear_headers(&call->response_headers);
 	LIST_REMOVE(call, link);
 	upstream->in_flight--;
 	free(call);
@@ -337,12 +356,12 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	struct upstream_call *call = userp;
 	size_t len = size * count;
 	const char *colon;
-	char name[32], value[256];
 	size_t name_len, value_len;
+	int slot;
 
 	/* A new status line (after a 1xx) starts a new header block. */
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-		evhttp_clear_headers(&call->response_headers);
+		memset(call->kept_present, 0, sizeof(call->kept_present));
 		return len;
 	}
 	/* The blank line that ends the final header block: a stream's owner
@@ -358,7 +377,7 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	if (colon == NULL)
 		return len;
 	name_len = (size_t)(colon - data);
-	if (!upstream_response_header_is_kept(data, name_len) || name_len >= sizeof(name))
+	if ((slot = upstream_kept_slot(data, name_len)) < 0)
 		return len;
 	const char *v = colon + 1;
 	const char *end = data + len;
@@ -367,14 +386,12 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
 		end--;
 	value_len = (size_t)(end - v);
-	if (value_len >= sizeof(value))
+	if (value_len >= sizeof(call->kept_values[slot]))
 		return len;
-	memcpy(name, data, name_len);
-	name[name_len] = '\0';
-	memcpy(value, v, value_len);
-	value[value_len] = '\0';
-	evhttp_remove_header(&call->response_headers, name);
-	evhttp_add_header(&call->response_headers, name, value);
+	memcpy(call->kept_values[slot], v, value_len);
+	call->kept_values[slot][value_len] = '\0';
+	call->kept_present[slot] = true;
+	upstream_list_kept(call);
 	return len;
 }
 
@@ -451,29 +468,29 @@ upstream_in_flight(const struct upstream *upstream)
 
 /* Builds the header list: the client's forwardable headers, then the key. */
 static int
-upstream_build_headers(struct upstream_call *call, const struct evkeyvalq *client_headers, bool has_body)
+upstream_build_headers(struct upstream_call *call, const struct http_headers *client_headers, bool has_body)
 {
 	const char *prefix = "Authorization: Bearer ";
 	bool has_content_type = false;
 	struct curl_slist *grown;
-	struct evkeyval *h;
 	char *line;
 	size_t size;
 
 	if (client_headers != NULL) {
-		TAILQ_FOREACH(h, client_headers, next) {
-			if (!upstream_header_is_forwarded(h->key))
+		for (size_t i = 0; i < client_headers->count; i++) {
+			const struct http_header *h = &client_headers->items[i];
+			if (!upstream_header_is_forwarded(h->name))
 				continue;
-			if (strcasecmp(h->key, "content-type") == 0)
+			if (strcasecmp(h->name, "content-type") == 0)
 				has_content_type = true;
-			size = strlen(h->key) + strlen(h->value) + 3;
+			size = strlen(h->name) + strlen(h->value) + 3;
 			if ((line = malloc(size)) == NULL)
 				return -1;
 			/* "Name;" is curl's way of sending a header with an empty value. */
 			if (h->value[0] == '\0')
-				snprintf(line, size, "%s;", h->key);
+				snprintf(line, size, "%s;", h->name);
 			else
-				snprintf(line, size, "%s: %s", h->key, h->value);
+				snprintf(line, size, "%s: %s", h->name, h->value);
 			grown = curl_slist_append(call->request_headers, line);
 			free(line);
 			if (grown == NULL)
@@ -577,7 +594,6 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	call->done = done;
 	call->arg = arg;
 	call->stream = req->stream;
-	TAILQ_INIT(&call->response_headers);
 	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
 

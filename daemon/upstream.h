@@ -5,11 +5,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "metrics.h"
+#include "http_headers.h"
+#include "counters.h"
 
 struct event_base;
 struct evbuffer;
-struct evkeyvalq;
 struct upstream;
 struct upstream_call;
 
@@ -41,7 +41,7 @@ struct upstream_response {
 	struct evbuffer *body;
 	/* Content-Type, Retry-After, Retry-After-Ms, X-Should-Retry as upstream
 	 * sent them; nothing else of upstream's headers is kept. */
-	struct evkeyvalq *headers;
+	const struct http_headers *headers;
 	double total_seconds;
 };
 
@@ -53,7 +53,7 @@ typedef void (*upstream_done_cb)(const struct upstream_response *response, void 
 struct upstream_request {
 	const char *method; /* "GET", "POST", "DELETE", ... */
 	const char *path_and_query; /* starts with '/' */
-	const struct evkeyvalq *client_headers; /* may be NULL */
+	const struct http_headers *client_headers; /* may be NULL */
 	const void *body;
 	size_t body_len;
 	const struct upstream_stream *stream; /* NULL: collect the whole answer */
@@ -70,7 +70,7 @@ enum upstream_flow {
  * streamed call has no total time limit; it fails when upstream sends
  * nothing for idle_timeout_ms. */
 struct upstream_stream {
-	void (*on_headers)(long status, const struct evkeyvalq *headers, void *arg);
+	void (*on_headers)(long status, const struct http_headers *headers, void *arg);
 	enum upstream_flow (*on_data)(const char *data, size_t len, void *arg);
 	long idle_timeout_ms;
 };

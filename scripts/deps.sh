@@ -5,7 +5,7 @@
 set -eu
 
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
-libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev \
+libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev node-llhttp \
 systemd man-db"
 for flag in "$@"; do
 	case "$flag" in

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -768,6 +769,31 @@ harness_suite_stop(char **dir, struct fake_upstream *fake, struct daemon_process
 	harness_remove_dir(*dir);
 	free(*dir);
 	*dir = NULL;
+}
+
+int
+harness_open_sockets(pid_t pid)
+{
+	char dir[64], path[400], target[64];
+	DIR *fds;
+	struct dirent *e;
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	if ((fds = opendir(dir)) == NULL)
+		return -1;
+	while ((e = readdir(fds)) != NULL) {
+		ssize_t len;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len > 0) {
+			target[len] = '\0';
+			if (strncmp(target, "socket:", 7) == 0)
+				n++;
+		}
+	}
+	closedir(fds);
+	return n;
 }
 
 int

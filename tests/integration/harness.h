@@ -155,6 +155,9 @@ int harness_send_raw_stream(int port, const char *id, const char *body);
 /* The resident memory of a process in KiB (VmRSS), or -1. */
 long harness_rss_kib(pid_t pid);
 
+/* How many sockets process pid holds open now, or -1. */
+int harness_open_sockets(pid_t pid);
+
 /* A TCP connection to 127.0.0.1:port, or -1. */
 int harness_connect(int port);
 

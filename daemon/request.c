@@ -1,0 +1,254 @@
+/* request: one client request's whole life, and the answers a handler sends
+ * through it. The head of each answer is formatted once, into a fixed
+ * buffer, and goes out with the body in as few writes as the socket allows. */
+#include "request.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_private.h"
+#include "log.h"
+
+#define REQUEST_HEAD_MAX (REQUEST_OUT_HEADERS_MAX + 256)
+
+const char *
+request_header(const struct request *req, const char *name)
+{
+	return http_headers_find(&req->headers, name);
+}
+
+static bool
+request_text_is_clean(const char *text)
+{
+	return text[strcspn(text, "\r\n")] == '\0';
+}
+
+void
+request_add_header(struct request *req, const char *name, const char *value)
+{
+	size_t need = strlen(name) + 2 + strlen(value) + 2;
+
+	if (!request_text_is_clean(name) || !request_text_is_clean(value)) {
+		log_warnx("request: dropping the answer header %s: it holds CR or LF", name);
+		return;
+	}
+	if (req->out_headers_len + need >= sizeof(req->out_headers)) {
+		if (!req->out_overflow)
+			log_warnx(
+			    "request: the answer's headers pass %d bytes; dropping %s", REQUEST_OUT_HEADERS_MAX, name);
+		req->out_overflow = true;
+		return;
+	}
+	snprintf(req->out_headers + req->out_headers_len, sizeof(req->out_headers) - req->out_headers_len, "%s: %s\r\n",
+	    name, value);
+	req->out_headers_len += need;
+}
+
+static const char *
+request_reason(int status)
+{
+	switch (status) {
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 301:
+		return "Moved Permanently";
+	case 302:
+		return "Found";
+	case 304:
+		return "Not Modified";
+	case 307:
+		return "Temporary Redirect";
+	case 308:
+		return "Permanent Redirect";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
+	case 415:
+		return "Unsupported Media Type";
+	case 417:
+		return "Expectation Failed";
+	case 422:
+		return "Unprocessable Content";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 502:
+		return "Bad Gateway";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+	}
+}
+
+/* True for statuses whose answers never carry a body. */
+static bool
+request_status_has_no_body(int status)
+{
+	return status == 204 || status == 304 || (status >= 100 && status < 200);
+}
+
+/* Formats the status line and headers into head; framing says how the body
+ * is delimited ("Content-Length: N\r\n" or the chunked line). */
+static size_t
+request_format_head(struct request *req, int status, const char *framing, char *head)
+{
+	int n = snprintf(head, REQUEST_HEAD_MAX, "HTTP/1.%d %d %s\r\n%s%s%s%.*s\r\n", req->http_minor == 0 ? 0 : 1,
+	    status, request_reason(status), http_conn_date_line(req->conn), framing,
+	    req->close_after ? "Connection: close\r\n" : (req->http_minor == 0 ? "Connection: keep-alive\r\n" : ""),
+	    (int)req->out_headers_len, req->out_headers);
+
+	return n > 0 && n < REQUEST_HEAD_MAX ? (size_t)n : 0;
+}
+
+static void
+request_send_head(struct request *req, int status, size_t length, bool streamed)
+{
+	char head[REQUEST_HEAD_MAX], framing[64] = "";
+	size_t len;
+
+	req->access.status = status;
+	if (streamed) {
+		if (req->http_minor == 0)
+			req->close_after = true; /* HTTP/1.0: the end of the connection ends it */
+		else
+			snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
+	} else if (!request_status_has_no_body(status)) {
+		snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", length);
+	}
+	len = request_format_head(req, status, framing, head);
+	http_conn_write(req->conn, head, len);
+}
+
+void
+request_reply(struct request *req, int status, const void *body, size_t len)
+{
+	if (req->state != REQUEST_HANDLING)
+		return;
+	request_send_head(req, status, len, false);
+	if (req->method != REQUEST_HEAD && !request_status_has_no_body(status) && len > 0) {
+		http_conn_write(req->conn, body, len);
+		req->access.bytes = len;
+	}
+	http_conn_answered(req->conn);
+}
+
+void
+request_reply_buffer(struct request *req, int status, struct evbuffer *buf)
+{
+	size_t len = buf != NULL ? evbuffer_get_length(buf) : 0;
+
+	if (req->state != REQUEST_HANDLING)
+		return;
+	request_send_head(req, status, len, false);
+	if (req->method != REQUEST_HEAD && !request_status_has_no_body(status) && len > 0) {
+		http_conn_write_buffer(req->conn, buf);
+		req->access.bytes = len;
+	} else if (buf != NULL) {
+		evbuffer_drain(buf, len);
+	}
+	http_conn_answered(req->conn);
+}
+
+void
+request_start(struct request *req, int status)
+{
+	if (req->state != REQUEST_HANDLING)
+		return;
+	request_send_head(req, status, 0, true);
+	req->state = REQUEST_STREAMING;
+	http_conn_push(req->conn);
+}
+
+void
+request_send(struct request *req, const void *data, size_t len)
+{
+	char size_line[24];
+	int n;
+
+	if (req->state != REQUEST_STREAMING || len == 0 || req->method == REQUEST_HEAD)
+		return;
+	req->access.bytes += len;
+	if (req->http_minor == 0) {
+		http_conn_write(req->conn, data, len);
+		http_conn_push(req->conn);
+		return;
+	}
+	n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
+	http_conn_write(req->conn, size_line, (size_t)n);
+	http_conn_write(req->conn, data, len);
+	http_conn_write(req->conn, "\r\n", 2);
+	http_conn_push(req->conn);
+}
+
+void
+request_end(struct request *req)
+{
+	if (req->state != REQUEST_STREAMING)
+		return;
+	if (req->http_minor != 0 && req->method != REQUEST_HEAD)
+		http_conn_write(req->conn, "0\r\n\r\n", 5);
+	http_conn_answered(req->conn);
+}
+
+size_t
+request_unsent(const struct request *req)
+{
+	return http_conn_unsent(req->conn);
+}
+
+void
+request_set_on_drained(struct request *req, void (*fn)(void *arg), void *arg)
+{
+	req->on_drained = fn;
+	req->drained_arg = arg;
+}
+
+void
+request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg)
+{
+	req->on_gone = fn;
+	req->gone_arg = arg;
+}
+
+const char *
+request_method_name(enum request_method method)
+{
+	static const char *const names[] = { "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER" };
+
+	return names[method];
+}
