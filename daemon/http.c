@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -253,6 +254,35 @@ http_conn_flush(struct http_conn *c)
 		void (*fn)(void *) = c->req.on_drained;
 		fn(c->req.drained_arg); /* may write and flush again */
 	}
+}
+
+void
+http_conn_send(struct http_conn *c, const void *head, size_t head_len, const void *body, size_t body_len)
+{
+	struct iovec iov[2] = { { (void *)head, head_len }, { (void *)body, body_len } };
+	ssize_t n = 0;
+
+	/* The hot path: nothing queued, so the socket gets both at once and
+	 * nothing is copied. Anything left over is queued in order. */
+	if (evbuffer_get_length(c->out) == 0 && !c->broken) {
+		n = writev(c->fd, iov, body_len > 0 ? 2 : 1);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+				c->broken = true;
+				event_active(c->resume_ev, 0, 0);
+				return;
+			}
+			n = 0;
+		}
+	}
+	if ((size_t)n < head_len) {
+		http_conn_write(c, (const char *)head + n, head_len - (size_t)n);
+		n = 0;
+	} else {
+		n -= (ssize_t)head_len;
+	}
+	if ((size_t)n < body_len)
+		http_conn_write(c, (const char *)body + n, body_len - (size_t)n);
 }
 
 void

@@ -13,6 +13,10 @@ struct http_conn;
 void http_conn_write(struct http_conn *c, const void *data, size_t len);
 void http_conn_write_buffer(struct http_conn *c, struct evbuffer *buf);
 
+/* Sends a head and a body: with one writev() when nothing waits before
+ * them, and whatever the socket does not take is kept and sent later. */
+void http_conn_send(struct http_conn *c, const void *head, size_t head_len, const void *body, size_t body_len);
+
 /* Sends what is written now, as far as the socket takes it. A socket that
  * fails is closed later, from the loop, never from inside this call. */
 void http_conn_push(struct http_conn *c);

@@ -135,11 +135,12 @@ request_format_head(struct request *req, int status, const char *framing, char *
 	return n > 0 && n < REQUEST_HEAD_MAX ? (size_t)n : 0;
 }
 
-static void
-request_send_head(struct request *req, int status, size_t length, bool streamed)
+/* Formats the head of an answer into head (REQUEST_HEAD_MAX bytes); returns
+ * its length. */
+static size_t
+request_head(struct request *req, int status, size_t length, bool streamed, char *head)
 {
-	char head[REQUEST_HEAD_MAX], framing[64] = "";
-	size_t len;
+	char framing[64] = "";
 
 	req->access.status = status;
 	if (streamed) {
@@ -150,20 +151,31 @@ request_send_head(struct request *req, int status, size_t length, bool streamed)
 	} else if (!request_status_has_no_body(status)) {
 		snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", length);
 	}
-	len = request_format_head(req, status, framing, head);
+	return request_format_head(req, status, framing, head);
+}
+
+static void
+request_send_head(struct request *req, int status, size_t length, bool streamed)
+{
+	char head[REQUEST_HEAD_MAX];
+	size_t len = request_head(req, status, length, streamed, head);
+
 	http_conn_write(req->conn, head, len);
 }
 
 void
 request_reply(struct request *req, int status, const void *body, size_t len)
 {
+	char head[REQUEST_HEAD_MAX];
+	size_t head_len;
+
 	if (req->state != REQUEST_HANDLING)
 		return;
-	request_send_head(req, status, len, false);
-	if (req->method != REQUEST_HEAD && !request_status_has_no_body(status) && len > 0) {
-		http_conn_write(req->conn, body, len);
-		req->access.bytes = len;
-	}
+	head_len = request_head(req, status, len, false, head);
+	if (req->method == REQUEST_HEAD || request_status_has_no_body(status))
+		len = 0;
+	req->access.bytes = len;
+	http_conn_send(req->conn, head, head_len, body, len);
 	http_conn_answered(req->conn);
 }
 

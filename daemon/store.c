@@ -39,6 +39,7 @@ struct store {
 	enum store_result probe_result;
 	enum store_result last_commit; /* of the daemon's own writes */
 	MDB_txn *reader; /* reset between lookups, renewed for each */
+	bool peeking; /* reader open for store_peek() */
 	struct event *commit_event;
 	struct store_write *queue_head, **queue_tail;
 	char *path;
@@ -182,6 +183,37 @@ store_get(struct store *store, const char *key, size_t key_len, struct evbuffer 
 	}
 	mdb_txn_reset(store->reader);
 	return result;
+}
+
+enum store_result
+store_peek(struct store *store, const char *key, size_t key_len, const void **data, size_t *len)
+{
+	MDB_val k = { key_len, (void *)key }, v;
+	int rc;
+
+	if ((rc = mdb_txn_renew(store->reader)) != 0) {
+		log_warnx("store: cannot start a read: %s", mdb_strerror(rc));
+		return STORE_ERR;
+	}
+	store->peeking = true;
+	rc = mdb_get(store->reader, store->sessions, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return STORE_NOT_FOUND;
+	if (rc != 0) {
+		log_warnx("store: lookup failed: %s", mdb_strerror(rc));
+		return STORE_ERR;
+	}
+	*data = v.mv_data;
+	*len = v.mv_size;
+	return STORE_OK;
+}
+
+void
+store_peek_done(struct store *store)
+{
+	if (store->peeking)
+		mdb_txn_reset(store->reader);
+	store->peeking = false;
 }
 
 static enum store_result

@@ -59,6 +59,14 @@ void store_close(struct store *store);
 enum store_result store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
     __attribute__((warn_unused_result));
 
+/* Points *data at the value stored under key, in the map itself: no copy.
+ * The pointer holds until store_peek_done(), which must follow before the
+ * loop turn ends (it closes the read). Returns STORE_OK, STORE_NOT_FOUND or
+ * STORE_ERR; call store_peek_done() whatever it returned. */
+enum store_result store_peek(struct store *store, const char *key, size_t key_len, const void **data, size_t *len)
+    __attribute__((warn_unused_result));
+void store_peek_done(struct store *store);
+
 /* Applies one change and commits it durably before returning. */
 enum store_result store_apply(struct store *store, const struct store_change *change)
     __attribute__((warn_unused_result));
