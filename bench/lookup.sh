@@ -1,11 +1,13 @@
 #!/bin/sh
 # Benchmark: cached session lookups, llamachatd against nginx serving the same
-# JSON as a static file, one worker each, the same wrk load, on loopback.
-# Prints requests/s and CPU time per request for both. Not a test: numbers
-# depend on the machine. Usage: bench/lookup.sh [seconds] [connections]
+# JSON as a static file, one worker each, access logs off, the same wrk load
+# on loopback, alternating. Prints requests/s, p50/p99 latency and CPU time
+# per request for both at each connection count. Not a test: numbers depend
+# on the machine. Usage: bench/lookup.sh [seconds] [connection counts...]
 set -eu
 seconds=${1:-5}
-connections=${2:-50}
+[ $# -gt 0 ] && shift
+counts=${*:-1 32 256}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build="$top/build/cc"
 work=$(mktemp -d "${TMPDIR:-/tmp}/llamachatd-bench-XXXXXX")
@@ -67,17 +69,23 @@ sleep 0.3
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 run() {
-	name=$1 pid=$2 url=$3
+	name=$1 pid=$2 url=$3 connections=$4
 	before=$(cpu_ticks "$pid")
-	out=$(wrk -t1 -c"$connections" -d"${seconds}s" "$url")
+	out=$(wrk -t1 -c"$connections" -d"${seconds}s" --latency "$url")
 	after=$(cpu_ticks "$pid")
 	requests=$(printf '%s\n' "$out" | awk '/requests in/ { print $1 }')
 	rps=$(printf '%s\n' "$out" | awk '/Requests\/sec/ { print $2 }')
+	p50=$(printf '%s\n' "$out" | awk '$1 == "50%" { print $2 }')
+	p99=$(printf '%s\n' "$out" | awk '$1 == "99%" { print $2 }')
 	hz=$(getconf CLK_TCK)
-	echo "$name: $rps requests/s, $(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" \
-		'BEGIN { printf "%.1f", t / hz / n * 1e6 }') us CPU per request"
+	cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.1f", t / hz / n * 1e6 }')
+	printf '| %-10s | %5s | %10s | %8s | %8s | %6s |\n' "$name" "$connections" "$rps" "$p50" "$p99" "$cpu"
 }
 
-echo "cached lookup, $connections connections, ${seconds}s each:"
-run "llamachatd" "$daemon" "http://127.0.0.1:$port$path"
-run "nginx     " "$nginx_pid" "http://127.0.0.1:$nginx_port$path"
+echo "cached summary lookup, ${seconds}s a run, $(nproc) CPUs, $(uname -r)"
+echo "| server     | conns | requests/s |      p50 |      p99 | CPU us/req |"
+echo "|------------|-------|------------|----------|----------|--------|"
+for c in $counts; do
+	run "llamachatd" "$daemon" "http://127.0.0.1:$port$path" "$c"
+	run "nginx" "$nginx_pid" "http://127.0.0.1:$nginx_port$path" "$c"
+done

@@ -25,10 +25,24 @@ request_text_is_clean(const char *text)
 	return text[strcspn(text, "\r\n")] == '\0';
 }
 
+/* Appends len bytes to the head being built at *at (room bytes left). */
+static void
+request_put(char **at, size_t *room, const char *text, size_t len)
+{
+	if (len > *room)
+		len = *room;
+	memcpy(*at, text, len);
+	*at += len;
+	*room -= len;
+}
+
 void
 request_add_header(struct request *req, const char *name, const char *value)
 {
-	size_t need = strlen(name) + 2 + strlen(value) + 2;
+	size_t name_len = strlen(name), value_len = strlen(value);
+	size_t need = name_len + 2 + value_len + 2;
+	char *at;
+	size_t room;
 
 	if (!request_text_is_clean(name) || !request_text_is_clean(value)) {
 		log_warnx("request: dropping the answer header %s: it holds CR or LF", name);
@@ -41,8 +55,12 @@ request_add_header(struct request *req, const char *name, const char *value)
 		req->out_overflow = true;
 		return;
 	}
-	snprintf(req->out_headers + req->out_headers_len, sizeof(req->out_headers) - req->out_headers_len, "%s: %s\r\n",
-	    name, value);
+	at = req->out_headers + req->out_headers_len;
+	room = need;
+	request_put(&at, &room, name, name_len);
+	request_put(&at, &room, ": ", 2);
+	request_put(&at, &room, value, value_len);
+	request_put(&at, &room, "\r\n", 2);
 	req->out_headers_len += need;
 }
 
@@ -123,16 +141,29 @@ request_status_has_no_body(int status)
 }
 
 /* Formats the status line and headers into head; framing says how the body
- * is delimited ("Content-Length: N\r\n" or the chunked line). */
+ * is delimited ("Content-Length: N\r\n" or the chunked line). Plain
+ * copies: this runs for every answer. */
 static size_t
 request_format_head(struct request *req, int status, const char *framing, char *head)
 {
-	int n = snprintf(head, REQUEST_HEAD_MAX, "HTTP/1.%d %d %s\r\n%s%s%s%.*s\r\n", req->http_minor == 0 ? 0 : 1,
-	    status, request_reason(status), http_conn_date_line(req->conn), framing,
-	    req->close_after ? "Connection: close\r\n" : (req->http_minor == 0 ? "Connection: keep-alive\r\n" : ""),
-	    (int)req->out_headers_len, req->out_headers);
+	const char *reason = request_reason(status), *date = http_conn_date_line(req->conn);
+	const char *connection = req->close_after ? "Connection: close\r\n"
+	    : req->http_minor == 0               ? "Connection: keep-alive\r\n"
+	                                         : "";
+	char status_line[64];
+	int n = snprintf(status_line, sizeof(status_line), "HTTP/1.%d %03d ", req->http_minor == 0 ? 0 : 1, status);
+	char *at = head;
+	size_t room = REQUEST_HEAD_MAX;
 
-	return n > 0 && n < REQUEST_HEAD_MAX ? (size_t)n : 0;
+	request_put(&at, &room, status_line, (size_t)n);
+	request_put(&at, &room, reason, strlen(reason));
+	request_put(&at, &room, "\r\n", 2);
+	request_put(&at, &room, date, strlen(date));
+	request_put(&at, &room, framing, strlen(framing));
+	request_put(&at, &room, connection, strlen(connection));
+	request_put(&at, &room, req->out_headers, req->out_headers_len);
+	request_put(&at, &room, "\r\n", 2);
+	return (size_t)(at - head);
 }
 
 /* Formats the head of an answer into head (REQUEST_HEAD_MAX bytes); returns

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -80,9 +81,11 @@ server_path_is_clean(const char *path)
 
 	if (path[0] != '/' || strchr(path, '\\') != NULL)
 		return false;
-	for (size_t i = 0; i < sizeof(encoded) / sizeof(encoded[0]); i++)
-		if (strcasestr(path, encoded[i]) != NULL)
-			return false;
+	/* Most paths hold no escape at all: look closer only when one does. */
+	for (const char *pct = strchr(path, '%'); pct != NULL; pct = strchr(pct + 1, '%'))
+		for (size_t i = 0; i < sizeof(encoded) / sizeof(encoded[0]); i++)
+			if (strncasecmp(pct, encoded[i], 3) == 0)
+				return false;
 	for (const char *seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
 		size_t len = strcspn(seg + 1, "/");
 		if ((len == 1 && seg[1] == '.') || (len == 2 && seg[1] == '.' && seg[2] == '.'))
