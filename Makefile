@@ -44,7 +44,7 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all deps deps-tests run bench test tests check-config clean format check-style install uninstall
+.PHONY: all deps deps-tests run bench test tests check-config clean format check-style install uninstall fuzz fuzzers
 
 # Where `make install` puts things; DESTDIR stages them elsewhere.
 PREFIX ?= /usr/local
@@ -106,6 +106,33 @@ run: all
 # Cached lookups against nginx serving the same JSON (needs wrk and nginx).
 bench: all
 	bench/lookup.sh
+
+# libFuzzer targets (clang, with ASan and UBSan), each run for FUZZ_SECONDS
+# from its seed corpus in tests/fuzz/corpus/; new inputs go to build/fuzz/.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BUILD := build/fuzz
+FUZZ_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS = $(CFLAGS_BASE) -O1 $(FUZZ_FLAGS) $(PKG_CFLAGS) -Idaemon -I$(LLHTTP_INCLUDE)
+FUZZ_OBJS := $(CORE_SRCS:%.c=$(FUZZ_BUILD)/%.o) $(patsubst $(LLHTTP_DIR)/%.c,$(FUZZ_BUILD)/llhttp/%.o,$(LLHTTP_SRCS))
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	clang -std=c11 -O1 -g $(FUZZ_FLAGS) -I$(LLHTTP_INCLUDE) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_OBJS)
+	clang -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
+
+fuzzers: deps
+	@scripts/deps.sh --with-clang
+	$(MAKE) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+
+fuzz: fuzzers
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 check-config: all
 	$(BUILD)/llamachatd -t -c conf/llamachatd.conf

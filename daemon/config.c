@@ -674,8 +674,10 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 	}
 }
 
-struct config *
-config_load(const char *path, struct config_errors *errors)
+/* Loads from the file at path, or (text not NULL) from text, named path in
+ * the errors. */
+static struct config *
+config_load_from(const char *path, const char *text, struct config_errors *errors)
 {
 	struct config *c;
 	config_t cfg;
@@ -690,7 +692,7 @@ config_load(const char *path, struct config_errors *errors)
 	}
 
 	config_init(&cfg);
-	if (!config_read_file(&cfg, path)) {
+	if (!(text != NULL ? config_read_string(&cfg, text) : config_read_file(&cfg, path))) {
 		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
 			config_error_add(errors, "%s: cannot read the file", path);
 		else
@@ -714,6 +716,18 @@ config_load(const char *path, struct config_errors *errors)
 		return NULL;
 	}
 	return c;
+}
+
+struct config *
+config_load(const char *path, struct config_errors *errors)
+{
+	return config_load_from(path, NULL, errors);
+}
+
+struct config *
+config_load_text(const char *name, const char *text, struct config_errors *errors)
+{
+	return config_load_from(name, text, errors);
 }
 
 void

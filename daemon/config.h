@@ -99,6 +99,11 @@ struct config_errors {
  * config_errors_free()). */
 struct config *config_load(const char *path, struct config_errors *errors) __attribute__((warn_unused_result));
 
+/* Like config_load() from text in memory; errors name it name. For tests
+ * and the fuzzer; @include is not followed. */
+struct config *config_load_text(const char *name, const char *text, struct config_errors *errors)
+    __attribute__((warn_unused_result));
+
 void config_free(struct config *config);
 
 /* True when a route of config allows method (a config_method bit) on path. */

@@ -899,17 +899,17 @@ http_conn_close(struct http_conn *c)
 		http_server_update_accepting(s);
 }
 
-static void
-http_on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+/* Takes a connected socket into the server; false (fd closed) when out of
+ * memory. */
+static bool
+http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 {
-	struct http_server *s = arg;
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
-	(void)listener;
-	(void)len;
-	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL || (c->in = evbuffer_new()) == NULL ||
-	    (c->out = evbuffer_new()) == NULL || (c->req.body = evbuffer_new()) == NULL ||
+	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL ||
+	    (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL ||
+	    (c->req.body = evbuffer_new()) == NULL ||
 	    (c->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, http_on_readable, c)) == NULL ||
 	    (c->write_ev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, http_on_writable, c)) == NULL ||
 	    (c->timer = evtimer_new(s->base, http_on_timer, c)) == NULL ||
@@ -932,13 +932,13 @@ http_on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct socka
 			free(c);
 		}
 		close(fd);
-		return;
+		return false;
 	}
 	c->server = s;
 	c->fd = fd;
-	if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)
+	if (family == AF_INET || family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->req.local_peer = addr->sa_family == AF_UNIX;
+	c->req.local_peer = family == AF_UNIX;
 	llhttp_init(&c->parser, HTTP_REQUEST, &s->parser_settings);
 	c->parser.data = c;
 	http_request_reset(c);
@@ -948,6 +948,25 @@ http_on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct socka
 	event_add(c->read_ev, NULL);
 	http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
 	http_server_update_accepting(s);
+	return true;
+}
+
+static void
+http_on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+{
+	(void)listener;
+	(void)len;
+	http_conn_open(arg, fd, addr->sa_family);
+}
+
+int
+http_server_adopt(struct http_server *s, int fd, bool is_unix)
+{
+	if (evutil_make_socket_nonblocking(fd) != 0) {
+		close(fd);
+		return -1;
+	}
+	return http_conn_open(s, fd, is_unix ? AF_UNIX : AF_INET) ? 0 : -1;
 }
 
 static void

@@ -44,6 +44,11 @@ struct http_server *http_server_create(struct event_base *base, const struct htt
  * failure too). Returns 0 or -1. */
 int http_server_listen(struct http_server *server, int fd) __attribute__((warn_unused_result));
 
+/* Serves one socket already connected (is_unix: a local peer), as if it had
+ * been accepted; the server then owns fd. Returns 0 or -1 (fd closed). For
+ * tests and fuzzers that feed a socketpair. */
+int http_server_adopt(struct http_server *server, int fd, bool is_unix) __attribute__((warn_unused_result));
+
 /* New limits and timeouts for requests that start from now on. */
 void http_server_set_settings(struct http_server *server, const struct http_settings *settings);
 
