@@ -907,9 +907,8 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
-	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL ||
-	    (c->in = evbuffer_new()) == NULL || (c->out = evbuffer_new()) == NULL ||
-	    (c->req.body = evbuffer_new()) == NULL ||
+	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL || (c->in = evbuffer_new()) == NULL ||
+	    (c->out = evbuffer_new()) == NULL || (c->req.body = evbuffer_new()) == NULL ||
 	    (c->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, http_on_readable, c)) == NULL ||
 	    (c->write_ev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, http_on_writable, c)) == NULL ||
 	    (c->timer = evtimer_new(s->base, http_on_timer, c)) == NULL ||
@@ -1018,8 +1017,10 @@ http_server_listen(struct http_server *s, int fd)
 		return -1;
 	}
 	l = &s->listeners[s->listener_count];
+	/* 0: the socket listens already, with our backlog (or systemd's);
+	 * libevent's -1 would call listen() again with a backlog of 128. */
 	l->listener =
-	    evconnlistener_new(s->base, http_on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	    evconnlistener_new(s->base, http_on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (l->listener == NULL) {
 		close(fd);
 		return -1;

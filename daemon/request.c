@@ -148,8 +148,8 @@ request_format_head(struct request *req, int status, const char *framing, char *
 {
 	const char *reason = request_reason(status), *date = http_conn_date_line(req->conn);
 	const char *connection = req->close_after ? "Connection: close\r\n"
-	    : req->http_minor == 0               ? "Connection: keep-alive\r\n"
-	                                         : "";
+	    : req->http_minor == 0                ? "Connection: keep-alive\r\n"
+	                                          : "";
 	char status_line[64];
 	int n = snprintf(status_line, sizeof(status_line), "HTTP/1.%d %03d ", req->http_minor == 0 ? 0 : 1, status);
 	char *at = head;

@@ -1,4 +1,4 @@
-/* server: the evhttp listeners, their limits, and routing to the chat handlers. */
+/* server: the listeners, and routing of each request to its handler. */
 #ifndef LLAMACHATD_SERVER_H
 #define LLAMACHATD_SERVER_H
 
