@@ -389,16 +389,24 @@ session_ledger_key_parse(const void *key, size_t len, const char **client, size_
 	return 0;
 }
 
-/* A non-negative whole number member, or 0. */
+/* The most one stop event may add to a counter: far above any real turn,
+ * far below what could overflow a ledger that sums years of them. */
+#define SESSION_COUNT_MAX 1000000000000ULL
+
+/* A non-negative whole number member, or 0; upstream's numbers are capped
+ * at SESSION_COUNT_MAX (a real as large as 1e35 must not reach a cast). */
 static unsigned long long
 session_count_of(const json_t *object, const char *name)
 {
 	const json_t *v = json_object_get(object, name);
 
 	if (json_is_integer(v) && json_integer_value(v) > 0)
-		return (unsigned long long)json_integer_value(v);
+		return (unsigned long long)json_integer_value(v) < SESSION_COUNT_MAX
+		    ? (unsigned long long)json_integer_value(v)
+		    : SESSION_COUNT_MAX;
 	if (json_is_real(v) && json_real_value(v) > 0)
-		return (unsigned long long)json_real_value(v);
+		return json_real_value(v) < (double)SESSION_COUNT_MAX ? (unsigned long long)json_real_value(v)
+		                                                       : SESSION_COUNT_MAX;
 	return 0;
 }
 

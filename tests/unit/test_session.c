@@ -222,6 +222,23 @@ test_ledger_keys_and_usage(void **state)
 	assert_int_equal(session_stop_usage("[]", 2, add), -1);
 }
 
+/* Found by fuzzing: a usage number too large for a counter was cast as it
+ * was (undefined behaviour). It is capped now, reals and integers alike. */
+static void
+test_huge_usage_numbers_are_capped(void **state)
+{
+	const char *stop = "{\"type\":\"stop\",\"usage\":{\"total_input_tokens\":1.2e35,"
+	                   "\"total_output_tokens\":9223372036854775807,\"duration_ms\":-5,\"turns\":1e300}}";
+	unsigned long long add[SESSION_LEDGER_FIELD_COUNT];
+
+	(void)state;
+	assert_int_equal(session_stop_usage(stop, strlen(stop), add), 0);
+	assert_true(add[SESSION_LEDGER_INPUT_TOKENS] == 1000000000000ULL);
+	assert_true(add[SESSION_LEDGER_OUTPUT_TOKENS] == 1000000000000ULL);
+	assert_true(add[SESSION_LEDGER_DURATION_MS] == 0);
+	assert_true(add[SESSION_LEDGER_TURNS] == 1000000000000ULL);
+}
+
 static void
 test_stream_bodies(void **state)
 {
@@ -282,6 +299,7 @@ main(void)
 		cmocka_unit_test(test_times),
 		cmocka_unit_test(test_index_keys_order_newest_first_within_a_list),
 		cmocka_unit_test(test_ledger_keys_and_usage),
+		cmocka_unit_test(test_huge_usage_numbers_are_capped),
 		cmocka_unit_test(test_stream_bodies),
 		cmocka_unit_test(test_stop_and_history_keep_unknown_fields),
 	};
