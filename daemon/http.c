@@ -40,7 +40,7 @@
 #include "request.h"
 
 #define HTTP_MAX_LISTENERS 32
-#define HTTP_READ_CHUNK 16384
+#define HTTP_IN_BYTES 16384 /* a connection's input buffer, reused */
 #define HTTP_LINGER_MS 2000
 #define HTTP_LINGER_BYTES (1L << 20)
 
@@ -69,7 +69,9 @@ struct http_conn {
 	struct event *read_ev, *write_ev, *timer, *resume_ev;
 	enum http_timer timer_kind;
 	llhttp_t parser;
-	struct evbuffer *in, *out;
+	char *in; /* HTTP_IN_BYTES; bytes in_start..in_end not parsed yet */
+	size_t in_start, in_end;
+	struct evbuffer *out;
 	struct http_scan scan;
 	char *head; /* the parsed head's strings, max_header_bytes of them */
 	size_t head_used, span_start, value_start;
@@ -315,13 +317,13 @@ http_conn_answered(struct http_conn *c)
 		c->closing = true;
 	http_request_reset(c);
 	if (!keep) {
-		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		c->in_start = c->in_end = 0;
 		http_conn_flush(c);
 		return;
 	}
 	/* The next request, if one is already here, once this turn is over:
 	 * the handler that answered is still on the stack. */
-	if (evbuffer_get_length(c->in) > 0)
+	if (c->in_end > c->in_start)
 		event_active(c->resume_ev, 0, 0);
 	else
 		http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
@@ -723,17 +725,21 @@ http_conn_dispatch(struct http_conn *c)
 }
 
 static void
+http_in_drain(struct http_conn *c, size_t n)
+{
+	c->in_start += n;
+	if (c->in_start >= c->in_end)
+		c->in_start = c->in_end = 0;
+}
+
+static void
 http_conn_parse(struct http_conn *c)
 {
-	while (c->req.state == REQUEST_READING && !c->closing && evbuffer_get_length(c->in) > 0) {
-		struct evbuffer_iovec v;
-		const char *data, *stop;
+	while (c->req.state == REQUEST_READING && !c->closing && c->in_end > c->in_start) {
+		const char *data = c->in + c->in_start, *stop;
+		size_t len = c->in_end - c->in_start;
 		llhttp_errno_t err;
-		size_t len;
 
-		evbuffer_peek(c->in, -1, NULL, &v, 1);
-		data = v.iov_base;
-		len = v.iov_len;
 		if (c->scan.blank != 2 && http_scan_head(c, data, len) < 0) {
 			http_conn_refuse(c, c->error_status, c->error_detail);
 			return;
@@ -741,7 +747,7 @@ http_conn_parse(struct http_conn *c)
 		err = llhttp_execute(&c->parser, data, len);
 		if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
 			stop = llhttp_get_error_pos(&c->parser);
-			evbuffer_drain(c->in, stop != NULL ? (size_t)(stop - data) : len);
+			http_in_drain(c, stop != NULL ? (size_t)(stop - data) : len);
 			if (err == HPE_PAUSED_UPGRADE)
 				c->req.close_after = true; /* never switch protocols: answer, then close */
 			else
@@ -764,7 +770,7 @@ http_conn_parse(struct http_conn *c)
 			http_conn_refuse(c, status, detail);
 			return;
 		}
-		evbuffer_drain(c->in, len);
+		http_in_drain(c, len); /* llhttp took it all: the head's strings are copied */
 	}
 }
 
@@ -785,8 +791,7 @@ static void
 http_on_readable(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_conn *c = arg;
-	const struct http_settings *set = &c->server->settings;
-	int n;
+	ssize_t n;
 
 	(void)what;
 	if (c->lingering) {
@@ -799,23 +804,29 @@ http_on_readable(evutil_socket_t fd, short what, void *arg)
 		http_conn_close(c);
 		return;
 	}
-	n = evbuffer_read(c->in, fd, HTTP_READ_CHUNK);
+	/* Reads go into the connection's own buffer: no allocation per read. */
+	if (c->in_end == HTTP_IN_BYTES && c->in_start > 0) {
+		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+		c->in_end -= c->in_start;
+		c->in_start = 0;
+	}
+	if (c->in_end == HTTP_IN_BYTES) {
+		/* Full of pipelined requests while one is answered: read on
+		 * once it is. */
+		event_del(c->read_ev);
+		c->reading_paused = true;
+		return;
+	}
+	n = read(fd, c->in + c->in_end, HTTP_IN_BYTES - c->in_end);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		http_conn_close(c);
 		return;
 	}
 	if (n < 0)
 		return;
-	if (c->req.state == REQUEST_READING) {
+	c->in_end += (size_t)n;
+	if (c->req.state == REQUEST_READING)
 		http_conn_parse(c);
-		return;
-	}
-	/* A pipelined request while this one is answered: keep it for later,
-	 * but no more than one whole request's worth. */
-	if (evbuffer_get_length(c->in) > set->max_header_bytes + set->max_body_bytes) {
-		event_del(c->read_ev);
-		c->reading_paused = true;
-	}
 }
 
 static void
@@ -889,7 +900,7 @@ http_conn_close(struct http_conn *c)
 	event_free(c->write_ev);
 	event_free(c->timer);
 	event_free(c->resume_ev);
-	evbuffer_free(c->in);
+	free(c->in);
 	evbuffer_free(c->out);
 	evbuffer_free(req->body);
 	close(c->fd);
@@ -907,7 +918,7 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
-	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL || (c->in = evbuffer_new()) == NULL ||
+	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL || (c->in = malloc(HTTP_IN_BYTES)) == NULL ||
 	    (c->out = evbuffer_new()) == NULL || (c->req.body = evbuffer_new()) == NULL ||
 	    (c->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, http_on_readable, c)) == NULL ||
 	    (c->write_ev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, http_on_writable, c)) == NULL ||
@@ -921,8 +932,7 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 				event_free(c->write_ev);
 			if (c->timer)
 				event_free(c->timer);
-			if (c->in)
-				evbuffer_free(c->in);
+			free(c->in);
 			if (c->out)
 				evbuffer_free(c->out);
 			if (c->req.body)
