@@ -918,8 +918,9 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
-	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL || (c->in = malloc(HTTP_IN_BYTES)) == NULL ||
-	    (c->out = evbuffer_new()) == NULL || (c->req.body = evbuffer_new()) == NULL ||
+	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL ||
+	    (c->in = malloc(HTTP_IN_BYTES)) == NULL || (c->out = evbuffer_new()) == NULL ||
+	    (c->req.body = evbuffer_new()) == NULL ||
 	    (c->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, http_on_readable, c)) == NULL ||
 	    (c->write_ev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, http_on_writable, c)) == NULL ||
 	    (c->timer = evtimer_new(s->base, http_on_timer, c)) == NULL ||

@@ -406,7 +406,7 @@ session_count_of(const json_t *object, const char *name)
 		    : SESSION_COUNT_MAX;
 	if (json_is_real(v) && json_real_value(v) > 0)
 		return json_real_value(v) < (double)SESSION_COUNT_MAX ? (unsigned long long)json_real_value(v)
-		                                                       : SESSION_COUNT_MAX;
+		                                                      : SESSION_COUNT_MAX;
 	return 0;
 }
 
