@@ -23,7 +23,7 @@ LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INCLUDE ?= /usr/share/include/llhttp
 LLHTTP_SRCS := $(LLHTTP_DIR)/api.c $(LLHTTP_DIR)/http.c $(LLHTTP_DIR)/llhttp.c
 LLHTTP_OBJS := $(patsubst $(LLHTTP_DIR)/%.c,$(BUILD)/llhttp/%.o,$(LLHTTP_SRCS))
-PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon -I$(LLHTTP_INCLUDE) $(CFLAGS)
 ALL_LDFLAGS = $(OPT) $(LDFLAGS)
@@ -35,9 +35,10 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 IT_TESTS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/it_%,$(wildcard tests/integration/test_*.c))
 IT_OBJS := $(BUILD)/tests/integration/harness.o
 FAKE := $(BUILD)/tests/fake_upstream
-# The daemon with its large calloc()s made to fail on demand, for the tests
-# of out-of-memory paths (tests/support/failalloc.c).
-FAILALLOC := $(BUILD)/tests/llamachatd-failalloc
+# The test build of the daemon: its large calloc()s fail on demand
+# (tests/support/failalloc.c), and its writer thread can be held before a
+# commit (tests/support/hold_writer.c).
+TEST_DAEMON := $(BUILD)/tests/llamachatd-test
 
 DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 
@@ -89,10 +90,10 @@ $(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS) $(CORE_OBJS)
 $(FAKE): $(BUILD)/tests/fake/fake_upstream.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(FAILALLOC): $(BUILD)/daemon/main.o $(CORE_OBJS) $(BUILD)/tests/support/failalloc.o
+$(TEST_DAEMON): $(BUILD)/daemon/main.o $(CORE_OBJS) $(BUILD)/tests/support/failalloc.o $(BUILD)/tests/support/hold_writer.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=calloc -o $@ $^ $(PKG_LIBS)
 
-tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(FAILALLOC) $(UNIT_TESTS) $(IT_TESTS)
+tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(TEST_DAEMON) $(UNIT_TESTS) $(IT_TESTS)
 
 # Runs every suite; the last line is "N passed, M failed".
 test: tests

@@ -474,7 +474,7 @@ cmd_purge(const char *path, const struct options *o)
 	cutoff = ((uint64_t)now.tv_sec - (uint64_t)o->older_than_days * 86400u) * 1000000u;
 	/* Writing goes through LMDB's own writer lock, taken for each commit:
 	 * the daemon keeps running meanwhile. */
-	if ((store = store_open(NULL, path, 0, why, sizeof(why))) == NULL)
+	if ((store = store_open(NULL, path, 0, 0, why, sizeof(why))) == NULL)
 		return fail("%s", why);
 	all.client = all.project = NULL;
 	all.since_us = 0;

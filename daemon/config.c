@@ -47,6 +47,7 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "stream_idle_timeout_ms", SETTING_INT, AT(stream_idle_timeout_ms), 1000, 86400000 },
 	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
 	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
+	{ "store", "max_queued_writes", SETTING_INT, AT(store_max_queued_writes), 1, 10000000 },
 	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
 	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
 	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
@@ -79,7 +80,8 @@ config_set_defaults(struct config *c)
 	c->max_response_bytes = 16L << 20;
 	c->max_in_flight = 1024;
 	c->store_path = strdup("/var/lib/llamachatd");
-	c->store_map_size_mb = 1024;
+	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
+	c->store_max_queued_writes = 65536;
 	c->max_body_bytes = 1L << 20;
 	c->max_header_bytes = 16384;
 	c->client_timeout_ms = 30000;
@@ -389,7 +391,7 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 		    errors, c->path, group, "each client must be a group { name = ...; token_sha256 = ...; }");
 		return;
 	}
-	client.rate_per_s = 50;
+	client.rate_per_s = 0; /* no limit unless the entry sets one */
 	for (int i = 0; i < count; i++) {
 		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
 		const char *field = config_setting_name(m);

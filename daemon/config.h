@@ -60,6 +60,7 @@ struct config {
 
 	char *store_path;
 	long store_map_size_mb;
+	long store_max_queued_writes; /* writes waiting for the writer thread */
 
 	long max_body_bytes;
 	long max_header_bytes; /* a request's head; past it 431 */

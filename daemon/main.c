@@ -201,7 +201,8 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 		listen_changed = strcmp(old->listen[i], new->listen[i]) != 0;
 	if (listen_changed)
 		log_warnx("reload: listen changed; it takes effect at the next restart");
-	if (strcmp(old->store_path, new->store_path) != 0 || old->store_map_size_mb != new->store_map_size_mb)
+	if (strcmp(old->store_path, new->store_path) != 0 || old->store_map_size_mb != new->store_map_size_mb ||
+	    old->store_max_queued_writes != new->store_max_queued_writes)
 		log_warnx("reload: store settings changed; they take effect at the next restart");
 	if (strcmp(old->upstream_base_url, new->upstream_base_url) != 0 ||
 	    old->connect_timeout_ms != new->connect_timeout_ms || old->request_timeout_ms != new->request_timeout_ms ||
@@ -337,8 +338,8 @@ daemon_start(struct daemon *d)
 		          "lookups are served from the store, calls that need upstream get 503",
 		    APIKEY_ENV);
 	upstream_set_key(d->upstream, key);
-	if ((d->store = store_open(
-	         d->base, d->config->store_path, (size_t)d->config->store_map_size_mb, why, sizeof(why))) == NULL) {
+	if ((d->store = store_open(d->base, d->config->store_path, (size_t)d->config->store_map_size_mb,
+	         (size_t)d->config->store_max_queued_writes, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
 	}

@@ -151,6 +151,12 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    (double)chat->cache_misses);
 	metrics_simple(out, "llamachatd_store_failures_total", "counter", "Writes the store could not take.",
 	    (double)chat->store_failures);
+	metrics_simple(out, "llamachatd_store_commits_total", "counter",
+	    "Transactions the store's writer thread committed, each a batch of writes.",
+	    (double)store_commits(s->store));
+	metrics_simple(out, "llamachatd_store_queue_refusals_total", "counter",
+	    "Writes refused because store.max_queued_writes were already waiting.",
+	    (double)store_queue_refusals(s->store));
 	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",
 	    (double)server_connections_accepted(s->server));
 	metrics_simple(out, "llamachatd_connections_open", "gauge", "Client connections open now.",
@@ -166,6 +172,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		metrics_simple(
 		    out, "llamachatd_store_used_bytes", "gauge", "Bytes of the store's map in use.", (double)used);
 		metrics_simple(out, "llamachatd_store_map_bytes", "gauge", "The store's map size.", (double)map);
+		metrics_simple(out, "llamachatd_store_full_ratio", "gauge",
+		    "How full the store's map is (the log warns past 0.8).", map > 0 ? (double)used / (double)map : 0);
 	}
 	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++) {
 		struct ledger_render r = { .out = out, .field = f };

@@ -1,8 +1,20 @@
-/* store: the LMDB session store, with writes grouped into one commit per loop turn. */
+/* store: the LMDB session store. Reads run on the event loop, each in a
+ * short read transaction (MDB_NOTLS); writes go to one writer thread.
+ *
+ * The writer thread: LMDB allows one writer, and a commit waits for fsync,
+ * so the loop never commits. It hands each write to the thread through a
+ * bounded queue and goes on serving. The thread takes everything queued,
+ * writes it in one transaction and commits it durably; while it syncs, the
+ * next batch collects (group commit that grows with load). It then tells
+ * the loop through an eventfd, and the loop runs each write's callback:
+ * a client is answered only after its write is on disk. */
 #include "store.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
 #include <event2/event.h>
 #include <lmdb.h>
 #include <stdbool.h>
@@ -17,11 +29,14 @@
 
 #include "log.h"
 
-/* A queued change with copies of everything it points to. */
+/* A queued change with copies of everything it points to. The loop owns
+ * cb and arg; the writer thread reads only next, change and result. */
 struct store_write {
 	struct store_write *next;
 	store_write_cb cb; /* NULL once forgotten */
 	void *arg;
+	enum store_result result; /* set by the writer thread */
+	bool is_probe; /* the health probe's marker write */
 	struct store_change change; /* its pointers point into data */
 	struct store_ledger_delta ledger;
 	unsigned char data[];
@@ -40,8 +55,20 @@ struct store {
 	enum store_result last_commit; /* of the daemon's own writes */
 	MDB_txn *reader; /* reset between lookups, renewed for each */
 	bool peeking; /* reader open for store_peek() */
-	struct event *commit_event;
-	struct store_write *queue_head, **queue_tail;
+	/* The writer thread and what it shares with the loop, under lock. */
+	pthread_t writer;
+	bool writer_running;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stopping;
+	struct store_write *queue_head, **queue_tail; /* waiting for the thread */
+	size_t queued, max_queued;
+	struct store_write *done_head, **done_tail; /* committed, for the loop */
+	int done_fd; /* eventfd: the thread's "something is done" */
+	struct event *done_event;
+	unsigned long long queue_full; /* writes refused: the queue was full */
+	_Atomic unsigned long long commits; /* transactions committed, for tests and metrics */
+	bool warned_full; /* said that the map passed 80% */
 	char *path;
 	int lock_fd; /* held by the daemon that writes here; -1 for readers */
 };
@@ -100,10 +127,12 @@ store_make_directory(const char *path)
 	return rc;
 }
 
-static void store_commit_queued(evutil_socket_t fd, short what, void *arg);
+static void *store_writer_main(void *arg);
+static void store_on_done(evutil_socket_t fd, short what, void *arg);
 
 struct store *
-store_open(struct event_base *base, const char *path, size_t map_size_mb, char *why, size_t why_size)
+store_open(
+    struct event_base *base, const char *path, size_t map_size_mb, size_t max_queued_writes, char *why, size_t why_size)
 {
 	struct store *store = calloc(1, sizeof(*store));
 	MDB_txn *txn = NULL;
@@ -114,7 +143,10 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 		goto fail;
 	}
 	store->queue_tail = &store->queue_head;
+	store->done_tail = &store->done_head;
+	store->done_fd = -1;
 	store->lock_fd = -1;
+	store->max_queued = max_queued_writes;
 	if (store_make_directory(path) != 0) {
 		snprintf(why, why_size, "%s: cannot create the store directory: %s", path, strerror(errno));
 		goto fail;
@@ -149,11 +181,21 @@ store_open(struct event_base *base, const char *path, size_t map_size_mb, char *
 	}
 	mdb_txn_reset(store->reader);
 	if (base != NULL) {
-		store->commit_event = event_new(base, -1, 0, store_commit_queued, store);
-		if (store->commit_event == NULL) {
-			snprintf(why, why_size, "%s: out of memory", path);
+		pthread_mutex_init(&store->lock, NULL);
+		pthread_cond_init(&store->wake, NULL);
+		store->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (store->done_fd < 0 ||
+		    (store->done_event = event_new(base, store->done_fd, EV_READ | EV_PERSIST, store_on_done, store)) ==
+		        NULL ||
+		    event_add(store->done_event, NULL) != 0) {
+			snprintf(why, why_size, "%s: cannot set up the writer: %s", path, strerror(errno));
 			goto fail;
 		}
+		if ((rc = pthread_create(&store->writer, NULL, store_writer_main, store)) != 0) {
+			snprintf(why, why_size, "%s: cannot start the writer thread: %s", path, strerror(rc));
+			goto fail;
+		}
+		store->writer_running = true;
 	}
 	return store;
 fail:
@@ -323,17 +365,18 @@ store_commit_list(struct store *store, struct store_write *list)
 	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0)
 		goto fail;
 	for (struct store_write *w = list; w != NULL; w = w->next) {
-		if ((rc = store_apply_in(store, txn, &w->change)) != 0) {
+		MDB_val mk = { w->change.key.len, (void *)w->change.key.data };
+		MDB_val mv = { w->change.value.len, (void *)w->change.value.data };
+		rc = w->is_probe ? mdb_put(txn, store->meta, &mk, &mv, 0) : store_apply_in(store, txn, &w->change);
+		if (rc != 0) {
 			mdb_txn_abort(txn);
 			goto fail;
 		}
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		goto fail;
-	store->last_commit = STORE_OK;
 	return STORE_OK;
 fail:
-	store->last_commit = store_result_of(rc);
 	if (rc == MDB_MAP_FULL)
 		log_warnx("store: %s is full; raise store.map_size_mb", store->path);
 	else
@@ -341,26 +384,116 @@ fail:
 	return store_result_of(rc);
 }
 
-static void
-store_commit_queued(evutil_socket_t fd, short what, void *arg)
+/* Called by the writer thread before each commit; test builds define it
+ * (tests/support/testhooks.c) to hold the thread, the daemon does not. */
+extern void store_hook_before_commit(const char *path) __attribute__((weak));
+
+/* The writer thread: commit whatever is queued, batch after batch. */
+static void *
+store_writer_main(void *arg)
 {
 	struct store *store = arg;
-	struct store_write *list = store->queue_head, *next;
-	enum store_result result;
+	uint64_t one = 1;
 
-	(void)fd;
-	(void)what;
-	store->queue_head = NULL;
-	store->queue_tail = &store->queue_head;
-	if (list == NULL)
+	pthread_mutex_lock(&store->lock);
+	for (;;) {
+		struct store_write *batch;
+		enum store_result result;
+
+		while (store->queue_head == NULL && !store->stopping)
+			pthread_cond_wait(&store->wake, &store->lock);
+		if (store->queue_head == NULL && store->stopping)
+			break;
+		batch = store->queue_head;
+		store->queue_head = NULL;
+		store->queue_tail = &store->queue_head;
+		store->queued = 0;
+		pthread_mutex_unlock(&store->lock);
+
+		if (store_hook_before_commit != NULL)
+			store_hook_before_commit(store->path);
+		result = store_commit_list(store, batch);
+		atomic_fetch_add(&store->commits, 1);
+
+		pthread_mutex_lock(&store->lock);
+		for (struct store_write *w = batch; w != NULL; w = w->next)
+			w->result = result;
+		*store->done_tail = batch;
+		while (*store->done_tail != NULL)
+			store->done_tail = &(*store->done_tail)->next;
+		if (write(store->done_fd, &one, sizeof(one)) != (ssize_t)sizeof(one))
+			log_warn("store: cannot wake the event loop");
+	}
+	pthread_mutex_unlock(&store->lock);
+	return NULL;
+}
+
+/* Says once, when the map passes 80% full, to raise store.map_size_mb (and
+ * again after it fell below 75% and passed 80% anew). */
+static void
+store_check_fill(struct store *store)
+{
+	unsigned long long entries, used, map;
+
+	if (store_stats(store, &entries, &used, &map) != STORE_OK || map == 0)
 		return;
-	result = store_commit_list(store, list);
+	if (!store->warned_full && used * 5 >= map * 4) {
+		log_warnx("store: %s is %llu%% full (%llu of %llu MiB); raise store.map_size_mb", store->path,
+		    used * 100 / map, used >> 20, map >> 20);
+		store->warned_full = true;
+	} else if (store->warned_full && used * 4 < map * 3) {
+		store->warned_full = false;
+	}
+}
+
+/* On the loop: the writer finished batches; run their callbacks. */
+static void
+store_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *store = arg;
+	struct store_write *list, *next;
+	uint64_t count;
+
+	(void)what;
+	if (fd >= 0 && read(fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		log_warn("store: reading the writer's wake-up");
+	pthread_mutex_lock(&store->lock);
+	list = store->done_head;
+	store->done_head = NULL;
+	store->done_tail = &store->done_head;
+	pthread_mutex_unlock(&store->lock);
 	for (struct store_write *w = list; w != NULL; w = next) {
 		next = w->next;
+		if (w->is_probe) {
+			store->probe_result = w->result;
+			if (w->result == STORE_OK)
+				store->last_commit = STORE_OK; /* the store takes writes again */
+		} else {
+			store->last_commit = w->result;
+		}
 		if (w->cb != NULL)
-			w->cb(result, w->arg);
+			w->cb(w->result, w->arg);
 		free(w);
 	}
+	if (list != NULL)
+		store_check_fill(store);
+}
+
+/* Hands w to the writer thread; false when the queue is full. */
+static bool
+store_enqueue(struct store *store, struct store_write *w)
+{
+	pthread_mutex_lock(&store->lock);
+	if (store->queued >= store->max_queued) {
+		pthread_mutex_unlock(&store->lock);
+		return false;
+	}
+	*store->queue_tail = w;
+	store->queue_tail = &w->next;
+	store->queued++;
+	pthread_cond_signal(&store->wake);
+	pthread_mutex_unlock(&store->lock);
+	return true;
 }
 
 /* Copies b into the write's data at *at and points dst at the copy. */
@@ -447,13 +580,26 @@ store_queue(struct store *store, const struct store_change *change, store_write_
 
 	if (w == NULL)
 		return NULL;
-	*store->queue_tail = w;
-	store->queue_tail = &w->next;
-	/* Activating runs the commit after the callbacks already due in this
-	 * turn, so every write that finishes now shares one fsync. Activating
-	 * an event that is already active is a no-op. */
-	event_active(store->commit_event, 0, 0);
+	if (!store_enqueue(store, w)) {
+		store->queue_full++;
+		log_warnx("store: the write queue is full (store.max_queued_writes = %zu); a write is refused",
+		    store->max_queued);
+		free(w);
+		return NULL;
+	}
 	return w;
+}
+
+unsigned long long
+store_commits(const struct store *store)
+{
+	return atomic_load(&((struct store *)store)->commits);
+}
+
+unsigned long long
+store_queue_refusals(const struct store *store)
+{
+	return store->queue_full;
 }
 
 enum store_result
@@ -594,28 +740,31 @@ store_stats(
 enum store_result
 store_probe(struct store *store)
 {
+	static const double seconds_marker = 0;
+	struct store_change change = {
+		.key = { "health", 6 },
+		.value = { &seconds_marker, sizeof(seconds_marker) },
+	};
+	struct store_write *w;
 	struct timespec now;
 	double seconds;
-	MDB_txn *txn;
-	MDB_val k = { 6, (void *)"health" }, v = { sizeof(seconds), &seconds };
-	int rc;
 
-	/* The daemon's own last commit failed: that is the answer, until one
-	 * succeeds again. */
-	if (store->last_commit != STORE_OK)
-		return store->last_commit;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	seconds = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-	if (store->probed_at != 0 && seconds - store->probed_at < 1.0)
-		return store->probe_result;
-	store->probed_at = seconds;
-	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) == 0) {
-		if ((rc = mdb_put(txn, store->meta, &k, &v, 0)) != 0)
-			mdb_txn_abort(txn);
-		else
-			rc = mdb_txn_commit(txn);
+	/* At most one probe write a second, through the writer thread like any
+	 * write: the answer is the last one's result, never a wait here. */
+	if (store->writer_running && (store->probed_at == 0 || seconds - store->probed_at >= 1.0)) {
+		store->probed_at = seconds;
+		if ((w = store_write_new(&change, NULL, NULL)) != NULL) {
+			w->is_probe = true;
+			if (!store_enqueue(store, w))
+				free(w);
+		}
 	}
-	store->probe_result = store_result_of(rc);
+	/* The daemon's own last commit failed: that is the answer, until a
+	 * write succeeds again. */
+	if (store->last_commit != STORE_OK)
+		return store->last_commit;
 	return store->probe_result;
 }
 
@@ -632,6 +781,8 @@ store_open_readonly(const char *path, char *why, size_t why_size)
 		goto fail;
 	}
 	store->queue_tail = &store->queue_head;
+	store->done_tail = &store->done_head;
+	store->done_fd = -1;
 	store->lock_fd = -1;
 	store->readonly = true;
 	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -672,10 +823,22 @@ store_close(struct store *store)
 {
 	if (store == NULL)
 		return;
-	if (store->queue_head != NULL)
-		store_commit_queued(-1, 0, store);
-	if (store->commit_event != NULL)
-		event_free(store->commit_event);
+	if (store->writer_running) {
+		/* Drain: the thread commits what is queued, then stops; the
+		 * callbacks of the last batches run here. */
+		pthread_mutex_lock(&store->lock);
+		store->stopping = true;
+		pthread_cond_signal(&store->wake);
+		pthread_mutex_unlock(&store->lock);
+		pthread_join(store->writer, NULL);
+		store_on_done(-1, 0, store);
+		pthread_mutex_destroy(&store->lock);
+		pthread_cond_destroy(&store->wake);
+	}
+	if (store->done_event != NULL)
+		event_free(store->done_event);
+	if (store->done_fd >= 0)
+		close(store->done_fd);
 	if (store->reader != NULL)
 		mdb_txn_abort(store->reader);
 	if (store->env != NULL)

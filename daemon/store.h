@@ -45,11 +45,18 @@ enum store_result {
 
 /* Opens (creating it if needed) the store in directory path with a map of
  * map_size_mb MiB. With an event base (the daemon) it also takes the
- * store's lock, so that a second daemon on the same store fails at start;
- * base may be NULL for tools that read, which never take it. Returns a
- * store the caller frees with store_close(), or NULL with a reason in why. */
-struct store *store_open(struct event_base *base, const char *path, size_t map_size_mb, char *why, size_t why_size)
-    __attribute__((warn_unused_result));
+ * store's lock, so that a second daemon on the same store fails at start,
+ * and starts the writer thread, which takes at most max_queued_writes
+ * writes waiting at once (store_queue); base may be NULL for tools, which
+ * never take the lock and write only with store_apply(). Returns a store
+ * the caller frees with store_close(), or NULL with a reason in why. */
+struct store *store_open(struct event_base *base, const char *path, size_t map_size_mb, size_t max_queued_writes,
+    char *why, size_t why_size) __attribute__((warn_unused_result));
+
+/* Transactions the writer thread has committed (or tried to), and writes
+ * refused because the queue was full. */
+unsigned long long store_commits(const struct store *store);
+unsigned long long store_queue_refusals(const struct store *store);
 
 /* Commits what is still queued, then closes the environment. NULL is fine. */
 void store_close(struct store *store);

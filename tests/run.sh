@@ -8,10 +8,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 LLAMACHATD_BIN="$top/$build/llamachatd"
 FAKE_UPSTREAM_BIN="$top/$build/tests/fake_upstream"
-LLAMACHATD_FAILALLOC_BIN="$top/$build/tests/llamachatd-failalloc"
+LLAMACHATD_TEST_BIN="$top/$build/tests/llamachatd-test"
 LLAMACHATD_TOP="$top"
 LLAMACHATD_BUILD="$top/$build"
-export LLAMACHATD_BIN FAKE_UPSTREAM_BIN LLAMACHATD_FAILALLOC_BIN LLAMACHATD_TOP LLAMACHATD_BUILD
+export LLAMACHATD_BIN FAKE_UPSTREAM_BIN LLAMACHATD_TEST_BIN LLAMACHATD_TOP LLAMACHATD_BUILD
 # A sanitizer report must fail the run, in the suites and in the daemons they start.
 export ASAN_OPTIONS="abort_on_error=0:halt_on_error=1:detect_leaks=1:exitcode=86"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:exitcode=86"

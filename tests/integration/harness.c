@@ -644,9 +644,9 @@ harness_daemon_bin(void)
 }
 
 const char *
-harness_failalloc_bin(void)
+harness_test_daemon_bin(void)
 {
-	return env_or("LLAMACHATD_FAILALLOC_BIN", "llamachatd-failalloc");
+	return env_or("LLAMACHATD_TEST_BIN", "llamachatd-test");
 }
 
 int

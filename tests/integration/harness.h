@@ -135,8 +135,8 @@ int run_command_input(char *const argv[], const char *input, const char *env_key
 
 /* The daemon binary under test. */
 const char *harness_daemon_bin(void);
-/* The same daemon built with tests/support/failalloc.c. */
-const char *harness_failalloc_bin(void);
+/* The test build of the daemon (tests/support/: failalloc, hold_writer). */
+const char *harness_test_daemon_bin(void);
 
 /* A response body collected by libcurl, cut at HARNESS_BODY_MAX bytes. */
 #define HARNESS_BODY_MAX 8192

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -396,6 +397,185 @@ test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 	curl_multi_cleanup(multi);
 }
 
+struct held_wait {
+	CURLM *multi;
+	int *running;
+	const char *held;
+};
+
+/* Keeps the create moving until the writer says it holds a commit. */
+static bool
+writer_is_held(void *arg)
+{
+	struct held_wait *w = arg;
+
+	curl_multi_perform(w->multi, w->running);
+	curl_multi_poll(w->multi, NULL, 0, 10, NULL);
+	return access(w->held, F_OK) == 0;
+}
+
+/* A commit in progress blocks nothing but its own clients: with the test
+ * build's writer thread held before its commit, a lookup is answered from
+ * the store at once, while the create whose write is held gets no answer
+ * until the commit is done. */
+static void
+test_a_lookup_is_answered_while_a_commit_is_in_progress(void **state)
+{
+	struct daemon_process d;
+	char sub[512], hold[600], held[620], env_hold[700], url[256], path[128], value[16], id[64];
+	char *env[] = { env_hold, NULL };
+	struct http_response r;
+	CURLM *multi = curl_multi_init();
+	CURL *easy = curl_easy_init();
+	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	static struct harness_body body;
+	int running = 1;
+	long status = 0;
+	json_t *doc;
+	FILE *f;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/held", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(hold, sizeof(hold), "%s/hold", sub);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	snprintf(env_hold, sizeof(env_hold), "LLAMACHATD_HOLD_WRITER=%s", hold);
+	daemon_write_config(&d, sub, fake.port, NULL, NULL, NULL);
+	d.bin = harness_test_daemon_bin();
+	assert_int_equal(daemon_start_with(&d, HARNESS_KEY, env, NULL), 0);
+
+	/* A session stored before the hold. */
+	assert_int_equal(
+	    http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), sdk_headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+
+	/* Hold the writer, and send a create: its write reaches the thread,
+	 * which waits before committing it. */
+	f = fopen(hold, "w");
+	assert_non_null(f);
+	fclose(f);
+	body.len = 0;
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "{}");
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, harness_body_sink);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &body);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_multi_add_handle(multi, easy);
+	{
+		struct held_wait w = { multi, &running, held };
+		harness_wait(writer_is_held, &w, HARNESS_WAIT_MS, "the writer thread to hold the create's commit");
+	}
+
+	/* Meanwhile the stored session is served, from the store. */
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(http_call("GET", daemon_url(&d, path, url, sizeof(url)), NULL, NULL, 0, &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
+	http_response_free(&r);
+	/* And the held create is not answered: commit first, then answer. */
+	curl_multi_perform(multi, &running);
+	assert_int_equal(running, 1);
+	assert_int_equal(body.len, 0);
+
+	/* Let go: the commit is done, and the client gets its session. */
+	assert_int_equal(unlink(hold), 0);
+	while (running > 0) {
+		curl_multi_perform(multi, &running);
+		if (running > 0)
+			curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	assert_int_equal(status, 200);
+	assert_non_null(strstr(body.data, "\"session_id\""));
+	curl_multi_remove_handle(multi, easy);
+	curl_easy_cleanup(easy);
+	curl_multi_cleanup(multi);
+	curl_slist_free_all(headers);
+	assert_int_equal(daemon_stop(&d), 0);
+}
+
+/* kill -9 while creates stream in, many commits under way: every session a
+ * client was answered for is in the store after the restart. */
+static void
+test_kill_9_during_commits_under_load_loses_nothing_acknowledged(void **state)
+{
+	enum { LOAD = 40 };
+	CURLM *multi = curl_multi_init();
+	CURL *easy[LOAD];
+	static struct harness_body bodies[LOAD];
+	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	char url[256];
+	int running = 1, answered = 0, checked = 0;
+	long creates_before = fake_count(&fake, "creates");
+
+	(void)state;
+	daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url));
+	for (int i = 0; i < LOAD; i++) {
+		easy[i] = curl_easy_init();
+		bodies[i].len = 0;
+		curl_easy_setopt(easy[i], CURLOPT_URL, url);
+		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, "{}");
+		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, harness_body_sink);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
+		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
+		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
+		curl_easy_setopt(easy[i], CURLOPT_FRESH_CONNECT, 1L);
+		curl_multi_add_handle(multi, easy[i]);
+	}
+	/* Kill once creates are under way upstream and some are answered. */
+	while (running > 0) {
+		CURLMsg *msg;
+		int left;
+		curl_multi_perform(multi, &running);
+		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+			if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK)
+				answered++;
+		if (answered >= LOAD / 4 && fake_count(&fake, "creates") > creates_before + answered)
+			break;
+		curl_multi_poll(multi, NULL, 0, 5, NULL);
+	}
+	daemon_kill(&daemon_proc);
+	while (running > 0) {
+		curl_multi_perform(multi, &running); /* the rest fail: not acknowledged */
+		if (running > 0)
+			curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	assert_int_equal(daemon_start(&daemon_proc, HARNESS_KEY), 0);
+	for (int i = 0; i < LOAD; i++) {
+		long status = 0;
+		json_t *doc;
+		char path[128], one[256], value[16];
+		struct http_response r;
+
+		curl_easy_getinfo(easy[i], CURLINFO_RESPONSE_CODE, &status);
+		doc = status == 200 ? json_loads(bodies[i].data, 0, NULL) : NULL;
+		if (json_is_string(json_object_get(doc, "session_id"))) {
+			/* Acknowledged: it must be a hit, upstream not asked. */
+			snprintf(path, sizeof(path), "/api/v1/chat/%s/summary",
+			    json_string_value(json_object_get(doc, "session_id")));
+			assert_int_equal(
+			    http_call("GET", daemon_url(&daemon_proc, path, one, sizeof(one)), NULL, NULL, 0, &r), 0);
+			assert_int_equal(r.status, 200);
+			assert_string_equal(http_header(&r, "X-Cache", value, sizeof(value)), "HIT");
+			http_response_free(&r);
+			checked++;
+		}
+		json_decref(doc);
+		curl_multi_remove_handle(multi, easy[i]);
+		curl_easy_cleanup(easy[i]);
+	}
+	assert_true(checked >= LOAD / 4);
+	curl_slist_free_all(headers);
+	curl_multi_cleanup(multi);
+}
+
 /* Last: a clean stop (exit 0) also means no sanitizer report at exit. */
 static void
 test_daemon_stops_cleanly_and_never_logged_the_key(void **state)
@@ -419,6 +599,8 @@ main(void)
 		cmocka_unit_test(test_fifty_concurrent_creates_all_succeed_and_are_stored),
 		cmocka_unit_test(test_client_that_hangs_up_early_loses_nothing),
 		cmocka_unit_test(test_upstream_connection_is_reused),
+		cmocka_unit_test(test_a_lookup_is_answered_while_a_commit_is_in_progress),
+		cmocka_unit_test(test_kill_9_during_commits_under_load_loses_nothing_acknowledged),
 		cmocka_unit_test(test_stop_lets_a_create_in_flight_finish),
 		cmocka_unit_test(test_daemon_stops_cleanly_and_never_logged_the_key),
 	};

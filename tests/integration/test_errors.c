@@ -401,7 +401,7 @@ test_create_is_answered_when_the_store_cannot_queue_its_write(void **state)
 	snprintf(sub, sizeof(sub), "%s/nomem", dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
 	daemon_write_config(&d, sub, fake.port, NULL, NULL, NULL);
-	d.bin = harness_failalloc_bin();
+	d.bin = harness_test_daemon_bin();
 	assert_int_equal(daemon_start_with(&d, HARNESS_KEY, env, NULL), 0);
 	log_at = daemon_log_offset(&d);
 	/* A 300 KB session: the store's copy of its write is what fails. */

@@ -446,7 +446,7 @@ test_ledger_sums_survive_a_restart_and_nothing_leaked(void **state)
 	(void)state;
 	assert_int_equal(daemon_stop(&gw), 0);
 	snprintf(store_path, sizeof(store_path), "%s/store", dir);
-	store = store_open(NULL, store_path, 1024, why, sizeof(why));
+	store = store_open(NULL, store_path, 1024, 0, why, sizeof(why));
 	assert_non_null(store);
 	ledger_sum(store, "alice", "ledger-p", got);
 	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++)

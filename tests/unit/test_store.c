@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdbool.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -39,7 +42,7 @@ static struct store *
 open_store(struct event_base *base, size_t map_mb)
 {
 	char why[256] = "";
-	struct store *store = store_open(base, dir, map_mb, why, sizeof(why));
+	struct store *store = store_open(base, dir, map_mb, 4, why, sizeof(why));
 
 	if (store == NULL)
 		fprintf(stderr, "store_open: %s\n", why);
@@ -104,6 +107,115 @@ on_commit(enum store_result result, void *arg)
 	log->results[log->calls++] = result;
 }
 
+/* Turns the loop (blocking on the writer's wake-up) until *counter reaches
+ * target, for at most a few hundred turns. */
+static void
+run_loop_until(struct event_base *base, int *counter, int target)
+{
+	for (int turn = 0; turn < 500 && *counter < target; turn++)
+		event_base_loop(base, EVLOOP_ONCE);
+}
+
+/* The writer thread's hook: while held, it waits before each commit. */
+static pthread_mutex_t hold_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_change = PTHREAD_COND_INITIALIZER;
+static bool hold_writer, writer_waiting;
+
+void store_hook_before_commit(const char *path);
+
+void
+store_hook_before_commit(const char *path)
+{
+	(void)path;
+	pthread_mutex_lock(&hold_lock);
+	while (hold_writer) {
+		writer_waiting = true;
+		pthread_cond_broadcast(&hold_change);
+		pthread_cond_wait(&hold_change, &hold_lock);
+	}
+	writer_waiting = false;
+	pthread_mutex_unlock(&hold_lock);
+}
+
+/* A commit held in the writer thread stops neither reads nor the loop; the
+ * write's callback runs only once it is committed. */
+static void
+test_reads_go_on_while_a_commit_is_held(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct store *store = open_store(base, 8);
+	struct commit_log log = { 0 };
+	struct evbuffer *out = evbuffer_new();
+
+	(void)state;
+	assert_non_null(queue_put(store, "first", 5, "1", 1, on_commit, &log));
+	run_loop_until(base, &log.calls, 1);
+	assert_int_equal(log.calls, 1);
+
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = true;
+	pthread_mutex_unlock(&hold_lock);
+	assert_non_null(queue_put(store, "second", 6, "2", 1, on_commit, &log));
+	pthread_mutex_lock(&hold_lock);
+	while (!writer_waiting)
+		pthread_cond_wait(&hold_change, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+	/* The writer has the batch and is held before its commit. */
+	expect_stored(store, "first", "1");
+	assert_int_equal(store_get(store, "second", 6, out), STORE_NOT_FOUND);
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	assert_int_equal(log.calls, 1); /* not answered before the commit */
+
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = false;
+	pthread_cond_broadcast(&hold_change);
+	pthread_mutex_unlock(&hold_lock);
+	run_loop_until(base, &log.calls, 2);
+	assert_int_equal(log.calls, 2);
+	assert_int_equal(log.results[1], STORE_OK);
+	expect_stored(store, "second", "2");
+	evbuffer_free(out);
+	store_close(store);
+	event_base_free(base);
+}
+
+/* A queue at its bound refuses the next write at once. */
+static void
+test_a_full_queue_refuses_writes(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct store *store = open_store(base, 8); /* at most 4 waiting */
+	struct commit_log log = { 0 };
+	int queued = 0;
+	char key[16];
+
+	(void)state;
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = true;
+	pthread_mutex_unlock(&hold_lock);
+	assert_non_null(queue_put(store, "taken", 5, "t", 1, on_commit, &log));
+	pthread_mutex_lock(&hold_lock);
+	while (!writer_waiting)
+		pthread_cond_wait(&hold_change, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+	/* The thread holds one batch; four more may wait, the fifth may not. */
+	for (int i = 0; i < 5; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		if (queue_put(store, key, strlen(key), "v", 1, on_commit, &log) != NULL)
+			queued++;
+	}
+	assert_int_equal(queued, 4);
+	assert_int_equal(store_queue_refusals(store), 1);
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = false;
+	pthread_cond_broadcast(&hold_change);
+	pthread_mutex_unlock(&hold_lock);
+	run_loop_until(base, &log.calls, 5);
+	assert_int_equal(log.calls, 5);
+	store_close(store);
+	event_base_free(base);
+}
+
 static void
 test_deferred_writes_commit_together_then_call_back(void **state)
 {
@@ -119,9 +231,10 @@ test_deferred_writes_commit_together_then_call_back(void **state)
 	w = queue_put(store, "c", 1, "C", 1, on_commit, &forgotten);
 	assert_non_null(w);
 	store_write_forget(w);
-	/* Nothing runs before the loop turns. */
+	/* Nothing runs before the loop turns: callbacks run on the loop, once
+	 * the writer thread has committed. */
 	assert_int_equal(log.calls, 0);
-	event_base_loop(base, EVLOOP_NONBLOCK);
+	run_loop_until(base, &log.calls, 2);
 	assert_int_equal(log.calls, 2);
 	assert_int_equal(log.results[0], STORE_OK);
 	assert_int_equal(log.results[1], STORE_OK);
@@ -257,7 +370,7 @@ static void
 test_unusable_directory_is_reported(void **state)
 {
 	char why[256] = "";
-	struct store *store = store_open(NULL, "/proc/llamachatd-cannot-be-here", 8, why, sizeof(why));
+	struct store *store = store_open(NULL, "/proc/llamachatd-cannot-be-here", 8, 4, why, sizeof(why));
 
 	(void)state;
 	assert_null(store);
@@ -272,6 +385,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_reads_go_on_while_a_commit_is_held, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_a_full_queue_refuses_writes, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_index_orders_moves_and_forgets, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_ledger_adds_up_in_the_same_commit, make_dir, remove_dir),
