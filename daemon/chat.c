@@ -53,6 +53,7 @@ struct chat_call {
 	long status;
 	struct evbuffer *body;
 	struct http_headers headers; /* the few of upstream's that pass on */
+	struct http_header header_slots[8];
 	char header_store[1024];
 };
 
@@ -100,6 +101,8 @@ chat_call_new(struct chat *chat, struct request *req, const struct chat_caller *
 	call->req = req;
 	call->kind = kind;
 	call->caller = *caller;
+	http_headers_init(
+	    &call->headers, call->header_slots, sizeof(call->header_slots) / sizeof(call->header_slots[0]));
 	LIST_INSERT_HEAD(&chat->calls, call, link);
 	if (req != NULL)
 		chat->pending++;

@@ -78,7 +78,7 @@ config_set_defaults(struct config *c)
 	c->connect_timeout_ms = 5000;
 	c->request_timeout_ms = 60000;
 	c->max_response_bytes = 16L << 20;
-	c->max_in_flight = 1024;
+	c->max_in_flight = -1; /* -1: limits.max_connections */
 	c->store_path = strdup("/var/lib/llamachatd");
 	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
 	c->store_max_queued_writes = 65536;
@@ -710,6 +710,8 @@ config_load_from(const char *path, const char *text, struct config_errors *error
 		c->header_timeout_ms = c->client_timeout_ms;
 	if (c->body_timeout_ms < 0)
 		c->body_timeout_ms = c->client_timeout_ms;
+	if (c->max_in_flight < 0)
+		c->max_in_flight = c->max_connections; /* a stream for every connection */
 	if (c->max_target_bytes > c->max_header_bytes)
 		c->max_target_bytes = c->max_header_bytes;
 

@@ -43,6 +43,7 @@
 #define HTTP_IN_BYTES 16384 /* a connection's input buffer, reused */
 #define HTTP_LINGER_MS 2000
 #define HTTP_LINGER_BYTES (1L << 20)
+#define HTTP_ACCEPT_PAUSE_MS 100
 
 enum http_timer {
 	HTTP_TIMER_NONE,
@@ -73,8 +74,9 @@ struct http_conn {
 	size_t in_start, in_end;
 	struct evbuffer *out;
 	struct http_scan scan;
-	char *head; /* the parsed head's strings, max_header_bytes of them */
-	size_t head_used, span_start, value_start;
+	char *head; /* the parsed head's strings, head_cap bytes; NULL while streaming */
+	size_t head_cap, head_used, span_start, value_start;
+	char path_copy[256]; /* a streaming request's path, once its head is freed */
 	const char *pending_name; /* a field whose value is being read */
 	bool begun; /* the begin hook ran for this request */
 	bool answered_once;
@@ -103,6 +105,7 @@ struct http_server {
 	size_t listener_count;
 	bool accepting; /* not stopped */
 	bool paused_at_cap;
+	struct event *accept_resume; /* after an accept failure */
 	LIST_HEAD(, http_conn) conns;
 	long open;
 	unsigned long long accepted;
@@ -159,7 +162,8 @@ http_request_reset(struct http_conn *c)
 	bool local = req->local_peer;
 
 	evbuffer_drain(body, evbuffer_get_length(body));
-	memset(req, 0, offsetof(struct request, out_headers));
+	memset(req, 0, offsetof(struct request, header_slots));
+	http_headers_init(&req->headers, req->header_slots, HTTP_HEADERS_MAX);
 	req->out_headers_len = 0;
 	req->out_overflow = false;
 	req->close_after = false;
@@ -288,6 +292,30 @@ http_conn_send(struct http_conn *c, const void *head, size_t head_len, const voi
 }
 
 void
+http_conn_shrink(struct http_conn *c)
+{
+	struct request *req = &c->req;
+
+	/* A stream may last minutes, and thousands may run: it keeps only its
+	 * path (for the access line) and lets the head, the body and an empty
+	 * input buffer go. They come back with the connection's next request. */
+	snprintf(c->path_copy, sizeof(c->path_copy), "%s", req->path != NULL ? req->path : "-");
+	req->path = c->path_copy;
+	req->query = NULL;
+	req->headers.count = 0;
+	c->pending_name = NULL;
+	free(c->head);
+	c->head = NULL;
+	c->head_used = 0;
+	evbuffer_drain(req->body, evbuffer_get_length(req->body));
+	if (c->in != NULL && c->in_start == c->in_end) {
+		free(c->in);
+		c->in = NULL;
+		c->in_start = c->in_end = 0;
+	}
+}
+
+void
 http_conn_push(struct http_conn *c)
 {
 	http_conn_flush(c);
@@ -398,7 +426,13 @@ http_conn_of(llhttp_t *p)
 static int
 http_append(struct http_conn *c, const char *at, size_t len)
 {
-	if (c->head_used + len + 1 > c->server->settings.max_header_bytes)
+	if (c->head == NULL) {
+		/* Freed while a stream ran (http_conn_shrink); a new request. */
+		if ((c->head = malloc(c->server->settings.max_header_bytes)) == NULL)
+			return http_fail(c, 503, "llamachatd is out of memory");
+		c->head_cap = c->server->settings.max_header_bytes;
+	}
+	if (c->head_used + len + 1 > c->head_cap)
 		return http_fail(c, 431, "the request head is larger than limits.max_header_bytes");
 	memcpy(c->head + c->head_used, at, len);
 	c->head_used += len;
@@ -432,7 +466,9 @@ http_on_url(llhttp_t *p, const char *at, size_t len)
 static int
 http_end_span(struct http_conn *c)
 {
-	if (c->head_used + 1 > c->server->settings.max_header_bytes)
+	if (c->head == NULL && http_append(c, "", 0) != 0)
+		return -1;
+	if (c->head_used + 1 > c->head_cap)
 		return http_fail(c, 431, "the request head is larger than limits.max_header_bytes");
 	c->head[c->head_used++] = '\0';
 	return 0;
@@ -478,7 +514,7 @@ http_on_header_field_complete(llhttp_t *p)
 		return -1;
 	if (!http_is_token(c->head + c->span_start))
 		return http_fail(c, 400, "a header name is not a token (whitespace before the colon?)");
-	if (c->req.headers.count == HTTP_HEADERS_MAX)
+	if (c->req.headers.count == c->req.headers.capacity)
 		return http_fail(c, 431, "the request has more header fields than llamachatd takes");
 	c->pending_name = c->head + c->span_start;
 	c->span_start = c->head_used;
@@ -805,6 +841,11 @@ http_on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	/* Reads go into the connection's own buffer: no allocation per read. */
+	if (c->in == NULL && (c->in = malloc(HTTP_IN_BYTES)) == NULL) {
+		log_warnx("http: out of memory for a connection's input; closing it");
+		http_conn_close(c);
+		return;
+	}
 	if (c->in_end == HTTP_IN_BYTES && c->in_start > 0) {
 		memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
 		c->in_end -= c->in_start;
@@ -945,6 +986,7 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 		return false;
 	}
 	c->server = s;
+	c->head_cap = s->settings.max_header_bytes;
 	c->fd = fd;
 	if (family == AF_INET || family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -979,14 +1021,31 @@ http_server_adopt(struct http_server *s, int fd, bool is_unix)
 	return http_conn_open(s, fd, is_unix ? AF_UNIX : AF_INET) ? 0 : -1;
 }
 
+/* accept() failed, most likely out of file descriptors: pause the
+ * listeners briefly, instead of spinning on a socket that stays readable. */
 static void
 http_on_accept_error(struct evconnlistener *listener, void *arg)
 {
+	struct http_server *s = arg;
+	struct timeval pause = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
+
 	(void)listener;
-	(void)arg;
-	/* The cap keeps us under the open-file limit; anything else is rare
-	 * and passes (the listener stays on). */
-	log_warn("http: accept failed");
+	log_warn("http: accept failed; pausing the listeners for %d ms", HTTP_ACCEPT_PAUSE_MS);
+	for (size_t i = 0; i < s->listener_count; i++)
+		evconnlistener_disable(s->listeners[i].listener);
+	evtimer_add(s->accept_resume, &pause);
+}
+
+static void
+http_on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_server *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->accepting && !s->paused_at_cap)
+		for (size_t i = 0; i < s->listener_count; i++)
+			evconnlistener_enable(s->listeners[i].listener);
 }
 
 struct http_server *
@@ -1001,6 +1060,10 @@ http_server_create(struct event_base *base, const struct http_settings *settings
 	s->hooks = *hooks;
 	s->accepting = true;
 	LIST_INIT(&s->conns);
+	if ((s->accept_resume = evtimer_new(base, http_on_accept_resume, s)) == NULL) {
+		free(s);
+		return NULL;
+	}
 	llhttp_settings_init(&s->parser_settings);
 	s->parser_settings.on_message_begin = http_on_message_begin;
 	s->parser_settings.on_url = http_on_url;
@@ -1057,6 +1120,7 @@ http_server_stop_accepting(struct http_server *s)
 	struct http_conn *c, *next;
 
 	s->accepting = false;
+	evtimer_del(s->accept_resume);
 	for (size_t i = 0; i < s->listener_count; i++)
 		evconnlistener_disable(s->listeners[i].listener);
 	/* Idle connections go now; busy ones after their answer. */
@@ -1091,5 +1155,6 @@ http_server_free(struct http_server *s)
 		http_conn_close(LIST_FIRST(&s->conns));
 	for (size_t i = 0; i < s->listener_count; i++)
 		evconnlistener_free(s->listeners[i].listener);
+	event_free(s->accept_resume);
 	free(s);
 }

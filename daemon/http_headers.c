@@ -4,6 +4,14 @@
 #include <string.h>
 #include <strings.h>
 
+void
+http_headers_init(struct http_headers *list, struct http_header *slots, size_t capacity)
+{
+	list->count = 0;
+	list->capacity = capacity;
+	list->items = slots;
+}
+
 const char *
 http_headers_find(const struct http_headers *headers, const char *name)
 {
@@ -27,7 +35,7 @@ http_headers_count(const struct http_headers *headers, const char *name)
 bool
 http_headers_add(struct http_headers *headers, const char *name, const char *value)
 {
-	if (headers->count == HTTP_HEADERS_MAX)
+	if (headers->count == headers->capacity)
 		return false;
 	headers->items[headers->count].name = name;
 	headers->items[headers->count].value = value;
@@ -43,7 +51,7 @@ http_headers_copy(struct http_headers *dst, char *store, size_t size, const stru
 	dst->count = 0;
 	for (size_t i = 0; src != NULL && i < src->count; i++) {
 		size_t name_len = strlen(src->items[i].name) + 1, value_len = strlen(src->items[i].value) + 1;
-		if (used + name_len + value_len > size || dst->count == HTTP_HEADERS_MAX)
+		if (used + name_len + value_len > size || dst->count == dst->capacity)
 			return -1;
 		memcpy(store + used, src->items[i].name, name_len);
 		memcpy(store + used + name_len, src->items[i].value, value_len);

@@ -1,6 +1,7 @@
 /* http_headers: a small, bounded list of HTTP header fields, names and values
- * as NUL-terminated strings. It owns nothing: the strings live where its
- * filler put them (a connection's head buffer, an upstream call's copy). */
+ * as NUL-terminated strings. It owns nothing: its slots and the strings live
+ * where its owner put them (a request's slots and head buffer, an upstream
+ * call's few kept answer headers), so a list costs what its owner needs. */
 #ifndef LLAMACHATD_HTTP_HEADERS_H
 #define LLAMACHATD_HTTP_HEADERS_H
 
@@ -16,8 +17,12 @@ struct http_header {
 
 struct http_headers {
 	size_t count;
-	struct http_header items[HTTP_HEADERS_MAX];
+	size_t capacity; /* slots in items */
+	struct http_header *items;
 };
+
+/* Points list at capacity slots of the owner's, empty. */
+void http_headers_init(struct http_headers *list, struct http_header *slots, size_t capacity);
 
 /* The value of the first field called name (case-insensitive), or NULL. */
 const char *http_headers_find(const struct http_headers *headers, const char *name);
@@ -25,7 +30,7 @@ const char *http_headers_find(const struct http_headers *headers, const char *na
 /* How many fields are called name. */
 size_t http_headers_count(const struct http_headers *headers, const char *name);
 
-/* Adds a field; false (and nothing added) when the list is full. The
+/* Adds a field; false (and nothing added) when its slots are full. The
  * strings must outlive the list. */
 bool http_headers_add(struct http_headers *headers, const char *name, const char *value);
 

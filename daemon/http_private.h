@@ -17,6 +17,11 @@ void http_conn_write_buffer(struct http_conn *c, struct evbuffer *buf);
  * them, and whatever the socket does not take is kept and sent later. */
 void http_conn_send(struct http_conn *c, const void *head, size_t head_len, const void *body, size_t body_len);
 
+/* The request's answer has started streaming: frees what the connection
+ * holds for reading a request (its head's strings and headers go; the path
+ * is kept), so that a long stream costs little. */
+void http_conn_shrink(struct http_conn *c);
+
 /* Sends what is written now, as far as the socket takes it. A socket that
  * fails is closed later, from the loop, never from inside this call. */
 void http_conn_push(struct http_conn *c);

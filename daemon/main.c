@@ -180,9 +180,12 @@ daemon_raise_file_limit(const struct config *config)
 	if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
 		return;
 	if (limit.rlim_max != RLIM_INFINITY && wanted > limit.rlim_max) {
-		log_warnx("limits.max_connections: the open-file limit allows only %llu descriptors; "
-		          "fewer connections than configured will be served",
-		    (unsigned long long)limit.rlim_max);
+		/* A relayed stream holds two: its client and its upstream call. */
+		unsigned long long room = limit.rlim_max > 64 ? (unsigned long long)limit.rlim_max - 64 : 0;
+		log_warnx("limits.max_connections: the open-file limit allows only %llu descriptors, so this "
+		          "daemon holds about %llu relayed streams at once, not %ld; raise LimitNOFILE (ulimit -n) "
+		          "to %llu for all of them",
+		    (unsigned long long)limit.rlim_max, room / 2, config->max_connections, (unsigned long long)wanted);
 		wanted = limit.rlim_max;
 	}
 	limit.rlim_cur = wanted;

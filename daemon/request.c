@@ -234,6 +234,7 @@ request_start(struct request *req, int status)
 		return;
 	request_send_head(req, status, 0, true);
 	req->state = REQUEST_STREAMING;
+	http_conn_shrink(req->conn);
 	http_conn_push(req->conn);
 }
 

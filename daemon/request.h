@@ -66,6 +66,7 @@ struct request {
 	struct access_entry access;
 	bool local_peer; /* it came over a unix socket */
 	/* private to request.c and http.c */
+	struct http_header header_slots[HTTP_HEADERS_MAX];
 	void (*on_gone)(void *arg);
 	void *gone_arg;
 	void (*on_drained)(void *arg);
@@ -92,7 +93,8 @@ void request_reply(struct request *req, int status, const void *body, size_t len
 void request_reply_buffer(struct request *req, int status, struct evbuffer *buf);
 
 /* Starts an answer sent in pieces (chunked on HTTP/1.1; on HTTP/1.0 it ends
- * with the connection). */
+ * with the connection). From here on only path of the request's head is
+ * kept: its headers, query and body are gone. */
 void request_start(struct request *req, int status);
 /* Sends one piece of a started answer. */
 void request_send(struct request *req, const void *data, size_t len);

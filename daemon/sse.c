@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SSE_FIRST_BYTES 256 /* buffers start here and grow, up to max_bytes */
+
 struct sse_parser {
 	size_t max_bytes;
+	size_t line_cap, data_cap; /* bytes allocated, not counting the NUL */
 	bool failed;
 	bool after_cr; /* the last byte seen was a CR: a following LF is part of it */
 	char *line; /* the line being read, max_bytes long at most */
@@ -29,8 +32,11 @@ sse_parser_new(size_t max_bytes)
 	if (p == NULL)
 		return NULL;
 	p->max_bytes = max_bytes;
-	p->line = malloc(max_bytes + 1);
-	p->data = malloc(max_bytes + 1);
+	/* Small at first: a stream's events are short, and thousands of
+	 * streams may be open; a long event grows them, never past max_bytes. */
+	p->line_cap = p->data_cap = max_bytes < SSE_FIRST_BYTES ? max_bytes : SSE_FIRST_BYTES;
+	p->line = malloc(p->line_cap + 1);
+	p->data = malloc(p->data_cap + 1);
 	if (p->line == NULL || p->data == NULL) {
 		sse_parser_free(p);
 		return NULL;
@@ -46,6 +52,25 @@ sse_parser_free(struct sse_parser *p)
 	free(p->line);
 	free(p->data);
 	free(p);
+}
+
+/* Makes room for need bytes (plus a NUL) in *buf of *cap; false when out of
+ * memory. The caller has checked need against max_bytes. */
+static bool
+sse_reserve(char **buf, size_t *cap, size_t need, size_t max)
+{
+	size_t grown = *cap;
+	char *bigger;
+
+	if (need <= *cap)
+		return true;
+	while (grown < need)
+		grown = grown * 2 < max ? grown * 2 : max;
+	if ((bigger = realloc(*buf, grown + 1)) == NULL)
+		return false;
+	*buf = bigger;
+	*cap = grown;
+	return true;
 }
 
 static void
@@ -87,7 +112,7 @@ sse_take_line(struct sse_parser *p, sse_event_cb cb, void *arg)
 	}
 	if (name_len == 4 && memcmp(line, "data", 4) == 0) {
 		size_t needed = p->data_len + (p->has_data ? 1 : 0) + value_len;
-		if (needed > p->max_bytes)
+		if (needed > p->max_bytes || !sse_reserve(&p->data, &p->data_cap, needed, p->max_bytes))
 			return -1;
 		if (p->has_data)
 			p->data[p->data_len++] = '\n';
@@ -119,7 +144,8 @@ sse_parser_feed(struct sse_parser *p, const char *data, size_t len, sse_event_cb
 			p->line_len = 0;
 			continue;
 		}
-		if (p->line_len >= p->max_bytes) {
+		if (p->line_len >= p->max_bytes ||
+		    !sse_reserve(&p->line, &p->line_cap, p->line_len + 1, p->max_bytes)) {
 			p->failed = true;
 			break;
 		}

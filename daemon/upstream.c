@@ -33,6 +33,7 @@ struct upstream {
 };
 
 #define UPSTREAM_KEPT_HEADERS 4 /* upstream_kept_response_headers */
+#define UPSTREAM_STREAM_BUFFER_BYTES 4096L
 
 struct upstream_call {
 	struct upstream *upstream;
@@ -47,6 +48,7 @@ struct upstream_call {
 	char kept_values[UPSTREAM_KEPT_HEADERS][256];
 	bool kept_present[UPSTREAM_KEPT_HEADERS];
 	struct http_headers response_headers; /* points into the above */
+	struct http_header response_slots[UPSTREAM_KEPT_HEADERS];
 	const struct upstream_stream *stream; /* NULL: collect the answer */
 	bool headers_delivered;
 	bool paused;
@@ -555,6 +557,9 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 		long idle_s = (req->stream->idle_timeout_ms + 999) / 1000;
 		rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		rc |= curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_s > 0 ? idle_s : 1L);
+		/* Events are small and a stream lives long: a small receive buffer
+		 * (curl's default is 16 KB) keeps thousands of them cheap. */
+		rc |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, UPSTREAM_STREAM_BUFFER_BYTES);
 	}
 	rc |= curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
@@ -594,6 +599,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	call->done = done;
 	call->arg = arg;
 	call->stream = req->stream;
+	http_headers_init(&call->response_headers, call->response_slots, UPSTREAM_KEPT_HEADERS);
 	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
 
