@@ -40,7 +40,8 @@
 #include "request.h"
 
 #define HTTP_MAX_LISTENERS 32
-#define HTTP_IN_BYTES 16384 /* a connection's input buffer, reused */
+#define HTTP_IN_BYTES 4096 /* a connection's input buffer, reused */
+#define HTTP_HEAD_FIRST_BYTES 1024 /* a head buffer starts here, grows to max_header_bytes */
 #define HTTP_LINGER_MS 2000
 #define HTTP_LINGER_BYTES (1L << 20)
 #define HTTP_ACCEPT_PAUSE_MS 100
@@ -74,10 +75,15 @@ struct http_conn {
 	size_t in_start, in_end;
 	struct evbuffer *out;
 	struct http_scan scan;
-	char *head; /* the parsed head's strings, head_cap bytes; NULL while streaming */
+	/* The parsed head's strings, head_cap bytes; NULL until a request comes
+	 * and while one streams. It grows while the head is read, so strings
+	 * are kept as offsets (path_off, and in the header slots) until the
+	 * head is whole and they become pointers (pointed). */
+	char *head;
 	size_t head_cap, head_used, span_start, value_start;
+	size_t path_off, pending_name_off; /* SIZE_MAX: none */
+	bool pointed;
 	char path_copy[256]; /* a streaming request's path, once its head is freed */
-	const char *pending_name; /* a field whose value is being read */
 	bool begun; /* the begin hook ran for this request */
 	bool answered_once;
 	bool closing; /* close once the output is out */
@@ -116,6 +122,7 @@ struct http_server {
 static void http_conn_close(struct http_conn *c);
 static void http_conn_parse(struct http_conn *c);
 static void http_conn_flush(struct http_conn *c);
+static void http_point_head(struct http_conn *c);
 
 static double
 http_now(void)
@@ -177,7 +184,9 @@ http_request_reset(struct http_conn *c)
 	req->access.route = "other";
 	snprintf(req->access.client, sizeof(req->access.client), "-");
 	c->head_used = 0;
-	c->pending_name = NULL;
+	c->path_off = SIZE_MAX;
+	c->pending_name_off = SIZE_MAX;
+	c->pointed = false;
 	c->begun = false;
 	c->in_use = false;
 	c->error_status = 0;
@@ -303,9 +312,10 @@ http_conn_shrink(struct http_conn *c)
 	req->path = c->path_copy;
 	req->query = NULL;
 	req->headers.count = 0;
-	c->pending_name = NULL;
+	c->pending_name_off = SIZE_MAX;
 	free(c->head);
 	c->head = NULL;
+	c->head_cap = 0;
 	c->head_used = 0;
 	evbuffer_drain(req->body, evbuffer_get_length(req->body));
 	if (c->in != NULL && c->in_start == c->in_end) {
@@ -379,6 +389,7 @@ http_conn_begin(struct http_conn *c)
 		return;
 	c->begun = true;
 	c->in_use = true;
+	http_point_head(c);
 	if (c->req.access.started == 0)
 		c->req.access.started = http_now();
 	if (s->hooks.begin != NULL)
@@ -422,18 +433,53 @@ http_conn_of(llhttp_t *p)
 	return p->data;
 }
 
+/* Turns the head's offsets into the request's pointers: once the head is
+ * whole, or when it is refused before. The buffer no longer grows after. */
+static void
+http_point_head(struct http_conn *c)
+{
+	struct http_headers *h = &c->req.headers;
+
+	if (c->pointed)
+		return;
+	c->pointed = true;
+	if (c->path_off != SIZE_MAX)
+		c->req.path = c->head + c->path_off;
+	for (size_t i = 0; i < h->count; i++) {
+		h->items[i].name = c->head + (uintptr_t)h->items[i].name;
+		h->items[i].value = c->head + (uintptr_t)h->items[i].value;
+	}
+}
+
+/* Makes room for need bytes of head; -1 (with a 431 or 503) when it cannot. */
+static int
+http_head_room(struct http_conn *c, size_t need)
+{
+	size_t max = c->server->settings.max_header_bytes, cap;
+	char *grown;
+
+	if (need <= c->head_cap)
+		return 0;
+	if (need > max || c->pointed) /* trailers: the pointers must stay */
+		return http_fail(c, 431, "the request head is larger than limits.max_header_bytes");
+	cap = c->head_cap > 0 ? c->head_cap : HTTP_HEAD_FIRST_BYTES;
+	while (cap < need)
+		cap *= 2;
+	if (cap > max)
+		cap = max;
+	if ((grown = realloc(c->head, cap)) == NULL)
+		return http_fail(c, 503, "llamachatd is out of memory");
+	c->head = grown;
+	c->head_cap = cap;
+	return 0;
+}
+
 /* Appends a span of the head into the head buffer. */
 static int
 http_append(struct http_conn *c, const char *at, size_t len)
 {
-	if (c->head == NULL) {
-		/* Freed while a stream ran (http_conn_shrink); a new request. */
-		if ((c->head = malloc(c->server->settings.max_header_bytes)) == NULL)
-			return http_fail(c, 503, "llamachatd is out of memory");
-		c->head_cap = c->server->settings.max_header_bytes;
-	}
-	if (c->head_used + len + 1 > c->head_cap)
-		return http_fail(c, 431, "the request head is larger than limits.max_header_bytes");
+	if (http_head_room(c, c->head_used + len + 1) != 0)
+		return -1;
 	memcpy(c->head + c->head_used, at, len);
 	c->head_used += len;
 	return 0;
@@ -466,10 +512,8 @@ http_on_url(llhttp_t *p, const char *at, size_t len)
 static int
 http_end_span(struct http_conn *c)
 {
-	if (c->head == NULL && http_append(c, "", 0) != 0)
+	if (http_head_room(c, c->head_used + 1) != 0)
 		return -1;
-	if (c->head_used + 1 > c->head_cap)
-		return http_fail(c, 431, "the request head is larger than limits.max_header_bytes");
 	c->head[c->head_used++] = '\0';
 	return 0;
 }
@@ -481,7 +525,7 @@ http_on_url_complete(llhttp_t *p)
 
 	if (http_end_span(c) != 0)
 		return -1;
-	c->req.path = c->head + c->span_start;
+	c->path_off = c->span_start;
 	c->span_start = c->head_used;
 	return 0;
 }
@@ -516,7 +560,7 @@ http_on_header_field_complete(llhttp_t *p)
 		return http_fail(c, 400, "a header name is not a token (whitespace before the colon?)");
 	if (c->req.headers.count == c->req.headers.capacity)
 		return http_fail(c, 431, "the request has more header fields than llamachatd takes");
-	c->pending_name = c->head + c->span_start;
+	c->pending_name_off = c->span_start;
 	c->span_start = c->head_used;
 	return 0;
 }
@@ -544,9 +588,15 @@ http_on_header_value_complete(llhttp_t *p)
 		((char *)value)[--len] = '\0';
 	if (memchr(value, '\0', len) != NULL || strpbrk(value, "\r\n") != NULL)
 		return http_fail(c, 400, "a header value holds NUL, CR or LF");
-	if (c->pending_name == NULL || !http_headers_add(&c->req.headers, c->pending_name, value))
+	if (c->pointed)
+		return 0; /* a trailer field: checked, and not kept */
+	/* Offsets for now (the buffer may still move); http_point_head() makes
+	 * them pointers. */
+	if (c->pending_name_off == SIZE_MAX ||
+	    !http_headers_add(&c->req.headers, (const char *)(uintptr_t)c->pending_name_off,
+	        (const char *)(uintptr_t)(value - c->head)))
 		return http_fail(c, 431, "the request has more header fields than llamachatd takes");
-	c->pending_name = NULL;
+	c->pending_name_off = SIZE_MAX;
 	return 0;
 }
 
@@ -616,9 +666,11 @@ http_on_headers_complete(llhttp_t *p)
 	struct http_conn *c = http_conn_of(p);
 	struct request *req = &c->req;
 	const struct http_settings *set = &c->server->settings;
-	size_t hosts = http_headers_count(&req->headers, "Host");
+	size_t hosts;
 	const char *expect;
 
+	http_point_head(c);
+	hosts = http_headers_count(&req->headers, "Host");
 	if (p->http_major != 1 || p->http_minor > 1)
 		return http_fail(c, 505, "llamachatd speaks HTTP/1.1 and HTTP/1.0 only");
 	req->http_minor = p->http_minor;
@@ -959,8 +1011,7 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
 
-	if (c == NULL || (c->head = malloc(s->settings.max_header_bytes)) == NULL ||
-	    (c->in = malloc(HTTP_IN_BYTES)) == NULL || (c->out = evbuffer_new()) == NULL ||
+	if (c == NULL || (c->in = malloc(HTTP_IN_BYTES)) == NULL || (c->out = evbuffer_new()) == NULL ||
 	    (c->req.body = evbuffer_new()) == NULL ||
 	    (c->read_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, http_on_readable, c)) == NULL ||
 	    (c->write_ev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, http_on_writable, c)) == NULL ||
@@ -986,7 +1037,6 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 		return false;
 	}
 	c->server = s;
-	c->head_cap = s->settings.max_header_bytes;
 	c->fd = fd;
 	if (family == AF_INET || family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

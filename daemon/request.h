@@ -20,7 +20,7 @@ struct http_conn;
 
 #define REQUEST_ID_MAX 64
 #define REQUEST_CLIENT_MAX 64
-#define REQUEST_OUT_HEADERS_MAX 2048 /* the answer's own header lines */
+#define REQUEST_OUT_HEADERS_MAX 1024 /* the answer's own header lines */
 
 enum request_method {
 	REQUEST_GET,
