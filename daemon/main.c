@@ -2,6 +2,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -281,6 +282,16 @@ daemon_on_sighup(evutil_socket_t sig, short what, void *arg)
 static void
 daemon_stop(struct daemon *d)
 {
+	sigset_t stops;
+
+	/* A stop signal that comes now, while we tear down, would find its
+	 * handler gone (freeing the events restores the default, which kills):
+	 * keep it pending instead; the exit discards it. */
+	sigemptyset(&stops);
+	sigaddset(&stops, SIGTERM);
+	sigaddset(&stops, SIGINT);
+	sigaddset(&stops, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stops, NULL);
 	/* Waiting clients are answered before their connections close; writes
 	 * already queued commit when the store closes. */
 	relay_engine_free(d->relays);

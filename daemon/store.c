@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <event2/event.h>
@@ -191,7 +192,14 @@ store_open(
 			snprintf(why, why_size, "%s: cannot set up the writer: %s", path, strerror(errno));
 			goto fail;
 		}
-		if ((rc = pthread_create(&store->writer, NULL, store_writer_main, store)) != 0) {
+		/* Signals are the loop's (libevent's handlers), never the writer's:
+		 * it starts with all of them blocked. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		rc = pthread_create(&store->writer, NULL, store_writer_main, store);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (rc != 0) {
 			snprintf(why, why_size, "%s: cannot start the writer thread: %s", path, strerror(rc));
 			goto fail;
 		}
