@@ -33,7 +33,7 @@
 #define CHAT_PREFIX "/api/v1/chat"
 #define SUMMARY_SUFFIX "/summary"
 #define STREAM_SUFFIX "/messages/stream"
-#define LISTEN_BACKLOG 1024
+#define LISTEN_BACKLOG 4096 /* the kernel caps it at net.core.somaxconn */
 #define SERVER_MAX_LISTENERS (CONFIG_MAX_LISTEN + 16) /* the config's and systemd's */
 
 struct server_listener {

@@ -41,6 +41,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -714,7 +715,18 @@ main(int argc, char **argv)
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
 	evhttp_set_gencb(http, route, NULL);
 	evhttp_set_bevcb(http, count_connection, NULL);
-	bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0);
+	/* Our own listening socket: evhttp's would have a backlog of 128, and
+	 * a crowd of streams opening at once would wait on SYN retries. */
+	{
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = 0 };
+		evutil_socket_t fd = socket(AF_INET, SOCK_STREAM, 0);
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(fd, 4096) != 0 ||
+		    evutil_make_socket_nonblocking(fd) != 0)
+			bound = NULL;
+		else
+			bound = evhttp_accept_socket_with_handle(http, fd);
+	}
 	if (bound == NULL) {
 		perror("fake_upstream: bind");
 		return 1;
