@@ -339,6 +339,27 @@ test_stop_lets_a_create_in_flight_finish(void **state)
 
 #define CONCURRENT 50
 
+/* Adds n creates with body to multi, each on a connection of its own (so the
+ * daemon really has n at once), their answers collected into bodies. */
+static void
+add_creates(CURLM *multi, CURL **easy, struct harness_body *bodies, int n, struct curl_slist *headers, const char *url,
+    const char *body)
+{
+	for (int i = 0; i < n; i++) {
+		easy[i] = curl_easy_init();
+		bodies[i].len = 0;
+		curl_easy_setopt(easy[i], CURLOPT_URL, url);
+		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, harness_body_sink);
+		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
+		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
+		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
+		curl_easy_setopt(easy[i], CURLOPT_FRESH_CONNECT, 1L);
+		curl_multi_add_handle(multi, easy[i]);
+	}
+}
+
 static void
 test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 {
@@ -352,20 +373,7 @@ test_fifty_concurrent_creates_all_succeed_and_are_stored(void **state)
 
 	(void)state;
 	daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url));
-	for (int i = 0; i < CONCURRENT; i++) {
-		easy[i] = curl_easy_init();
-		bodies[i].len = 0;
-		curl_easy_setopt(easy[i], CURLOPT_URL, url);
-		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, "{\"index_ids\":[\"idx-a\"]}");
-		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, harness_body_sink);
-		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
-		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
-		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
-		/* Separate connections, so the daemon really has 50 at once. */
-		curl_easy_setopt(easy[i], CURLOPT_FRESH_CONNECT, 1L);
-		curl_multi_add_handle(multi, easy[i]);
-	}
+	add_creates(multi, easy, bodies, CONCURRENT, headers, url, "{\"index_ids\":[\"idx-a\"]}");
 	while (running > 0) {
 		curl_multi_perform(multi, &running);
 		if (running > 0)
@@ -516,19 +524,7 @@ test_kill_9_during_commits_under_load_loses_nothing_acknowledged(void **state)
 
 	(void)state;
 	daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url));
-	for (int i = 0; i < LOAD; i++) {
-		easy[i] = curl_easy_init();
-		bodies[i].len = 0;
-		curl_easy_setopt(easy[i], CURLOPT_URL, url);
-		curl_easy_setopt(easy[i], CURLOPT_POSTFIELDS, "{}");
-		curl_easy_setopt(easy[i], CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, harness_body_sink);
-		curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &bodies[i]);
-		curl_easy_setopt(easy[i], CURLOPT_TIMEOUT_MS, 30000L);
-		curl_easy_setopt(easy[i], CURLOPT_PROXY, "");
-		curl_easy_setopt(easy[i], CURLOPT_FRESH_CONNECT, 1L);
-		curl_multi_add_handle(multi, easy[i]);
-	}
+	add_creates(multi, easy, bodies, LOAD, headers, url, "{}");
 	/* Kill once creates are under way upstream and some are answered. */
 	while (running > 0) {
 		CURLMsg *msg;

@@ -98,6 +98,22 @@ read_until_close(int fd, char *buf, size_t size, long wait_ms, bool *closed)
 	return have;
 }
 
+/* Sends one raw request on a new connection and reads until the daemon
+ * closes it (or wait_ms pass); the answer goes into answer. Returns whether
+ * the daemon closed the connection. */
+static bool
+exchange_once(const char *req, size_t len, char *answer, size_t size, long wait_ms)
+{
+	bool closed;
+	int fd = harness_connect(daemon_proc.port);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, req, len), (ssize_t)len);
+	read_until_close(fd, answer, size, wait_ms, &closed);
+	close(fd);
+	return closed;
+}
+
 /* The value of header name in a raw answer, copied into out; NULL if none. */
 static const char *
 raw_header(const char *answer, const char *name, char *out, size_t size)
@@ -202,14 +218,9 @@ expect_refusal(const char *name, const char *bytes, size_t len, int status)
 	static char answer[16384];
 	char want[32], id[80], needle[160];
 	const char *body;
-	bool closed;
+	bool closed = exchange_once(bytes, len, answer, sizeof(answer), 5000);
 	json_t *doc;
-	int fd = harness_connect(daemon_proc.port);
 
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, bytes, len), (ssize_t)len);
-	read_until_close(fd, answer, sizeof(answer), 5000, &closed);
-	close(fd);
 	snprintf(want, sizeof(want), "HTTP/1.1 %d ", status);
 	if (strncmp(answer, want, strlen(want)) != 0)
 		fail_msg("%s: expected %d, got: %.80s", name, status, answer);
@@ -268,15 +279,10 @@ test_h2c_upgrade_is_not_forwarded(void **state)
 	                  "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
 	                  "Content-Length: 2\r\n\r\n{}";
 	char answer[8192];
-	bool closed;
 	json_t *stats, *headers;
-	int fd = harness_connect(daemon_proc.port);
 
 	(void)state;
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	read_until_close(fd, answer, sizeof(answer), 5000, &closed);
-	close(fd);
+	exchange_once(req, strlen(req), answer, sizeof(answer), 5000);
 	assert_true(strncmp(answer, "HTTP/1.1 200 ", 13) == 0);
 	assert_null(strstr(answer, "101 Switching"));
 	stats = fake_stats(&fake);
@@ -320,17 +326,10 @@ test_pipelined_requests_are_answered_in_order_and_kept_alive(void **state)
 static void
 test_http_1_0_is_answered_and_closed(void **state)
 {
-	const char *req = "GET /healthz HTTP/1.0\r\n\r\n";
 	char answer[8192], value[64];
-	bool closed;
-	int fd = harness_connect(daemon_proc.port);
 
 	(void)state;
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	read_until_close(fd, answer, sizeof(answer), 5000, &closed);
-	close(fd);
-	assert_true(closed);
+	assert_true(exchange_once("GET /healthz HTTP/1.0\r\n\r\n", 25, answer, sizeof(answer), 5000));
 	assert_true(strncmp(answer, "HTTP/1.0 200 ", 13) == 0);
 	assert_non_null(raw_header(answer, "Content-Length", value, sizeof(value)));
 }
@@ -340,23 +339,17 @@ test_connection_close_is_honoured(void **state)
 {
 	const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 	char answer[8192], value[64];
-	bool closed;
-	int fd = harness_connect(daemon_proc.port);
 
 	(void)state;
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-	read_until_close(fd, answer, sizeof(answer), 5000, &closed);
-	close(fd);
-	assert_true(closed);
+	assert_true(exchange_once(req, strlen(req), answer, sizeof(answer), 5000));
 	assert_true(strncmp(answer, "HTTP/1.1 200 ", 13) == 0);
 	assert_string_equal(raw_header(answer, "Connection", value, sizeof(value)), "close");
 }
 
 /* count clients (1,000 slowloris heads, 200 slow bodies) that send a byte at
- * a time. The deadline counts from the first
- * byte and is never restarted, so every one is cut off within the deadline
- * plus a second, while a normal client is served meanwhile. */
+ * a time. The deadline counts from the first byte and is never restarted,
+ * so every one is cut off within the deadline plus a second, while a normal
+ * client is served meanwhile. */
 #define TRICKLERS_MAX 1000
 static void
 trickle(int count, const char *prefix, int status, long deadline_ms)
