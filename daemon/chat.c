@@ -305,8 +305,9 @@ chat_copy_field(char *out, size_t size, const char *text, size_t len)
 }
 
 struct store_write *
-chat_store_summary(struct chat *chat, const char *json, size_t len, const struct chat_scope *fallback,
-    const char *new_owner, const struct store_ledger_delta *ledger, store_write_cb cb, void *arg)
+chat_store_summary(struct chat *chat, const char *json, size_t len, const char *known_id, uint64_t known_updated_us,
+    const struct chat_scope *fallback, const char *new_owner, const struct store_ledger_delta *ledger,
+    store_write_cb cb, void *arg)
 {
 	struct session_record rec = { 0 }, old;
 	struct evbuffer *old_buf = evbuffer_new();
@@ -321,7 +322,10 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const struct
 
 	if (old_buf == NULL)
 		return NULL;
-	if (session_parse_summary(json, len, id, &updated_us, &why) != 0) {
+	if (known_id != NULL) {
+		snprintf(id, sizeof(id), "%s", known_id);
+		updated_us = known_updated_us;
+	} else if (session_parse_summary(json, len, id, &updated_us, &why) != 0) {
 		log_warnx("chat: %s", why);
 		goto out;
 	}
@@ -434,11 +438,11 @@ chat_store_answer(struct chat_call *call)
 			delta.key.len = session_ledger_key(call->caller.name, call->scope.organization_id,
 			    call->scope.project_id, session_day_of(chat_now_us()), key);
 			delta.add[SESSION_LEDGER_SESSIONS] = 1;
-			call->write = chat_store_summary(
-			    call->chat, body, len, &call->scope, call->caller.name, &delta, chat_on_stored, call);
+			call->write = chat_store_summary(call->chat, body, len, call->session_id, updated_us,
+			    &call->scope, call->caller.name, &delta, chat_on_stored, call);
 		} else {
-			call->write =
-			    chat_store_summary(call->chat, body, len, &call->scope, NULL, NULL, chat_on_stored, call);
+			call->write = chat_store_summary(call->chat, body, len, call->session_id, updated_us,
+			    &call->scope, NULL, NULL, chat_on_stored, call);
 		}
 		free(summary);
 	}

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include "chat.h"
@@ -50,10 +51,12 @@ bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, s
  * fallback's scope and new_owner (NULL or "": none). ledger (may be NULL)
  * is added in the same transaction. cb runs once it is committed. Returns
  * the write (see store_write_forget), or NULL when json is not a Session or
- * nothing could be queued (cb will not run). */
-struct store_write *chat_store_summary(struct chat *chat, const char *json, size_t len,
-    const struct chat_scope *fallback, const char *new_owner, const struct store_ledger_delta *ledger,
-    store_write_cb cb, void *arg) __attribute__((warn_unused_result));
+ * nothing could be queued (cb will not run). A caller that has parsed json
+ * already passes its id and last_updated_at (known_id, known_updated_us),
+ * so it is parsed once; known_id NULL: parse it here. */
+struct store_write *chat_store_summary(struct chat *chat, const char *json, size_t len, const char *known_id,
+    uint64_t known_updated_us, const struct chat_scope *fallback, const char *new_owner,
+    const struct store_ledger_delta *ledger, store_write_cb cb, void *arg) __attribute__((warn_unused_result));
 
 /* What a caller may know of a session id. */
 enum chat_visibility {

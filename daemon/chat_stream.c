@@ -127,8 +127,8 @@ stream_record_usage(struct chat_stream *stream)
 		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, stream_now_us());
 	}
 	if (updated != NULL)
-		stream->write = chat_store_summary(stream->chat, updated, strlen(updated), &stream->scope, NULL, &delta,
-		    stream_on_usage_stored, stream);
+		stream->write = chat_store_summary(stream->chat, updated, strlen(updated), NULL, 0, &stream->scope,
+		    NULL, &delta, stream_on_usage_stored, stream);
 	free(updated);
 	if (buf != NULL)
 		evbuffer_free(buf);
