@@ -80,12 +80,11 @@ struct http_conn {
 	 * are kept as offsets (path_off, and in the header slots) until the
 	 * head is whole and they become pointers (pointed). */
 	char *head;
-	size_t head_cap, head_used, span_start, value_start;
+	size_t head_cap, head_used, span_start;
 	size_t path_off, pending_name_off; /* SIZE_MAX: none */
 	bool pointed;
 	char path_copy[256]; /* a streaming request's path, once its head is freed */
 	bool begun; /* the begin hook ran for this request */
-	bool answered_once;
 	bool closing; /* close once the output is out */
 	bool lingering; /* write side shut; reading to discard */
 	bool reading_paused;
@@ -99,7 +98,6 @@ struct http_conn {
 
 struct http_listener {
 	struct evconnlistener *listener;
-	bool is_unix;
 };
 
 struct http_server {
@@ -1133,8 +1131,6 @@ int
 http_server_listen(struct http_server *s, int fd)
 {
 	struct http_listener *l;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
 
 	if (s->listener_count == HTTP_MAX_LISTENERS) {
 		close(fd);
@@ -1149,7 +1145,6 @@ http_server_listen(struct http_server *s, int fd)
 		close(fd);
 		return -1;
 	}
-	l->is_unix = getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_UNIX;
 	evconnlistener_set_error_cb(l->listener, http_on_accept_error);
 	if (s->paused_at_cap || !s->accepting)
 		evconnlistener_disable(l->listener);

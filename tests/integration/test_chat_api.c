@@ -555,6 +555,41 @@ test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 	assert_int_equal(fake_release(&fake), 0); /* nothing left to release */
 }
 
+/* A finished stream leaves its connection fit for the next request: the
+ * buffers it let go of while streaming come back. */
+static void
+test_a_connection_serves_a_request_after_a_stream(void **state)
+{
+	const char *next = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	char id[64], got[16384] = "";
+	size_t have = 0;
+	int fd;
+
+	(void)state;
+	create(NULL, id, sizeof(id));
+	fd = harness_send_raw_stream(daemon_proc.port, id, "{\"prompt\":\"then more\",\"index_ids\":[]}");
+	assert_true(fd >= 0);
+	/* The whole chunked answer, to its last chunk. */
+	while (have < sizeof(got) - 1 && strstr(got, "\r\n0\r\n\r\n") == NULL) {
+		ssize_t n = read(fd, got + have, sizeof(got) - 1 - have);
+		assert_true(n > 0);
+		have += (size_t)n;
+		got[have] = '\0';
+	}
+	assert_non_null(strstr(got, "\"type\":\"stop\""));
+	assert_int_equal(write(fd, next, strlen(next)), (ssize_t)strlen(next));
+	have = 0;
+	got[0] = '\0';
+	while (have < sizeof(got) - 1 && strstr(got, "\"status\":\"ok\"") == NULL) {
+		ssize_t n = read(fd, got + have, sizeof(got) - 1 - have);
+		assert_true(n > 0);
+		have += (size_t)n;
+		got[have] = '\0';
+	}
+	assert_true(strncmp(got, "HTTP/1.1 200 ", 13) == 0);
+	close(fd);
+}
+
 /* A client that leaves before upstream has even answered. */
 static void
 test_hang_up_before_upstream_answers_cancels_it(void **state)
@@ -661,6 +696,7 @@ main(void)
 		cmocka_unit_test(test_slow_client_is_bounded_and_a_hang_up_reaches_upstream),
 		cmocka_unit_test(test_hang_up_during_a_quiet_stream_cancels_upstream),
 		cmocka_unit_test(test_hang_up_before_upstream_answers_cancels_it),
+		cmocka_unit_test(test_a_connection_serves_a_request_after_a_stream),
 		cmocka_unit_test(test_route_policy),
 		cmocka_unit_test(test_daemon_stops_cleanly),
 	};

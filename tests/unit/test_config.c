@@ -117,6 +117,7 @@ test_empty_file_gives_defaults(void **state)
 	assert_int_equal(c->store_max_queued_writes, 65536);
 	assert_int_equal(c->header_timeout_ms, c->client_timeout_ms);
 	assert_int_equal(c->keepalive_timeout_ms, 60000);
+	assert_int_equal(c->max_in_flight, c->max_connections); /* a stream for every connection */
 	assert_int_equal(c->max_body_bytes, 1048576);
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
 	config_free(c);
