@@ -45,7 +45,7 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all deps deps-tests run bench test tests check-config clean format check-style install uninstall fuzz fuzzers
+.PHONY: all binaries deps deps-tests run bench test tests test-binaries check-config clean format check-style install uninstall fuzz fuzzers
 
 # Where `make install` puts things; DESTDIR stages them elsewhere.
 PREFIX ?= /usr/local
@@ -57,7 +57,13 @@ MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/llamachatd
 SUBST = sed -e 's|@BINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 
 
-all: deps $(BUILD)/llamachatd $(BUILD)/llamachatctl
+# The build runs in a second make, after the dependency check: make reads
+# pkg-config and looks at /usr/share/llhttp once, when it starts, so a make
+# that has just installed them would not see them.
+all: deps
+	@$(MAKE) --no-print-directory binaries
+
+binaries: $(BUILD)/llamachatd $(BUILD)/llamachatctl
 
 deps:
 	@scripts/deps.sh $(DEPS_FLAGS)
@@ -93,7 +99,10 @@ $(FAKE): $(BUILD)/tests/fake/fake_upstream.o
 $(TEST_DAEMON): $(BUILD)/daemon/main.o $(CORE_OBJS) $(BUILD)/tests/support/failalloc.o $(BUILD)/tests/support/hold_writer.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=calloc -o $@ $^ $(PKG_LIBS)
 
-tests: deps-tests $(BUILD)/llamachatd $(BUILD)/llamachatctl $(FAKE) $(TEST_DAEMON) $(UNIT_TESTS) $(IT_TESTS)
+tests: deps-tests
+	@$(MAKE) --no-print-directory test-binaries
+
+test-binaries: binaries $(FAKE) $(TEST_DAEMON) $(UNIT_TESTS) $(IT_TESTS)
 
 # Runs every suite; the last line is "N passed, M failed".
 test: tests
