@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "chat_private.h"
+#include "gate.h"
 #include "log.h"
 #include "reply.h"
 #include "request.h"
@@ -86,7 +87,7 @@ chat_get_counters(const struct chat *chat)
 }
 
 /* A background call acts for nobody and may touch everything. */
-static const struct chat_caller chat_daemon_itself = { "", true, NULL };
+static const struct chat_caller chat_daemon_itself = { .see_all = true };
 
 static struct chat_call *
 chat_call_new(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind)
@@ -575,6 +576,8 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
+	if (!gate_may_go_upstream(req, caller))
+		return;
 	path = malloc(strlen(CHAT_PATH) + (has_query ? 1 + strlen(query) : 0) + 1);
 	if (path == NULL || (call = chat_call_new(chat, req, caller, CHAT_CREATE)) == NULL) {
 		free(path);
@@ -600,6 +603,8 @@ chat_start_session_call(struct chat *chat, struct request *req, const struct cha
 	const char *why;
 	char *path;
 
+	if (req != NULL && !gate_may_go_upstream(req, caller))
+		return;
 	if ((call = chat_call_new(chat, req, caller, kind)) == NULL) {
 		if (req != NULL)
 			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");

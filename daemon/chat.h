@@ -7,6 +7,8 @@
 
 struct access_entry;
 struct chat;
+struct clients;
+struct config_client;
 struct request;
 struct relay_engine;
 struct store;
@@ -28,6 +30,11 @@ struct chat_caller {
 	char name[CHAT_CALLER_NAME_MAX + 1]; /* "" in single-user mode */
 	bool see_all; /* may see and touch every session */
 	struct access_entry *access; /* the request's record; may be NULL */
+	/* The client's entry and table, for the checks made when a call is
+	 * about to go upstream (gate_may_go_upstream); NULL in single-user mode.
+	 * Valid only while the handler runs: a reload frees them. */
+	struct clients *clients;
+	const struct config_client *client;
 };
 
 struct chat_settings {

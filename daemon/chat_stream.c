@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "chat_private.h"
+#include "gate.h"
 #include "log.h"
 #include "relay.h"
 #include "reply.h"
@@ -192,6 +193,8 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 		chat_reply_not_found(req);
 		return;
 	}
+	if (!gate_may_go_upstream(req, caller))
+		return;
 	path = chat_upstream_path(id, "/messages/stream", query);
 	stream = calloc(1, sizeof(*stream));
 	if (path == NULL || stream == NULL) {

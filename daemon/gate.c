@@ -112,7 +112,6 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 	const char *authorization = request_header(req, "Authorization");
 	const struct config_client *client;
 	const char *why;
-	long wait;
 	int status;
 
 	*owned = NULL;
@@ -127,21 +126,34 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 		    "a client token is required: send Authorization: Bearer <token> with a token llamachatd knows");
 		return false;
 	}
-	if ((wait = clients_take(clients, client, gate_now_ms())) > 0) {
-		char seconds[24];
-		snprintf(seconds, sizeof(seconds), "%ld", wait);
-		request_add_header(req, "Retry-After", seconds);
-		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",
-		    client->name, client->rate_per_s);
-		return false;
-	}
 	snprintf(caller->name, sizeof(caller->name), "%s", client->name);
 	caller->see_all = client->see_all;
+	caller->clients = clients;
+	caller->client = client;
 	if ((status = gate_apply_pins(client, *query, owned, &why)) != 0) {
 		reply_error(req, status, status == 503 ? REPLY_RETRY_MAY_HELP : REPLY_RETRY_WONT_HELP, why);
 		return false;
 	}
 	if (*owned != NULL)
 		*query = *owned;
+	return true;
+}
+
+bool
+gate_may_go_upstream(struct request *req, const struct chat_caller *caller)
+{
+	const struct config_client *client = caller->client;
+	char seconds[24];
+	long wait;
+
+	if (client == NULL || req == NULL)
+		return true;
+	if ((wait = clients_take(caller->clients, client, gate_now_ms())) > 0) {
+		snprintf(seconds, sizeof(seconds), "%ld", wait);
+		request_add_header(req, "Retry-After", seconds);
+		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",
+		    client->name, client->rate_per_s);
+		return false;
+	}
 	return true;
 }

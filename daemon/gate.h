@@ -14,8 +14,15 @@ struct request;
  * false. On success caller says who it is (in single-user mode: nobody, who
  * may see all), and *query points at the query to use: the request's own,
  * or a new one with the client's pins added, which the caller frees through
- * *owned (NULL when nothing was allocated). */
+ * *owned (NULL when nothing was allocated). Lookups and lists answered from
+ * the store need nothing more. */
 bool gate_admit(struct clients *clients, struct request *req, const char **query, char **owned,
     struct chat_caller *caller) __attribute__((warn_unused_result));
+
+/* The check a call makes right before it goes upstream (creates, streams,
+ * history, delete, pass-through, summary misses): the client's rate. Returns
+ * true when it may go; otherwise it has answered req (429 with Retry-After)
+ * and returns false. Always true in single-user mode. */
+bool gate_may_go_upstream(struct request *req, const struct chat_caller *caller) __attribute__((warn_unused_result));
 
 #endif

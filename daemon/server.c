@@ -187,6 +187,8 @@ server_pass_through(struct server *server, struct request *req, const struct cha
 		    server->config->max_body_bytes);
 		return;
 	}
+	if (!gate_may_go_upstream(req, caller))
+		return;
 	if ((target = malloc(size)) == NULL) {
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return;

@@ -205,24 +205,55 @@ test_pinned_scope(void **state)
 static void
 test_rate_limit(void **state)
 {
-	const char *headers[] = { SLOW, NULL };
+	const char *headers[] = { "Content-Type: application/json", SLOW, NULL };
 	struct http_response r;
 	char url[256], value[16];
 	long before = fake_count(&fake, "api_requests");
 
+	char id[128], path[256];
+
 	(void)state;
-	/* A burst of 2, then one every 2 s: the third at once is too many. */
-	assert_int_equal(as(SLOW, "GET", "/api/v1/chat", NULL, NULL), 200);
-	assert_int_equal(as(SLOW, "GET", "/api/v1/chat", NULL, NULL), 200);
+	/* Lists and lookups answered from the store take nothing of the rate. */
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(as(SLOW, "GET", "/api/v1/chat", NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+	/* A burst of 2 upstream calls, then one every 2 s: the third at once is
+	 * too many, and it is not forwarded. */
+	create_as(SLOW, "", id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(as(SLOW, "GET", path, NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), before + 2);
 	assert_int_equal(http_call("POST", daemon_url(&gw, "/api/v1/chat", url, sizeof(url)), headers, "{}", 2, &r), 0);
 	assert_int_equal(r.status, 429);
 	assert_non_null(http_header(&r, "Retry-After", value, sizeof(value)));
 	assert_true(atoi(value) >= 1 && atoi(value) <= 2);
 	assert_non_null(strstr(r.body, "rate"));
 	http_response_free(&r);
-	assert_int_equal(fake_count(&fake, "api_requests"), before);
+	assert_int_equal(fake_count(&fake, "api_requests"), before + 2);
+	/* Over its rate, it still reads what the store holds. */
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(as(SLOW, "GET", path, NULL, NULL), 200);
+	assert_int_equal(as(SLOW, "GET", "/api/v1/chat", NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), before + 2);
 	/* Others are not slowed by it. */
 	assert_int_equal(as(LEAD, "GET", "/api/v1/chat", NULL, NULL), 200);
+}
+
+/* A client entry without rate_per_s is not limited: 300 upstream calls at
+ * once all go through (the old default, 50/s with a burst of 100, refused
+ * most of them). */
+static void
+test_no_rate_means_no_limit(void **state)
+{
+	long before = fake_count(&fake, "api_requests");
+	char id[128], path[256];
+
+	(void)state;
+	create_as(BOB, "", id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(as(BOB, "GET", path, NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), before + 301);
 }
 
 /* A stream through the gateway; the stop event's usage is added into sums. */
@@ -471,6 +502,7 @@ main(void)
 		cmocka_unit_test(test_each_client_sees_and_touches_only_its_own),
 		cmocka_unit_test(test_pinned_scope),
 		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_no_rate_means_no_limit),
 		cmocka_unit_test(test_three_streamed_turns_by_two_clients),
 		cmocka_unit_test(test_slow_headers_are_cut_off_while_others_are_served),
 		cmocka_unit_test(test_reload_revokes_tokens_rotates_the_key_and_spares_streams),
