@@ -48,6 +48,8 @@ static const struct setting_spec config_specs[] = {
 	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
 	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
 	{ "store", "max_queued_writes", SETTING_INT, AT(store_max_queued_writes), 1, 10000000 },
+	{ "store", "max_age_days", SETTING_INT, AT(store_max_age_days), 0, 36500 },
+	{ "store", "janitor_interval_s", SETTING_INT, AT(store_janitor_interval_s), 1, 86400 },
 	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
 	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
 	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
@@ -82,6 +84,8 @@ config_set_defaults(struct config *c)
 	c->store_path = strdup("/var/lib/llamachatd");
 	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
 	c->store_max_queued_writes = 65536;
+	c->store_max_age_days = 0; /* keep sessions for ever */
+	c->store_janitor_interval_s = 3600;
 	c->max_body_bytes = 1L << 20;
 	c->max_header_bytes = 16384;
 	c->client_timeout_ms = 30000;

@@ -61,6 +61,8 @@ struct config {
 	char *store_path;
 	long store_map_size_mb;
 	long store_max_queued_writes; /* writes waiting for the writer thread */
+	long store_max_age_days; /* the janitor removes older sessions; 0: never */
+	long store_janitor_interval_s; /* between two passes of the janitor */
 
 	long max_body_bytes;
 	long max_header_bytes; /* a request's head; past it 431 */

@@ -17,6 +17,7 @@
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
+#include "janitor.h"
 #include "access.h"
 #include "log.h"
 #include "counters.h"
@@ -38,6 +39,8 @@ struct daemon {
 	struct config *config;
 	struct event_base *base;
 	struct store *store;
+	struct janitor *janitor;
+	long max_age_days; /* what the janitor's session sweep reads; reloadable */
 	struct upstream *upstream;
 	struct relay_engine *relays;
 	struct request_counters requests;
@@ -206,7 +209,8 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 	if (listen_changed)
 		log_warnx("reload: listen changed; it takes effect at the next restart");
 	if (strcmp(old->store_path, new->store_path) != 0 || old->store_map_size_mb != new->store_map_size_mb ||
-	    old->store_max_queued_writes != new->store_max_queued_writes)
+	    old->store_max_queued_writes != new->store_max_queued_writes ||
+	    old->store_janitor_interval_s != new->store_janitor_interval_s)
 		log_warnx("reload: store settings changed; they take effect at the next restart");
 	if (strcmp(old->upstream_base_url, new->upstream_base_url) != 0 ||
 	    old->connect_timeout_ms != new->connect_timeout_ms || old->request_timeout_ms != new->request_timeout_ms ||
@@ -253,6 +257,10 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		log_warnx("reload: no key source other than the environment, which cannot change under a running "
 		          "process; the key in force stays");
 	log_init(fresh->log_level, getenv("JOURNAL_STREAM") != NULL);
+	if (fresh->store_max_age_days != d->max_age_days) {
+		d->max_age_days = fresh->store_max_age_days;
+		janitor_sweep_now(d->janitor);
+	}
 	config_free(d->config);
 	d->config = fresh;
 	log_info("reloaded %s: %zu client(s), %zu route(s)", fresh->path, fresh->client_count, fresh->route_count);
@@ -299,6 +307,7 @@ daemon_stop(struct daemon *d)
 	server_free(d->server);
 	access_log_free(d->access);
 	upstream_free(d->upstream);
+	janitor_free(d->janitor);
 	store_close(d->store);
 	if (d->drain_check != NULL)
 		event_free(d->drain_check);
@@ -357,6 +366,13 @@ daemon_start(struct daemon *d)
 		log_errx("%s", why);
 		return -1;
 	}
+	d->max_age_days = d->config->store_max_age_days;
+	if ((d->janitor = janitor_create(d->base, d->store, d->config->store_janitor_interval_s * 1000)) == NULL ||
+	    janitor_add_sweep(d->janitor, JANITOR_SESSIONS, "A", 1, janitor_session_active, janitor_session_expired,
+	        &d->max_age_days) != 0) {
+		log_errx("out of memory");
+		return -1;
+	}
 	if ((d->relays = relay_engine_create(d->base, d->upstream, (size_t)d->config->stream_buffer_bytes,
 	         d->config->stream_idle_timeout_ms)) == NULL ||
 	    (d->chat = chat_create(d->upstream, d->store, d->relays, &chat_settings)) == NULL) {
@@ -386,6 +402,7 @@ daemon_start(struct daemon *d)
 		.chat = d->chat,
 		.relays = d->relays,
 		.store = d->store,
+		.janitor = d->janitor,
 		.upstream = d->upstream,
 		.server = d->server,
 		.started = parts.started,

@@ -10,6 +10,7 @@
 
 #include "chat.h"
 #include "counters.h"
+#include "janitor.h"
 #include "relay.h"
 #include "server.h"
 #include "session.h"
@@ -157,6 +158,11 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_simple(out, "llamachatd_store_queue_refusals_total", "counter",
 	    "Writes refused because store.max_queued_writes were already waiting.",
 	    (double)store_queue_refusals(s->store));
+	metrics_header(out, "llamachatd_janitor_removed_total", "counter", "Entries the janitor removed, by kind.");
+	evbuffer_add_printf(out, "llamachatd_janitor_removed_total{kind=\"sessions\"} %llu\n",
+	    janitor_removed(s->janitor, JANITOR_SESSIONS));
+	metrics_simple(out, "llamachatd_janitor_passes_total", "counter", "Full passes of the janitor over the store.",
+	    (double)janitor_passes(s->janitor));
 	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",
 	    (double)server_connections_accepted(s->server));
 	metrics_simple(out, "llamachatd_connections_open", "gauge", "Client connections open now.",

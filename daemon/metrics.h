@@ -8,6 +8,7 @@
 
 struct chat;
 struct evbuffer;
+struct janitor;
 struct relay_engine;
 struct request_counters;
 struct server;
@@ -20,6 +21,7 @@ struct metrics_sources {
 	struct chat *chat;
 	struct relay_engine *relays;
 	struct store *store;
+	const struct janitor *janitor;
 	struct upstream *upstream;
 	const struct server *server; /* connections open and accepted */
 	double started; /* monotonic seconds at start */

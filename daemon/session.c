@@ -349,6 +349,24 @@ session_index_key(const char *owner, const char *organization_id, const char *pr
 	return used + id_len;
 }
 
+uint64_t
+session_index_key_updated_us(const void *index_key, size_t index_key_len, size_t id_len)
+{
+	const unsigned char *p = index_key;
+	uint64_t order = 0;
+
+	if (id_len > SESSION_ID_MAX)
+		id_len = SESSION_ID_MAX;
+	/* The 8 bytes of time lie right before the id, after a list key of at
+	 * least 3 bytes ('A' or 'O' and two short strings). */
+	if (index_key_len < 3 + 8 + id_len)
+		return 0;
+	p += index_key_len - id_len - 8;
+	for (int i = 0; i < 8; i++)
+		order = order << 8 | p[i];
+	return UINT64_MAX - order;
+}
+
 size_t
 session_ledger_key(
     const char *client, const char *organization_id, const char *project_id, unsigned day, unsigned char *out)

@@ -69,6 +69,10 @@ size_t session_list_key(const char *owner, const char *organization_id, const ch
 size_t session_index_key(const char *owner, const char *organization_id, const char *project_id, uint64_t updated_us,
     const char *id, size_t id_len, unsigned char *out);
 
+/* The last_updated_at (Unix microseconds) an index key of the session whose
+ * id is id_len bytes long orders it by, or 0 when index_key cannot be one. */
+uint64_t session_index_key_updated_us(const void *index_key, size_t index_key_len, size_t id_len);
+
 /* The usage ledger counts per client and project. */
 enum session_ledger_field {
 	SESSION_LEDGER_SESSIONS,

@@ -161,8 +161,7 @@ store_open(
 		goto fail;
 	}
 	/* Readers left behind by a crashed process would pin old pages forever. */
-	mdb_reader_check(store->env, &dead);
-	if (dead > 0)
+	if ((dead = store_clear_stale_readers(store)) > 0)
 		log_info("store: cleared %d stale reader slot(s)", dead);
 
 	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0 ||
@@ -675,6 +674,16 @@ out:
 		mdb_cursor_close(cursor);
 	mdb_txn_reset(store->reader);
 	return result;
+}
+
+int
+store_clear_stale_readers(struct store *store)
+{
+	int dead = 0;
+
+	if (mdb_reader_check(store->env, &dead) != 0)
+		return 0;
+	return dead;
 }
 
 void

@@ -136,6 +136,11 @@ enum store_result store_probe(struct store *store) __attribute__((warn_unused_re
  * lock, no writer. Free with store_close(). */
 struct store *store_open_readonly(const char *path, char *why, size_t why_size) __attribute__((warn_unused_result));
 
+/* Frees the reader slots of processes that died while reading (a tool
+ * killed mid-read, say), which would otherwise pin old pages and make the
+ * file grow. Returns how many it freed. */
+int store_clear_stale_readers(struct store *store);
+
 /* Number of stored sessions, or -1 on failure. */
 long store_count(struct store *store);
 

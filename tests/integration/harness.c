@@ -541,6 +541,36 @@ daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t s
 	return buf;
 }
 
+double
+harness_metric_sample(const char *text, const char *series)
+{
+	size_t len = strlen(series);
+
+	for (const char *line = text; line != NULL && *line != '\0';) {
+		if (strncmp(line, series, len) == 0 && line[len] == ' ')
+			return atof(line + len + 1);
+		line = strchr(line, '\n');
+		if (line != NULL)
+			line++;
+	}
+	return -1;
+}
+
+double
+daemon_metric(const struct daemon_process *d, const char *series)
+{
+	struct http_response r;
+	char url[128];
+	double v = -1;
+
+	if (http_call("GET", daemon_url(d, "/metrics", url, sizeof(url)), NULL, NULL, 0, &r) == 0) {
+		if (r.status == 200)
+			v = harness_metric_sample(r.body, series);
+		http_response_free(&r);
+	}
+	return v;
+}
+
 struct growing {
 	char *data;
 	size_t len;

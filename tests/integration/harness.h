@@ -123,6 +123,12 @@ void http_response_free(struct http_response *r);
 const char *http_header(const struct http_response *r, const char *name, char *buf, size_t size);
 
 /* "http://127.0.0.1:PORT" + path, in a static buffer per call site. */
+/* The value of one sample line ("name{labels}") of a /metrics text; -1
+ * when absent. */
+double harness_metric_sample(const char *text, const char *series);
+/* The same, scraped from the daemon's /metrics as a local peer. */
+double daemon_metric(const struct daemon_process *d, const char *series);
+
 char *daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t size);
 
 /* Runs argv to its end with environment variable env_key set to env_value

@@ -99,22 +99,6 @@ call(const char *who, const char *method, const char *path, const char *body, st
 	return status;
 }
 
-/* The value of one sample line of a metrics text; -1 when absent. */
-static double
-sample(const char *text, const char *series)
-{
-	size_t len = strlen(series);
-
-	for (const char *line = text; line != NULL && *line != '\0';) {
-		if (strncmp(line, series, len) == 0 && line[len] == ' ')
-			return atof(line + len + 1);
-		line = strchr(line, '\n');
-		if (line != NULL)
-			line++;
-	}
-	return -1;
-}
-
 static char *
 scrape(void)
 {
@@ -145,7 +129,7 @@ gauge_reached(void *arg)
 {
 	struct gauge_wait *w = arg;
 	char *text = scrape();
-	double v = sample(text, w->name);
+	double v = harness_metric_sample(text, w->name);
 
 	free(text);
 	return w->at_least >= 0 ? v >= w->at_least : v <= w->at_most;
@@ -207,18 +191,23 @@ test_metrics_move_and_pass_promtool(void **state)
 	assert_int_equal(call("Authorization: Bearer nope", "GET", "/api/v1/chat", NULL, NULL), 401);
 	after = scrape();
 
-	assert_true(value_or_zero(sample(after, "llamachatd_requests_total{route=\"create\",status=\"200\"}")) ==
-	    value_or_zero(sample(before, "llamachatd_requests_total{route=\"create\",status=\"200\"}")) + 1);
-	assert_true(sample(after, "llamachatd_cache_hits_total") == sample(before, "llamachatd_cache_hits_total") + 1);
 	assert_true(
-	    sample(after, "llamachatd_cache_misses_total") == sample(before, "llamachatd_cache_misses_total") + 1);
-	assert_true(value_or_zero(sample(after, "llamachatd_requests_total{route=\"other\",status=\"401\"}")) ==
-	    value_or_zero(sample(before, "llamachatd_requests_total{route=\"other\",status=\"401\"}")) + 1);
+	    value_or_zero(harness_metric_sample(after, "llamachatd_requests_total{route=\"create\",status=\"200\"}")) ==
+	    value_or_zero(harness_metric_sample(before, "llamachatd_requests_total{route=\"create\",status=\"200\"}")) +
+	        1);
+	assert_true(harness_metric_sample(after, "llamachatd_cache_hits_total") ==
+	    harness_metric_sample(before, "llamachatd_cache_hits_total") + 1);
+	assert_true(harness_metric_sample(after, "llamachatd_cache_misses_total") ==
+	    harness_metric_sample(before, "llamachatd_cache_misses_total") + 1);
 	assert_true(
-	    sample(after,
+	    value_or_zero(harness_metric_sample(after, "llamachatd_requests_total{route=\"other\",status=\"401\"}")) ==
+	    value_or_zero(harness_metric_sample(before, "llamachatd_requests_total{route=\"other\",status=\"401\"}")) +
+	        1);
+	assert_true(
+	    harness_metric_sample(after,
 	        "llamachatd_client_sessions_created_total{client=\"worker\",organization_id=\"\",project_id=\"\"}") >=
 	    1);
-	assert_true(sample(after, "llamachatd_store_sessions") >= 1);
+	assert_true(harness_metric_sample(after, "llamachatd_store_sessions") >= 1);
 
 	snprintf(file, sizeof(file), "%s/metrics.txt", dir);
 	f = fopen(file, "w");
@@ -242,7 +231,7 @@ test_metrics_move_and_pass_promtool(void **state)
 		int fds[3];
 		struct gauge_wait w = { .name = "llamachatd_connections_open" };
 		char *text = scrape();
-		double base = sample(text, w.name);
+		double base = harness_metric_sample(text, w.name);
 		free(text);
 		for (int i = 0; i < 3; i++)
 			fds[i] = harness_connect(gw.port);

@@ -187,6 +187,28 @@ test_index_keys_order_newest_first_within_a_list(void **state)
 	assert_memory_equal(a, mine, mine_len);
 }
 
+/* The janitor reads a session's time back from its index key, in any list. */
+static void
+test_index_keys_give_back_their_time(void **state)
+{
+	unsigned char k[SESSION_INDEX_KEY_MAX];
+	uint64_t t = 1776861281342245ull;
+	char long_id[SESSION_ID_MAX + 20];
+	size_t len;
+
+	(void)state;
+	len = session_index_key(NULL, "org", "p1", t, "ses-a", 5, k);
+	assert_true(session_index_key_updated_us(k, len, 5) == t);
+	len = session_index_key("alice", NULL, NULL, 7, "x", 1, k);
+	assert_true(session_index_key_updated_us(k, len, 1) == 7);
+	/* An id longer than the key keeps is cut the same way. */
+	memset(long_id, 'i', sizeof(long_id));
+	len = session_index_key(NULL, NULL, NULL, t, long_id, sizeof(long_id), k);
+	assert_true(session_index_key_updated_us(k, len, sizeof(long_id)) == t);
+	/* Too short to be one. */
+	assert_true(session_index_key_updated_us(k, 10, 5) == 0);
+}
+
 static void
 test_ledger_keys_and_usage(void **state)
 {
@@ -301,6 +323,7 @@ main(void)
 		cmocka_unit_test(test_ledger_keys_and_usage),
 		cmocka_unit_test(test_huge_usage_numbers_are_capped),
 		cmocka_unit_test(test_stream_bodies),
+		cmocka_unit_test(test_index_keys_give_back_their_time),
 		cmocka_unit_test(test_stop_and_history_keep_unknown_fields),
 	};
 	return cmocka_run_group_tests_name("unit: session", tests, NULL, NULL);
