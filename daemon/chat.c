@@ -311,7 +311,7 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
     store_write_cb cb, void *arg)
 {
 	struct session_record rec = { 0 }, old;
-	struct evbuffer *old_buf = evbuffer_new();
+	struct evbuffer *old_buf = NULL;
 	char id[SESSION_ID_MAX + 1], owner[SESSION_OWNER_MAX + 1];
 	struct chat_scope scope;
 	unsigned char all_key[SESSION_INDEX_KEY_MAX], owner_key[SESSION_INDEX_KEY_MAX];
@@ -321,7 +321,8 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 	struct store_change change = { 0 };
 	const char *why;
 
-	if (old_buf == NULL)
+	/* A create made a new session: there is no older record to read. */
+	if (new_owner == NULL && (old_buf = evbuffer_new()) == NULL)
 		return NULL;
 	if (known_id != NULL) {
 		snprintf(id, sizeof(id), "%s", known_id);
@@ -331,7 +332,7 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 		goto out;
 	}
 	/* A session keeps the scope and owner it was first stored with. */
-	if (chat_load_record(chat, id, old_buf, &old)) {
+	if (old_buf != NULL && chat_load_record(chat, id, old_buf, &old)) {
 		chat_copy_field(
 		    scope.organization_id, sizeof(scope.organization_id), old.organization_id, old.organization_id_len);
 		chat_copy_field(scope.project_id, sizeof(scope.project_id), old.project_id, old.project_id_len);
@@ -371,7 +372,8 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 	write = store_queue(chat->store, &change, cb, arg);
 out:
 	free(encoded);
-	evbuffer_free(old_buf);
+	if (old_buf != NULL)
+		evbuffer_free(old_buf);
 	return write;
 }
 

@@ -47,8 +47,10 @@ bool chat_take_session_id(struct request *req, const char *raw, size_t raw_len, 
 bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec);
 
 /* Queues a Session summary (upstream's JSON, kept as it is) for the store.
- * A session already stored keeps its scope and owner; a new one takes
- * fallback's scope and new_owner (NULL or "": none). ledger (may be NULL)
+ * For a session just created, new_owner is its creator ("" for none): it
+ * takes fallback's scope and that owner, and no older record is read. With
+ * new_owner NULL a session already stored keeps its scope and owner, and
+ * one not stored takes fallback's scope and no owner. ledger (may be NULL)
  * is added in the same transaction. cb runs once it is committed. Returns
  * the write (see store_write_forget), or NULL when json is not a Session or
  * nothing could be queued (cb will not run). A caller that has parsed json

@@ -44,6 +44,7 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
 	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
 	{ "upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000 },
+	{ "upstream", "max_idle_connections", SETTING_INT, AT(max_idle_connections), 1, 100000 },
 	{ "upstream", "stream_idle_timeout_ms", SETTING_INT, AT(stream_idle_timeout_ms), 1000, 86400000 },
 	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
 	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
@@ -81,6 +82,7 @@ config_set_defaults(struct config *c)
 	c->request_timeout_ms = 60000;
 	c->max_response_bytes = 16L << 20;
 	c->max_in_flight = -1; /* -1: limits.max_connections */
+	c->max_idle_connections = 256;
 	c->store_path = strdup("/var/lib/llamachatd");
 	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
 	c->store_max_queued_writes = 65536;

@@ -57,6 +57,7 @@ struct config {
 	long request_timeout_ms;
 	long max_response_bytes;
 	long max_in_flight;
+	long max_idle_connections; /* upstream connections kept for reuse */
 
 	char *store_path;
 	long store_map_size_mb;

@@ -215,6 +215,7 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 	if (strcmp(old->upstream_base_url, new->upstream_base_url) != 0 ||
 	    old->connect_timeout_ms != new->connect_timeout_ms || old->request_timeout_ms != new->request_timeout_ms ||
 	    old->max_response_bytes != new->max_response_bytes || old->max_in_flight != new->max_in_flight ||
+	    old->max_idle_connections != new->max_idle_connections ||
 	    old->stream_idle_timeout_ms != new->stream_idle_timeout_ms)
 		log_warnx("reload: upstream settings other than the key changed; they take effect at the next restart");
 	if (old->max_body_bytes != new->max_body_bytes || old->max_header_bytes != new->max_header_bytes ||
@@ -332,6 +333,7 @@ daemon_start(struct daemon *d)
 		.request_timeout_ms = d->config->request_timeout_ms,
 		.max_response_bytes = d->config->max_response_bytes,
 		.max_in_flight = d->config->max_in_flight,
+		.max_idle_connections = d->config->max_idle_connections,
 	};
 	struct chat_settings chat_settings = {
 		.max_body_bytes = d->config->max_body_bytes,

@@ -248,20 +248,41 @@ session_record_decode(const unsigned char *buf, size_t len, struct session_recor
 	return 0;
 }
 
+/* Reads exactly n decimal digits at p into *out, then expects the byte
+ * after (0: anything). Returns the position after that byte, or NULL. */
+static const char *
+session_read_digits(const char *p, int n, int *out, char after)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++, p++) {
+		if (*p < '0' || *p > '9')
+			return NULL;
+		v = v * 10 + (*p - '0');
+	}
+	*out = v;
+	if (after == 0)
+		return p;
+	return *p == after ? p + 1 : NULL;
+}
+
 uint64_t
 session_time_parse(const char *text)
 {
 	struct tm tm = { 0 };
-	int year, month, day, hour, minute, second, used = 0;
+	int year, month, day, hour, minute, second;
 	uint64_t micros = 0;
 	long offset_s = 0;
-	const char *p;
+	const char *p = text;
 	time_t t;
 
-	if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute, &second, &used) != 6 ||
-	    used != 19)
+	/* Called for every session stored: plain digit reads, not sscanf. */
+	if ((p = session_read_digits(p, 4, &year, '-')) == NULL ||
+	    (p = session_read_digits(p, 2, &month, '-')) == NULL ||
+	    (p = session_read_digits(p, 2, &day, 'T')) == NULL || (p = session_read_digits(p, 2, &hour, ':')) == NULL ||
+	    (p = session_read_digits(p, 2, &minute, ':')) == NULL ||
+	    (p = session_read_digits(p, 2, &second, 0)) == NULL)
 		return 0;
-	p = text + used;
 	if (*p == '.') {
 		int digits = 0;
 		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
@@ -276,10 +297,12 @@ session_time_parse(const char *text)
 		p++;
 	} else if (*p == '+' || *p == '-') {
 		int oh, om;
-		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5)
+		const char *q;
+		if ((q = session_read_digits(p + 1, 2, &oh, ':')) == NULL ||
+		    (q = session_read_digits(q, 2, &om, 0)) == NULL)
 			return 0;
 		offset_s = (oh * 3600L + om * 60L) * (*p == '+' ? 1 : -1);
-		p += 6;
+		p = q;
 	}
 	if (*p != '\0' || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
 		return 0;

@@ -28,6 +28,10 @@ struct upstream {
 	char *ca_file;
 	char *key;
 	long in_flight;
+	/* Easy handles of finished calls, reset, for the next ones: a fresh
+	 * handle costs several allocations and a clean one nothing. */
+	CURL *idle_handles[64];
+	size_t idle_count;
 	struct upstream_stats stats;
 	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
 };
@@ -124,6 +128,31 @@ upstream_list_kept(struct upstream_call *call)
 			    &call->response_headers, upstream_kept_response_headers[i], call->kept_values[i]);
 }
 
+/* An easy handle for a new call: an idle one, or a new one (NULL when out
+ * of memory). */
+static CURL *
+upstream_take_handle(struct upstream *upstream)
+{
+	if (upstream->idle_count > 0)
+		return upstream->idle_handles[--upstream->idle_count];
+	return curl_easy_init();
+}
+
+/* Keeps a finished call's handle for the next call, with every option
+ * reset (the key's header list among them), or frees it when enough wait. */
+static void
+upstream_give_back_handle(struct upstream *upstream, CURL *easy)
+{
+	size_t room = sizeof(upstream->idle_handles) / sizeof(upstream->idle_handles[0]);
+
+	if (upstream->idle_count == room) {
+		curl_easy_cleanup(easy);
+		return;
+	}
+	curl_easy_reset(easy);
+	upstream->idle_handles[upstream->idle_count++] = easy;
+}
+
 static void
 upstream_call_free(struct upstream_call *call)
 {
@@ -131,7 +160,7 @@ upstream_call_free(struct upstream_call *call)
 
 	if (call->easy != NULL) {
 		curl_multi_remove_handle(upstream->multi, call->easy);
-		curl_easy_cleanup(call->easy);
+		upstream_give_back_handle(upstream, call->easy);
 	}
 	for (struct curl_slist *h = call->request_headers; h != NULL; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
@@ -422,6 +451,10 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	curl_multi_setopt(upstream->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
 	curl_multi_setopt(upstream->multi, CURLMOPT_TIMERDATA, upstream);
 	curl_multi_setopt(upstream->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	/* curl's own bound is four connections per transfer in its multi, and a
+	 * create leaves it while its session commits: with that bound a busy
+	 * gateway closed one upstream connection in five and opened another. */
+	curl_multi_setopt(upstream->multi, CURLMOPT_MAXCONNECTS, settings->max_idle_connections);
 	return upstream;
 oom:
 	snprintf(why, why_size, "upstream: out of memory");
@@ -436,6 +469,8 @@ upstream_free(struct upstream *upstream)
 		return;
 	while (!LIST_EMPTY(&upstream->calls))
 		upstream_call_free(LIST_FIRST(&upstream->calls));
+	while (upstream->idle_count > 0)
+		curl_easy_cleanup(upstream->idle_handles[--upstream->idle_count]);
 	if (upstream->multi != NULL)
 		curl_multi_cleanup(upstream->multi);
 	if (upstream->timer != NULL)
@@ -468,15 +503,40 @@ upstream_in_flight(const struct upstream *upstream)
 	return upstream->in_flight;
 }
 
+/* Appends "name: value" to the call's header list ("name;" for an empty
+ * value, curl's way of sending one), formatted on the stack when it fits.
+ * The line is wiped after curl copied it: it may be the key's. */
+static int
+upstream_append_header(struct upstream_call *call, const char *name, const char *value)
+{
+	char small[512], *line = small;
+	size_t size = strlen(name) + strlen(value) + 3;
+	struct curl_slist *grown;
+
+	if (size > sizeof(small) && (line = malloc(size)) == NULL)
+		return -1;
+	if (value[0] == '\0')
+		snprintf(line, size, "%s;", name);
+	else
+		snprintf(line, size, "%s: %s", name, value);
+	grown = curl_slist_append(call->request_headers, line);
+	explicit_bzero(line, size);
+	if (line != small)
+		free(line);
+	if (grown == NULL)
+		return -1;
+	call->request_headers = grown;
+	return 0;
+}
+
 /* Builds the header list: the client's forwardable headers, then the key. */
 static int
 upstream_build_headers(struct upstream_call *call, const struct http_headers *client_headers, bool has_body)
 {
-	const char *prefix = "Authorization: Bearer ";
+	char bearer[512], *authorization = bearer;
+	size_t size = strlen("Bearer ") + strlen(call->upstream->key) + 1;
 	bool has_content_type = false;
-	struct curl_slist *grown;
-	char *line;
-	size_t size;
+	int rc;
 
 	if (client_headers != NULL) {
 		for (size_t i = 0; i < client_headers->count; i++) {
@@ -485,42 +545,32 @@ upstream_build_headers(struct upstream_call *call, const struct http_headers *cl
 				continue;
 			if (strcasecmp(h->name, "content-type") == 0)
 				has_content_type = true;
-			size = strlen(h->name) + strlen(h->value) + 3;
-			if ((line = malloc(size)) == NULL)
+			if (upstream_append_header(call, h->name, h->value) != 0)
 				return -1;
-			/* "Name;" is curl's way of sending a header with an empty value. */
-			if (h->value[0] == '\0')
-				snprintf(line, size, "%s;", h->name);
-			else
-				snprintf(line, size, "%s: %s", h->name, h->value);
-			grown = curl_slist_append(call->request_headers, line);
-			free(line);
-			if (grown == NULL)
-				return -1;
-			call->request_headers = grown;
 		}
 	}
-	/* Keep curl from inventing headers the client did not send. */
+	/* Keep curl from inventing headers the client did not send ("Name:"
+	 * with nothing after it removes one of curl's own). */
 	if (!has_content_type && has_body) {
-		if ((grown = curl_slist_append(call->request_headers, "Content-Type:")) == NULL)
+		struct curl_slist *grown = curl_slist_append(call->request_headers, "Content-Type:");
+		if (grown == NULL)
 			return -1;
 		call->request_headers = grown;
 	}
-	if ((grown = curl_slist_append(call->request_headers, "Expect:")) == NULL)
+	{
+		struct curl_slist *grown = curl_slist_append(call->request_headers, "Expect:");
+		if (grown == NULL)
+			return -1;
+		call->request_headers = grown;
+	}
+	if (size > sizeof(bearer) && (authorization = malloc(size)) == NULL)
 		return -1;
-	call->request_headers = grown;
-
-	size = strlen(prefix) + strlen(call->upstream->key) + 1;
-	if ((line = malloc(size)) == NULL)
-		return -1;
-	snprintf(line, size, "%s%s", prefix, call->upstream->key);
-	grown = curl_slist_append(call->request_headers, line);
-	explicit_bzero(line, size);
-	free(line);
-	if (grown == NULL)
-		return -1;
-	call->request_headers = grown;
-	return 0;
+	snprintf(authorization, size, "Bearer %s", call->upstream->key);
+	rc = upstream_append_header(call, "Authorization", authorization);
+	explicit_bzero(authorization, size);
+	if (authorization != bearer)
+		free(authorization);
+	return rc;
 }
 
 static int
@@ -529,16 +579,19 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	struct upstream *upstream = call->upstream;
 	const struct upstream_settings *s = &upstream->settings;
 	CURL *e = call->easy;
-	size_t url_size = strlen(upstream->base_url) + strlen(req->path_and_query) + 1;
-	char *url = malloc(url_size);
+	size_t base_len = strlen(upstream->base_url), target_len = strlen(req->path_and_query);
+	size_t url_size = base_len + target_len + 1;
+	char small[1024], *url = url_size <= sizeof(small) ? small : malloc(url_size);
 	bool is_post = strcmp(req->method, "POST") == 0;
 	CURLcode rc = CURLE_OK;
 
 	if (url == NULL)
 		return -1;
-	snprintf(url, url_size, "%s%s", upstream->base_url, req->path_and_query);
+	memcpy(url, upstream->base_url, base_len);
+	memcpy(url + base_len, req->path_and_query, target_len + 1);
 	rc |= curl_easy_setopt(e, CURLOPT_URL, url);
-	free(url); /* curl keeps its own copy */
+	if (url != small)
+		free(url); /* curl keeps its own copy */
 	rc |= curl_easy_setopt(e, CURLOPT_PRIVATE, call);
 	rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->error_buffer);
 	rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -603,7 +656,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
 
-	call->easy = curl_easy_init();
+	call->easy = upstream_take_handle(upstream);
 	call->response_body = evbuffer_new();
 	if (call->easy == NULL || call->response_body == NULL || upstream_configure(call, req) != 0 ||
 	    curl_multi_add_handle(upstream->multi, call->easy) != CURLM_OK) {

@@ -20,6 +20,7 @@ struct upstream_settings {
 	long request_timeout_ms;
 	long max_response_bytes;
 	long max_in_flight;
+	long max_idle_connections; /* kept open for reuse between calls */
 };
 
 enum upstream_error {

@@ -155,6 +155,14 @@ test_times(void **state)
 	assert_int_equal(session_time_parse("yesterday"), 0);
 	assert_int_equal(session_time_parse("2026-13-22T12:34:41"), 0);
 	assert_int_equal(session_time_parse("2026-04-22T12:34:41.x"), 0);
+	assert_int_equal(session_time_parse("2026-04-22T10:34:41.342245-02:00"), 1776861281342245ULL);
+	/* Every field has its exact digits. */
+	assert_int_equal(session_time_parse("2026-4-22T12:34:41"), 0);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:4"), 0);
+	assert_int_equal(session_time_parse("2026-04-22 12:34:41"), 0);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41+0200"), 0);
+	assert_int_equal(session_time_parse("2026-04-22T12:34:41+02:0"), 0);
+	assert_int_equal(session_time_parse(""), 0);
 	session_time_format(1776861281342245ULL, text);
 	assert_string_equal(text, "2026-04-22T12:34:41.342245");
 }
