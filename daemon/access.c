@@ -12,6 +12,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "counters.h"
 #include "request.h"
@@ -23,15 +24,6 @@ struct access_log {
 	uint64_t sequence; /* request id generator state */
 	bool seeded;
 };
-
-static double
-access_now(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
 
 struct access_log *
 access_log_create(const char *path, struct request_counters *counters, char *why, size_t why_size)
@@ -95,7 +87,7 @@ void
 access_end(struct access_log *log, const struct request *req)
 {
 	const struct access_entry *e = &req->access;
-	double total = access_now() - e->started;
+	double total = clock_monotonic_s() - e->started;
 	char path[256], time_text[32], upstream[32];
 	struct timespec wall;
 	struct tm tm;

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "clock.h"
 #include "chat_private.h"
 #include "gate.h"
 #include "log.h"
@@ -254,15 +255,6 @@ chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct
 	return true;
 }
 
-static uint64_t
-chat_now_us(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
-}
-
 bool
 chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec)
 {
@@ -341,7 +333,7 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 		scope = *fallback;
 		snprintf(owner, sizeof(owner), "%s", new_owner != NULL ? new_owner : "");
 	}
-	rec.stored_at_us = chat_now_us();
+	rec.stored_at_us = clock_unix_us();
 	rec.owner = owner;
 	rec.owner_len = strlen(owner);
 	rec.organization_id = scope.organization_id;
@@ -439,7 +431,7 @@ chat_store_answer(struct chat_call *call)
 			unsigned char key[SESSION_LEDGER_KEY_MAX];
 			struct store_ledger_delta delta = { .key = { key, 0 } };
 			delta.key.len = session_ledger_key(call->caller.name, call->scope.organization_id,
-			    call->scope.project_id, session_day_of(chat_now_us()), key);
+			    call->scope.project_id, session_day_of(clock_unix_us()), key);
 			delta.add[SESSION_LEDGER_SESSIONS] = 1;
 			call->write = chat_store_summary(call->chat, body, len, call->session_id, updated_us,
 			    &call->scope, call->caller.name, &delta, chat_on_stored, call);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "chat_private.h"
 #include "gate.h"
 #include "log.h"
@@ -82,15 +83,6 @@ stream_on_data(struct relay *relay, const char *data, size_t len, void *arg)
 	}
 }
 
-static uint64_t
-stream_now_us(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
-}
-
 static void
 stream_on_usage_stored(enum store_result result, void *arg)
 {
@@ -124,8 +116,8 @@ stream_record_usage(struct chat_stream *stream)
 		snprintf(
 		    project, sizeof(project), "%.*s", (int)rec.project_id_len, rec.project_id ? rec.project_id : "");
 		delta.key.len =
-		    session_ledger_key(stream->caller.name, org, project, session_day_of(stream_now_us()), key);
-		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, stream_now_us());
+		    session_ledger_key(stream->caller.name, org, project, session_day_of(clock_unix_us()), key);
+		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, clock_unix_us());
 	}
 	if (updated != NULL)
 		stream->write = chat_store_summary(stream->chat, updated, strlen(updated), NULL, 0, &stream->scope,

@@ -62,13 +62,14 @@ static const struct setting_spec config_specs[] = {
 	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
 	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
 	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
+	{ "idempotency", "ttl_s", SETTING_INT, AT(idempotency_ttl_s), 1, 30L * 86400 },
 	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
 	{ "log", "access_log", SETTING_STRING, AT(access_log), 0, 0 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
-static const char *const config_groups[] = { "upstream", "store", "limits", "log", "unix_socket" };
+static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -101,6 +102,7 @@ config_set_defaults(struct config *c)
 	c->stream_buffer_bytes = 65536;
 	c->max_event_bytes = 1L << 20;
 	c->stream_idle_timeout_ms = 300000;
+	c->idempotency_ttl_s = 86400;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
@@ -431,6 +433,12 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 			    client.rate_per_s > 1e6)
 				config_setting_error(
 				    errors, c->path, m, "must be a number from 0 (no limit) to 1000000");
+		} else if (strcmp(field, "max_tokens_per_day") == 0 || strcmp(field, "max_sessions_per_day") == 0) {
+			long long *target = field[4] == 't' ? &client.max_tokens_per_day : &client.max_sessions_per_day;
+			if (config_setting_type(m) != CONFIG_TYPE_INT && config_setting_type(m) != CONFIG_TYPE_INT64)
+				config_setting_error(errors, c->path, m, "must be a whole number from 1 to 10^15");
+			else if ((*target = config_setting_get_int64(m)) < 1 || *target > 1000000000000000LL)
+				config_setting_error(errors, c->path, m, "must be a whole number from 1 to 10^15");
 		} else if (strcmp(field, "burst") == 0) {
 			if (!config_get_number(m, &client.burst) || client.burst < 1 || client.burst > 1e6)
 				config_setting_error(errors, c->path, m, "must be a number from 1 to 1000000");

@@ -33,6 +33,8 @@ struct config_client {
 	double rate_per_s; /* requests per second; 0: no limit */
 	double burst; /* requests allowed at once */
 	bool metrics; /* may read /metrics */
+	long long max_tokens_per_day; /* input plus output, per UTC day; 0: no budget */
+	long long max_sessions_per_day; /* 0: no budget */
 };
 
 /* One allowed upstream path prefix ("/api/v1/chat" covers it and what lies
@@ -86,6 +88,8 @@ struct config {
 	long unix_socket_mode; /* for unix: listeners */
 	char *unix_socket_group; /* NULL: the daemon's own */
 	long max_connections;
+
+	long idempotency_ttl_s; /* how long an Idempotency-Key is remembered */
 
 	enum log_level log_level;
 	char *access_log; /* "stderr", "off" or a file */

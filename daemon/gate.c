@@ -8,21 +8,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
 #include "reply.h"
 #include "request.h"
 #include "uri.h"
-
-static long long
-gate_now_ms(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
 
 /* Appends "&key=value" (escaped) to out; returns -1 when out of memory. */
 static int
@@ -148,7 +140,7 @@ gate_may_go_upstream(struct request *req, const struct chat_caller *caller)
 
 	if (client == NULL || req == NULL)
 		return true;
-	if ((wait = clients_take(caller->clients, client, gate_now_ms())) > 0) {
+	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms())) > 0) {
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
 		request_add_header(req, "Retry-After", seconds);
 		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "request.h"
 #include "store.h"
 #include "upstream.h"
@@ -30,19 +31,16 @@ health_reply(struct request *req, struct store *store, const struct upstream *up
 {
 	const struct upstream_stats *up = upstream_get_stats(upstream);
 	enum store_result probe = store_probe(store);
-	struct timespec now;
 	json_t *doc;
 	char *text;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	doc = json_pack("{s:s,s:{s:b,s:s*,s:I},s:{s:o,s:o},s:f}", "status", probe == STORE_OK ? "ok" : "unavailable",
 	    "store", "writable", probe == STORE_OK, "problem",
 	    probe == STORE_OK             ? NULL
 	        : probe == STORE_ERR_FULL ? "full"
 	                                  : "write failed",
 	    "sessions", (json_int_t)store_count(store), "upstream", "last_answer", health_time(up->last_answer_wall),
-	    "last_failure", health_time(up->last_failure_wall), "uptime_seconds",
-	    (double)now.tv_sec + (double)now.tv_nsec / 1e9 - started);
+	    "last_failure", health_time(up->last_failure_wall), "uptime_seconds", clock_monotonic_s() - started);
 	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	request_add_header(req, "Content-Type", "application/json");
 	request_add_header(req, "Cache-Control", "no-store");

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "http_private.h"
 #include "log.h"
 #include "reply.h"
@@ -121,15 +122,6 @@ static void http_conn_close(struct http_conn *c);
 static void http_conn_parse(struct http_conn *c);
 static void http_conn_flush(struct http_conn *c);
 static void http_point_head(struct http_conn *c);
-
-static double
-http_now(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
 
 static void
 http_arm(struct http_conn *c, enum http_timer kind, long ms)
@@ -389,7 +381,7 @@ http_conn_begin(struct http_conn *c)
 	c->in_use = true;
 	http_point_head(c);
 	if (c->req.access.started == 0)
-		c->req.access.started = http_now();
+		c->req.access.started = clock_monotonic_s();
 	if (s->hooks.begin != NULL)
 		s->hooks.begin(&c->req, s->hooks.arg);
 }
@@ -489,7 +481,7 @@ http_on_message_begin(llhttp_t *p)
 	struct http_conn *c = http_conn_of(p);
 
 	c->in_use = true;
-	c->req.access.started = http_now();
+	c->req.access.started = clock_monotonic_s();
 	c->span_start = c->head_used;
 	http_arm(c, HTTP_TIMER_HEAD, c->server->settings.header_timeout_ms);
 	return 0;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 #include "session.h"
 #include "store.h"
@@ -24,6 +25,7 @@
 
 struct janitor_sweep {
 	const char *name;
+	enum store_table table;
 	unsigned char prefix[JANITOR_PREFIX_MAX];
 	size_t prefix_len;
 	janitor_active_cb active;
@@ -31,7 +33,7 @@ struct janitor_sweep {
 	void *arg;
 	unsigned long long removed;
 	/* Where the pass is: after this index key (none at the start). */
-	unsigned char after[SESSION_INDEX_KEY_MAX];
+	unsigned char after[STORE_MAX_INDEX_KEY];
 	size_t after_len;
 };
 
@@ -51,7 +53,7 @@ struct janitor_batch {
 	uint64_t now_us;
 	size_t seen;
 	struct {
-		unsigned char key[SESSION_ID_MAX];
+		unsigned char key[STORE_MAX_INDEX_KEY];
 		size_t len;
 	} expired[JANITOR_BATCH];
 	size_t expired_count;
@@ -94,6 +96,7 @@ janitor_remove(struct janitor *janitor, struct janitor_batch *batch)
 {
 	for (size_t i = 0; i < batch->expired_count; i++) {
 		struct store_change change = {
+			.table = batch->sweep->table,
 			.key = { batch->expired[i].key, batch->expired[i].len },
 			.remove = 1,
 		};
@@ -121,7 +124,6 @@ janitor_on_timer(evutil_socket_t fd, short what, void *arg)
 	struct janitor *janitor = arg;
 	struct janitor_batch *batch;
 	struct janitor_sweep *sweep;
-	struct timespec now;
 	int dead;
 
 	(void)fd;
@@ -144,13 +146,13 @@ janitor_on_timer(evutil_socket_t fd, short what, void *arg)
 		janitor_arm(janitor, 0);
 		return;
 	}
-	clock_gettime(CLOCK_REALTIME, &now);
 	batch->sweep = sweep;
-	batch->now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	batch->now_us = clock_unix_us();
 	batch->seen = 0;
 	batch->expired_count = 0;
-	if (store_scan(janitor->store, sweep->prefix, sweep->prefix_len, sweep->after_len > 0 ? sweep->after : NULL,
-	        sweep->after_len, JANITOR_BATCH, janitor_look_at, batch) != STORE_OK ||
+	if (store_scan_in(janitor->store, sweep->table, sweep->prefix, sweep->prefix_len,
+	        sweep->after_len > 0 ? sweep->after : NULL, sweep->after_len, JANITOR_BATCH, janitor_look_at,
+	        batch) != STORE_OK ||
 	    janitor_remove(janitor, batch) != 0) {
 		log_warnx("janitor: the %s sweep stopped (the store could not be read, or its writer is busy); "
 		          "the next pass goes on",
@@ -198,8 +200,8 @@ janitor_free(struct janitor *janitor)
 }
 
 int
-janitor_add_sweep(struct janitor *janitor, const char *name, const void *prefix, size_t prefix_len,
-    janitor_active_cb active, janitor_expired_cb expired, void *arg)
+janitor_add_sweep(struct janitor *janitor, const char *name, enum store_table table, const void *prefix,
+    size_t prefix_len, janitor_active_cb active, janitor_expired_cb expired, void *arg)
 {
 	struct janitor_sweep *sweep;
 
@@ -208,6 +210,7 @@ janitor_add_sweep(struct janitor *janitor, const char *name, const void *prefix,
 	sweep = &janitor->sweeps[janitor->sweep_count++];
 	memset(sweep, 0, sizeof(*sweep));
 	sweep->name = name;
+	sweep->table = table;
 	memcpy(sweep->prefix, prefix, prefix_len);
 	sweep->prefix_len = prefix_len;
 	sweep->active = active;

@@ -8,9 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store.h"
+
 struct event_base;
 struct janitor;
-struct store;
 
 /* The name of the sweep of sessions past store.max_age_days. */
 #define JANITOR_SESSIONS "sessions"
@@ -36,13 +37,14 @@ struct janitor *janitor_create(struct event_base *base, struct store *store, lon
     __attribute__((warn_unused_result));
 void janitor_free(struct janitor *janitor);
 
-/* Registers a sweep over the index entries whose key starts with prefix (at
- * most 8 bytes, copied), named name (a static string, for the log and
+/* Registers a sweep over the index entries of table's keys whose index key
+ * starts with prefix (at most 8 bytes, copied), named name (a static string, for the log and
  * /metrics), that removes the entries expired() says are, in the passes
  * where active() (NULL: always) says it is on; both get arg. Returns 0, or
  * -1 when the janitor has no room for another sweep. */
-int janitor_add_sweep(struct janitor *janitor, const char *name, const void *prefix, size_t prefix_len,
-    janitor_active_cb active, janitor_expired_cb expired, void *arg) __attribute__((warn_unused_result));
+int janitor_add_sweep(struct janitor *janitor, const char *name, enum store_table table, const void *prefix,
+    size_t prefix_len, janitor_active_cb active, janitor_expired_cb expired, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Starts the next full pass of every sweep now, instead of at the next
  * interval (after a reload that changes what has expired, say). */

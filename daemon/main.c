@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "apikey.h"
 #include "chat.h"
 #include "clients.h"
@@ -162,15 +163,6 @@ daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 		event_base_loopexit(d->base, NULL);
 	else
 		daemon_exit_loop_when_drained(-1, 0, d);
-}
-
-static double
-daemon_monotonic_now(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
 /* Client connections are capped through the open-file limit: set it to
@@ -370,8 +362,8 @@ daemon_start(struct daemon *d)
 	}
 	d->max_age_days = d->config->store_max_age_days;
 	if ((d->janitor = janitor_create(d->base, d->store, d->config->store_janitor_interval_s * 1000)) == NULL ||
-	    janitor_add_sweep(d->janitor, JANITOR_SESSIONS, "A", 1, janitor_session_active, janitor_session_expired,
-	        &d->max_age_days) != 0) {
+	    janitor_add_sweep(d->janitor, JANITOR_SESSIONS, STORE_SESSIONS, "A", 1, janitor_session_active,
+	        janitor_session_expired, &d->max_age_days) != 0) {
 		log_errx("out of memory");
 		return -1;
 	}
@@ -393,7 +385,7 @@ daemon_start(struct daemon *d)
 		.render_arg = d,
 		.store = d->store,
 		.upstream = d->upstream,
-		.started = daemon_monotonic_now(),
+		.started = clock_monotonic_s(),
 	};
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "chat.h"
 #include "counters.h"
 #include "janitor.h"
@@ -132,7 +133,6 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	const struct upstream_stats *up = upstream_get_stats(s->upstream);
 	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other" };
 	unsigned long long entries = 0, used = 0, map = 0;
-	struct timespec now;
 
 	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
 	for (size_t i = 0; i < m->series_count; i++)
@@ -188,7 +188,6 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 			break;
 		metrics_ledger_flush(&r);
 	}
-	clock_gettime(CLOCK_MONOTONIC, &now);
 	metrics_simple(out, "llamachatd_uptime_seconds", "gauge", "Seconds since the daemon started.",
-	    (double)now.tv_sec + (double)now.tv_nsec / 1e9 - s->started);
+	    clock_monotonic_s() - s->started);
 }

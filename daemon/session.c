@@ -403,6 +403,19 @@ session_ledger_key(
 	return used;
 }
 
+size_t
+session_daily_key(const char *client, unsigned day, unsigned char *out)
+{
+	size_t len = client != NULL ? strlen(client) : 0;
+
+	if (len > SESSION_OWNER_MAX)
+		len = SESSION_OWNER_MAX;
+	for (int i = 0; i < 4; i++)
+		out[i] = (unsigned char)(day >> (8 * (3 - i)));
+	memcpy(out + 4, client != NULL ? client : "", len);
+	return 4 + len;
+}
+
 unsigned
 session_day_of(uint64_t unix_us)
 {

@@ -94,6 +94,15 @@ enum session_ledger_field {
 size_t session_ledger_key(
     const char *client, const char *organization_id, const char *project_id, unsigned day, unsigned char *out);
 
+/* A client's totals of one day, summed over its scopes, are kept apart
+ * (store_change.daily) so that today's usage is one read: the key is the day
+ * (4 bytes, big-endian), then the client's name. */
+#define SESSION_DAILY_KEY_MAX (4 + SESSION_OWNER_MAX)
+
+/* Writes the daily total key of client on day into out
+ * (SESSION_DAILY_KEY_MAX bytes); returns its length. */
+size_t session_daily_key(const char *client, unsigned day, unsigned char *out);
+
 /* The UTC day of a Unix time in microseconds, as ledger keys count days. */
 unsigned session_day_of(uint64_t unix_us);
 

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* A queued change with copies of everything it points to. The loop owns
@@ -39,7 +40,8 @@ struct store_write {
 	enum store_result result; /* set by the writer thread */
 	bool is_probe; /* the health probe's marker write */
 	struct store_change change; /* its pointers point into data */
-	struct store_ledger_delta ledger;
+	struct store_change also;
+	struct store_ledger_delta ledger, daily;
 	unsigned char data[];
 };
 
@@ -49,6 +51,9 @@ struct store {
 	MDB_dbi index; /* index key -> key, in the order lists are read */
 	MDB_dbi index_of; /* key -> its index keys (u16 length, bytes; ...), to move or remove them */
 	MDB_dbi ledger; /* ledger key -> STORE_LEDGER_FIELDS little-endian u64 counters */
+	MDB_dbi daily; /* daily total key -> the same counters */
+	MDB_dbi keys; /* idempotency key -> its record */
+	bool has_daily, has_keys; /* a read-only open of an older store may lack them */
 	MDB_dbi meta; /* the daemon's own markers (the health probe) */
 	bool readonly;
 	double probed_at; /* monotonic seconds of the last probe */
@@ -169,12 +174,15 @@ store_open(
 	    (rc = mdb_dbi_open(txn, "index", MDB_CREATE, &store->index)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "index_of", MDB_CREATE, &store->index_of)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "ledger", MDB_CREATE, &store->ledger)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "daily", MDB_CREATE, &store->daily)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &store->keys)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn != NULL && rc != 0)
 			mdb_txn_abort(txn);
 		snprintf(why, why_size, "%s: cannot open the sessions table: %s", path, mdb_strerror(rc));
 		goto fail;
 	}
+	store->has_daily = store->has_keys = true;
 	if ((rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &store->reader)) != 0) {
 		snprintf(why, why_size, "%s: cannot start a reader: %s", path, mdb_strerror(rc));
 		goto fail;
@@ -210,18 +218,39 @@ fail:
 	return NULL;
 }
 
+/* The table's handle; false when a read-only store does not have it. */
+static bool
+store_table_dbi(const struct store *store, enum store_table table, MDB_dbi *dbi)
+{
+	if (table == STORE_KEYS) {
+		*dbi = store->keys;
+		return store->has_keys;
+	}
+	*dbi = store->sessions;
+	return true;
+}
+
 enum store_result
 store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
 {
+	return store_get_in(store, STORE_SESSIONS, key, key_len, out);
+}
+
+enum store_result
+store_get_in(struct store *store, enum store_table table, const void *key, size_t key_len, struct evbuffer *out)
+{
 	MDB_val k = { key_len, (void *)key }, v;
 	enum store_result result;
+	MDB_dbi dbi;
 	int rc;
 
+	if (!store_table_dbi(store, table, &dbi))
+		return STORE_NOT_FOUND;
 	if ((rc = mdb_txn_renew(store->reader)) != 0) {
 		log_warnx("store: cannot start a read: %s", mdb_strerror(rc));
 		return STORE_ERR;
 	}
-	rc = mdb_get(store->reader, store->sessions, &k, &v);
+	rc = mdb_get(store->reader, dbi, &k, &v);
 	if (rc == 0)
 		result = evbuffer_add(out, v.mv_data, v.mv_size) == 0 ? STORE_OK : STORE_ERR;
 	else if (rc == MDB_NOTFOUND)
@@ -301,12 +330,13 @@ store_unindex(struct store *store, MDB_txn *txn, MDB_val *k)
 	return mdb_del(txn, store->index_of, k, NULL);
 }
 
+/* Adds delta to the counters stored in table dbi (the ledger, the daily totals). */
 static int
-store_add_to_ledger(struct store *store, MDB_txn *txn, const struct store_ledger_delta *delta)
+store_add_counters(MDB_txn *txn, MDB_dbi dbi, const struct store_ledger_delta *delta)
 {
 	MDB_val k = { delta->key.len, (void *)delta->key.data }, v;
 	unsigned char counters[STORE_LEDGER_FIELDS * 8];
-	int rc = mdb_get(txn, store->ledger, &k, &v);
+	int rc = mdb_get(txn, dbi, &k, &v);
 
 	memset(counters, 0, sizeof(counters));
 	if (rc == 0 && v.mv_size == sizeof(counters))
@@ -323,7 +353,7 @@ store_add_to_ledger(struct store *store, MDB_txn *txn, const struct store_ledger
 	}
 	v.mv_size = sizeof(counters);
 	v.mv_data = counters;
-	return mdb_put(txn, store->ledger, &k, &v, 0);
+	return mdb_put(txn, dbi, &k, &v, 0);
 }
 
 /* Applies one change inside txn: the value, its index entries, the ledger. */
@@ -334,17 +364,21 @@ store_apply_in(struct store *store, MDB_txn *txn, const struct store_change *c)
 	MDB_val v = { c->value.len, (void *)c->value.data };
 	unsigned char list[STORE_MAX_INDEX_KEYS * (2 + STORE_MAX_INDEX_KEY)];
 	size_t list_len = 0;
+	MDB_dbi dbi;
 	int rc;
 
+	store_table_dbi(store, c->table, &dbi);
 	if ((rc = store_unindex(store, txn, &k)) != 0)
 		return rc;
-	if (c->ledger != NULL && (rc = store_add_to_ledger(store, txn, c->ledger)) != 0)
+	if (c->ledger != NULL && (rc = store_add_counters(txn, store->ledger, c->ledger)) != 0)
+		return rc;
+	if (c->daily != NULL && (rc = store_add_counters(txn, store->daily, c->daily)) != 0)
 		return rc;
 	if (c->remove) {
-		rc = mdb_del(txn, store->sessions, &k, NULL);
+		rc = mdb_del(txn, dbi, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	}
-	if ((rc = mdb_put(txn, store->sessions, &k, &v, 0)) != 0)
+	if ((rc = mdb_put(txn, dbi, &k, &v, 0)) != 0)
 		return rc;
 	for (size_t i = 0; i < c->index_count; i++) {
 		MDB_val ik = { c->index_keys[i].len, (void *)c->index_keys[i].data };
@@ -375,6 +409,8 @@ store_commit_list(struct store *store, struct store_write *list)
 		MDB_val mk = { w->change.key.len, (void *)w->change.key.data };
 		MDB_val mv = { w->change.value.len, (void *)w->change.value.data };
 		rc = w->is_probe ? mdb_put(txn, store->meta, &mk, &mv, 0) : store_apply_in(store, txn, &w->change);
+		if (rc == 0 && w->change.also != NULL)
+			rc = store_apply_in(store, txn, w->change.also);
 		if (rc != 0) {
 			mdb_txn_abort(txn);
 			goto fail;
@@ -514,35 +550,69 @@ store_copy_bytes(struct store_write *w, size_t *at, const struct store_bytes *b,
 	*at += b->len;
 }
 
-/* A new write holding copies of the change; NULL when out of memory or
- * when the change breaks the limits. The caller frees it. */
+/* Bytes a change's copy takes, or 0 when it breaks the limits. */
+static size_t
+store_change_size(const struct store_change *c)
+{
+	size_t size = c->key.len + c->value.len;
+
+	if (c->index_count > STORE_MAX_INDEX_KEYS || (unsigned)c->table > STORE_KEYS)
+		return 0;
+	for (size_t i = 0; i < c->index_count; i++) {
+		if (c->index_keys[i].len == 0 || c->index_keys[i].len > STORE_MAX_INDEX_KEY)
+			return 0;
+		size += c->index_keys[i].len;
+	}
+	if (c->ledger != NULL)
+		size += c->ledger->key.len;
+	if (c->daily != NULL)
+		size += c->daily->key.len;
+	return size + 1; /* never 0 */
+}
+
+/* Copies the key, value and index keys of c into dst, their bytes into w. */
+static void
+store_copy_change(struct store_write *w, size_t *at, const struct store_change *c, struct store_change *dst)
+{
+	dst->table = c->table;
+	dst->remove = c->remove;
+	store_copy_bytes(w, at, &c->key, &dst->key);
+	store_copy_bytes(w, at, &c->value, &dst->value);
+	dst->index_count = c->index_count;
+	for (size_t i = 0; i < c->index_count; i++)
+		store_copy_bytes(w, at, &c->index_keys[i], &dst->index_keys[i]);
+}
+
+/* A new write holding copies of the change (and of its also); NULL when out
+ * of memory or when the change breaks the limits. The caller frees it. */
 static struct store_write *
 store_write_new(const struct store_change *c, store_write_cb cb, void *arg)
 {
-	size_t size = c->key.len + c->value.len + (c->ledger != NULL ? c->ledger->key.len : 0), at = 0;
+	const struct store_change *also = c->also;
+	size_t size = store_change_size(c), also_size = also != NULL ? store_change_size(also) : 1, at = 0;
 	struct store_write *w;
 
-	if (c->index_count > STORE_MAX_INDEX_KEYS)
+	if (size == 0 || also_size == 0 ||
+	    (also != NULL && (also->ledger != NULL || also->daily != NULL || also->also != NULL)))
 		return NULL;
-	for (size_t i = 0; i < c->index_count; i++) {
-		if (c->index_keys[i].len == 0 || c->index_keys[i].len > STORE_MAX_INDEX_KEY)
-			return NULL;
-		size += c->index_keys[i].len;
-	}
-	if ((w = calloc(1, sizeof(*w) + size)) == NULL)
+	if ((w = calloc(1, sizeof(*w) + size + also_size)) == NULL)
 		return NULL;
 	w->cb = cb;
 	w->arg = arg;
-	w->change.remove = c->remove;
-	store_copy_bytes(w, &at, &c->key, &w->change.key);
-	store_copy_bytes(w, &at, &c->value, &w->change.value);
-	w->change.index_count = c->index_count;
-	for (size_t i = 0; i < c->index_count; i++)
-		store_copy_bytes(w, &at, &c->index_keys[i], &w->change.index_keys[i]);
+	store_copy_change(w, &at, c, &w->change);
 	if (c->ledger != NULL) {
 		w->ledger = *c->ledger;
 		store_copy_bytes(w, &at, &c->ledger->key, &w->ledger.key);
 		w->change.ledger = &w->ledger;
+	}
+	if (c->daily != NULL) {
+		w->daily = *c->daily;
+		store_copy_bytes(w, &at, &c->daily->key, &w->daily.key);
+		w->change.daily = &w->daily;
+	}
+	if (also != NULL) {
+		store_copy_change(w, &at, also, &w->also);
+		w->change.also = &w->also;
 	}
 	return w;
 }
@@ -609,8 +679,10 @@ store_queue_refusals(const struct store *store)
 	return store->queue_full;
 }
 
-enum store_result
-store_ledger_get(struct store *store, const void *key, size_t key_len, unsigned long long out[STORE_LEDGER_FIELDS])
+/* Reads the counters stored under key in table dbi into out. */
+static enum store_result
+store_counters_get(
+    struct store *store, MDB_dbi dbi, const void *key, size_t key_len, unsigned long long out[STORE_LEDGER_FIELDS])
 {
 	MDB_val k = { key_len, (void *)key }, v;
 	int rc;
@@ -618,7 +690,7 @@ store_ledger_get(struct store *store, const void *key, size_t key_len, unsigned 
 	memset(out, 0, sizeof(unsigned long long) * STORE_LEDGER_FIELDS);
 	if ((rc = mdb_txn_renew(store->reader)) != 0)
 		return STORE_ERR;
-	rc = mdb_get(store->reader, store->ledger, &k, &v);
+	rc = mdb_get(store->reader, dbi, &k, &v);
 	if (rc == 0 && v.mv_size == STORE_LEDGER_FIELDS * 8) {
 		const unsigned char *p = v.mv_data;
 		for (int f = 0; f < STORE_LEDGER_FIELDS; f++)
@@ -630,15 +702,41 @@ store_ledger_get(struct store *store, const void *key, size_t key_len, unsigned 
 }
 
 enum store_result
+store_ledger_get(struct store *store, const void *key, size_t key_len, unsigned long long out[STORE_LEDGER_FIELDS])
+{
+	return store_counters_get(store, store->ledger, key, key_len, out);
+}
+
+enum store_result
+store_daily_get(struct store *store, const void *key, size_t key_len, unsigned long long out[STORE_LEDGER_FIELDS])
+{
+	if (!store->has_daily) {
+		memset(out, 0, sizeof(unsigned long long) * STORE_LEDGER_FIELDS);
+		return STORE_OK;
+	}
+	return store_counters_get(store, store->daily, key, key_len, out);
+}
+
+enum store_result
 store_scan(struct store *store, const void *prefix, size_t prefix_len, const void *after, size_t after_len,
     size_t limit, store_scan_cb cb, void *arg)
+{
+	return store_scan_in(store, STORE_SESSIONS, prefix, prefix_len, after, after_len, limit, cb, arg);
+}
+
+enum store_result
+store_scan_in(struct store *store, enum store_table table, const void *prefix, size_t prefix_len, const void *after,
+    size_t after_len, size_t limit, store_scan_cb cb, void *arg)
 {
 	MDB_cursor *cursor = NULL;
 	MDB_val ik, k, v;
 	enum store_result result = STORE_OK;
 	size_t seen = 0;
+	MDB_dbi dbi;
 	int rc;
 
+	if (!store_table_dbi(store, table, &dbi))
+		return STORE_OK;
 	if ((rc = mdb_txn_renew(store->reader)) != 0) {
 		log_warnx("store: cannot start a read: %s", mdb_strerror(rc));
 		return STORE_ERR;
@@ -654,7 +752,7 @@ store_scan(struct store *store, const void *prefix, size_t prefix_len, const voi
 	while (rc == 0 && seen < limit) {
 		if (ik.mv_size < prefix_len || memcmp(ik.mv_data, prefix, prefix_len) != 0)
 			break;
-		if ((rc = mdb_get(store->reader, store->sessions, &k, &v)) == 0) {
+		if ((rc = mdb_get(store->reader, dbi, &k, &v)) == 0) {
 			seen++;
 			if (cb(k.mv_data, k.mv_size, v.mv_data, v.mv_size, ik.mv_data, ik.mv_size, arg) != 0)
 				break;
@@ -763,11 +861,8 @@ store_probe(struct store *store)
 		.value = { &seconds_marker, sizeof(seconds_marker) },
 	};
 	struct store_write *w;
-	struct timespec now;
-	double seconds;
+	double seconds = clock_monotonic_s();
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	seconds = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 	/* At most one probe write a second, through the writer thread like any
 	 * write: the answer is the last one's result, never a wait here. */
 	if (store->writer_running && (store->probed_at == 0 || seconds - store->probed_at >= 1.0)) {
@@ -822,6 +917,8 @@ store_open_readonly(const char *path, char *why, size_t why_size)
 		snprintf(why, why_size, "%s: not a llamachatd store: %s", path, mdb_strerror(rc));
 		goto fail;
 	}
+	store->has_daily = mdb_dbi_open(txn, "daily", 0, &store->daily) == 0;
+	store->has_keys = mdb_dbi_open(txn, "keys", 0, &store->keys) == 0;
 	/* Committing keeps the table handles for the environment. */
 	if ((rc = mdb_txn_commit(txn)) != 0 ||
 	    (rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &store->reader)) != 0) {

@@ -25,15 +25,27 @@ struct store_ledger_delta {
 	unsigned long long add[STORE_LEDGER_FIELDS];
 };
 
+/* The tables keys and values live in. Their key spaces must not overlap:
+ * the index and what it knows of each key are shared. */
+enum store_table {
+	STORE_SESSIONS = 0, /* sessions, by id */
+	STORE_KEYS, /* idempotency keys, by client and key */
+};
+
 /* One change to a key: write value (or remove the key), give it the index
- * entries index_keys (replacing all it had), and add to a ledger entry. */
+ * entries index_keys (replacing all it had), and add to a ledger entry and
+ * to a daily total. also (may be NULL) is a second change, without a ledger,
+ * a daily total or an also of its own, committed in the same transaction. */
 struct store_change {
+	enum store_table table;
 	struct store_bytes key;
 	struct store_bytes value;
 	int remove; /* non-zero: remove the key, its value and its index entries */
 	struct store_bytes index_keys[STORE_MAX_INDEX_KEYS]; /* each at most STORE_MAX_INDEX_KEY */
 	size_t index_count;
 	const struct store_ledger_delta *ledger; /* NULL for none */
+	const struct store_ledger_delta *daily; /* the day's totals; NULL for none */
+	const struct store_change *also;
 };
 
 enum store_result {
@@ -65,6 +77,10 @@ void store_close(struct store *store);
  * STORE_NOT_FOUND or STORE_ERR. Never blocks on writers. */
 enum store_result store_get(struct store *store, const char *key, size_t key_len, struct evbuffer *out)
     __attribute__((warn_unused_result));
+
+/* store_get() from another table. */
+enum store_result store_get_in(struct store *store, enum store_table table, const void *key, size_t key_len,
+    struct evbuffer *out) __attribute__((warn_unused_result));
 
 /* Points *data at the value stored under key, in the map itself: no copy.
  * The pointer holds until store_peek_done(), which must follow before the
@@ -112,9 +128,18 @@ typedef int (*store_scan_cb)(const char *key, size_t key_len, const void *value,
 enum store_result store_scan(struct store *store, const void *prefix, size_t prefix_len, const void *after,
     size_t after_len, size_t limit, store_scan_cb cb, void *arg) __attribute__((warn_unused_result));
 
+/* store_scan() over the index entries of another table's keys. */
+enum store_result store_scan_in(struct store *store, enum store_table table, const void *prefix, size_t prefix_len,
+    const void *after, size_t after_len, size_t limit, store_scan_cb cb, void *arg) __attribute__((warn_unused_result));
+
 /* Reads a ledger entry's counters into out (all zero when it has none).
  * Returns STORE_OK or STORE_ERR. */
 enum store_result store_ledger_get(struct store *store, const void *key, size_t key_len,
+    unsigned long long out[STORE_LEDGER_FIELDS]) __attribute__((warn_unused_result));
+
+/* The same for a daily total (store_change.daily); all zero as well for a
+ * store written before daily totals existed. */
+enum store_result store_daily_get(struct store *store, const void *key, size_t key_len,
     unsigned long long out[STORE_LEDGER_FIELDS]) __attribute__((warn_unused_result));
 
 /* Calls cb with each ledger entry (key bytes, counters), at most limit of

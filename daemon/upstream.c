@@ -17,6 +17,7 @@
 
 #include <sys/queue.h>
 
+#include "clock.h"
 #include "log.h"
 
 struct upstream {
@@ -197,19 +198,11 @@ upstream_classify(CURLcode code, bool too_large)
 }
 
 /* Unix seconds now, for the last-answer and last-failure stamps. */
-static double
-upstream_wall_now(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_REALTIME, &now);
-	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-}
 
 static void
 upstream_count(struct upstream *upstream, enum upstream_error error, double seconds)
 {
-	double wall = upstream_wall_now();
+	double wall = clock_unix_s();
 
 	upstream->stats.errors[error]++;
 	histogram_observe(&upstream->stats.latency, seconds);
@@ -269,7 +262,7 @@ upstream_check_multi(struct upstream *upstream, int code, const char *where)
 	/* The transfers themselves still end through curl_multi_info_read;
 	 * this failure is the engine's own, so it is counted apart. */
 	upstream->stats.multi_errors++;
-	upstream->stats.last_failure_wall = upstream_wall_now();
+	upstream->stats.last_failure_wall = clock_unix_s();
 	log_warnx("upstream: curl_multi_socket_action (%s) failed: %s", where, curl_multi_strerror((CURLMcode)code));
 }
 

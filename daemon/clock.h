@@ -1,0 +1,18 @@
+/* clock: the two clocks the daemon reads, in the units its modules use. */
+#ifndef LLAMACHATD_CLOCK_H
+#define LLAMACHATD_CLOCK_H
+
+#include <stdint.h>
+
+/* Seconds of the monotonic clock (durations, deadlines, uptime). */
+double clock_monotonic_s(void);
+
+/* The same in whole milliseconds and microseconds. */
+long long clock_monotonic_ms(void);
+uint64_t clock_monotonic_us(void);
+
+/* Unix time (wall clock) in microseconds and in seconds. */
+uint64_t clock_unix_us(void);
+double clock_unix_s(void);
+
+#endif
