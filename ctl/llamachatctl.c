@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clients.h"
+#include "clock.h"
 #include "config.h"
 #include "session.h"
 #include "store.h"
@@ -391,8 +392,48 @@ add_usage(const void *key, size_t key_len, const unsigned long long *counters, v
 	return 0;
 }
 
+/* "N", or "-" for no budget, into out. */
+static const char *
+budget_left(long long limit, unsigned long long used, char *out, size_t size)
+{
+	if (limit <= 0)
+		return "-";
+	snprintf(out, size, "%llu", used >= (unsigned long long)limit ? 0 : (unsigned long long)limit - used);
+	return out;
+}
+
+/* What each configured client used today (UTC) and what its budgets leave,
+ * from the store's daily totals. */
+static void
+print_budgets_today(struct store *store, const struct config *config)
+{
+	uint64_t now = clock_unix_us();
+	unsigned today = session_day_of(now);
+	char date[SESSION_TIME_TEXT], tokens_left[32], sessions_left[32];
+
+	if (config == NULL || config->client_count == 0)
+		return;
+	session_time_format(now, date);
+	date[10] = '\0';
+	printf("\ntoday (%s, UTC): what each client used and what its budgets leave\n", date);
+	printf("%-24s %12s %12s %9s %9s\n", "CLIENT", "TOKENS", "TOKENS_LEFT", "SESSIONS", "SESS_LEFT");
+	for (size_t i = 0; i < config->client_count; i++) {
+		const struct config_client *c = &config->clients[i];
+		unsigned char key[SESSION_DAILY_KEY_MAX];
+		unsigned long long counters[STORE_LEDGER_FIELDS], tokens;
+		if (store_daily_get(store, key, session_daily_key(c->name, today, key), counters) != STORE_OK)
+			continue;
+		tokens = counters[SESSION_LEDGER_INPUT_TOKENS] + counters[SESSION_LEDGER_OUTPUT_TOKENS];
+		printf("%-24s %12llu %12s %9llu %9s\n", c->name, tokens,
+		    budget_left(c->max_tokens_per_day, tokens, tokens_left, sizeof(tokens_left)),
+		    counters[SESSION_LEDGER_SESSIONS],
+		    budget_left(c->max_sessions_per_day, counters[SESSION_LEDGER_SESSIONS], sessions_left,
+		        sizeof(sessions_left)));
+	}
+}
+
 static int
-cmd_usage(struct store *store, const struct options *o)
+cmd_usage(struct store *store, const struct options *o, const struct config *config)
 {
 	static const char *const fields[SESSION_LEDGER_FIELD_COUNT] = { "sessions", "turns", "input_tokens",
 		"output_tokens", "run_seconds", "errors" };
@@ -434,6 +475,8 @@ cmd_usage(struct store *store, const struct options *o)
 				    (double)c[4] / 1000.0, c[5]);
 			}
 		}
+		if (o->format == FORMAT_TABLE)
+			print_budgets_today(store, config);
 	}
 	free(t.items);
 	return 0;
@@ -610,9 +653,18 @@ main(int argc, char **argv)
 		rc = cmd_sessions(store, &o);
 	else if (strcmp(command, "show") == 0 && optind + 1 < argc)
 		rc = cmd_show(store, argv[optind + 1]);
-	else if (strcmp(command, "usage") == 0)
-		rc = cmd_usage(store, &o);
-	else if (strcmp(command, "stats") == 0)
+	else if (strcmp(command, "usage") == 0) {
+		/* The budgets are in the config: the one given, or the default
+		 * one when the store is not given on its own. */
+		struct config_errors errors;
+		struct config *config = o.config != NULL || o.store == NULL
+		    ? config_load(o.config != NULL ? o.config : CONFIG_DEFAULT_PATH, &errors)
+		    : NULL;
+		if (config == NULL && (o.config != NULL || o.store == NULL))
+			config_errors_free(&errors);
+		rc = cmd_usage(store, &o, config);
+		config_free(config);
+	} else if (strcmp(command, "stats") == 0)
 		rc = cmd_stats(store, path);
 	else {
 		fprintf(stderr, "llamachatctl: unknown command or missing argument: %s\n", command);

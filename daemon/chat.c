@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "budget.h"
 #include "chat_private.h"
 #include "gate.h"
 #include "log.h"
@@ -297,11 +298,31 @@ chat_copy_field(char *out, size_t size, const char *text, size_t len)
 	snprintf(out, size, "%.*s", (int)len, text != NULL ? text : "");
 }
 
-struct store_write *
-chat_store_summary(struct chat *chat, const char *json, size_t len, const char *known_id, uint64_t known_updated_us,
-    const struct chat_scope *fallback, const char *new_owner, const struct store_ledger_delta *ledger,
-    store_write_cb cb, void *arg)
+void
+chat_count_usage(struct chat *chat, const char *client, const char *organization_id, const char *project_id,
+    const unsigned long long *add, struct chat_usage *usage)
 {
+	uint64_t now = clock_unix_us();
+	unsigned day = session_day_of(now);
+
+	usage->ledger.key.data = usage->ledger_key;
+	usage->ledger.key.len = session_ledger_key(client, organization_id, project_id, day, usage->ledger_key);
+	usage->daily.key.data = usage->daily_key;
+	usage->daily.key.len = session_daily_key(client, day, usage->daily_key);
+	for (int f = 0; f < SESSION_LEDGER_FIELD_COUNT; f++)
+		usage->ledger.add[f] = usage->daily.add[f] = add[f];
+	/* Counted when queued, not once committed: a write that fails then
+	 * leaves the budget a little more used than the store says. */
+	budgets_add(chat->settings.budgets, client, now,
+	    add[SESSION_LEDGER_INPUT_TOKENS] + add[SESSION_LEDGER_OUTPUT_TOKENS], add[SESSION_LEDGER_SESSIONS]);
+}
+
+struct store_write *
+chat_store_summary(struct chat *chat, const struct chat_summary *summary, store_write_cb cb, void *arg)
+{
+	const char *json = summary->json, *known_id = summary->known_id, *new_owner = summary->new_owner;
+	const struct chat_scope *fallback = summary->fallback;
+	size_t len = summary->len;
 	struct session_record rec = { 0 }, old;
 	struct evbuffer *old_buf = NULL;
 	char id[SESSION_ID_MAX + 1], owner[SESSION_OWNER_MAX + 1];
@@ -318,7 +339,7 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 		return NULL;
 	if (known_id != NULL) {
 		snprintf(id, sizeof(id), "%s", known_id);
-		updated_us = known_updated_us;
+		updated_us = summary->known_updated_us;
 	} else if (session_parse_summary(json, len, id, &updated_us, &why) != 0) {
 		log_warnx("chat: %s", why);
 		goto out;
@@ -360,7 +381,11 @@ chat_store_summary(struct chat *chat, const char *json, size_t len, const char *
 		    owner, scope.organization_id, scope.project_id, updated_us, id, strlen(id), owner_key);
 		change.index_count = 2;
 	}
-	change.ledger = ledger;
+	if (summary->usage != NULL) {
+		change.ledger = &summary->usage->ledger;
+		change.daily = &summary->usage->daily;
+	}
+	change.also = summary->also;
 	write = store_queue(chat->store, &change, cb, arg);
 out:
 	free(encoded);
@@ -396,7 +421,7 @@ chat_store_answer(struct chat_call *call)
 {
 	const char *body = (const char *)evbuffer_pullup(call->body, -1);
 	size_t len = evbuffer_get_length(call->body);
-	char *summary = NULL;
+	char *from_history = NULL;
 	const char *why;
 	uint64_t updated_us;
 
@@ -407,15 +432,15 @@ chat_store_answer(struct chat_call *call)
 	} else {
 		if (call->kind == CHAT_HISTORY) {
 			/* The history carries the summary too: keep it fresh. */
-			if ((summary = session_summary_of_history(body, len)) != NULL) {
-				body = summary;
-				len = strlen(summary);
+			if ((from_history = session_summary_of_history(body, len)) != NULL) {
+				body = from_history;
+				len = strlen(from_history);
 			}
 		}
 		if (session_parse_summary(body, len, call->session_id, &updated_us, &why) != 0) {
 			call->chat->counters.upstream_failures++;
 			log_warnx("chat: %s", why);
-			free(summary);
+			free(from_history);
 			if (call->kind == CHAT_HISTORY) {
 				chat_call_reply_upstream(call); /* not ours to judge; pass it on */
 				return;
@@ -425,21 +450,25 @@ chat_store_answer(struct chat_call *call)
 			    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
 			return;
 		}
+		struct chat_summary summary = {
+			.json = body,
+			.len = len,
+			.known_id = call->session_id,
+			.known_updated_us = updated_us,
+			.fallback = &call->scope,
+		};
+		struct chat_usage usage;
 		if (call->kind == CHAT_CREATE) {
+			unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { [SESSION_LEDGER_SESSIONS] = 1 };
 			call->chat->counters.creates++; /* it exists upstream, stored or not */
 			/* The creator owns it, and the ledger counts it, in one commit. */
-			unsigned char key[SESSION_LEDGER_KEY_MAX];
-			struct store_ledger_delta delta = { .key = { key, 0 } };
-			delta.key.len = session_ledger_key(call->caller.name, call->scope.organization_id,
-			    call->scope.project_id, session_day_of(clock_unix_us()), key);
-			delta.add[SESSION_LEDGER_SESSIONS] = 1;
-			call->write = chat_store_summary(call->chat, body, len, call->session_id, updated_us,
-			    &call->scope, call->caller.name, &delta, chat_on_stored, call);
-		} else {
-			call->write = chat_store_summary(call->chat, body, len, call->session_id, updated_us,
-			    &call->scope, NULL, NULL, chat_on_stored, call);
+			chat_count_usage(call->chat, call->caller.name, call->scope.organization_id,
+			    call->scope.project_id, add, &usage);
+			summary.new_owner = call->caller.name;
+			summary.usage = &usage;
 		}
-		free(summary);
+		call->write = chat_store_summary(call->chat, &summary, chat_on_stored, call);
+		free(from_history);
 	}
 	if (call->write == NULL)
 		chat_on_stored(STORE_ERR, call); /* answers and frees call */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 struct access_entry;
+struct budgets;
 struct chat;
 struct clients;
 struct config_client;
@@ -35,9 +36,11 @@ struct chat_caller {
 	 * Valid only while the handler runs: a reload frees them. */
 	struct clients *clients;
 	const struct config_client *client;
+	const struct budgets *budgets; /* lives as long as the daemon */
 };
 
 struct chat_settings {
+	struct budgets *budgets; /* what clients used today; may be NULL */
 	long max_body_bytes; /* client request bodies */
 	size_t max_event_bytes; /* one event of a relayed stream, for parsing */
 };

@@ -46,19 +46,44 @@ bool chat_take_session_id(struct request *req, const char *raw, size_t raw_len, 
  * or it is damaged. */
 bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec);
 
-/* Queues a Session summary (upstream's JSON, kept as it is) for the store.
- * For a session just created, new_owner is its creator ("" for none): it
- * takes fallback's scope and that owner, and no older record is read. With
- * new_owner NULL a session already stored keeps its scope and owner, and
- * one not stored takes fallback's scope and no owner. ledger (may be NULL)
- * is added in the same transaction. cb runs once it is committed. Returns
- * the write (see store_write_forget), or NULL when json is not a Session or
- * nothing could be queued (cb will not run). A caller that has parsed json
- * already passes its id and last_updated_at (known_id, known_updated_us),
- * so it is parsed once; known_id NULL: parse it here. */
-struct store_write *chat_store_summary(struct chat *chat, const char *json, size_t len, const char *known_id,
-    uint64_t known_updated_us, const struct chat_scope *fallback, const char *new_owner,
-    const struct store_ledger_delta *ledger, store_write_cb cb, void *arg) __attribute__((warn_unused_result));
+/* What a client's call used, for the store: its ledger entry (client,
+ * scope, day) and its daily total (client, day), with the same counters. */
+struct chat_usage {
+	unsigned char ledger_key[SESSION_LEDGER_KEY_MAX];
+	unsigned char daily_key[SESSION_DAILY_KEY_MAX];
+	struct store_ledger_delta ledger, daily;
+};
+
+/* Fills usage with add (SESSION_LEDGER_FIELD_COUNT counters) for client in
+ * scope (organization and project, "" when absent) today, and counts its
+ * tokens and sessions against the client's budgets at once. */
+void chat_count_usage(struct chat *chat, const char *client, const char *organization_id, const char *project_id,
+    const unsigned long long *add, struct chat_usage *usage);
+
+/* A Session summary (upstream's JSON, kept as it is) to store. */
+struct chat_summary {
+	const char *json;
+	size_t len;
+	/* Its id and last_updated_at when the caller parsed json already (so
+	 * it is parsed once); known_id NULL: parsed here. */
+	const char *known_id;
+	uint64_t known_updated_us;
+	/* For a session just created, new_owner is its creator ("" for none):
+	 * it takes fallback's scope and that owner, and no older record is
+	 * read. With new_owner NULL a session already stored keeps its scope
+	 * and owner, and one not stored takes fallback's scope and no owner. */
+	const struct chat_scope *fallback;
+	const char *new_owner;
+	const struct chat_usage *usage; /* NULL for none */
+	const struct store_change *also; /* committed with it; NULL for none */
+};
+
+/* Queues summary for the store, its usage and also in the same
+ * transaction; cb runs once it is committed. Returns the write (see
+ * store_write_forget), or NULL when json is not a Session or nothing could
+ * be queued (cb will not run). */
+struct store_write *chat_store_summary(struct chat *chat, const struct chat_summary *summary, store_write_cb cb,
+    void *arg) __attribute__((warn_unused_result));
 
 /* What a caller may know of a session id. */
 enum chat_visibility {

@@ -104,24 +104,30 @@ stream_record_usage(struct chat_stream *stream)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct session_record rec;
-	unsigned char key[SESSION_LEDGER_KEY_MAX];
-	struct store_ledger_delta delta = { .key = { key, 0 } };
+	unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { 0 };
+	struct chat_usage usage;
 	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
 	char *updated = NULL;
 
 	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec) &&
-	    session_stop_usage(stream->stop, stream->stop_len, delta.add) == 0) {
+	    session_stop_usage(stream->stop, stream->stop_len, add) == 0) {
 		snprintf(org, sizeof(org), "%.*s", (int)rec.organization_id_len,
 		    rec.organization_id ? rec.organization_id : "");
 		snprintf(
 		    project, sizeof(project), "%.*s", (int)rec.project_id_len, rec.project_id ? rec.project_id : "");
-		delta.key.len =
-		    session_ledger_key(stream->caller.name, org, project, session_day_of(clock_unix_us()), key);
 		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, clock_unix_us());
 	}
-	if (updated != NULL)
-		stream->write = chat_store_summary(stream->chat, updated, strlen(updated), NULL, 0, &stream->scope,
-		    NULL, &delta, stream_on_usage_stored, stream);
+	if (updated != NULL) {
+		struct chat_summary summary = {
+			.json = updated,
+			.len = strlen(updated),
+			.fallback = &stream->scope,
+			.usage = &usage,
+		};
+		/* The turn counts against the budgets when its stop arrives. */
+		chat_count_usage(stream->chat, stream->caller.name, org, project, add, &usage);
+		stream->write = chat_store_summary(stream->chat, &summary, stream_on_usage_stored, stream);
+	}
 	free(updated);
 	if (buf != NULL)
 		evbuffer_free(buf);

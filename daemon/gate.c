@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "budget.h"
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
@@ -135,11 +136,18 @@ bool
 gate_may_go_upstream(struct request *req, const struct chat_caller *caller)
 {
 	const struct config_client *client = caller->client;
-	char seconds[24];
+	char seconds[24], why[256];
 	long wait;
 
 	if (client == NULL || req == NULL)
 		return true;
+	/* A budget used up: no retry helps before the day turns. */
+	if ((wait = budgets_check(caller->budgets, client->name, clock_unix_us(), why, sizeof(why))) > 0) {
+		snprintf(seconds, sizeof(seconds), "%ld", wait);
+		request_add_header(req, "Retry-After", seconds);
+		reply_errorf(req, 429, REPLY_RETRY_WONT_HELP, "client %s: %s", client->name, why);
+		return false;
+	}
 	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms())) > 0) {
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
 		request_add_header(req, "Retry-After", seconds);

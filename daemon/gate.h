@@ -20,9 +20,11 @@ bool gate_admit(struct clients *clients, struct request *req, const char **query
     struct chat_caller *caller) __attribute__((warn_unused_result));
 
 /* The check a call makes right before it goes upstream (creates, streams,
- * history, delete, pass-through, summary misses): the client's rate. Returns
- * true when it may go; otherwise it has answered req (429 with Retry-After)
- * and returns false. Always true in single-user mode. */
+ * history, delete, pass-through, summary misses): the client's budgets for
+ * the day, then its rate. Returns true when it may go; otherwise it has
+ * answered req (429 with Retry-After: the seconds until the day turns, with
+ * x-should-retry: false, for a budget; the wait for the next token, for the
+ * rate) and returns false. Always true in single-user mode. */
 bool gate_may_go_upstream(struct request *req, const struct chat_caller *caller) __attribute__((warn_unused_result));
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "apikey.h"
+#include "budget.h"
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
@@ -41,6 +42,7 @@ struct daemon {
 	struct event_base *base;
 	struct store *store;
 	struct janitor *janitor;
+	struct budgets *budgets; /* what each client used today; outlives reloads */
 	long max_age_days; /* what the janitor's session sweep reads; reloadable */
 	struct upstream *upstream;
 	struct relay_engine *relays;
@@ -243,6 +245,9 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		config_free(fresh);
 		return;
 	}
+	/* Budgets change at once; what each client used today stays. */
+	if (budgets_sync(d->budgets, fresh, d->store, clock_unix_us()) != 0)
+		log_errx("reload: out of memory: the budgets in force stay");
 	daemon_warn_about_restart_settings(d->config, fresh);
 	if (source != APIKEY_SOURCE_NONE)
 		upstream_set_key(d->upstream, key); /* the old key is wiped */
@@ -301,6 +306,7 @@ daemon_stop(struct daemon *d)
 	access_log_free(d->access);
 	upstream_free(d->upstream);
 	janitor_free(d->janitor);
+	budgets_free(d->budgets);
 	store_close(d->store);
 	if (d->drain_check != NULL)
 		event_free(d->drain_check);
@@ -328,6 +334,7 @@ daemon_start(struct daemon *d)
 		.max_idle_connections = d->config->max_idle_connections,
 	};
 	struct chat_settings chat_settings = {
+		.budgets = NULL, /* once created, below */
 		.max_body_bytes = d->config->max_body_bytes,
 		.max_event_bytes = (size_t)d->config->max_event_bytes,
 	};
@@ -360,6 +367,12 @@ daemon_start(struct daemon *d)
 		log_errx("%s", why);
 		return -1;
 	}
+	if ((d->budgets = budgets_create()) == NULL ||
+	    budgets_sync(d->budgets, d->config, d->store, clock_unix_us()) != 0) {
+		log_errx("out of memory");
+		return -1;
+	}
+	chat_settings.budgets = d->budgets;
 	d->max_age_days = d->config->store_max_age_days;
 	if ((d->janitor = janitor_create(d->base, d->store, d->config->store_janitor_interval_s * 1000)) == NULL ||
 	    janitor_add_sweep(d->janitor, JANITOR_SESSIONS, STORE_SESSIONS, "A", 1, janitor_session_active,
@@ -385,6 +398,7 @@ daemon_start(struct daemon *d)
 		.render_arg = d,
 		.store = d->store,
 		.upstream = d->upstream,
+		.budgets = d->budgets,
 		.started = clock_monotonic_s(),
 	};
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
@@ -397,6 +411,7 @@ daemon_start(struct daemon *d)
 		.relays = d->relays,
 		.store = d->store,
 		.janitor = d->janitor,
+		.budgets = d->budgets,
 		.upstream = d->upstream,
 		.server = d->server,
 		.started = parts.started,

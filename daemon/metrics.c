@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "budget.h"
 #include "chat.h"
 #include "counters.h"
 #include "janitor.h"
@@ -188,6 +189,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 			break;
 		metrics_ledger_flush(&r);
 	}
+	if (s->budgets != NULL)
+		budgets_render(s->budgets, clock_unix_us(), out);
 	metrics_simple(out, "llamachatd_uptime_seconds", "gauge", "Seconds since the daemon started.",
 	    clock_monotonic_s() - s->started);
 }

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+struct budgets;
 struct chat;
 struct evbuffer;
 struct janitor;
@@ -22,6 +23,7 @@ struct metrics_sources {
 	struct relay_engine *relays;
 	struct store *store;
 	const struct janitor *janitor;
+	const struct budgets *budgets; /* may be NULL */
 	struct upstream *upstream;
 	const struct server *server; /* connections open and accepted */
 	double started; /* monotonic seconds at start */

@@ -278,6 +278,7 @@ server_route(struct request *req, void *arg)
 	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
 		return;
 	caller.access = access;
+	caller.budgets = server->parts.budgets;
 	if (caller.name[0] != '\0')
 		snprintf(access->client, sizeof(access->client), "%s", caller.name);
 	if (!config_route_allows(server->config, path, server_method_bit(method))) {

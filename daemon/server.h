@@ -24,6 +24,7 @@ struct server_parts {
 	void *render_arg;
 	struct store *store;
 	struct upstream *upstream;
+	const struct budgets *budgets; /* may be NULL */
 	double started; /* monotonic seconds at start */
 };
 

@@ -559,11 +559,18 @@ harness_metric_sample(const char *text, const char *series)
 double
 daemon_metric(const struct daemon_process *d, const char *series)
 {
+	return daemon_metric_as(d, NULL, series);
+}
+
+double
+daemon_metric_as(const struct daemon_process *d, const char *header, const char *series)
+{
+	const char *headers[] = { header, NULL };
 	struct http_response r;
 	char url[128];
 	double v = -1;
 
-	if (http_call("GET", daemon_url(d, "/metrics", url, sizeof(url)), NULL, NULL, 0, &r) == 0) {
+	if (http_call("GET", daemon_url(d, "/metrics", url, sizeof(url)), headers, NULL, 0, &r) == 0) {
 		if (r.status == 200)
 			v = harness_metric_sample(r.body, series);
 		http_response_free(&r);

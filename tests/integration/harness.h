@@ -126,8 +126,11 @@ const char *http_header(const struct http_response *r, const char *name, char *b
 /* The value of one sample line ("name{labels}") of a /metrics text; -1
  * when absent. */
 double harness_metric_sample(const char *text, const char *series);
-/* The same, scraped from the daemon's /metrics as a local peer. */
+/* The same, scraped from the daemon's /metrics (in single-user mode). */
 double daemon_metric(const struct daemon_process *d, const char *series);
+/* The same with a header line ("Authorization: Bearer ...") of a client
+ * that may read /metrics. */
+double daemon_metric_as(const struct daemon_process *d, const char *header, const char *series);
 
 char *daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t size);
 

@@ -204,10 +204,16 @@ test_bad_clients_are_named(void **state)
 	    "  { name = \"ok\"; token_sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"; "
 	    "rate_per_s = -1; },\n"
 	    "  { name = \"ok\"; token_sha256 = \"1111111111111111111111111111111111111111111111111111111111111111\"; "
-	    "}\n"
-	    ");\n",
+	    "}\n,"
+	    "  { name = \"b1\"; token_sha256 = \"2222222222222222222222222222222222222222222222222222222222222222\"; "
+	    "max_tokens_per_day = 0; max_sessions_per_day = \"ten\"; }\n"
+	    ");\n"
+	    "idempotency = { ttl_s = 0; };\n",
 	    0644, conf, sizeof(conf));
 	assert_int_equal(run("-t", "-c", conf, NULL, &out), 1);
+	assert_non_null(strstr(out, ":5: clients[3].max_tokens_per_day: must be a whole number from 1"));
+	assert_non_null(strstr(out, ":5: clients[3].max_sessions_per_day: must be a whole number from 1"));
+	assert_non_null(strstr(out, ":7: idempotency.ttl_s: must be from 1"));
 	assert_non_null(strstr(out, ":2: clients[0].name: must be 1 to 64"));
 	assert_non_null(strstr(out, ":2: clients[0].token_sha256: must be the 64 hex digits"));
 	assert_non_null(strstr(out, ":3: clients[1].rate_per_s"));
