@@ -55,6 +55,7 @@ struct chat_call {
 	/* Upstream's answer, kept until the store has committed what it says. */
 	long status;
 	struct evbuffer *body;
+	struct chat_key_hold key; /* a create's Idempotency-Key, when held */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -73,6 +74,7 @@ chat_create(
 	chat->relays = relays;
 	chat->settings = *settings;
 	LIST_INIT(&chat->calls);
+	LIST_INIT(&chat->held_keys);
 	return chat;
 }
 
@@ -134,6 +136,7 @@ chat_call_free(struct chat_call *call)
 {
 	upstream_cancel(call->upstream);
 	store_write_forget(call->write);
+	chat_key_release(&call->key);
 	evbuffer_free(call->body);
 	LIST_REMOVE(call, link);
 	free(call);
@@ -401,7 +404,7 @@ chat_on_stored(enum store_result result, void *arg)
 
 	call->write = NULL;
 	if (result == STORE_OK) {
-		log_debug("chat: stored session %s", call->session_id);
+		log_debug("chat: stored session %s", call->session_id[0] ? call->session_id : "-");
 	} else {
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
@@ -458,6 +461,13 @@ chat_store_answer(struct chat_call *call)
 			.fallback = &call->scope,
 		};
 		struct chat_usage usage;
+		struct chat_key_write key_write = { 0 };
+		/* The key's record commits with the session: a retry after the
+		 * answer was lost finds both, or neither. */
+		if (call->kind == CHAT_CREATE && call->key.held &&
+		    chat_key_write_init(&key_write, &call->key, IDEMPOTENCY_CREATE, (int)call->status,
+		        evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body)) == 0)
+			summary.also = &key_write.change;
 		if (call->kind == CHAT_CREATE) {
 			unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { [SESSION_LEDGER_SESSIONS] = 1 };
 			call->chat->counters.creates++; /* it exists upstream, stored or not */
@@ -468,10 +478,30 @@ chat_store_answer(struct chat_call *call)
 			summary.usage = &usage;
 		}
 		call->write = chat_store_summary(call->chat, &summary, chat_on_stored, call);
+		chat_key_write_done(&key_write);
 		free(from_history);
 	}
 	if (call->write == NULL)
 		chat_on_stored(STORE_ERR, call); /* answers and frees call */
+}
+
+/* A create with a key that upstream refused for good (a final 4xx): the
+ * refusal is kept for the key, and answered once it commits. Returns false
+ * when there is nothing to keep (the caller answers). */
+static bool
+chat_store_final_refusal(struct chat_call *call)
+{
+	struct chat_key_write w;
+
+	if (call->kind != CHAT_CREATE || !call->key.held ||
+	    !idempotency_answer_is_final(call->status, http_headers_find(&call->headers, "x-should-retry")) ||
+	    chat_key_write_init(&w, &call->key, IDEMPOTENCY_CREATE, (int)call->status, evbuffer_pullup(call->body, -1),
+	        evbuffer_get_length(call->body)) != 0)
+		return false;
+	call->state = CHAT_STORING;
+	call->write = store_queue(call->chat->store, &w.change, chat_on_stored, call);
+	chat_key_write_done(&w);
+	return call->write != NULL;
 }
 
 static void
@@ -502,6 +532,8 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	/* A deleted session is gone upstream: forget it here too. */
 	if (call->kind == CHAT_DELETE && call->status == 404)
 		ok = true;
+	if (!ok && chat_store_final_refusal(call))
+		return;
 	if (!ok) {
 		chat_call_reply_upstream(call);
 		return;
@@ -590,6 +622,8 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 	const char *body, *why = NULL;
 	struct chat_scope scope;
 	struct chat_call *call;
+	struct chat_key_hold key;
+	enum chat_key_result keyed;
 	bool has_query = query != NULL && query[0] != '\0';
 	char *path;
 
@@ -599,7 +633,10 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
-	if (!gate_may_go_upstream(req, caller))
+	/* A replay goes nowhere: it takes nothing of the rate or the budget. */
+	if ((keyed = chat_key_check(chat, req, caller, query, body, body_len, IDEMPOTENCY_CREATE, &key)) ==
+	        CHAT_KEY_ANSWERED ||
+	    !gate_may_go_upstream(req, caller))
 		return;
 	path = malloc(strlen(CHAT_PATH) + (has_query ? 1 + strlen(query) : 0) + 1);
 	if (path == NULL || (call = chat_call_new(chat, req, caller, CHAT_CREATE)) == NULL) {
@@ -609,6 +646,10 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 	}
 	sprintf(path, "%s%s%s", CHAT_PATH, has_query ? "?" : "", has_query ? query : "");
 	call->scope = scope;
+	if (keyed == CHAT_KEY_NEW) {
+		call->key = key;
+		chat_key_hold(chat, &call->key);
+	}
 	chat_forward(call, "POST", path, body, body_len);
 	free(path);
 }

@@ -43,6 +43,9 @@ struct chat_settings {
 	struct budgets *budgets; /* what clients used today; may be NULL */
 	long max_body_bytes; /* client request bodies */
 	size_t max_event_bytes; /* one event of a relayed stream, for parsing */
+	/* How long an Idempotency-Key's answer is kept: the caller's value,
+	 * which a reload may change. */
+	const long *idempotency_ttl_s;
 };
 
 /* Creates the handlers over upstream, store and relays, which the caller

@@ -8,6 +8,7 @@
 #include <sys/queue.h>
 
 #include "chat.h"
+#include "idempotency.h"
 #include "session.h"
 #include "store.h"
 
@@ -17,12 +18,23 @@ struct chat_call;
 struct evbuffer;
 struct request;
 
+/* An Idempotency-Key of a call in flight, held so that a second request
+ * with it waits (409); embedded in the call or stream that holds it. */
+struct chat_key_hold {
+	LIST_ENTRY(chat_key_hold) link;
+	bool held;
+	unsigned char key[IDEMPOTENCY_RECORD_KEY_MAX]; /* client, NUL, key */
+	size_t key_len;
+	unsigned char fingerprint[IDEMPOTENCY_FINGERPRINT_BYTES];
+};
+
 struct chat {
 	struct upstream *upstream;
 	struct store *store;
 	struct relay_engine *relays;
 	struct chat_settings settings;
 	LIST_HEAD(, chat_call) calls;
+	LIST_HEAD(, chat_key_hold) held_keys;
 	long pending; /* client requests in calls, plus streams */
 	struct chat_counters counters;
 };
@@ -119,5 +131,41 @@ void chat_refresh_summary(struct chat *chat, const char *id);
 /* "/api/v1/chat/{id}{suffix}?{query}" with the id escaped, into a new
  * string the caller frees; NULL when out of memory. */
 char *chat_upstream_path(const char *id, const char *suffix, const char *query);
+
+/* What an Idempotency-Key asks of a request. */
+enum chat_key_result {
+	CHAT_KEY_NONE, /* no key: go on */
+	CHAT_KEY_NEW, /* a key not seen: go on, and hold it (chat_key_hold) */
+	CHAT_KEY_ANSWERED, /* answered: 400 bad key, 409 in flight (or, for a
+	                    * turn, used), 422 used for another request, or
+	                    * the replay of the stored answer */
+};
+
+/* Checks req's Idempotency-Key for caller against the keys in flight and
+ * the store, for a request of kind with the (pinned) query and body. For
+ * CHAT_KEY_NEW hold has the key and the request's fingerprint; the caller
+ * copies it where it lives and holds it there. */
+enum chat_key_result chat_key_check(struct chat *chat, struct request *req, const struct chat_caller *caller,
+    const char *query, const char *body, size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
+    __attribute__((warn_unused_result));
+
+/* Holds a key while its call is in flight; releasing one not held is fine. */
+void chat_key_hold(struct chat *chat, struct chat_key_hold *hold);
+void chat_key_release(struct chat_key_hold *hold);
+
+/* A key's record as a store change (in STORE_KEYS, with its index entry);
+ * its bytes live in the struct and in encoded, which chat_key_write_done()
+ * frees once the change is queued. */
+struct chat_key_write {
+	struct store_change change;
+	unsigned char index_key[IDEMPOTENCY_INDEX_KEY_MAX];
+	unsigned char *encoded;
+};
+
+/* Fills w with hold's record of an answer (status and body; 0 and none for
+ * a turn). Returns 0, or -1 when out of memory. */
+int chat_key_write_init(struct chat_key_write *w, const struct chat_key_hold *hold, enum idempotency_kind kind,
+    int status, const void *body, size_t body_len) __attribute__((warn_unused_result));
+void chat_key_write_done(struct chat_key_write *w);
 
 #endif

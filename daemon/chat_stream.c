@@ -31,6 +31,7 @@ struct chat_stream {
 	char *stop; /* the stop event's data, once it passed */
 	size_t stop_len;
 	struct store_write *write;
+	struct chat_key_hold key; /* its Idempotency-Key, when held */
 };
 
 static void
@@ -62,8 +63,18 @@ stream_on_start(struct relay *relay, long status, void *arg)
 	struct chat_stream *stream = arg;
 
 	stream->relay = relay;
-	if (status >= 200 && status <= 299)
-		stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
+	if (status < 200 || status > 299)
+		return;
+	stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
+	/* The turn runs: its key is used for good, whatever comes next. */
+	if (stream->key.held) {
+		struct chat_key_write w;
+		if (chat_key_write_init(&w, &stream->key, IDEMPOTENCY_TURN, 0, NULL, 0) != 0 ||
+		    store_queue(stream->chat->store, &w.change, NULL, NULL) == NULL)
+			log_warnx(
+			    "chat: could not record the Idempotency-Key of a turn of session %s", stream->session_id);
+		chat_key_write_done(&w);
+	}
 }
 
 static void
@@ -155,6 +166,7 @@ stream_on_close(void *arg)
 	struct chat_stream *stream = arg;
 
 	store_write_forget(stream->write); /* it still commits */
+	chat_key_release(&stream->key);
 	sse_parser_free(stream->parser);
 	free(stream->stop);
 	stream->chat->pending--;
@@ -178,6 +190,8 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 	struct chat_scope scope;
 	struct upstream_request request = { 0 };
 	char id[SESSION_ID_MAX + 1];
+	struct chat_key_hold key;
+	enum chat_key_result keyed;
 	char *path;
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id) ||
@@ -191,7 +205,9 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 		chat_reply_not_found(req);
 		return;
 	}
-	if (!gate_may_go_upstream(req, caller))
+	if ((keyed = chat_key_check(chat, req, caller, query, body, body_len, IDEMPOTENCY_TURN, &key)) ==
+	        CHAT_KEY_ANSWERED ||
+	    !gate_may_go_upstream(req, caller))
 		return;
 	path = chat_upstream_path(id, "/messages/stream", query);
 	stream = calloc(1, sizeof(*stream));
@@ -202,6 +218,10 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 		return;
 	}
 	stream->chat = chat;
+	if (keyed == CHAT_KEY_NEW) {
+		stream->key = key;
+		chat_key_hold(chat, &stream->key);
+	}
 	stream->caller = *caller;
 	stream->scope = scope;
 	memcpy(stream->session_id, id, sizeof(id));

@@ -19,6 +19,7 @@
 #include "chat.h"
 #include "clients.h"
 #include "config.h"
+#include "idempotency.h"
 #include "janitor.h"
 #include "access.h"
 #include "log.h"
@@ -44,6 +45,7 @@ struct daemon {
 	struct janitor *janitor;
 	struct budgets *budgets; /* what each client used today; outlives reloads */
 	long max_age_days; /* what the janitor's session sweep reads; reloadable */
+	long idempotency_ttl_s; /* what the key sweep and the chat read; reloadable */
 	struct upstream *upstream;
 	struct relay_engine *relays;
 	struct request_counters requests;
@@ -255,8 +257,9 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		log_warnx("reload: no key source other than the environment, which cannot change under a running "
 		          "process; the key in force stays");
 	log_init(fresh->log_level, getenv("JOURNAL_STREAM") != NULL);
-	if (fresh->store_max_age_days != d->max_age_days) {
+	if (fresh->store_max_age_days != d->max_age_days || fresh->idempotency_ttl_s != d->idempotency_ttl_s) {
 		d->max_age_days = fresh->store_max_age_days;
+		d->idempotency_ttl_s = fresh->idempotency_ttl_s;
 		janitor_sweep_now(d->janitor);
 	}
 	config_free(d->config);
@@ -335,6 +338,7 @@ daemon_start(struct daemon *d)
 	};
 	struct chat_settings chat_settings = {
 		.budgets = NULL, /* once created, below */
+		.idempotency_ttl_s = &d->idempotency_ttl_s,
 		.max_body_bytes = d->config->max_body_bytes,
 		.max_event_bytes = (size_t)d->config->max_event_bytes,
 	};
@@ -374,9 +378,12 @@ daemon_start(struct daemon *d)
 	}
 	chat_settings.budgets = d->budgets;
 	d->max_age_days = d->config->store_max_age_days;
+	d->idempotency_ttl_s = d->config->idempotency_ttl_s;
 	if ((d->janitor = janitor_create(d->base, d->store, d->config->store_janitor_interval_s * 1000)) == NULL ||
 	    janitor_add_sweep(d->janitor, JANITOR_SESSIONS, STORE_SESSIONS, "A", 1, janitor_session_active,
-	        janitor_session_expired, &d->max_age_days) != 0) {
+	        janitor_session_expired, &d->max_age_days) != 0 ||
+	    janitor_add_sweep(d->janitor, IDEMPOTENCY_SWEEP, STORE_KEYS, IDEMPOTENCY_INDEX_PREFIX, 1, NULL,
+	        idempotency_sweep_expired, &d->idempotency_ttl_s) != 0) {
 		log_errx("out of memory");
 		return -1;
 	}

@@ -12,6 +12,7 @@
 #include "budget.h"
 #include "chat.h"
 #include "counters.h"
+#include "idempotency.h"
 #include "janitor.h"
 #include "relay.h"
 #include "server.h"
@@ -162,6 +163,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_header(out, "llamachatd_janitor_removed_total", "counter", "Entries the janitor removed, by kind.");
 	evbuffer_add_printf(out, "llamachatd_janitor_removed_total{kind=\"sessions\"} %llu\n",
 	    janitor_removed(s->janitor, JANITOR_SESSIONS));
+	evbuffer_add_printf(out, "llamachatd_janitor_removed_total{kind=\"%s\"} %llu\n", IDEMPOTENCY_SWEEP,
+	    janitor_removed(s->janitor, IDEMPOTENCY_SWEEP));
 	metrics_simple(out, "llamachatd_janitor_passes_total", "counter", "Full passes of the janitor over the store.",
 	    (double)janitor_passes(s->janitor));
 	metrics_simple(out, "llamachatd_connections_accepted_total", "counter", "Client connections accepted.",

@@ -1,10 +1,11 @@
-/* Fuzz target: the stored session record decoder, and the Session JSON
+/* Fuzz target: the stored session and Idempotency-Key record decoders, and the Session JSON
  * checks that upstream answers and client bodies go through. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "idempotency.h"
 #include "session.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -13,6 +14,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct session_record rec;
+	struct idempotency_record key_rec;
 	char id[SESSION_ID_MAX + 1];
 	uint64_t updated;
 	const char *why;
@@ -24,6 +26,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (out == NULL)
 			abort();
 		session_record_encode(&rec, out);
+		if (need != size || memcmp(out, data, size) != 0)
+			abort();
+		free(out);
+	}
+	if (idempotency_record_decode(data, size, &key_rec) == 0) {
+		/* The same for an Idempotency-Key record. */
+		size_t need = idempotency_record_encoded_size(&key_rec);
+		unsigned char *out = malloc(need);
+		if (out == NULL)
+			abort();
+		idempotency_record_encode(&key_rec, out);
 		if (need != size || memcmp(out, data, size) != 0)
 			abort();
 		free(out);

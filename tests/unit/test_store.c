@@ -61,6 +61,63 @@ expect_stored(struct store *store, const char *key, const char *value)
 	evbuffer_free(out);
 }
 
+static int
+count_entry(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
+    size_t index_key_len, void *arg)
+{
+	(void)key;
+	(void)key_len;
+	(void)value;
+	(void)value_len;
+	(void)index_key;
+	(void)index_key_len;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* A change and its also commit together, each into its table; a remove in
+ * the keys table takes its index entry along. */
+static void
+test_a_linked_change_commits_with_its_change(void **state)
+{
+	struct store *store = open_store(NULL, 8);
+	struct store_change key = {
+		.table = STORE_KEYS,
+		.key = { "al\0k1", 5 },
+		.value = { "answer", 6 },
+		.index_keys = { { "K00000001", 9 } },
+		.index_count = 1,
+	};
+	struct store_change session = { .key = { "ses-9", 5 }, .value = { "json", 4 }, .also = &key };
+	struct store_change bad_also = { .key = { "ses-8", 5 }, .value = { "x", 1 }, .also = &session };
+	struct evbuffer *out = evbuffer_new();
+	int seen = 0;
+
+	(void)state;
+	assert_int_equal(store_apply(store, &session), STORE_OK);
+	expect_stored(store, "ses-9", "json");
+	assert_int_equal(store_get_in(store, STORE_KEYS, "al\0k1", 5, out), STORE_OK);
+	assert_memory_equal(evbuffer_pullup(out, -1), "answer", 6);
+	/* The tables are apart. */
+	assert_int_equal(store_get(store, "al\0k1", 5, out), STORE_NOT_FOUND);
+	assert_int_equal(store_get_in(store, STORE_KEYS, "ses-9", 5, out), STORE_NOT_FOUND);
+	assert_int_equal(store_scan_in(store, STORE_KEYS, "K", 1, NULL, 0, 10, count_entry, &seen), STORE_OK);
+	assert_int_equal(seen, 1);
+	/* An also with an also of its own is refused whole. */
+	assert_int_equal(store_apply(store, &bad_also), STORE_ERR);
+	assert_int_equal(store_get(store, "ses-8", 5, out), STORE_NOT_FOUND);
+	key.remove = 1;
+	key.index_count = 0;
+	key.also = NULL;
+	assert_int_equal(store_apply(store, &key), STORE_OK);
+	seen = 0;
+	assert_int_equal(store_scan_in(store, STORE_KEYS, "K", 1, NULL, 0, 10, count_entry, &seen), STORE_OK);
+	assert_int_equal(seen, 0);
+	expect_stored(store, "ses-9", "json");
+	evbuffer_free(out);
+	store_close(store);
+}
+
 static void
 test_put_get_and_reopen(void **state)
 {
@@ -382,6 +439,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_and_reopen, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_a_linked_change_commits_with_its_change, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(
 		    test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
