@@ -1,7 +1,8 @@
 # llamachatd: build, run and test. `make run` and `make test` install what
 # they need on Debian (as root) or print the apt-get line to run.
 
-VERSION := 0.1.0
+# The one version string: --version, the man pages and the package take it.
+VERSION := $(shell cat VERSION)
 CC ?= cc
 SANITIZE ?=
 PKGS := libevent libcurl jansson lmdb libconfig libcrypto libsystemd
@@ -45,7 +46,7 @@ DEPS_FLAGS := $(if $(findstring clang,$(CC)),--with-clang)
 # Keep objects that only pattern rules mention.
 .SECONDARY:
 
-.PHONY: all binaries deps deps-tests run bench test tests test-binaries check-config clean format check-style install uninstall fuzz fuzzers
+.PHONY: install-files deb test-package all binaries deps deps-tests run bench test tests test-binaries check-config clean format check-style install uninstall fuzz fuzzers
 
 # Where `make install` puts things; DESTDIR stages them elsewhere.
 PREFIX ?= /usr/local
@@ -55,7 +56,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR ?= $(PREFIX)/share/man
 DOCDIR ?= $(PREFIX)/share/doc/llamachatd
-SUBST = sed -e 's|@BINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' 
+SUBST = sed -e 's|@BINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+    -e 's|@VERSION@|$(VERSION)|g'
 
 # The build runs in a second make, after the dependency check: make reads
 # pkg-config and looks at /usr/share/llhttp once, when it starts, so a make
@@ -144,6 +146,23 @@ fuzzers: deps
 fuzz: fuzzers
 	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# The Debian package, built with Debian's tooling (debhelper through
+# dpkg-buildpackage) from a copy of the tree in build/deb, where the .deb
+# lands: build/deb/llamachatd_$(VERSION)_<arch>.deb.
+DEB_DIR := build/deb
+deb:
+	@scripts/deps.sh --for-package
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/llamachatd-$(VERSION)
+	tar --exclude=./build --exclude=./var --exclude=./.git -cf - . | tar -C $(DEB_DIR)/llamachatd-$(VERSION) -xf -
+	scripts/debian-changelog.sh $(VERSION) > $(DEB_DIR)/llamachatd-$(VERSION)/debian/changelog
+	cd $(DEB_DIR)/llamachatd-$(VERSION) && dpkg-buildpackage -us -uc -b
+	@ls $(DEB_DIR)/*.deb
+
+# Installs the package on this machine (root, a scratch machine: it installs,
+# removes and purges llamachatd) and checks it: tests/package/test-package.sh.
+test-package: deb tests
+	@tests/package/test-package.sh $(DEB_DIR)/llamachatd_$(VERSION)_*.deb
+
 check-config: all
 	$(BUILD)/llamachatd -t -c conf/llamachatd.conf
 
@@ -155,6 +174,11 @@ check-style:
 
 # The daemon, its units, its man pages, and a config only where none is.
 install: all
+	@$(MAKE) --no-print-directory install-files
+
+# What install puts in place, from binaries already built (the Debian
+# package calls it with its own directories).
+install-files: binaries
 	install -D -m 0755 $(BUILD)/llamachatd $(DESTDIR)$(SBINDIR)/llamachatd
 	install -D -m 0755 $(BUILD)/llamachatctl $(DESTDIR)$(BINDIR)/llamachatctl
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man1 \
@@ -165,6 +189,7 @@ install: all
 	$(SUBST) man/llamachatd.conf.5 > $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5
 	$(SUBST) man/llamachatctl.1 > $(DESTDIR)$(MANDIR)/man1/llamachatctl.1
 	install -m 0644 conf/llamachatd.conf $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
+	install -m 0644 conf/haproxy.cfg $(DESTDIR)$(DOCDIR)/haproxy.cfg
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/llamachatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf ]; then \
 		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf"; \
@@ -180,7 +205,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/llamachatd $(DESTDIR)$(BINDIR)/llamachatctl $(DESTDIR)$(UNITDIR)/llamachatd.service \
 	    $(DESTDIR)$(UNITDIR)/llamachatd.socket $(DESTDIR)$(MANDIR)/man8/llamachatd.8 \
 	    $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5 $(DESTDIR)$(MANDIR)/man1/llamachatctl.1 \
-	    $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
+	    $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample $(DESTDIR)$(DOCDIR)/haproxy.cfg
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/llamachatd (config and key) and /var/lib/llamachatd (the store)"
 
