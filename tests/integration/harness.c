@@ -636,10 +636,16 @@ http_call(const char *method, const char *url, const char *const *headers, const
 		fprintf(stderr, "http_call %s %s: %s\n", method, url, curl_easy_strerror(rc));
 	curl_slist_free_all(list);
 	curl_easy_cleanup(curl);
+	if (rc != CURLE_OK) {
+		/* Nothing for the caller to free on failure. */
+		free(got_body.data);
+		free(got_headers.data);
+		return -1;
+	}
 	out->body = got_body.data != NULL ? got_body.data : strdup("");
 	out->body_len = got_body.len;
 	out->headers = got_headers.data != NULL ? got_headers.data : strdup("");
-	return rc == CURLE_OK ? 0 : -1;
+	return 0;
 }
 
 void

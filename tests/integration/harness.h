@@ -114,7 +114,8 @@ long daemon_log_offset(const struct daemon_process *d);
 void daemon_wait_log(const struct daemon_process *d, long offset, const char *needle);
 
 /* Runs one HTTP call to url. headers is a NULL-terminated list of "Name:
- * value" lines, or NULL. Returns 0 once a response arrived, else -1. */
+ * value" lines, or NULL. Returns 0 once a response arrived (free it with
+ * http_response_free()), else -1 with nothing to free. */
 int http_call(const char *method, const char *url, const char *const *headers, const char *body, size_t body_len,
     struct http_response *out);
 void http_response_free(struct http_response *r);
