@@ -541,6 +541,26 @@ daemon_url(const struct daemon_process *d, const char *path, char *buf, size_t s
 	return buf;
 }
 
+long
+daemon_call(const struct daemon_process *d, const char *who, const char *method, const char *path, const char *body,
+    struct http_response *r)
+{
+	const char *headers[] = { "Content-Type: application/json", who, NULL };
+	struct http_response own;
+	char url[512];
+	long status;
+
+	if (r == NULL)
+		r = &own;
+	assert_int_equal(
+	    http_call(method, daemon_url(d, path, url, sizeof(url)), headers, body, body != NULL ? strlen(body) : 0, r),
+	    0);
+	status = r->status;
+	if (r == &own)
+		http_response_free(&own);
+	return status;
+}
+
 double
 harness_metric_sample(const char *text, const char *series)
 {

@@ -63,31 +63,14 @@ static int
 stop_all(void **state)
 {
 	(void)state;
-	daemon_kill(&gw);
-	fake_stop(&fake);
-	harness_remove_dir(dir);
-	free(dir);
+	harness_suite_stop(&dir, &fake, &gw);
 	return 0;
 }
 
-/* One call as a client; the response goes to r (the caller frees it). */
 static long
 call(const char *who, const char *method, const char *path, const char *body, struct http_response *r)
 {
-	const char *headers[] = { "Content-Type: application/json", who, NULL };
-	struct http_response own;
-	char url[512];
-	long status;
-
-	if (r == NULL)
-		r = &own;
-	assert_int_equal(http_call(method, daemon_url(&gw, path, url, sizeof(url)), headers, body,
-	                     body != NULL ? strlen(body) : 0, r),
-	    0);
-	status = r->status;
-	if (r == &own)
-		http_response_free(&own);
-	return status;
+	return daemon_call(&gw, who, method, path, body, r);
 }
 
 static void

@@ -69,10 +69,7 @@ static int
 stop_all(void **state)
 {
 	(void)state;
-	daemon_kill(&gw);
-	fake_stop(&fake);
-	harness_remove_dir(dir);
-	free(dir);
+	harness_suite_stop(&dir, &fake, &gw);
 	return 0;
 }
 
@@ -81,15 +78,9 @@ stop_all(void **state)
 static long
 as(const char *who, const char *method, const char *path, const char *body, json_t **doc)
 {
-	const char *headers[] = { "Content-Type: application/json", who, NULL };
 	struct http_response r;
-	char url[512];
-	long status;
+	long status = daemon_call(&gw, who, method, path, body, &r);
 
-	assert_int_equal(http_call(method, daemon_url(&gw, path, url, sizeof(url)), headers, body,
-	                     body != NULL ? strlen(body) : 0, &r),
-	    0);
-	status = r.status;
 	if (doc != NULL)
 		*doc = json_loads(r.body, 0, NULL);
 	http_response_free(&r);

@@ -58,10 +58,7 @@ static int
 stop_all(void **state)
 {
 	(void)state;
-	daemon_kill(&gw);
-	fake_stop(&fake);
-	harness_remove_dir(dir);
-	free(dir);
+	harness_suite_stop(&dir, &fake, &gw);
 	return 0;
 }
 
@@ -190,7 +187,7 @@ test_concurrent_requests_with_one_key_make_one_session(void **state)
 	char url[256];
 
 	(void)state;
-	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":400,\"count\":1}"), 0);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":1500,\"count\":1}"), 0);
 	headers = curl_slist_append(headers, "Content-Type: application/json");
 	headers = curl_slist_append(headers, ANN);
 	headers = curl_slist_append(headers, "Idempotency-Key: race-1");
