@@ -83,6 +83,9 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	$(CC) -std=c11 -O2 -g $(filter -fsanitize% -fno-omit-frame-pointer -fno-sanitize-recover%,$(OPT)) \
 	    -I$(LLHTTP_INCLUDE) -c $< -o $@
 
+# The version is compiled into these two: a new VERSION rebuilds them.
+$(BUILD)/daemon/main.o $(BUILD)/ctl/llamachatctl.o: VERSION
+
 $(BUILD)/llamachatd: $(BUILD)/daemon/main.o $(CORE_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

@@ -26,6 +26,7 @@ struct upstream {
 	struct event *timer;
 	struct upstream_settings settings; /* strings owned below */
 	char *base_url;
+	bool is_tls; /* https: HTTP/2 may multiplex calls */
 	char *ca_file;
 	char *key;
 	long in_flight;
@@ -430,6 +431,7 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	LIST_INIT(&upstream->calls);
 	upstream->settings = *settings;
 	upstream->base_url = strdup(settings->base_url);
+	upstream->is_tls = strncasecmp(settings->base_url, "https://", 8) == 0;
 	upstream->ca_file = settings->ca_file != NULL ? strdup(settings->ca_file) : NULL;
 	if (upstream->base_url == NULL || (settings->ca_file != NULL && upstream->ca_file == NULL))
 		goto oom;
@@ -448,6 +450,10 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	 * create leaves it while its session commits: with that bound a busy
 	 * gateway closed one upstream connection in five and opened another. */
 	curl_multi_setopt(upstream->multi, CURLMOPT_MAXCONNECTS, settings->max_idle_connections);
+	/* HTTP/2: as many streams on one connection as upstream allows (curl
+	 * stops at 100 of its own, and then gives every further call a new
+	 * connection and TLS handshake of its own). */
+	curl_multi_setopt(upstream->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 10000L);
 	return upstream;
 oom:
 	snprintf(why, why_size, "upstream: out of memory");
@@ -589,6 +595,12 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	rc |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->error_buffer);
 	rc |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	rc |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Over TLS upstream speaks HTTP/2: a call waits for a connection being
+	 * set up to say whether it multiplexes rather than open its own, so
+	 * that a crowd of streams shares a few connections (and handshakes)
+	 * instead of one each. */
+	if (upstream->is_tls)
+		rc |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	rc |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	rc |= curl_easy_setopt(e, CURLOPT_PROXY, ""); /* the key goes to upstream only */
 	rc |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);

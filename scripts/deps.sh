@@ -10,7 +10,7 @@ systemd man-db"
 for flag in "$@"; do
 	case "$flag" in
 	--with-clang) packages="$packages clang clang-format" ;;
-	--for-tests) packages="$packages prometheus haproxy" ;; # promtool checks /metrics; the balancer test
+	--for-tests) packages="$packages prometheus haproxy nginx-light openssl" ;; # promtool; the balancer test; a TLS upstream
 	--for-package) packages="$packages debhelper dpkg-dev lintian" ;; # make deb, make test-package
 	*) echo "deps: unknown flag $flag" >&2; exit 2 ;;
 	esac

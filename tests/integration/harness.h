@@ -165,6 +165,12 @@ struct harness_body {
 /* CURLOPT_WRITEFUNCTION for a struct harness_body. */
 size_t harness_body_sink(char *data, size_t size, size_t count, void *userp);
 
+/* Starts argv[0] (looked up in PATH) with argv, its stdout and stderr into
+ * log_path; returns its pid (stop it with harness_stop_process()). */
+pid_t harness_spawn(char *const argv[], const char *log_path);
+/* SIGTERM to pid, then waits for it. */
+void harness_stop_process(pid_t pid);
+
 /* Opens a connection to port and writes a raw message-stream request for
  * session id with body; returns the socket (the caller reads or closes it). */
 int harness_send_raw_stream(int port, const char *id, const char *body);

@@ -91,10 +91,9 @@ start_daemon(struct daemon_process *d, const char *name)
 static void
 start_haproxy(void)
 {
-	char path[512], cfg_path[512], log_path[512], top_cfg[512], bind[64], server[64];
+	char cfg_path[512], log_path[512], top_cfg[512], bind[64], server[64];
 	char *cfg;
 	FILE *f;
-	int fd;
 
 	snprintf(top_cfg, sizeof(top_cfg), "%s/conf/haproxy.cfg", getenv("LLAMACHATD_TOP"));
 	cfg = read_all(top_cfg);
@@ -114,16 +113,11 @@ start_haproxy(void)
 	fclose(f);
 	free(cfg);
 	snprintf(log_path, sizeof(log_path), "%s/haproxy.log", dir);
-	haproxy_pid = fork();
-	assert_true(haproxy_pid >= 0);
-	if (haproxy_pid == 0) {
-		fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		snprintf(path, sizeof(path), "haproxy");
-		execlp(path, path, "-db", "-f", cfg_path, (char *)NULL);
-		_exit(127);
+	{
+		char *argv[] = { "haproxy", "-db", "-f", cfg_path, NULL };
+		haproxy_pid = harness_spawn(argv, log_path);
 	}
+	assert_true(haproxy_pid > 0);
 }
 
 static bool
@@ -159,10 +153,7 @@ static int
 stop_all(void **state)
 {
 	(void)state;
-	if (haproxy_pid > 0) {
-		kill(haproxy_pid, SIGTERM);
-		waitpid(haproxy_pid, NULL, 0);
-	}
+	harness_stop_process(haproxy_pid);
 	daemon_kill(&one);
 	daemon_kill(&two);
 	fake_stop(&fake);
