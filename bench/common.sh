@@ -39,12 +39,13 @@ bench_start_fake() {
 	fake_port=$(cat "$work/fake.port")
 }
 
-# Starts llamachatd against the fake, access log off, its store in the
-# scratch directory: sets daemon (its pid) and port.
+# bench_start_daemon [BASE_URL [UPSTREAM_SETTINGS]]: starts llamachatd
+# against the fake (or BASE_URL), access log off, its store in the scratch
+# directory: sets daemon (its pid) and port.
 bench_start_daemon() {
 	cat >"$work/llamachatd.conf" <<CONF
 listen = [ "127.0.0.1:0" ];
-upstream = { base_url = "http://127.0.0.1:$fake_port"; };
+upstream = { base_url = "${1:-http://127.0.0.1:$fake_port}"; ${2:-} };
 store = { path = "$work/store"; };
 log = { level = "info"; access_log = "off"; };
 CONF
@@ -56,10 +57,10 @@ CONF
 	port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/daemon.log" | head -n 1)
 }
 
-# bench_start_nginx SERVER_BODY: one nginx worker, access log off, serving
-# SERVER_BODY (the inside of a server block; "@PORT@" and "@FAKE@" are
-# replaced) on a free port, with an upstream "fake" kept alive: sets
-# nginx_pid and nginx_port.
+# bench_start_nginx SERVER_BODY [LISTEN_FLAGS [SERVER_SETTINGS]]: one nginx
+# worker, access log off, serving SERVER_BODY (the inside of a server block;
+# "@PORT@" and "@FAKE@" are replaced) on a free port, with an upstream
+# "fake" kept alive: sets nginx_pid and nginx_port.
 bench_start_nginx() {
 	nginx_port=$(bench_free_port)
 	body=$(printf '%s\n' "$1" | sed -e "s|@PORT@|$nginx_port|g" -e "s|@FAKE@|$fake_port|g")
@@ -69,13 +70,15 @@ master_process off;
 worker_processes 1;
 error_log $work/nginx.err;
 pid $work/nginx.pid;
+worker_rlimit_nofile 20000;
 events { worker_connections 16384; }
 http {
   access_log off;
   default_type application/json;
   upstream fake { server 127.0.0.1:$fake_port; keepalive 64; }
   server {
-    listen 127.0.0.1:$nginx_port;
+    listen 127.0.0.1:$nginx_port ${2:-};
+    ${3:-}
 $body
   }
 }

@@ -45,6 +45,7 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
 	{ "upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000 },
 	{ "upstream", "max_idle_connections", SETTING_INT, AT(max_idle_connections), 1, 100000 },
+	{ "upstream", "max_connections", SETTING_INT, AT(max_upstream_connections), 0, 100000 },
 	{ "upstream", "stream_idle_timeout_ms", SETTING_INT, AT(stream_idle_timeout_ms), 1000, 86400000 },
 	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
 	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
@@ -84,6 +85,7 @@ config_set_defaults(struct config *c)
 	c->max_response_bytes = 16L << 20;
 	c->max_in_flight = -1; /* -1: limits.max_connections */
 	c->max_idle_connections = 256;
+	c->max_upstream_connections = -1; /* -1: 64 over https (HTTP/2), else no bound */
 	c->store_path = strdup("/var/lib/llamachatd");
 	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
 	c->store_max_queued_writes = 65536;
@@ -724,6 +726,8 @@ config_load_from(const char *path, const char *text, struct config_errors *error
 		c->header_timeout_ms = c->client_timeout_ms;
 	if (c->body_timeout_ms < 0)
 		c->body_timeout_ms = c->client_timeout_ms;
+	if (c->max_upstream_connections < 0)
+		c->max_upstream_connections = strncasecmp(c->upstream_base_url, "https://", 8) == 0 ? 64 : 0;
 	if (c->max_in_flight < 0)
 		c->max_in_flight = c->max_connections; /* a stream for every connection */
 	if (c->max_target_bytes > c->max_header_bytes)

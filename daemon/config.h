@@ -60,6 +60,7 @@ struct config {
 	long max_response_bytes;
 	long max_in_flight;
 	long max_idle_connections; /* upstream connections kept for reuse */
+	long max_upstream_connections; /* open to upstream at once; 0: no bound */
 
 	char *store_path;
 	long store_map_size_mb;

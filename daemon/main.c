@@ -212,6 +212,7 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 	    old->connect_timeout_ms != new->connect_timeout_ms || old->request_timeout_ms != new->request_timeout_ms ||
 	    old->max_response_bytes != new->max_response_bytes || old->max_in_flight != new->max_in_flight ||
 	    old->max_idle_connections != new->max_idle_connections ||
+	    old->max_upstream_connections != new->max_upstream_connections ||
 	    old->stream_idle_timeout_ms != new->stream_idle_timeout_ms)
 		log_warnx("reload: upstream settings other than the key changed; they take effect at the next restart");
 	if (old->max_body_bytes != new->max_body_bytes || old->max_header_bytes != new->max_header_bytes ||
@@ -335,6 +336,7 @@ daemon_start(struct daemon *d)
 		.max_response_bytes = d->config->max_response_bytes,
 		.max_in_flight = d->config->max_in_flight,
 		.max_idle_connections = d->config->max_idle_connections,
+		.max_connections = d->config->max_upstream_connections,
 	};
 	struct chat_settings chat_settings = {
 		.budgets = NULL, /* once created, below */

@@ -454,6 +454,11 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	 * stops at 100 of its own, and then gives every further call a new
 	 * connection and TLS handshake of its own). */
 	curl_multi_setopt(upstream->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 10000L);
+	/* Without a bound, once a connection's streams are all taken curl gives
+	 * each further call a connection of its own; with one, calls wait for
+	 * a stream on the connections there are. */
+	if (settings->max_connections > 0)
+		curl_multi_setopt(upstream->multi, CURLMOPT_MAX_HOST_CONNECTIONS, settings->max_connections);
 	return upstream;
 oom:
 	snprintf(why, why_size, "upstream: out of memory");

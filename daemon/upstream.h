@@ -21,6 +21,7 @@ struct upstream_settings {
 	long max_response_bytes;
 	long max_in_flight;
 	long max_idle_connections; /* kept open for reuse between calls */
+	long max_connections; /* to upstream at once; 0: no bound */
 };
 
 enum upstream_error {

@@ -118,8 +118,30 @@ test_empty_file_gives_defaults(void **state)
 	assert_int_equal(c->header_timeout_ms, c->client_timeout_ms);
 	assert_int_equal(c->keepalive_timeout_ms, 60000);
 	assert_int_equal(c->max_in_flight, c->max_connections); /* a stream for every connection */
+	assert_int_equal(c->max_upstream_connections, 64); /* https: HTTP/2 */
+	assert_int_equal(c->max_idle_connections, 256);
+	assert_int_equal(c->idempotency_ttl_s, 86400);
+	assert_int_equal(c->store_max_age_days, 0);
 	assert_int_equal(c->max_body_bytes, 1048576);
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
+	config_free(c);
+}
+
+/* No bound on upstream connections over plain http, where each call needs
+ * one; a bound given is kept. */
+static void
+test_upstream_connections_default_by_scheme(void **state)
+{
+	struct config_errors errors;
+	struct config *c = load("upstream = { base_url = \"http://127.0.0.1:9\"; };\n", &errors);
+
+	(void)state;
+	assert_non_null(c);
+	assert_int_equal(c->max_upstream_connections, 0);
+	config_free(c);
+	c = load("upstream = { max_connections = 8; };\n", &errors);
+	assert_non_null(c);
+	assert_int_equal(c->max_upstream_connections, 8);
 	config_free(c);
 }
 
@@ -275,6 +297,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_valid_file, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_empty_file_gives_defaults, make_path, remove_path),
+		cmocka_unit_test_setup_teardown(test_upstream_connections_default_by_scheme, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_syntax_error_names_file_and_line, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_unknown_settings, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_wrong_types, make_path, remove_path),
