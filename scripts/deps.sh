@@ -28,13 +28,14 @@ if [ "$(id -u)" -eq 0 ]; then
 	echo "deps: installing:$missing"
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $missing
-	# The tests want the nginx and haproxy programs, not their system
+	# The tests want the nginx, haproxy and promtool programs, not their system
 	# services: the ones this installed (and so started) are stopped again.
 	if [ -d /run/systemd/system ]; then
 		for p in $missing; do
 			case "$p" in
 			nginx-light) systemctl disable --now nginx.service >/dev/null 2>&1 || true ;;
 			haproxy) systemctl disable --now haproxy.service >/dev/null 2>&1 || true ;;
+			prometheus) systemctl disable --now prometheus.service >/dev/null 2>&1 || true ;;
 			esac
 		done
 	fi
