@@ -55,7 +55,7 @@ struct chat_call {
 	/* Upstream's answer, kept until the store has committed what it says. */
 	long status;
 	struct evbuffer *body;
-	struct chat_key_hold key; /* a create's Idempotency-Key, when held */
+	struct chat_key_hold *key; /* a create's Idempotency-Key; NULL: none */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -136,7 +136,7 @@ chat_call_free(struct chat_call *call)
 {
 	upstream_cancel(call->upstream);
 	store_write_forget(call->write);
-	chat_key_release(&call->key);
+	chat_key_release(call->key);
 	evbuffer_free(call->body);
 	LIST_REMOVE(call, link);
 	free(call);
@@ -464,8 +464,8 @@ chat_store_answer(struct chat_call *call)
 		struct chat_key_write key_write = { 0 };
 		/* The key's record commits with the session: a retry after the
 		 * answer was lost finds both, or neither. */
-		if (call->kind == CHAT_CREATE && call->key.held &&
-		    chat_key_write_init(&key_write, &call->key, IDEMPOTENCY_CREATE, (int)call->status,
+		if (call->kind == CHAT_CREATE && call->key != NULL &&
+		    chat_key_write_init(&key_write, call->key, IDEMPOTENCY_CREATE, (int)call->status,
 		        evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body)) == 0)
 			summary.also = &key_write.change;
 		if (call->kind == CHAT_CREATE) {
@@ -493,9 +493,9 @@ chat_store_final_refusal(struct chat_call *call)
 {
 	struct chat_key_write w;
 
-	if (call->kind != CHAT_CREATE || !call->key.held ||
+	if (call->kind != CHAT_CREATE || call->key == NULL ||
 	    !idempotency_answer_is_final(call->status, http_headers_find(&call->headers, "x-should-retry")) ||
-	    chat_key_write_init(&w, &call->key, IDEMPOTENCY_CREATE, (int)call->status, evbuffer_pullup(call->body, -1),
+	    chat_key_write_init(&w, call->key, IDEMPOTENCY_CREATE, (int)call->status, evbuffer_pullup(call->body, -1),
 	        evbuffer_get_length(call->body)) != 0)
 		return false;
 	call->state = CHAT_STORING;
@@ -646,9 +646,10 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 	}
 	sprintf(path, "%s%s%s", CHAT_PATH, has_query ? "?" : "", has_query ? query : "");
 	call->scope = scope;
-	if (keyed == CHAT_KEY_NEW) {
-		call->key = key;
-		chat_key_hold(chat, &call->key);
+	if (keyed == CHAT_KEY_NEW && (call->key = chat_key_hold(chat, &key)) == NULL) {
+		free(path);
+		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
 	}
 	chat_forward(call, "POST", path, body, body_len);
 	free(path);

@@ -121,20 +121,27 @@ chat_key_check(struct chat *chat, struct request *req, const struct chat_caller 
 	return CHAT_KEY_ANSWERED;
 }
 
-void
-chat_key_hold(struct chat *chat, struct chat_key_hold *hold)
+struct chat_key_hold *
+chat_key_hold(struct chat *chat, const struct chat_key_hold *found)
 {
+	struct chat_key_hold *hold = malloc(sizeof(*hold));
+
+	if (hold == NULL)
+		return NULL;
+	*hold = *found;
 	LIST_INSERT_HEAD(&chat->held_keys, hold, link);
 	hold->held = true;
+	return hold;
 }
 
 void
 chat_key_release(struct chat_key_hold *hold)
 {
-	if (!hold->held)
+	if (hold == NULL)
 		return;
-	LIST_REMOVE(hold, link);
-	hold->held = false;
+	if (hold->held)
+		LIST_REMOVE(hold, link);
+	free(hold);
 }
 
 int

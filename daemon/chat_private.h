@@ -143,14 +143,17 @@ enum chat_key_result {
 
 /* Checks req's Idempotency-Key for caller against the keys in flight and
  * the store, for a request of kind with the (pinned) query and body. For
- * CHAT_KEY_NEW hold has the key and the request's fingerprint; the caller
- * copies it where it lives and holds it there. */
+ * CHAT_KEY_NEW hold has the key and the request's fingerprint, for
+ * chat_key_hold(). */
 enum chat_key_result chat_key_check(struct chat *chat, struct request *req, const struct chat_caller *caller,
     const char *query, const char *body, size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
     __attribute__((warn_unused_result));
 
-/* Holds a key while its call is in flight; releasing one not held is fine. */
-void chat_key_hold(struct chat *chat, struct chat_key_hold *hold);
+/* Holds the key found (a new copy, which the caller keeps for the call's
+ * life and gives back with chat_key_release(), which frees it; NULL is
+ * fine there). Returns NULL when out of memory. */
+struct chat_key_hold *chat_key_hold(struct chat *chat, const struct chat_key_hold *found)
+    __attribute__((warn_unused_result));
 void chat_key_release(struct chat_key_hold *hold);
 
 /* A key's record as a store change (in STORE_KEYS, with its index entry);

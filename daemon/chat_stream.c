@@ -31,7 +31,7 @@ struct chat_stream {
 	char *stop; /* the stop event's data, once it passed */
 	size_t stop_len;
 	struct store_write *write;
-	struct chat_key_hold key; /* its Idempotency-Key, when held */
+	struct chat_key_hold *key; /* its Idempotency-Key; NULL: none */
 };
 
 static void
@@ -67,9 +67,9 @@ stream_on_start(struct relay *relay, long status, void *arg)
 		return;
 	stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
 	/* The turn runs: its key is used for good, whatever comes next. */
-	if (stream->key.held) {
+	if (stream->key != NULL) {
 		struct chat_key_write w;
-		if (chat_key_write_init(&w, &stream->key, IDEMPOTENCY_TURN, 0, NULL, 0) != 0 ||
+		if (chat_key_write_init(&w, stream->key, IDEMPOTENCY_TURN, 0, NULL, 0) != 0 ||
 		    store_queue(stream->chat->store, &w.change, NULL, NULL) == NULL)
 			log_warnx(
 			    "chat: could not record the Idempotency-Key of a turn of session %s", stream->session_id);
@@ -166,7 +166,7 @@ stream_on_close(void *arg)
 	struct chat_stream *stream = arg;
 
 	store_write_forget(stream->write); /* it still commits */
-	chat_key_release(&stream->key);
+	chat_key_release(stream->key);
 	sse_parser_free(stream->parser);
 	free(stream->stop);
 	stream->chat->pending--;
@@ -211,17 +211,14 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 		return;
 	path = chat_upstream_path(id, "/messages/stream", query);
 	stream = calloc(1, sizeof(*stream));
-	if (path == NULL || stream == NULL) {
+	if (path == NULL || stream == NULL ||
+	    (keyed == CHAT_KEY_NEW && (stream->key = chat_key_hold(chat, &key)) == NULL)) {
 		free(path);
 		free(stream);
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return;
 	}
 	stream->chat = chat;
-	if (keyed == CHAT_KEY_NEW) {
-		stream->key = key;
-		chat_key_hold(chat, &stream->key);
-	}
 	stream->caller = *caller;
 	stream->scope = scope;
 	memcpy(stream->session_id, id, sizeof(id));

@@ -51,7 +51,9 @@ struct upstream_call {
 	void *arg;
 	struct evbuffer *response_body;
 	/* The kept answer headers (upstream_kept_response_headers, in order). */
-	char kept_values[UPSTREAM_KEPT_HEADERS][256];
+	char kept_store[384]; /* their values, NUL-terminated, one after another */
+	size_t kept_used;
+	size_t kept_at[UPSTREAM_KEPT_HEADERS];
 	bool kept_present[UPSTREAM_KEPT_HEADERS];
 	struct http_headers response_headers; /* points into the above */
 	struct http_header response_slots[UPSTREAM_KEPT_HEADERS];
@@ -126,8 +128,8 @@ upstream_list_kept(struct upstream_call *call)
 	call->response_headers.count = 0;
 	for (int i = 0; i < UPSTREAM_KEPT_HEADERS; i++)
 		if (call->kept_present[i])
-			http_headers_add(
-			    &call->response_headers, upstream_kept_response_headers[i], call->kept_values[i]);
+			http_headers_add(&call->response_headers, upstream_kept_response_headers[i],
+			    call->kept_store + call->kept_at[i]);
 }
 
 /* An easy handle for a new call: an idle one, or a new one (NULL when out
@@ -387,6 +389,8 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	/* A new status line (after a 1xx) starts a new header block. */
 	if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		memset(call->kept_present, 0, sizeof(call->kept_present));
+		call->kept_used = 0;
+		upstream_list_kept(call);
 		return len;
 	}
 	/* The blank line that ends the final header block: a stream's owner
@@ -411,10 +415,14 @@ upstream_header_cb(char *data, size_t size, size_t count, void *userp)
 	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
 		end--;
 	value_len = (size_t)(end - v);
-	if (value_len >= sizeof(call->kept_values[slot]))
+	if (value_len + 1 > sizeof(call->kept_store) - call->kept_used) {
+		log_warnx("upstream: its %.*s header is too long to pass on", (int)name_len, data);
 		return len;
-	memcpy(call->kept_values[slot], v, value_len);
-	call->kept_values[slot][value_len] = '\0';
+	}
+	memcpy(call->kept_store + call->kept_used, v, value_len);
+	call->kept_store[call->kept_used + value_len] = '\0';
+	call->kept_at[slot] = call->kept_used;
+	call->kept_used += value_len + 1;
 	call->kept_present[slot] = true;
 	upstream_list_kept(call);
 	return len;
