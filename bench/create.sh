@@ -31,9 +31,16 @@ bench_post_script
 echo "session creates, ${seconds}s a run, $(nproc) CPUs"
 echo "| path       | conns | requests/s |      p50 |      p99 | CPU us/req | non-2xx"
 echo "|------------|-------|------------|----------|----------|--------|----"
+: >"$work/added"
 for c in $counts; do
 	bench_wrk direct "$fake" "http://127.0.0.1:$fake_port/api/v1/chat" "$c" "$seconds" "$work/post.lua"
+	direct_p50=$(bench_us "$p50")
 	bench_wrk llamachatd "$daemon" "http://127.0.0.1:$port/api/v1/chat" "$c" "$seconds" "$work/post.lua"
+	ours=$(bench_us "$p50")
 	bench_wrk nginx "$nginx_pid" "http://127.0.0.1:$nginx_port/api/v1/chat" "$c" "$seconds" "$work/post.lua"
+	awk -v c="$c" -v d="$direct_p50" -v o="$ours" -v n="$(bench_us "$p50")" \
+	    'BEGIN { printf "  %s connection(s): p50 added over going direct: llamachatd %+.0f us, nginx %+.0f us\n", c, o - d, n - d }' \
+	    >>"$work/added"
 done
+cat "$work/added"
 bench_print_profiles
