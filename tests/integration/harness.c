@@ -901,18 +901,7 @@ harness_unused_port(void)
 pid_t
 harness_spawn(char *const argv[], const char *log_path)
 {
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
+	return spawn(argv, log_path, NULL);
 }
 
 void

@@ -313,6 +313,34 @@ test_connection_cap_holds_and_recovers(void **state)
 	assert_int_equal(daemon_stop(&d), 0);
 }
 
+/* Out of file descriptors: accept() fails, the listeners pause (the log
+ * says so), the connections the daemon has are still served, and once
+ * clients leave it accepts again. */
+static void
+test_running_out_of_descriptors_pauses_accepting(void **state)
+{
+	char *const wrapper[] = { "prlimit", "--nofile=40:40", "--", NULL };
+	struct daemon_process d;
+	char sub[512];
+	int fds[100];
+	long log_at;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/emfile", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	daemon_write_config(&d, sub, harness_unused_port(), NULL, NULL, NULL);
+	assert_int_equal(daemon_start_with(&d, NULL, NULL, wrapper), 0);
+	log_at = daemon_log_offset(&d);
+	for (int i = 0; i < 100; i++)
+		fds[i] = harness_connect(d.port); /* the kernel's backlog takes what the daemon cannot */
+	daemon_wait_log(&d, log_at, "accept failed; pausing the listeners");
+	for (int i = 0; i < 100; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	harness_wait(answers_404, &d, HARNESS_WAIT_MS, "the daemon to accept again once descriptors are free");
+	assert_int_equal(daemon_stop(&d), 0);
+}
+
 /* The configs shipped in conf/ must stay valid as the code moves. */
 static void
 test_shipped_configs_are_valid(void **state)
@@ -346,6 +374,7 @@ main(void)
 		cmocka_unit_test(test_bad_clients_are_named),
 		cmocka_unit_test(test_unix_socket_gets_its_mode),
 		cmocka_unit_test(test_connection_cap_holds_and_recovers),
+		cmocka_unit_test(test_running_out_of_descriptors_pauses_accepting),
 	};
 	return cmocka_run_group_tests_name("integration: command line", tests, make_dir, remove_dir);
 }

@@ -442,10 +442,14 @@ test_upstream_connections_are_kept_for_the_next_calls(void **state)
 
 	(void)state;
 	daemon_url(&daemon_proc, "/api/v1/chat", url, sizeof(url));
+	/* Upstream holds each create a while, so that both crowds are all in
+	 * flight upstream at once, however slow this machine is. */
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":300,\"count\":50}"), 0);
 	add_creates(multi, easy, bodies, CONCURRENT, headers, url, "{}");
 	run_all(multi);
 	remove_creates(multi, easy, CONCURRENT);
 	after_first = fake_count(&fake, "connections");
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":300,\"count\":50}"), 0);
 	add_creates(multi, easy, bodies, CONCURRENT, headers, url, "{}");
 	run_all(multi);
 	remove_creates(multi, easy, CONCURRENT);
