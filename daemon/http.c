@@ -160,7 +160,10 @@ http_request_reset(struct http_conn *c)
 
 	evbuffer_drain(body, evbuffer_get_length(body));
 	memset(req, 0, offsetof(struct request, header_slots));
-	http_headers_init(&req->headers, req->header_slots, HTTP_HEADERS_MAX);
+	/* Out of memory, no slots: the request's first header is a 431. */
+	if (req->header_slots == NULL)
+		req->header_slots = malloc(HTTP_HEADERS_MAX * sizeof(*req->header_slots));
+	http_headers_init(&req->headers, req->header_slots, req->header_slots != NULL ? HTTP_HEADERS_MAX : 0);
 	req->out_headers_len = 0;
 	req->out_overflow = false;
 	req->close_after = false;
@@ -301,7 +304,9 @@ http_conn_shrink(struct http_conn *c)
 	snprintf(c->path_copy, sizeof(c->path_copy), "%s", req->path != NULL ? req->path : "-");
 	req->path = c->path_copy;
 	req->query = NULL;
-	req->headers.count = 0;
+	free(req->header_slots);
+	req->header_slots = NULL;
+	http_headers_init(&req->headers, NULL, 0);
 	c->pending_name_off = SIZE_MAX;
 	free(c->head);
 	c->head = NULL;
@@ -988,6 +993,7 @@ http_conn_close(struct http_conn *c)
 	evbuffer_free(req->body);
 	close(c->fd);
 	free(c->head);
+	free(req->header_slots);
 	free(c);
 	if (s->accepting)
 		http_server_update_accepting(s);

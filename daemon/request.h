@@ -66,7 +66,9 @@ struct request {
 	struct access_entry access;
 	bool local_peer; /* it came over a unix socket */
 	/* private to request.c and http.c */
-	struct http_header header_slots[HTTP_HEADERS_MAX];
+	/* HTTP_HEADERS_MAX slots for headers, taken with the connection's first
+	 * request and kept for the next ones; a stream gives them back. */
+	struct http_header *header_slots;
 	void (*on_gone)(void *arg);
 	void *gone_arg;
 	void (*on_drained)(void *arg);
