@@ -118,9 +118,15 @@ run: all
 	@mkdir -p var
 	exec $(BUILD)/llamachatd -c conf/llamachatd.conf
 
-# Cached lookups against nginx serving the same JSON (needs wrk and nginx).
-bench: all
-	bench/lookup.sh
+# Every benchmark against nginx (needs wrk, nginx and python3): cached
+# lookups, creates, lookups beside creates, streams held at once. Numbers,
+# not tests; BENCH_SECONDS a run (default 5).
+BENCH_SECONDS ?= 5
+bench: all tests
+	bench/lookup.sh $(BENCH_SECONDS)
+	bench/create.sh $(BENCH_SECONDS)
+	bench/mixed.sh $(BENCH_SECONDS)
+	bench/streams.sh
 
 # libFuzzer targets (clang, with ASan and UBSan), each run for FUZZ_SECONDS
 # from its seed corpus in tests/fuzz/corpus/; new inputs go to build/fuzz/.
