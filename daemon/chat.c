@@ -464,10 +464,14 @@ chat_store_answer(struct chat_call *call)
 		struct chat_key_write key_write = { 0 };
 		/* The key's record commits with the session: a retry after the
 		 * answer was lost finds both, or neither. */
-		if (call->kind == CHAT_CREATE && call->key != NULL &&
-		    chat_key_write_init(&key_write, call->key, IDEMPOTENCY_CREATE, (int)call->status,
-		        evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body)) == 0)
-			summary.also = &key_write.change;
+		if (call->kind == CHAT_CREATE && call->key != NULL) {
+			if (chat_key_write_init(&key_write, call->key, IDEMPOTENCY_CREATE, (int)call->status,
+			        evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body)) == 0)
+				summary.also = &key_write.change;
+			else
+				log_warnx("chat: out of memory: the Idempotency-Key of session %s is not remembered",
+				    call->session_id);
+		}
 		if (call->kind == CHAT_CREATE) {
 			unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { [SESSION_LEDGER_SESSIONS] = 1 };
 			call->chat->counters.creates++; /* it exists upstream, stored or not */
@@ -498,10 +502,12 @@ chat_store_final_refusal(struct chat_call *call)
 	    chat_key_write_init(&w, call->key, IDEMPOTENCY_CREATE, (int)call->status, evbuffer_pullup(call->body, -1),
 	        evbuffer_get_length(call->body)) != 0)
 		return false;
-	call->state = CHAT_STORING;
 	call->write = store_queue(call->chat->store, &w.change, chat_on_stored, call);
 	chat_key_write_done(&w);
-	return call->write != NULL;
+	if (call->write == NULL)
+		return false;
+	call->state = CHAT_STORING;
+	return true;
 }
 
 static void

@@ -24,8 +24,10 @@ chat_key_find_held(const struct chat *chat, const unsigned char *key, size_t len
 	struct chat_key_hold *h;
 
 	LIST_FOREACH(h, &chat->held_keys, link)
-	if (h->key_len == len && memcmp(h->key, key, len) == 0)
-		return h;
+	{
+		if (h->key_len == len && memcmp(h->key, key, len) == 0)
+			return h;
+	}
 	return NULL;
 }
 
