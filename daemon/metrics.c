@@ -133,8 +133,11 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	const struct request_counters *m = s->requests;
 	const struct chat_counters *chat = chat_get_counters(s->chat);
 	const struct upstream_stats *up = upstream_get_stats(s->upstream);
-	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other" };
+	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other",
+		"no_connection" };
 	unsigned long long entries = 0, used = 0, map = 0;
+	_Static_assert(
+	    sizeof(error_kinds) / sizeof(error_kinds[0]) == UPSTREAM_ERROR_KINDS, "an upstream error without a name");
 
 	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
 	for (size_t i = 0; i < m->series_count; i++)
@@ -144,7 +147,7 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    "Time from a request's arrival to its answer's end.", &m->seconds);
 	metrics_histogram(out, "llamachatd_upstream_duration_seconds", "Time of upstream calls.", &up->latency);
 	metrics_header(out, "llamachatd_upstream_errors_total", "counter", "Upstream calls that failed, by kind.");
-	for (int k = 1; k < 6; k++)
+	for (int k = 1; k < UPSTREAM_ERROR_KINDS; k++)
 		evbuffer_add_printf(
 		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
 	evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"multi\"} %llu\n", up->multi_errors);

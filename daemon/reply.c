@@ -48,7 +48,9 @@ reply_upstream_failure(struct request *req, const struct upstream_response *resp
 {
 	enum reply_retry retry =
 	    may_have_acted && response->request_sent ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP;
-	int status = response->error == UPSTREAM_ERR_TIMEOUT ? 504 : 502;
+	int status = response->error == UPSTREAM_ERR_TIMEOUT ? 504
+	    : response->error == UPSTREAM_ERR_NO_CONNECTION  ? 503
+	                                                     : 502;
 
 	log_warnx("upstream call failed: %s", response->error_text);
 	switch (response->error) {
@@ -57,6 +59,10 @@ reply_upstream_failure(struct request *req, const struct upstream_response *resp
 		break;
 	case UPSTREAM_ERR_TIMEOUT:
 		reply_error(req, status, retry, "LlamaCloud upstream did not answer in time");
+		break;
+	case UPSTREAM_ERR_NO_CONNECTION: /* ours to relieve: nothing reached upstream */
+		reply_errorf(
+		    req, status, REPLY_RETRY_MAY_HELP, "LlamaCloud upstream is busy: %s", response->error_text);
 		break;
 	case UPSTREAM_ERR_TLS:
 		reply_error(

@@ -36,6 +36,13 @@ struct upstream {
 	size_t idle_count;
 	struct upstream_stats stats;
 	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
+	/* Calls that have neither a connection nor a socket of their own yet,
+	 * oldest first. curl keeps a call that finds all max_connections busy
+	 * (or waits for an HTTP/2 connection to say it multiplexes) in its
+	 * pending list, where none of its timeouts run: wait_timer gives
+	 * each such call connect_timeout_ms. */
+	TAILQ_HEAD(, upstream_call) waiting;
+	struct event *wait_timer;
 };
 
 #define UPSTREAM_KEPT_HEADERS 4 /* upstream_kept_response_headers */
@@ -44,6 +51,9 @@ struct upstream {
 struct upstream_call {
 	struct upstream *upstream;
 	LIST_ENTRY(upstream_call) link;
+	TAILQ_ENTRY(upstream_call) wait_link; /* in upstream->waiting while is_waiting */
+	double started_at; /* monotonic seconds */
+	bool is_waiting;
 	CURL *easy;
 	struct curl_slist *request_headers; /* holds the key: wiped before free */
 	void *body_copy;
@@ -157,11 +167,40 @@ upstream_give_back_handle(struct upstream *upstream, CURL *easy)
 	upstream->idle_handles[upstream->idle_count++] = easy;
 }
 
+/* The call has a connection, or a socket of its own being connected, where
+ * curl's own timeouts run: it no longer waits. */
+static void
+upstream_stop_waiting(struct upstream_call *call)
+{
+	if (!call->is_waiting)
+		return;
+	TAILQ_REMOVE(&call->upstream->waiting, call, wait_link);
+	call->is_waiting = false;
+}
+
+/* Arms wait_timer for the oldest waiting call's deadline. Calls join in the
+ * order they start, so the head's deadline is the soonest. */
+static void
+upstream_arm_wait_timer(struct upstream *upstream)
+{
+	struct upstream_call *oldest = TAILQ_FIRST(&upstream->waiting);
+	double left;
+
+	if (oldest == NULL)
+		return;
+	left = oldest->started_at + (double)upstream->settings.connect_timeout_ms / 1000.0 - clock_monotonic_s();
+	if (left < 0)
+		left = 0;
+	struct timeval tv = { (time_t)left, (suseconds_t)((left - (double)(time_t)left) * 1e6) };
+	evtimer_add(upstream->wait_timer, &tv);
+}
+
 static void
 upstream_call_free(struct upstream_call *call)
 {
 	struct upstream *upstream = call->upstream;
 
+	upstream_stop_waiting(call);
 	if (call->easy != NULL) {
 		curl_multi_remove_handle(upstream->multi, call->easy);
 		upstream_give_back_handle(upstream, call->easy);
@@ -221,6 +260,19 @@ upstream_get_stats(const struct upstream *upstream)
 	return &upstream->stats;
 }
 
+/* Hands response, with the call's body and kept headers, to the call's
+ * callback, then frees the call. */
+static void
+upstream_finish(struct upstream_call *call, struct upstream_response *response)
+{
+	response->body = call->response_body;
+	response->headers = &call->response_headers;
+	/* Remove before the callback, which may start new calls. */
+	curl_multi_remove_handle(call->upstream->multi, call->easy);
+	call->done(response, call->arg);
+	upstream_call_free(call);
+}
+
 /* Hands every finished transfer to its callback, then frees it. */
 static void
 upstream_collect_finished(struct upstream *upstream)
@@ -248,12 +300,7 @@ upstream_collect_finished(struct upstream *upstream)
 		upstream_count(upstream, response.error, response.total_seconds);
 		if (response.error == UPSTREAM_OK)
 			upstream_deliver_headers(call);
-		response.body = call->response_body;
-		response.headers = &call->response_headers;
-		/* Remove before the callback, which may start new calls. */
-		curl_multi_remove_handle(upstream->multi, call->easy);
-		call->done(&response, call->arg);
-		upstream_call_free(call);
+		upstream_finish(call, &response);
 	}
 }
 
@@ -280,6 +327,56 @@ upstream_on_timeout(evutil_socket_t fd, short what, void *arg)
 	upstream_check_multi(
 	    upstream, curl_multi_socket_action(upstream->multi, CURL_SOCKET_TIMEOUT, 0, &running), "timeout");
 	upstream_collect_finished(upstream);
+}
+
+/* wait_timer: every call that waited connect_timeout_ms inside curl for a
+ * connection fails, with nothing sent; then the timer goes for the next.
+ * Each callback may start or cancel calls, so the head is read anew. */
+static void
+upstream_on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream *upstream = arg;
+	double timeout_s = (double)upstream->settings.connect_timeout_ms / 1000.0;
+	struct upstream_call *call;
+	char text[160];
+
+	(void)fd;
+	(void)what;
+	snprintf(text, sizeof(text),
+	    "no upstream connection was free within upstream.connect_timeout_ms (%ld ms); nothing was sent",
+	    upstream->settings.connect_timeout_ms);
+	while (
+	    (call = TAILQ_FIRST(&upstream->waiting)) != NULL && call->started_at + timeout_s <= clock_monotonic_s()) {
+		struct upstream_response response = { .error = UPSTREAM_ERR_NO_CONNECTION, .error_text = text };
+		response.total_seconds = clock_monotonic_s() - call->started_at;
+		upstream_count(upstream, response.error, response.total_seconds);
+		upstream_finish(call, &response);
+	}
+	upstream_arm_wait_timer(upstream);
+}
+
+/* CURLOPT_SOCKOPTFUNCTION: the call opened a socket of its own; curl's
+ * connect timeout runs from here. */
+static int
+upstream_sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+	(void)fd;
+	(void)purpose;
+	upstream_stop_waiting(clientp);
+	return CURL_SOCKOPT_OK;
+}
+
+/* CURLOPT_PREREQFUNCTION: the call has its connection (new or reused) and
+ * its request goes next. */
+static int
+upstream_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	upstream_stop_waiting(clientp);
+	return CURL_PREREQFUNC_OK;
 }
 
 static void
@@ -437,6 +534,7 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 		goto oom;
 	upstream->base = base;
 	LIST_INIT(&upstream->calls);
+	TAILQ_INIT(&upstream->waiting);
 	upstream->settings = *settings;
 	upstream->base_url = strdup(settings->base_url);
 	upstream->is_tls = strncasecmp(settings->base_url, "https://", 8) == 0;
@@ -447,7 +545,8 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 	upstream->settings.ca_file = upstream->ca_file;
 	upstream->multi = curl_multi_init();
 	upstream->timer = evtimer_new(base, upstream_on_timeout, upstream);
-	if (upstream->multi == NULL || upstream->timer == NULL)
+	upstream->wait_timer = evtimer_new(base, upstream_on_wait_timeout, upstream);
+	if (upstream->multi == NULL || upstream->timer == NULL || upstream->wait_timer == NULL)
 		goto oom;
 	curl_multi_setopt(upstream->multi, CURLMOPT_SOCKETFUNCTION, upstream_socket_cb);
 	curl_multi_setopt(upstream->multi, CURLMOPT_SOCKETDATA, upstream);
@@ -487,6 +586,8 @@ upstream_free(struct upstream *upstream)
 		curl_multi_cleanup(upstream->multi);
 	if (upstream->timer != NULL)
 		event_free(upstream->timer);
+	if (upstream->wait_timer != NULL)
+		event_free(upstream->wait_timer);
 	free(upstream->base_url);
 	free(upstream->ca_file);
 	upstream_set_key(upstream, NULL);
@@ -639,6 +740,10 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	rc |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
 	rc |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, upstream_header_cb);
 	rc |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+	rc |= curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, upstream_sockopt_cb);
+	rc |= curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, call);
+	rc |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, upstream_prereq_cb);
+	rc |= curl_easy_setopt(e, CURLOPT_PREREQDATA, call);
 	if (is_post) {
 		if (req->body_len > 0) {
 			if ((call->body_copy = malloc(req->body_len)) == NULL)
@@ -675,6 +780,11 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	http_headers_init(&call->response_headers, call->response_slots, UPSTREAM_KEPT_HEADERS);
 	LIST_INSERT_HEAD(&upstream->calls, call, link);
 	upstream->in_flight++;
+	/* Waiting until curl gives it a connection or a socket, in a later
+	 * turn of the loop (adding a handle only arms curl's timer). */
+	call->started_at = clock_monotonic_s();
+	call->is_waiting = true;
+	TAILQ_INSERT_TAIL(&upstream->waiting, call, wait_link);
 
 	call->easy = upstream_take_handle(upstream);
 	call->response_body = evbuffer_new();
@@ -684,6 +794,8 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 		upstream_call_free(call);
 		return NULL;
 	}
+	if (TAILQ_FIRST(&upstream->waiting) == call)
+		upstream_arm_wait_timer(upstream);
 	return call;
 }
 

@@ -31,6 +31,8 @@ enum upstream_error {
 	UPSTREAM_ERR_TOO_LARGE, /* the answer passed max_response_bytes */
 	UPSTREAM_ERR_TLS, /* the TLS peer could not be verified */
 	UPSTREAM_ERR_OTHER, /* any other transfer failure */
+	UPSTREAM_ERR_NO_CONNECTION, /* waited connect_timeout_ms for a free connection or stream: nothing was sent */
+	UPSTREAM_ERROR_KINDS /* how many there are */
 };
 
 /* What a finished call hands to its callback; everything in it belongs to the
@@ -110,7 +112,7 @@ long upstream_in_flight(const struct upstream *upstream);
 
 /* What the engine has seen, for /metrics and /healthz. */
 struct upstream_stats {
-	unsigned long long errors[6]; /* by enum upstream_error (UPSTREAM_OK counts answers) */
+	unsigned long long errors[UPSTREAM_ERROR_KINDS]; /* by enum upstream_error (UPSTREAM_OK counts answers) */
 	struct histogram latency; /* seconds per call */
 	double last_answer_wall; /* Unix seconds of the last HTTP answer; 0: none yet */
 	double last_failure_wall; /* Unix seconds of the last failed transfer; 0: none yet */

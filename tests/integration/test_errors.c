@@ -286,6 +286,68 @@ test_unreachable_upstream_is_502(void **state)
 	assert_int_equal(daemon_stop(&d), 0);
 }
 
+/* All upstream.max_connections are busy (one, held by a stream): a create
+ * waits inside curl for a connection, where curl's own timeouts do not run.
+ * It gets 503 after connect_timeout_ms (2 s here) with nothing sent, the daemon counts
+ * it, and once the connection is free calls go through again, also ones
+ * that then take longer than connect_timeout_ms upstream. */
+static void
+test_no_free_upstream_connection_is_503_after_connect_timeout(void **state)
+{
+	struct fake_upstream own; /* its counters see this test's calls alone */
+	struct daemon_process d;
+	struct http_response r;
+	char sub[512], id[64], got[16384] = "";
+	const char *kind = "llamachatd_upstream_errors_total{kind=\"no_connection\"}";
+	long creates, held;
+	double waited;
+	size_t have = 0;
+	json_t *doc;
+	int fd;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/one-connection", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_int_equal(fake_start(&own, sub), 0);
+	daemon_write_config(&d, sub, own.port, "max_connections = 1;", NULL, NULL);
+	assert_int_equal(daemon_start(&d, HARNESS_KEY), 0);
+	assert_int_equal(daemon_call(&d, NULL, "POST", "/api/v1/chat", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+
+	held = fake_count(&own, "streams_held");
+	assert_int_equal(fake_fault(&own, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
+	fd = harness_send_raw_stream(d.port, id, "{\"prompt\":\"hold the line\",\"index_ids\":[]}");
+	assert_true(fd >= 0);
+	fake_wait_count(&own, "streams_held", held + 1);
+
+	waited = daemon_metric(&d, kind);
+	creates = fake_count(&own, "creates");
+	assert_int_equal(daemon_call(&d, NULL, "POST", "/api/v1/chat", "{}", &r), 503);
+	assert_non_null(strstr(r.body, "no upstream connection was free within upstream.connect_timeout_ms (2000 ms)"));
+	assert_false(says_no_retry(&r)); /* nothing was sent: a retry is safe */
+	http_response_free(&r);
+	assert_int_equal(fake_count(&own, "creates"), creates);
+	assert_true(daemon_metric(&d, kind) >= waited + 1);
+
+	/* The stream ends; its connection serves the next calls, a slow one too. */
+	assert_int_equal(fake_release(&own), 1);
+	while (have < sizeof(got) - 1 && strstr(got, "\r\n0\r\n\r\n") == NULL) {
+		ssize_t n = read(fd, got + have, sizeof(got) - 1 - have);
+		assert_true(n > 0);
+		have += (size_t)n;
+		got[have] = '\0';
+	}
+	close(fd);
+	assert_int_equal(fake_fault(&own, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":2500}"), 0);
+	assert_int_equal(daemon_call(&d, NULL, "POST", "/api/v1/chat", "{}", NULL), 200);
+	assert_int_equal(fake_count(&own, "creates"), creates + 1);
+	assert_int_equal(daemon_stop(&d), 0);
+	fake_stop(&own);
+}
+
 static void
 test_without_a_key_lookups_work_and_upstream_calls_are_503(void **state)
 {
@@ -461,6 +523,7 @@ main(void)
 		cmocka_unit_test(test_upstream_answer_that_is_not_a_session_is_502),
 		cmocka_unit_test(test_upstream_too_slow_is_504),
 		cmocka_unit_test(test_unreachable_upstream_is_502),
+		cmocka_unit_test(test_no_free_upstream_connection_is_503_after_connect_timeout),
 		cmocka_unit_test(test_without_a_key_lookups_work_and_upstream_calls_are_503),
 		cmocka_unit_test(test_full_store_still_answers_the_client),
 		cmocka_unit_test(test_create_is_answered_when_the_store_cannot_queue_its_write),
