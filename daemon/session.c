@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "json_scan.h"
+
 bool
 session_id_is_safe(const char *id, size_t len)
 {
@@ -123,10 +125,26 @@ session_check_stream_body(const char *body, size_t len, const char **why)
 int
 session_parse_summary(const char *json, size_t len, char *id, uint64_t *updated_us, const char **why)
 {
+	struct json_scan_field fields[] = { { .name = "session_id" }, { .name = "last_updated_at" } };
 	json_error_t error;
 	json_t *root, *sid, *updated;
+	char time_text[64];
 	int rc = -1;
 
+	/* Every create and read-through comes here: a valid answer is checked
+	 * in one pass, and Jansson (which says what is wrong) sees the rest. */
+	if (json_scan_object(json, len, fields, 2) && fields[1].len < sizeof(time_text)) {
+		if (!session_id_is_safe(fields[0].value, fields[0].len)) {
+			*why = "upstream answered with an unusable session_id";
+			return -1;
+		}
+		memcpy(id, fields[0].value, fields[0].len);
+		id[fields[0].len] = '\0';
+		memcpy(time_text, fields[1].value, fields[1].len);
+		time_text[fields[1].len] = '\0';
+		*updated_us = session_time_parse(time_text);
+		return 0;
+	}
 	root = json_loadb(json, len, 0, &error);
 	if (root == NULL) {
 		*why = "upstream answered with a body that is not JSON";
