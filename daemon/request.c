@@ -150,12 +150,17 @@ request_format_head(struct request *req, int status, const char *framing, char *
 	const char *connection = req->close_after ? "Connection: close\r\n"
 	    : req->http_minor == 0                ? "Connection: keep-alive\r\n"
 	                                          : "";
-	char status_line[64];
-	int n = snprintf(status_line, sizeof(status_line), "HTTP/1.%d %03d ", req->http_minor == 0 ? 0 : 1, status);
+	char status_line[] = "HTTP/1.1 000 ";
 	char *at = head;
 	size_t room = REQUEST_HEAD_MAX;
 
-	request_put(&at, &room, status_line, (size_t)n);
+	if (req->http_minor == 0)
+		status_line[7] = '0';
+	status = status < 100 || status > 999 ? 500 : status;
+	status_line[9] = (char)('0' + status / 100);
+	status_line[10] = (char)('0' + status / 10 % 10);
+	status_line[11] = (char)('0' + status % 10);
+	request_put(&at, &room, status_line, sizeof(status_line) - 1);
 	request_put(&at, &room, reason, strlen(reason));
 	request_put(&at, &room, "\r\n", 2);
 	request_put(&at, &room, date, strlen(date));
@@ -171,16 +176,25 @@ request_format_head(struct request *req, int status, const char *framing, char *
 static size_t
 request_head(struct request *req, int status, size_t length, bool streamed, char *head)
 {
-	char framing[64] = "";
+	static const char chunked[] = "Transfer-Encoding: chunked\r\n";
+	char framing[64] = "", digits[24];
+	size_t n = 0;
 
 	req->access.status = status;
 	if (streamed) {
 		if (req->http_minor == 0)
 			req->close_after = true; /* HTTP/1.0: the end of the connection ends it */
 		else
-			snprintf(framing, sizeof(framing), "Transfer-Encoding: chunked\r\n");
+			memcpy(framing, chunked, sizeof(chunked));
 	} else if (!request_status_has_no_body(status)) {
-		snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", length);
+		/* The digits backwards, then forwards after the name. */
+		do
+			digits[n++] = (char)('0' + length % 10);
+		while ((length /= 10) > 0);
+		memcpy(framing, "Content-Length: ", 16);
+		for (size_t i = 0; i < n; i++)
+			framing[16 + i] = digits[n - 1 - i];
+		memcpy(framing + 16 + n, "\r\n", 3);
 	}
 	return request_format_head(req, status, framing, head);
 }
