@@ -125,6 +125,7 @@ BENCH_SECONDS ?= 5
 bench: all tests
 	bench/lookup.sh $(BENCH_SECONDS)
 	bench/create.sh $(BENCH_SECONDS)
+	bench/create-instructions.sh
 	bench/mixed.sh $(BENCH_SECONDS)
 	bench/streams.sh
 

@@ -16,12 +16,20 @@ trap bench_cleanup EXIT INT TERM
 
 # bench_need TOOL...: stop with the apt-get line when one is missing.
 bench_need() {
+	missing=""
 	for tool in "$@"; do
-		if ! command -v "$tool" >/dev/null 2>&1; then
-			echo "bench: needs $*: apt-get install -y wrk nginx-light python3" >&2
-			exit 1
-		fi
+		command -v "$tool" >/dev/null 2>&1 && continue
+		case $tool in
+		nginx) missing="$missing nginx-light" ;;
+		callgrind_annotate) missing="$missing valgrind" ;;
+		perf) missing="$missing linux-perf" ;;
+		*) missing="$missing $tool" ;;
+		esac
 	done
+	if [ -n "$missing" ]; then
+		echo "bench: needs $*: apt-get install -y$missing" >&2
+		exit 1
+	fi
 }
 
 # A TCP port on loopback nobody listens on now.
@@ -39,29 +47,41 @@ bench_start_fake() {
 	fake_port=$(cat "$work/fake.port")
 }
 
-# bench_start_daemon [BASE_URL [UPSTREAM_SETTINGS]]: starts llamachatd
-# against the fake (or BASE_URL), access log off, its store in the scratch
-# directory: sets daemon (its pid) and port.
-bench_start_daemon() {
+# bench_daemon_conf [BASE_URL [UPSTREAM_SETTINGS]]: writes $work/llamachatd.conf
+# for llamachatd against the fake (or BASE_URL), access log off, its store in
+# the scratch directory, on a port of its choosing.
+bench_daemon_conf() {
 	cat >"$work/llamachatd.conf" <<CONF
 listen = [ "127.0.0.1:0" ];
 upstream = { base_url = "${1:-http://127.0.0.1:$fake_port}"; ${2:-} };
 store = { path = "$work/store"; };
 log = { level = "info"; access_log = "off"; };
 CONF
-	: >"$work/daemon.log"
-	LLAMA_CLOUD_API_KEY=bench-key "$build/llamachatd" -c "$work/llamachatd.conf" 2>"$work/daemon.log" &
-	daemon=$!
+}
+
+# bench_wait_daemon PID: waits until the daemon whose stderr goes to
+# $work/daemon.log is ready: sets daemon (PID) and port.
+bench_wait_daemon() {
+	daemon=$1
 	pids="$pids $daemon"
 	while ! grep -q " ready: " "$work/daemon.log" 2>/dev/null; do sleep 0.05; done
 	port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$work/daemon.log" | head -n 1)
 }
 
-# bench_start_nginx SERVER_BODY [LISTEN_FLAGS [SERVER_SETTINGS]]: one nginx
-# worker, access log off, serving SERVER_BODY (the inside of a server block;
-# "@PORT@" and "@FAKE@" are replaced) on a free port, with an upstream
-# "fake" kept alive: sets nginx_pid and nginx_port.
-bench_start_nginx() {
+# bench_start_daemon [BASE_URL [UPSTREAM_SETTINGS]]: starts llamachatd with
+# bench_daemon_conf's config: sets daemon (its pid) and port.
+bench_start_daemon() {
+	bench_daemon_conf "$@"
+	: >"$work/daemon.log"
+	LLAMA_CLOUD_API_KEY=bench-key "$build/llamachatd" -c "$work/llamachatd.conf" 2>"$work/daemon.log" &
+	bench_wait_daemon $!
+}
+
+# bench_nginx_conf SERVER_BODY [LISTEN_FLAGS [SERVER_SETTINGS]]: writes
+# $work/nginx.conf for one nginx worker, access log off, serving SERVER_BODY
+# (the inside of a server block; "@PORT@" and "@FAKE@" are replaced) on a
+# free port, with an upstream "fake" kept alive: sets nginx_port.
+bench_nginx_conf() {
 	nginx_port=$(bench_free_port)
 	body=$(printf '%s\n' "$1" | sed -e "s|@PORT@|$nginx_port|g" -e "s|@FAKE@|$fake_port|g")
 	cat >"$work/nginx.conf" <<CONF
@@ -83,12 +103,37 @@ $body
   }
 }
 CONF
+}
+
+# bench_wait_port PORT: waits until something listens on 127.0.0.1:PORT.
+bench_wait_port() {
+	while ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $1)).close()" 2>/dev/null; do
+		sleep 0.05
+	done
+}
+
+# bench_start_nginx SERVER_BODY [LISTEN_FLAGS [SERVER_SETTINGS]]: starts
+# nginx with bench_nginx_conf's config: sets nginx_pid and nginx_port.
+bench_start_nginx() {
+	bench_nginx_conf "$@"
 	nginx -c "$work/nginx.conf" -p "$work" &
 	nginx_pid=$!
 	pids="$pids $nginx_pid"
-	while ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $nginx_port)).close()" 2>/dev/null; do
-		sleep 0.05
-	done
+	bench_wait_port "$nginx_port"
+}
+
+# bench_nginx_proxy MATCH: the nginx location (e.g. "/" or "= /api/v1/chat")
+# that passes calls to the fake with keep-alive and the key, as llamachatd
+# does, for bench_start_nginx's SERVER_BODY.
+bench_nginx_proxy() {
+	cat <<LOCATION
+    location $1 {
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer bench-key";
+    }
+LOCATION
 }
 
 # A wrk script that POSTs an empty create body with a client token.

@@ -21,12 +21,7 @@ path="/api/v1/chat/$id/summary"
 mkdir -p "$work/www$(dirname "$path")"
 curl -s "http://127.0.0.1:$port$path" >"$work/www$path"
 bench_start_nginx "    root $work/www;
-    location = /api/v1/chat {
-      proxy_pass http://fake;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_set_header Authorization \"Bearer bench-key\";
-    }"
+$(bench_nginx_proxy '= /api/v1/chat')"
 bench_post_script
 
 # mixed NAME PID BASE_URL: lookups alone, then with creates beside them.

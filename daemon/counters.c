@@ -3,8 +3,8 @@
 
 #include <string.h>
 
-const double histogram_bounds[HISTOGRAM_BUCKETS] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-	2.5, 10, 60 };
+const double histogram_bounds[HISTOGRAM_BUCKETS] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 10, 60 };
 
 void
 histogram_observe(struct histogram *h, double seconds)

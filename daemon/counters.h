@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#define HISTOGRAM_BUCKETS 14
+#define HISTOGRAM_BUCKETS 16
 #define COUNTERS_MAX_REQUEST_SERIES 256
 
 /* The upper bounds, in seconds, of the histogram buckets. */

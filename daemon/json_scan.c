@@ -237,16 +237,43 @@ json_find_field(struct json_scan_field *fields, size_t count, const unsigned cha
 	return NULL;
 }
 
+/* A container's opening bracket: true when it closes at once (empty). */
+static bool
+json_scan_open(struct json_scanner *s, unsigned char close)
+{
+	s->p++;
+	json_skip_space(s);
+	if (!json_at(s, close))
+		return false;
+	s->p++;
+	return true;
+}
+
+/* After a member or element: 1 at the container's end, 0 after a comma
+ * (the next one follows), -1 for anything else. */
+static int
+json_scan_next(struct json_scanner *s, unsigned char close)
+{
+	json_skip_space(s);
+	if (json_at(s, close)) {
+		s->p++;
+		return 1;
+	}
+	if (!json_at(s, ','))
+		return -1;
+	s->p++;
+	json_skip_space(s);
+	return 0;
+}
+
 /* An object, s->p at '{'. At depth 1 (the root) it fills fields. */
 static bool
 json_scan_members(struct json_scanner *s, int depth, struct json_scan_field *fields, size_t count)
 {
-	s->p++;
-	json_skip_space(s);
-	if (json_at(s, '}')) {
-		s->p++;
+	int next;
+
+	if (json_scan_open(s, '}'))
 		return true;
-	}
 	for (;;) {
 		const unsigned char *key, *value;
 		size_t key_len, value_len;
@@ -279,39 +306,23 @@ json_scan_members(struct json_scanner *s, int depth, struct json_scan_field *fie
 		} else if (!json_scan_value(s, depth)) {
 			return false;
 		}
-		json_skip_space(s);
-		if (json_at(s, '}')) {
-			s->p++;
-			return true;
-		}
-		if (!json_at(s, ','))
-			return false;
-		s->p++;
-		json_skip_space(s);
+		if ((next = json_scan_next(s, '}')) != 0)
+			return next > 0;
 	}
 }
 
 static bool
 json_scan_elements(struct json_scanner *s, int depth)
 {
-	s->p++;
-	json_skip_space(s);
-	if (json_at(s, ']')) {
-		s->p++;
+	int next;
+
+	if (json_scan_open(s, ']'))
 		return true;
-	}
 	for (;;) {
 		if (!json_scan_value(s, depth))
 			return false;
-		json_skip_space(s);
-		if (json_at(s, ']')) {
-			s->p++;
-			return true;
-		}
-		if (!json_at(s, ','))
-			return false;
-		s->p++;
-		json_skip_space(s);
+		if ((next = json_scan_next(s, ']')) != 0)
+			return next > 0;
 	}
 }
 

@@ -160,6 +160,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",
 	    (double)store_commits(s->store));
+	metrics_histogram(out, "llamachatd_store_commit_duration_seconds",
+	    "Time of each store commit: one batch of writes and its fsync.", store_commit_durations(s->store));
 	metrics_simple(out, "llamachatd_store_queue_refusals_total", "counter",
 	    "Writes refused because store.max_queued_writes were already waiting.",
 	    (double)store_queue_refusals(s->store));

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "counters.h"
 #include "log.h"
 
 /* A queued change with copies of everything it points to. The loop owns
@@ -38,6 +39,8 @@ struct store_write {
 	store_write_cb cb; /* NULL once forgotten */
 	void *arg;
 	enum store_result result; /* set by the writer thread */
+	double commit_seconds; /* set by the writer thread on a batch's first write */
+	bool first_of_batch;
 	bool is_probe; /* the health probe's marker write */
 	struct store_change change; /* its pointers point into data */
 	struct store_change also;
@@ -74,6 +77,7 @@ struct store {
 	struct event *done_event;
 	unsigned long long queue_full; /* writes refused: the queue was full */
 	_Atomic unsigned long long commits; /* transactions committed, for tests and metrics */
+	struct histogram commit_durations; /* the loop's: observed as batches come back */
 	bool warned_full; /* said that the map passed 80% */
 	char *path;
 	int lock_fd; /* held by the daemon that writes here; -1 for readers */
@@ -455,7 +459,10 @@ store_writer_main(void *arg)
 
 		if (store_hook_before_commit != NULL)
 			store_hook_before_commit(store->path);
+		double started = clock_monotonic_s();
 		result = store_commit_list(store, batch);
+		batch->commit_seconds = clock_monotonic_s() - started;
+		batch->first_of_batch = true;
 		atomic_fetch_add(&store->commits, 1);
 
 		pthread_mutex_lock(&store->lock);
@@ -507,6 +514,8 @@ store_on_done(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&store->lock);
 	for (struct store_write *w = list; w != NULL; w = next) {
 		next = w->next;
+		if (w->first_of_batch)
+			histogram_observe(&store->commit_durations, w->commit_seconds);
 		if (w->is_probe) {
 			store->probe_result = w->result;
 			if (w->result == STORE_OK)
@@ -665,6 +674,12 @@ store_queue(struct store *store, const struct store_change *change, store_write_
 		return NULL;
 	}
 	return w;
+}
+
+const struct histogram *
+store_commit_durations(const struct store *store)
+{
+	return &store->commit_durations;
 }
 
 unsigned long long

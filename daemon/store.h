@@ -1,4 +1,4 @@
-/* store: the LMDB session store, with writes grouped into one commit per loop turn. */
+/* store: the LMDB session store; reads on the loop, writes committed in groups by one writer thread. */
 #ifndef LLAMACHATD_STORE_H
 #define LLAMACHATD_STORE_H
 
@@ -6,6 +6,7 @@
 
 struct event_base;
 struct evbuffer;
+struct histogram;
 struct store;
 struct store_write;
 
@@ -68,6 +69,9 @@ struct store *store_open(struct event_base *base, const char *path, size_t map_s
 /* Transactions the writer thread has committed (or tried to), and writes
  * refused because the queue was full. */
 unsigned long long store_commits(const struct store *store);
+/* How long each of those commits took (writes and fsync), as the loop
+ * learned of them. */
+const struct histogram *store_commit_durations(const struct store *store);
 unsigned long long store_queue_refusals(const struct store *store);
 
 /* Commits what is still queued, then closes the environment. NULL is fine. */

@@ -77,31 +77,42 @@ struct upstream_call {
 static void upstream_deliver_headers(struct upstream_call *call);
 
 /* Headers that describe one hop, or carry the client's own credentials, or
- * that curl sets itself for the upstream hop. */
-static const char *const upstream_dropped_headers[] = {
-	"authorization",
-	"cookie",
-	"connection",
-	"keep-alive",
-	"proxy-authorization",
-	"proxy-authenticate",
-	"proxy-connection",
-	"te",
-	"trailer",
-	"transfer-encoding",
-	"upgrade",
-	"http2-settings",
-	"host",
-	"content-length",
-	"expect",
-	"accept-encoding",
+ * that curl sets itself for the upstream hop. With their lengths: every
+ * client header of every call is looked up here. */
+#define DROPPED(name) \
+	{ \
+		name, sizeof(name) - 1 \
+	}
+static const struct {
+	const char *name;
+	size_t len;
+} upstream_dropped_headers[] = {
+	DROPPED("authorization"),
+	DROPPED("cookie"),
+	DROPPED("connection"),
+	DROPPED("keep-alive"),
+	DROPPED("proxy-authorization"),
+	DROPPED("proxy-authenticate"),
+	DROPPED("proxy-connection"),
+	DROPPED("te"),
+	DROPPED("trailer"),
+	DROPPED("transfer-encoding"),
+	DROPPED("upgrade"),
+	DROPPED("http2-settings"),
+	DROPPED("host"),
+	DROPPED("content-length"),
+	DROPPED("expect"),
+	DROPPED("accept-encoding"),
 };
+#undef DROPPED
 
 bool
 upstream_header_is_forwarded(const char *name)
 {
+	size_t len = strlen(name);
+
 	for (size_t i = 0; i < sizeof(upstream_dropped_headers) / sizeof(upstream_dropped_headers[0]); i++)
-		if (strcasecmp(name, upstream_dropped_headers[i]) == 0)
+		if (upstream_dropped_headers[i].len == len && strcasecmp(name, upstream_dropped_headers[i].name) == 0)
 			return false;
 	return true;
 }

@@ -208,6 +208,11 @@ test_metrics_move_and_pass_promtool(void **state)
 	        "llamachatd_client_sessions_created_total{client=\"worker\",organization_id=\"\",project_id=\"\"}") >=
 	    1);
 	assert_true(harness_metric_sample(after, "llamachatd_store_sessions") >= 1);
+	/* The create's commit was timed: answered only after it, so it is in. */
+	assert_true(harness_metric_sample(after, "llamachatd_store_commit_duration_seconds_count") >=
+	    harness_metric_sample(before, "llamachatd_store_commit_duration_seconds_count") + 1);
+	assert_true(harness_metric_sample(after, "llamachatd_store_commit_duration_seconds_sum") >
+	    harness_metric_sample(before, "llamachatd_store_commit_duration_seconds_sum"));
 
 	snprintf(file, sizeof(file), "%s/metrics.txt", dir);
 	f = fopen(file, "w");
