@@ -63,7 +63,7 @@ static struct config *
 load(const char *clients)
 {
 	struct config_errors errors;
-	char text[1024];
+	char text[8192];
 	struct config *c;
 
 	snprintf(text, sizeof(text), "clients = (%s);\n", clients);
@@ -77,6 +77,41 @@ load(const char *clients)
 
 #define HASH_A "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""
 #define HASH_B "\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\""
+
+/* Many clients, configured in no order: each finds its own budget (the
+ * table is searched by name, not walked). */
+static void
+test_each_of_many_clients_finds_its_own_budget(void **state)
+{
+	char clients[8192] = "", why[256];
+	size_t used = 0;
+	struct budgets *b = budgets_create();
+	struct config *config;
+
+	(void)state;
+	for (int i = 39; i >= 0; i--)
+		used += (size_t)snprintf(clients + used, sizeof(clients) - used,
+		    "%s{ name = \"c%02d\"; token_sha256 = \"%064x\"; max_sessions_per_day = %d; }", i < 39 ? "," : "",
+		    (i * 7) % 40, i, i + 1);
+	config = load(clients);
+	assert_non_null(b);
+	assert_int_equal(budgets_sync(b, config, NULL, LATE), 0);
+	for (int i = 0; i < 40; i++) {
+		char name[16];
+		int limit = 0;
+		snprintf(name, sizeof(name), "c%02d", i);
+		for (int k = 0; k < 40; k++)
+			if ((k * 7) % 40 == i)
+				limit = k + 1;
+		budgets_add(b, name, LATE, 0, (unsigned long long)limit - 1);
+		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why)), 0);
+		budgets_add(b, name, LATE, 0, 1);
+		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why)), 2);
+	}
+	assert_int_equal(budgets_check(b, "c40", LATE, why, sizeof(why)), 0); /* not a client: no budget */
+	budgets_free(b);
+	config_free(config);
+}
 
 static void
 test_a_reload_mid_day_keeps_the_use_and_takes_the_new_budget(void **state)
@@ -157,6 +192,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_the_day_turns_at_midnight_utc),
 		cmocka_unit_test(test_usage_of_an_earlier_day_counts_as_nothing),
+		cmocka_unit_test(test_each_of_many_clients_finds_its_own_budget),
 		cmocka_unit_test(test_a_reload_mid_day_keeps_the_use_and_takes_the_new_budget),
 		cmocka_unit_test(test_a_new_client_reads_today_from_the_store_and_metrics_show_it),
 	};
