@@ -61,8 +61,7 @@ reply_upstream_failure(struct request *req, const struct upstream_response *resp
 		reply_error(req, status, retry, "LlamaCloud upstream did not answer in time");
 		break;
 	case UPSTREAM_ERR_NO_CONNECTION: /* ours to relieve: nothing reached upstream */
-		reply_errorf(
-		    req, status, REPLY_RETRY_MAY_HELP, "LlamaCloud upstream is busy: %s", response->error_text);
+		reply_error(req, status, REPLY_RETRY_MAY_HELP, response->error_text);
 		break;
 	case UPSTREAM_ERR_TLS:
 		reply_error(

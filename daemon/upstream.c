@@ -349,12 +349,13 @@ upstream_on_wait_timeout(evutil_socket_t fd, short what, void *arg)
 	struct upstream *upstream = arg;
 	double timeout_s = (double)upstream->settings.connect_timeout_ms / 1000.0;
 	struct upstream_call *call;
-	char text[160];
+	char text[256];
 
 	(void)fd;
 	(void)what;
 	snprintf(text, sizeof(text),
-	    "no upstream connection was free within upstream.connect_timeout_ms (%ld ms); nothing was sent",
+	    "no upstream connection was free within upstream.connect_timeout_ms (%ld ms): all "
+	    "upstream.max_connections are busy, or upstream's name did not resolve; nothing was sent",
 	    upstream->settings.connect_timeout_ms);
 	while (
 	    (call = TAILQ_FIRST(&upstream->waiting)) != NULL && call->started_at + timeout_s <= clock_monotonic_s()) {
