@@ -47,6 +47,16 @@ bench_start_fake() {
 	fake_port=$(cat "$work/fake.port")
 }
 
+# bench_cached_session: creates a session through the daemon and copies its
+# summary into $work/www, for nginx to serve the same JSON as a static file:
+# sets path (the summary's path).
+bench_cached_session() {
+	id=$(curl -s -X POST "http://127.0.0.1:$port/api/v1/chat" | sed -n 's/.*"session_id":"\([^"]*\)".*/\1/p')
+	path="/api/v1/chat/$id/summary"
+	mkdir -p "$work/www$(dirname "$path")"
+	curl -s "http://127.0.0.1:$port$path" >"$work/www$path"
+}
+
 # bench_daemon_conf [BASE_URL [UPSTREAM_SETTINGS]]: writes $work/llamachatd.conf
 # for llamachatd against the fake (or BASE_URL), access log off, its store in
 # the scratch directory, on a port of its choosing.

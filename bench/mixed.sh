@@ -16,10 +16,7 @@ make -s -C "$top" all tests >/dev/null
 
 bench_start_fake
 bench_start_daemon
-id=$(curl -s -X POST "http://127.0.0.1:$port/api/v1/chat" | sed -n 's/.*"session_id":"\([^"]*\)".*/\1/p')
-path="/api/v1/chat/$id/summary"
-mkdir -p "$work/www$(dirname "$path")"
-curl -s "http://127.0.0.1:$port$path" >"$work/www$path"
+bench_cached_session
 bench_start_nginx "    root $work/www;
 $(bench_nginx_proxy '= /api/v1/chat')"
 bench_post_script
