@@ -47,3 +47,15 @@ clock_unix_s(void)
 	clock_gettime(CLOCK_REALTIME, &now);
 	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
+
+struct timeval
+clock_timeval_ms(long long ms)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (ms > 0) {
+		tv.tv_sec = (time_t)(ms / 1000);
+		tv.tv_usec = (suseconds_t)(ms % 1000 * 1000);
+	}
+	return tv;
+}

@@ -3,6 +3,7 @@
 #define LLAMACHATD_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 
 /* Seconds of the monotonic clock (durations, deadlines, uptime). */
 double clock_monotonic_s(void);
@@ -10,6 +11,10 @@ double clock_monotonic_s(void);
 /* The same in whole milliseconds and microseconds. */
 long long clock_monotonic_ms(void);
 uint64_t clock_monotonic_us(void);
+
+/* A duration of ms milliseconds (0 when negative), as libevent's timers
+ * take it. */
+struct timeval clock_timeval_ms(long long ms);
 
 /* Unix time (wall clock) in microseconds and in seconds. */
 uint64_t clock_unix_us(void);

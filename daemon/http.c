@@ -126,7 +126,7 @@ static void http_point_head(struct http_conn *c);
 static void
 http_arm(struct http_conn *c, enum http_timer kind, long ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval tv = clock_timeval_ms(ms);
 
 	c->timer_kind = kind;
 	if (kind == HTTP_TIMER_NONE)

@@ -62,7 +62,7 @@ struct janitor_batch {
 static void
 janitor_arm(struct janitor *janitor, long ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval tv = clock_timeval_ms(ms);
 
 	evtimer_add(janitor->timer, &tv);
 }

@@ -146,8 +146,8 @@ static void
 daemon_on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	struct timeval now, drain = { d->config->drain_timeout_ms / 1000, (d->config->drain_timeout_ms % 1000) * 1000 };
-	struct timeval every = { 0, DRAIN_CHECK_MS * 1000 };
+	struct timeval now, drain = clock_timeval_ms(d->config->drain_timeout_ms);
+	struct timeval every = clock_timeval_ms(DRAIN_CHECK_MS);
 
 	(void)what;
 	if (d->draining) {

@@ -9,6 +9,7 @@
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,14 +196,13 @@ static void
 upstream_arm_wait_timer(struct upstream *upstream)
 {
 	struct upstream_call *oldest = TAILQ_FIRST(&upstream->waiting);
-	double left;
+	struct timeval tv;
 
 	if (oldest == NULL)
 		return;
-	left = oldest->started_at + (double)upstream->settings.connect_timeout_ms / 1000.0 - clock_monotonic_s();
-	if (left < 0)
-		left = 0;
-	struct timeval tv = { (time_t)left, (suseconds_t)((left - (double)(time_t)left) * 1e6) };
+	/* Rounded up: the timer must not go before the oldest is due. */
+	tv = clock_timeval_ms((long long)ceil(
+	    (oldest->started_at - clock_monotonic_s()) * 1000.0 + (double)upstream->settings.connect_timeout_ms));
 	evtimer_add(upstream->wait_timer, &tv);
 }
 
@@ -440,7 +440,7 @@ static int
 upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
 	struct upstream *upstream = userp;
-	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	struct timeval tv = clock_timeval_ms(timeout_ms);
 
 	(void)multi;
 	if (timeout_ms < 0)
