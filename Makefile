@@ -118,9 +118,10 @@ run: all
 	@mkdir -p var
 	exec $(BUILD)/llamachatd -c conf/llamachatd.conf
 
-# Every benchmark against nginx (needs wrk, nginx and python3): cached
-# lookups, creates, lookups beside creates, streams held at once. Numbers,
-# not tests; BENCH_SECONDS a run (default 5).
+# Every benchmark against nginx (needs wrk, nginx, python3 and valgrind):
+# cached lookups, creates (rates, then instructions under callgrind),
+# lookups beside creates, streams held at once. Numbers, not tests;
+# BENCH_SECONDS a run (default 5).
 BENCH_SECONDS ?= 5
 bench: all tests
 	bench/lookup.sh $(BENCH_SECONDS)
