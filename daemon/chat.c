@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "budget.h"
 #include "chat_private.h"
+#include "config.h"
 #include "gate.h"
 #include "log.h"
 #include "reply.h"
@@ -259,33 +260,73 @@ chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct
 	return true;
 }
 
+/* True when a and its length equal the C string b. */
+static bool
+chat_field_is(const char *a, size_t a_len, const char *b)
+{
+	return b != NULL && a_len == strlen(b) && (a_len == 0 || memcmp(a, b, a_len) == 0);
+}
+
 bool
 chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec)
 {
-	return caller->see_all ||
-	    (rec->owner_len > 0 && rec->owner_len == strlen(caller->name) &&
-	        memcmp(rec->owner, caller->name, rec->owner_len) == 0);
+	const struct config_client *client = caller->client;
+
+	if (caller->see_all || (rec->owner_len > 0 && chat_field_is(rec->owner, rec->owner_len, caller->name)))
+		return true;
+	/* A client pinned to a project may touch every session stored in it. */
+	return client != NULL && client->project_id != NULL &&
+	    chat_field_is(rec->project_id, rec->project_id_len, client->project_id);
+}
+
+/* True when id is stored with an owner other than caller (read in place). */
+static bool
+chat_owned_by_another(struct chat *chat, const struct chat_caller *caller, const char *id)
+{
+	struct session_record rec;
+	const void *stored;
+	size_t stored_len;
+	bool another = false;
+
+	if (store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
+	    session_record_decode(stored, stored_len, &rec) == 0)
+		another = !chat_field_is(rec.owner, rec.owner_len, caller->name);
+	store_peek_done(chat->store);
+	return another;
 }
 
 enum chat_visibility
-chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id, struct evbuffer *buf,
-    struct session_record *rec)
+chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id)
 {
-	struct evbuffer *own_buf = buf != NULL ? NULL : evbuffer_new();
-	struct session_record own_rec;
+	struct session_record rec;
+	const void *stored;
+	size_t stored_len;
 	enum chat_visibility result;
 
-	if (buf == NULL && own_buf == NULL)
-		return caller->see_all ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
-	if (rec == NULL)
-		rec = &own_rec;
-	if (chat_load_record(chat, id, buf != NULL ? buf : own_buf, rec))
-		result = chat_caller_may_touch(caller, rec) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
+	/* Read in place, never copied: the answer costs the same for a large
+	 * record of someone else's as for none at all. */
+	if (store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
+	    session_record_decode(stored, stored_len, &rec) == 0)
+		result = chat_caller_may_touch(caller, &rec) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
 	else
 		result = caller->see_all ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
-	if (own_buf != NULL)
-		evbuffer_free(own_buf);
+	store_peek_done(chat->store);
 	return result;
+}
+
+bool
+chat_may_name_session(
+    struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id, size_t raw_len)
+{
+	char id[SESSION_ID_MAX + 1];
+
+	if (!chat_take_session_id(req, raw_id, raw_len, id))
+		return false;
+	if (chat_visibility_of(chat, caller, id) == CHAT_SESSION_HIDDEN) {
+		chat_reply_not_found(req);
+		return false;
+	}
+	return true;
 }
 
 void
@@ -409,6 +450,11 @@ chat_on_stored(enum store_result result, void *arg)
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
 		call->chat->counters.store_failures++;
+		/* Nor may a retry with its key go upstream again. */
+		if (call->key != NULL) {
+			chat_key_keep(call->chat, call->key);
+			call->key = NULL;
+		}
 		log_warnx("chat: could not store session %s (%s); answering the client anyway", call->session_id,
 		    result == STORE_ERR_FULL ? "store full" : "store error");
 	}
@@ -471,6 +517,18 @@ chat_store_answer(struct chat_call *call)
 			else
 				log_warnx("chat: out of memory: the Idempotency-Key of session %s is not remembered",
 				    call->session_id);
+		}
+		if (call->kind == CHAT_CREATE && chat_owned_by_another(call->chat, &call->caller, call->session_id)) {
+			/* Upstream answered with a session made for someone else
+			 * (it deduped on a key, say): its owner keeps it. */
+			call->chat->counters.takeovers_refused++;
+			log_warnx("chat: upstream answered a create of client %s with session %s, which another client "
+			          "owns; refused, and the session keeps its owner",
+			    call->caller.name[0] != '\0' ? call->caller.name : "-", call->session_id);
+			free(from_history);
+			chat_call_fail(call, 502, REPLY_RETRY_WONT_HELP,
+			    "upstream answered this create with a session another client owns; llamachatd refused it");
+			return;
 		}
 		if (call->kind == CHAT_CREATE) {
 			unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { [SESSION_LEDGER_SESSIONS] = 1 };
@@ -557,6 +615,7 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 		.client_headers = call->req != NULL ? &call->req->headers : NULL,
 		.body = body,
 		.body_len = body_len,
+		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,
 	};
 	struct request *req;
 
@@ -749,7 +808,7 @@ chat_handle_session_call(struct chat *chat, struct request *req, const struct ch
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id))
 		return;
-	if (chat_visibility_of(chat, caller, id, NULL, NULL) == CHAT_SESSION_HIDDEN)
+	if (chat_visibility_of(chat, caller, id) == CHAT_SESSION_HIDDEN)
 		chat_reply_not_found(req);
 	else
 		chat_start_session_call(chat, req, caller, kind, id, query);
@@ -776,5 +835,6 @@ chat_free(struct chat *chat)
 		return;
 	while (!LIST_EMPTY(&chat->calls))
 		chat_call_fail(LIST_FIRST(&chat->calls), 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
+	chat_key_release_kept(chat);
 	free(chat);
 }

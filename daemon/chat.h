@@ -23,6 +23,8 @@ struct chat_counters {
 	unsigned long store_failures;
 	unsigned long upstream_failures;
 	unsigned long streams;
+	unsigned long takeovers_refused; /* creates answered with another client's session */
+	unsigned long unmetered_turns; /* turns whose usage could not be charged */
 };
 
 /* Who a request comes from, as the handlers need it. */
@@ -72,6 +74,14 @@ void chat_handle_delete(struct chat *chat, struct request *req, const struct cha
     size_t id_len, const char *query);
 void chat_handle_stream(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
     size_t id_len, const char *query);
+
+/* The check every path that names a session passes before anything else
+ * (any method, known endpoint or not): raw_id is the id as it stands in the
+ * path. Answers 400 for an unusable id and 404 for a session the caller may
+ * not see (the same answer as for one that does not exist) and returns
+ * false; true when the request may go on. */
+bool chat_may_name_session(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+    size_t raw_len) __attribute__((warn_unused_result));
 
 /* Client requests waiting on upstream or the store, streams included. */
 long chat_pending(const struct chat *chat);

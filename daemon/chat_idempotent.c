@@ -19,16 +19,64 @@
 #include "store.h"
 
 static struct chat_key_hold *
-chat_key_find_held(const struct chat *chat, const unsigned char *key, size_t len)
+chat_key_find_held(struct chat *chat, const unsigned char *key, size_t len)
 {
 	struct chat_key_hold *h;
 
 	LIST_FOREACH(h, &chat->held_keys, link)
 	{
-		if (h->key_len == len && memcmp(h->key, key, len) == 0)
-			return h;
+		if (h->key_len != len || memcmp(h->key, key, len) != 0)
+			continue;
+		if (h->kept_until_us != 0 && h->kept_until_us <= clock_unix_us()) {
+			/* Kept after a failed commit, and its TTL has run out. */
+			chat->kept_keys--;
+			chat_key_release(h);
+			return NULL;
+		}
+		return h;
 	}
 	return NULL;
+}
+
+void
+chat_key_keep(struct chat *chat, struct chat_key_hold *hold)
+{
+	struct chat_key_hold *h, *next;
+	uint64_t now = clock_unix_us();
+
+	/* Make room first from those whose time is up. */
+	for (h = LIST_FIRST(&chat->held_keys); h != NULL && chat->kept_keys >= CHAT_MAX_KEPT_KEYS; h = next) {
+		next = LIST_NEXT(h, link);
+		if (h->kept_until_us != 0 && h->kept_until_us <= now) {
+			chat->kept_keys--;
+			chat_key_release(h);
+		}
+	}
+	if (chat->kept_keys >= CHAT_MAX_KEPT_KEYS) {
+		log_warnx("chat: %d Idempotency-Keys are held after failed commits already; releasing this one, "
+		          "so a retry with it goes upstream again",
+		    CHAT_MAX_KEPT_KEYS);
+		chat_key_release(hold);
+		return;
+	}
+	hold->kept_until_us = now + (uint64_t)*chat->settings.idempotency_ttl_s * 1000000u;
+	chat->kept_keys++;
+	log_warnx("chat: an Idempotency-Key's record could not be stored; the key stays held in memory for "
+	          "idempotency.ttl_s, and a retry with it gets 409");
+}
+
+void
+chat_key_release_kept(struct chat *chat)
+{
+	struct chat_key_hold *h, *next;
+
+	for (h = LIST_FIRST(&chat->held_keys); h != NULL; h = next) {
+		next = LIST_NEXT(h, link);
+		if (h->kept_until_us != 0) {
+			chat->kept_keys--;
+			chat_key_release(h);
+		}
+	}
 }
 
 /* Answers a key that is busy or used: 409. */
@@ -83,12 +131,15 @@ chat_key_check(struct chat *chat, struct request *req, const struct chat_caller 
 		return CHAT_KEY_ANSWERED;
 	}
 	hold->key_len = idempotency_record_key(caller->name, key, hold->key);
+	idempotency_upstream_key(hold->key, hold->key_len, hold->upstream_key);
 	if (idempotency_fingerprint(
 	        request_method_name(req->method), req->path, query, body, body_len, hold->fingerprint) != 0) {
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
 		return CHAT_KEY_ANSWERED;
 	}
 	if (chat_key_find_held(chat, hold->key, hold->key_len) != NULL) {
+		/* In flight, or kept after its record failed to commit: either
+		 * way upstream may have acted on it already. */
 		chat_key_reply_conflict(req, "1",
 		    kind == IDEMPOTENCY_TURN ? "a turn with this Idempotency-Key is running; a turn cannot be replayed"
 		                             : "a request with this Idempotency-Key is still in flight; retry shortly");

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "chat_private.h"
+#include "config.h"
 #include "log.h"
 #include "pagetoken.h"
 #include "reply.h"
@@ -86,6 +87,7 @@ chat_handle_list(struct chat *chat, struct request *req, const struct chat_calle
 	const char *why;
 	char text[PAGETOKEN_MAX_TEXT], size_text[32], token[PAGETOKEN_MAX_TEXT + 1];
 	int has_size, has_token;
+	bool lists_all;
 
 	if (chat_read_scope(query, &scope, &why) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
@@ -100,9 +102,11 @@ chat_handle_list(struct chat *chat, struct request *req, const struct chat_calle
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_size must be a whole number from 1 to 100");
 		goto out;
 	}
-	/* A caller who sees only its own sessions reads its own index. */
-	prefix_len =
-	    session_list_key(caller->see_all ? NULL : caller->name, scope.organization_id, scope.project_id, prefix);
+	/* A caller who sees only its own sessions reads its own index; one
+	 * pinned to a project reads that project's run of the index of all
+	 * (the gate made the pin the query's project_id). */
+	lists_all = caller->see_all || (caller->client != NULL && caller->client->project_id != NULL);
+	prefix_len = session_list_key(lists_all ? NULL : caller->name, scope.organization_id, scope.project_id, prefix);
 	has_token = uri_query_get(query, "page_token", token, sizeof(token));
 	if (has_token < 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "page_token is not valid for this list");

@@ -26,6 +26,10 @@ struct chat_key_hold {
 	unsigned char key[IDEMPOTENCY_RECORD_KEY_MAX]; /* client, NUL, key */
 	size_t key_len;
 	unsigned char fingerprint[IDEMPOTENCY_FINGERPRINT_BYTES];
+	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1]; /* what upstream is sent */
+	/* 0 while a call holds it; else kept by the chat alone until then
+	 * (unix microseconds), because its record could not be stored. */
+	uint64_t kept_until_us;
 };
 
 struct chat {
@@ -35,6 +39,7 @@ struct chat {
 	struct chat_settings settings;
 	LIST_HEAD(, chat_call) calls;
 	LIST_HEAD(, chat_key_hold) held_keys;
+	size_t kept_keys; /* of held_keys, those kept after a failed commit */
 	long pending; /* client requests in calls, plus streams */
 	struct chat_counters counters;
 };
@@ -104,13 +109,12 @@ enum chat_visibility {
 	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
 };
 
-/* True when caller may see and touch a stored session. */
+/* True when caller may see and touch a stored session: see_all, its owner,
+ * or a client pinned to the project it is stored in. */
 bool chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec);
 
-/* Looks id up for caller; when rec and buf are given and the session is
- * stored, rec is decoded into buf. */
-enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id,
-    struct evbuffer *buf, struct session_record *rec);
+/* Looks id up for caller, reading the stored record in place. */
+enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id);
 
 /* The 404 a caller gets for a session it may not see. */
 void chat_reply_not_found(struct request *req);
@@ -155,6 +159,16 @@ enum chat_key_result chat_key_check(struct chat *chat, struct request *req, cons
 struct chat_key_hold *chat_key_hold(struct chat *chat, const struct chat_key_hold *found)
     __attribute__((warn_unused_result));
 void chat_key_release(struct chat_key_hold *hold);
+
+/* The record of a held key could not be committed: the chat keeps holding
+ * it (a retry gets 409, never a second call upstream) until the key's TTL
+ * runs out, taking it over from the call (at most CHAT_MAX_KEPT_KEYS; past
+ * that the key is released, and said so in the log). */
+#define CHAT_MAX_KEPT_KEYS 4096
+void chat_key_keep(struct chat *chat, struct chat_key_hold *hold);
+
+/* Releases every key the chat keeps (chat_free). */
+void chat_key_release_kept(struct chat *chat);
 
 /* A key's record as a store change (in STORE_KEYS, with its index entry);
  * its bytes live in the struct and in encoded, which chat_key_write_done()

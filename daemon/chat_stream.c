@@ -201,7 +201,7 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);
 		return;
 	}
-	if (chat_visibility_of(chat, caller, id, NULL, NULL) == CHAT_SESSION_HIDDEN) {
+	if (chat_visibility_of(chat, caller, id) == CHAT_SESSION_HIDDEN) {
 		chat_reply_not_found(req);
 		return;
 	}
@@ -229,6 +229,7 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct chat_cal
 	request.client_headers = &req->headers;
 	request.body = body;
 	request.body_len = body_len;
+	request.idempotency_key = stream->key != NULL ? stream->key->upstream_key : NULL;
 	/* A stream that reached upstream ran a turn: retrying would run another. */
 	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
 	free(path);

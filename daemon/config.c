@@ -63,6 +63,7 @@ static const struct setting_spec config_specs[] = {
 	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
 	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
 	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
+	{ "limits", "max_pending_output_bytes", SETTING_INT, AT(max_pending_output_bytes), 4096, 1L << 30 },
 	{ "idempotency", "ttl_s", SETTING_INT, AT(idempotency_ttl_s), 1, 30L * 86400 },
 	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
 	{ "log", "access_log", SETTING_STRING, AT(access_log), 0, 0 },
@@ -103,6 +104,7 @@ config_set_defaults(struct config *c)
 	c->unix_socket_mode = 0660;
 	c->stream_buffer_bytes = 65536;
 	c->max_event_bytes = 1L << 20;
+	c->max_pending_output_bytes = 256L << 10;
 	c->stream_idle_timeout_ms = 300000;
 	c->idempotency_ttl_s = 86400;
 	/* Only the chat resource, unless the file says otherwise. */

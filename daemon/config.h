@@ -78,6 +78,7 @@ struct config {
 	long drain_timeout_ms; /* how long a stop waits for requests in flight */
 	long stream_buffer_bytes; /* output a stream may hold for a slow client */
 	long max_event_bytes; /* one event of a relayed stream */
+	long max_pending_output_bytes; /* a connection's unsent answers; past it no request is parsed */
 	long stream_idle_timeout_ms;
 
 	struct config_route routes[CONFIG_MAX_ROUTES];

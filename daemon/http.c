@@ -39,6 +39,7 @@
 #include "log.h"
 #include "reply.h"
 #include "request.h"
+#include "uri.h"
 
 #define HTTP_MAX_LISTENERS 32
 #define HTTP_IN_BYTES 4096 /* a connection's input buffer, reused */
@@ -89,6 +90,7 @@ struct http_conn {
 	bool closing; /* close once the output is out */
 	bool lingering; /* write side shut; reading to discard */
 	bool reading_paused;
+	bool output_full; /* over max_pending_output_bytes: parsing waits */
 	bool in_use; /* a request is between its first byte and its end */
 	bool broken; /* a write failed: close from the loop */
 	long lingered;
@@ -243,10 +245,23 @@ http_conn_flush(struct http_conn *c)
 		if (n == 0)
 			break;
 	}
+	if (c->output_full && evbuffer_get_length(c->out) <= c->server->settings.max_pending_output_bytes) {
+		/* Drained below the bound: read and parse on, once this turn is over. */
+		c->output_full = false;
+		if (c->reading_paused && !c->lingering && c->in_end < HTTP_IN_BYTES) {
+			event_add(c->read_ev, NULL);
+			c->reading_paused = false;
+		}
+		if (c->timer_kind == HTTP_TIMER_SEND)
+			http_arm(c, HTTP_TIMER_NONE, 0);
+		event_active(c->resume_ev, 0, 0);
+	}
 	if (evbuffer_get_length(c->out) > 0) {
 		if (!event_pending(c->write_ev, EV_WRITE, NULL))
 			event_add(c->write_ev, NULL);
-		if (c->req.state != REQUEST_READING)
+		/* No progress for send_timeout_ms: an answer in progress, or
+		 * answers piled up past the bound, and the client takes nothing. */
+		if (c->req.state != REQUEST_READING || c->output_full)
 			http_arm(c, HTTP_TIMER_SEND, c->server->settings.send_timeout_ms);
 		return;
 	}
@@ -360,7 +375,7 @@ http_conn_answered(struct http_conn *c)
 		event_active(c->resume_ev, 0, 0);
 	else
 		http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
-	if (c->reading_paused) {
+	if (c->reading_paused && !c->output_full) {
 		event_add(c->read_ev, NULL);
 		c->reading_paused = false;
 	}
@@ -643,6 +658,10 @@ http_take_target(struct http_conn *c)
 		*query = '\0';
 		c->req.query = query + 1;
 	}
+	/* One normal form from here on: what is routed and checked is what
+	 * goes upstream. */
+	if (uri_normalize_path(target) != 0)
+		return http_fail(c, 400, "the path holds a malformed percent-escape");
 	c->req.path = target;
 	return 0;
 }
@@ -815,9 +834,30 @@ http_in_drain(struct http_conn *c, size_t n)
 		c->in_start = c->in_end = 0;
 }
 
+/* True (with reading paused) while the answers the client has not taken
+ * are over the bound: a client that pipelines and never reads gets no more
+ * answers made until it does, so its connection's memory stays bounded. */
+static bool
+http_conn_output_full(struct http_conn *c)
+{
+	if (evbuffer_get_length(c->out) <= c->server->settings.max_pending_output_bytes)
+		return false;
+	if (!c->output_full) {
+		c->output_full = true;
+		if (!c->reading_paused) {
+			event_del(c->read_ev);
+			c->reading_paused = true;
+		}
+		http_arm(c, HTTP_TIMER_SEND, c->server->settings.send_timeout_ms);
+	}
+	return true;
+}
+
 static void
 http_conn_parse(struct http_conn *c)
 {
+	if (c->req.state == REQUEST_READING && http_conn_output_full(c))
+		return;
 	while (c->req.state == REQUEST_READING && !c->closing && c->in_end > c->in_start) {
 		const char *data = c->in + c->in_start, *stop;
 		size_t len = c->in_end - c->in_start;

@@ -23,6 +23,9 @@ struct http_settings {
 	long keepalive_timeout_ms; /* an idle connection between requests closes */
 	long send_timeout_ms; /* an answer the client takes nothing of for so long: closed */
 	long max_connections; /* past it the listeners pause; newcomers wait in the backlog */
+	/* A connection's answers not yet taken by the client: past it no more
+	 * pipelined requests are parsed (nor read) until it drains. */
+	size_t max_pending_output_bytes;
 };
 
 struct http_hooks {

@@ -62,6 +62,30 @@ idempotency_record_key(const char *client, const char *key, unsigned char *out)
 	return client_len + 1 + key_len;
 }
 
+void
+idempotency_upstream_key(
+    const unsigned char *record_key, size_t record_key_len, char out[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1])
+{
+	static const char label[] = "llamachatd idempotency key v1";
+	static const char hex[] = "0123456789abcdef";
+	unsigned char digest[32] = { 0 };
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	/* Out of memory: all zeros still never names another client's key
+	 * by chance, and upstream at worst dedupes such calls together. */
+	if (ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
+		EVP_DigestUpdate(ctx, label, sizeof(label));
+		EVP_DigestUpdate(ctx, record_key, record_key_len);
+		EVP_DigestFinal_ex(ctx, digest, NULL);
+	}
+	EVP_MD_CTX_free(ctx);
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 15];
+	}
+	out[IDEMPOTENCY_UPSTREAM_KEY_LEN] = '\0';
+}
+
 static void
 idempotency_put_u64(unsigned char *out, uint64_t v)
 {

@@ -37,6 +37,15 @@ int idempotency_fingerprint(const char *method, const char *path, const char *qu
  * (IDEMPOTENCY_RECORD_KEY_MAX bytes); returns its length. */
 size_t idempotency_record_key(const char *client, const char *key, unsigned char *out);
 
+/* The key sent upstream for a client's key, as 64 hex digits into out: a
+ * SHA-256 of the record key (client, NUL, key) under a label of its own.
+ * Never the client's key itself: two clients that send the same key send
+ * upstream two keys, so an upstream that dedupes on it can never answer one
+ * client with the session it made for another. */
+#define IDEMPOTENCY_UPSTREAM_KEY_LEN 64
+void idempotency_upstream_key(
+    const unsigned char *record_key, size_t record_key_len, char out[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1]);
+
 /* Writes the index key of a record created at created_us into out
  * (IDEMPOTENCY_INDEX_KEY_MAX bytes); returns its length. */
 size_t idempotency_index_key(uint64_t created_us, const void *record_key, size_t record_key_len, unsigned char *out);

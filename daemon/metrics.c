@@ -157,6 +157,12 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    (double)chat->cache_misses);
 	metrics_simple(out, "llamachatd_store_failures_total", "counter", "Writes the store could not take.",
 	    (double)chat->store_failures);
+	metrics_simple(out, "llamachatd_takeovers_refused_total", "counter",
+	    "Creates upstream answered with a session another client owns (refused with 502).",
+	    (double)chat->takeovers_refused);
+	metrics_simple(out, "llamachatd_unmetered_turns_total", "counter",
+	    "Turns whose usage could not be charged: upstream ended them without a stop event.",
+	    (double)chat->unmetered_turns);
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",
 	    (double)store_commits(s->store));

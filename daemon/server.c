@@ -24,15 +24,14 @@
 #include "gate.h"
 #include "health.h"
 #include "http.h"
+#include "idempotency.h"
 #include "log.h"
 #include "relay.h"
 #include "reply.h"
 #include "request.h"
+#include "route.h"
 #include "upstream.h"
 
-#define CHAT_PREFIX "/api/v1/chat"
-#define SUMMARY_SUFFIX "/summary"
-#define STREAM_SUFFIX "/messages/stream"
 #define LISTEN_BACKLOG 4096 /* the kernel caps it at net.core.somaxconn */
 #define SERVER_MAX_LISTENERS (CONFIG_MAX_LISTEN + 16) /* the config's and systemd's */
 
@@ -70,30 +69,6 @@ server_method_bit(enum request_method method)
 	}
 }
 
-/* A path is forwarded as it stands, so nothing in it may climb out of the
- * prefix the route policy checked: no "." or ".." segments, no backslash,
- * and no percent-encoded dot, slash, backslash or NUL that upstream might
- * decode into one. */
-static bool
-server_path_is_clean(const char *path)
-{
-	static const char *const encoded[] = { "%2e", "%2f", "%5c", "%00" };
-
-	if (path[0] != '/' || strchr(path, '\\') != NULL)
-		return false;
-	/* Most paths hold no escape at all: look closer only when one does. */
-	for (const char *pct = strchr(path, '%'); pct != NULL; pct = strchr(pct + 1, '%'))
-		for (size_t i = 0; i < sizeof(encoded) / sizeof(encoded[0]); i++)
-			if (strncasecmp(pct, encoded[i], 3) == 0)
-				return false;
-	for (const char *seg = path; seg != NULL; seg = strchr(seg + 1, '/')) {
-		size_t len = strcspn(seg + 1, "/");
-		if ((len == 1 && seg[1] == '.') || (len == 2 && seg[1] == '.' && seg[2] == '.'))
-			return false;
-	}
-	return true;
-}
-
 static void
 server_reply_method_not_allowed(struct request *req, const char *allow)
 {
@@ -109,25 +84,17 @@ server_label(const struct chat_caller *caller, const char *route)
 		caller->access->route = route;
 }
 
-static bool
-server_ends_with(const char *text, size_t len, const char *suffix)
-{
-	size_t suffix_len = strlen(suffix);
-	return len >= suffix_len && memcmp(text + len - suffix_len, suffix, suffix_len) == 0;
-}
-
-/* Hands the chat resource's own endpoints to their handlers; returns false
- * for any other path, which is then passed through. */
+/* Hands the chat resource's own endpoints to their handlers, by the kind
+ * of path route_classify() found; returns false for any other path, which
+ * is then passed through. */
 static bool
 server_route_chat(struct server *server, struct request *req, const struct chat_caller *caller,
-    enum request_method method, const char *path, const char *query)
+    const struct route_match *route, const char *query)
 {
-	const char *rest = path + strlen(CHAT_PREFIX), *id;
-	size_t len;
+	enum request_method method = req->method;
 
-	if (strncmp(path, CHAT_PREFIX, strlen(CHAT_PREFIX)) != 0 || (rest[0] != '\0' && rest[0] != '/'))
-		return false;
-	if (rest[0] == '\0' || strcmp(rest, "/") == 0) {
+	switch (route->kind) {
+	case ROUTE_CHAT:
 		server_label(caller, method == REQUEST_POST ? "create" : "list");
 		if (method == REQUEST_POST)
 			chat_handle_create(server->parts.chat, req, caller, query);
@@ -136,37 +103,53 @@ server_route_chat(struct server *server, struct request *req, const struct chat_
 		else
 			server_reply_method_not_allowed(req, "GET, POST");
 		return true;
-	}
-	id = rest + 1;
-	len = strlen(id);
-	if (strchr(id, '/') == NULL) {
+	case ROUTE_SESSION:
 		server_label(caller, method == REQUEST_DELETE ? "delete" : "history");
 		if (method == REQUEST_GET)
-			chat_handle_history(server->parts.chat, req, caller, id, len, query);
+			chat_handle_history(server->parts.chat, req, caller, route->id, route->id_len, query);
 		else if (method == REQUEST_DELETE)
-			chat_handle_delete(server->parts.chat, req, caller, id, len, query);
+			chat_handle_delete(server->parts.chat, req, caller, route->id, route->id_len, query);
 		else
 			server_reply_method_not_allowed(req, "GET, DELETE");
 		return true;
-	}
-	/* An id holding '/' still lands here, to get a clear 400. */
-	if (server_ends_with(id, len, SUMMARY_SUFFIX)) {
+	case ROUTE_SUMMARY:
 		server_label(caller, "summary");
 		if (method == REQUEST_GET)
-			chat_handle_summary(server->parts.chat, req, caller, id, len - strlen(SUMMARY_SUFFIX), query);
+			chat_handle_summary(server->parts.chat, req, caller, route->id, route->id_len, query);
 		else
 			server_reply_method_not_allowed(req, "GET");
 		return true;
-	}
-	if (server_ends_with(id, len, STREAM_SUFFIX)) {
+	case ROUTE_STREAM:
 		server_label(caller, "stream");
 		if (method == REQUEST_POST)
-			chat_handle_stream(server->parts.chat, req, caller, id, len - strlen(STREAM_SUFFIX), query);
+			chat_handle_stream(server->parts.chat, req, caller, route->id, route->id_len, query);
 		else
 			server_reply_method_not_allowed(req, "POST");
 		return true;
+	default:
+		return false;
 	}
-	return false;
+}
+
+/* The route policy, decided on the fully decoded path: the form upstream
+ * routes on. */
+static bool
+server_policy_allows(const struct config *config, const char *path, enum request_method method)
+{
+	char *decoded;
+	size_t size;
+	bool allowed;
+
+	if (strchr(path, '%') == NULL)
+		return config_route_allows(config, path, server_method_bit(method));
+	size = strlen(path) + 1;
+	if ((decoded = malloc(size)) == NULL || route_decode(path, decoded, size) != 0) {
+		free(decoded);
+		return false;
+	}
+	allowed = config_route_allows(config, decoded, server_method_bit(method));
+	free(decoded);
+	return allowed;
 }
 
 /* Any other path the route policy allows goes upstream as it is, its answer
@@ -179,6 +162,8 @@ server_pass_through(struct server *server, struct request *req, const struct cha
 	struct upstream_request request = { 0 };
 	bool has_query = query != NULL && query[0] != '\0';
 	size_t size = strlen(path) + (has_query ? 1 + strlen(query) : 0) + 1;
+	const char *client_key = request_header(req, IDEMPOTENCY_HEADER);
+	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
 	char *target;
 
 	if (evbuffer_get_length(input) > (size_t)server->config->max_body_bytes) {
@@ -199,6 +184,13 @@ server_pass_through(struct server *server, struct request *req, const struct cha
 	request.client_headers = &req->headers;
 	request.body = evbuffer_pullup(input, -1);
 	request.body_len = evbuffer_get_length(input);
+	/* Never the client's own key: one derived from it and the client. */
+	if (client_key != NULL && idempotency_key_is_valid(client_key)) {
+		unsigned char record_key[IDEMPOTENCY_RECORD_KEY_MAX];
+		idempotency_upstream_key(
+		    record_key, idempotency_record_key(caller->name, client_key, record_key), upstream_key);
+		request.idempotency_key = upstream_key;
+	}
 	/* Only a GET is surely safe to retry. */
 	server_label(caller, "passthrough");
 	relay_start(server->parts.relays, req, &request, method != REQUEST_GET, NULL, NULL);
@@ -208,10 +200,9 @@ server_pass_through(struct server *server, struct request *req, const struct cha
 /* GET /healthz for anyone; GET /metrics for local peers, single-user mode,
  * and clients with metrics = true. */
 static void
-server_own_endpoint(struct server *server, struct request *req, struct access_entry *access, enum request_method method,
-    const char *path)
+server_own_endpoint(
+    struct server *server, struct request *req, struct access_entry *access, enum request_method method, bool metrics)
 {
-	bool metrics = strcmp(path, "/metrics") == 0;
 	struct evbuffer *body;
 
 	if (access != NULL)
@@ -258,21 +249,24 @@ server_route(struct request *req, void *arg)
 	const char *path = req->path;
 	const char *query = req->query;
 	struct access_entry *access = &req->access;
+	struct route_match route;
 	struct chat_caller caller;
 	char *owned_query;
 
-	if (!server_path_is_clean(path)) {
-		reply_error(req, 400, REPLY_RETRY_WONT_HELP,
-		    "the path is malformed or holds '.', '..', a backslash or an encoded slash, dot or NUL");
+	route_classify(path, &route);
+	switch (route.kind) {
+	case ROUTE_BAD:
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, route.why);
 		return;
-	}
-	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
-		server_own_endpoint(server, req, access, method, path);
-		return;
-	}
-	if (strncmp(path, "/api/", 5) != 0) {
+	case ROUTE_NOT_FOUND:
 		reply_error(req, 404, REPLY_RETRY_WONT_HELP, "no such endpoint in llamachatd");
 		return;
+	case ROUTE_HEALTHZ:
+	case ROUTE_METRICS:
+		server_own_endpoint(server, req, access, method, route.kind == ROUTE_METRICS);
+		return;
+	default:
+		break;
 	}
 	/* Who asks comes first: an unknown client learns nothing of the policy. */
 	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
@@ -281,10 +275,20 @@ server_route(struct request *req, void *arg)
 	caller.budgets = server->parts.budgets;
 	if (caller.name[0] != '\0')
 		snprintf(access->client, sizeof(access->client), "%s", caller.name);
-	if (!config_route_allows(server->config, path, server_method_bit(method))) {
+	/* Every path that names a session is that session's, whatever the
+	 * method and whether a handler knows it: checked before the policy,
+	 * so that another client's session answers exactly as a missing one.
+	 * A summary's GET is checked by its handler on the record it serves
+	 * (so the hit path reads the store once). */
+	if (route_names_session(route.kind) && !(route.kind == ROUTE_SUMMARY && method == REQUEST_GET) &&
+	    !chat_may_name_session(server->parts.chat, req, &caller, route.id, route.id_len)) {
+		free(owned_query);
+		return;
+	}
+	if (!server_policy_allows(server->config, path, method)) {
 		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
 		    request_method_name(method), path);
-	} else if (!server_route_chat(server, req, &caller, method, path, query)) {
+	} else if (!server_route_chat(server, req, &caller, &route, query)) {
 		server_pass_through(server, req, &caller, method, path, query);
 	}
 	free(owned_query);
@@ -319,6 +323,7 @@ server_http_settings(const struct config *config, struct http_settings *out)
 		.keepalive_timeout_ms = config->keepalive_timeout_ms,
 		.send_timeout_ms = config->client_timeout_ms,
 		.max_connections = config->max_connections,
+		.max_pending_output_bytes = (size_t)config->max_pending_output_bytes,
 	};
 }
 

@@ -88,22 +88,11 @@ static const struct {
 	const char *name;
 	size_t len;
 } upstream_dropped_headers[] = {
-	DROPPED("authorization"),
-	DROPPED("cookie"),
-	DROPPED("connection"),
-	DROPPED("keep-alive"),
-	DROPPED("proxy-authorization"),
-	DROPPED("proxy-authenticate"),
-	DROPPED("proxy-connection"),
-	DROPPED("te"),
-	DROPPED("trailer"),
-	DROPPED("transfer-encoding"),
-	DROPPED("upgrade"),
-	DROPPED("http2-settings"),
-	DROPPED("host"),
-	DROPPED("content-length"),
-	DROPPED("expect"),
-	DROPPED("accept-encoding"),
+	DROPPED("authorization"), DROPPED("cookie"), DROPPED("connection"), DROPPED("keep-alive"),
+	DROPPED("proxy-authorization"), DROPPED("proxy-authenticate"), DROPPED("proxy-connection"), DROPPED("te"),
+	DROPPED("trailer"), DROPPED("transfer-encoding"), DROPPED("upgrade"), DROPPED("http2-settings"),
+	DROPPED("host"), DROPPED("content-length"), DROPPED("expect"), DROPPED("accept-encoding"),
+	DROPPED("idempotency-key"), /* ours is derived: upstream_request.idempotency_key */
 };
 #undef DROPPED
 
@@ -660,7 +649,8 @@ upstream_append_header(struct upstream_call *call, const char *name, const char 
 
 /* Builds the header list: the client's forwardable headers, then the key. */
 static int
-upstream_build_headers(struct upstream_call *call, const struct http_headers *client_headers, bool has_body)
+upstream_build_headers(
+    struct upstream_call *call, const struct http_headers *client_headers, const char *idempotency_key, bool has_body)
 {
 	char bearer[512], *authorization = bearer;
 	size_t size = strlen("Bearer ") + strlen(call->upstream->key) + 1;
@@ -678,6 +668,8 @@ upstream_build_headers(struct upstream_call *call, const struct http_headers *cl
 				return -1;
 		}
 	}
+	if (idempotency_key != NULL && upstream_append_header(call, "Idempotency-Key", idempotency_key) != 0)
+		return -1;
 	/* Keep curl from inventing headers the client did not send ("Name:"
 	 * with nothing after it removes one of curl's own). */
 	if (!has_content_type && has_body) {
@@ -712,6 +704,8 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	size_t url_size = base_len + target_len + 1;
 	char small[1024], *url = url_size <= sizeof(small) ? small : malloc(url_size);
 	bool is_post = strcmp(req->method, "POST") == 0;
+	/* PUT and PATCH carry their body as a POST does, under their own name. */
+	bool has_body = is_post || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
 	CURLcode rc = CURLE_OK;
 
 	if (url == NULL)
@@ -762,7 +756,7 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	rc |= curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, call);
 	rc |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, upstream_prereq_cb);
 	rc |= curl_easy_setopt(e, CURLOPT_PREREQDATA, call);
-	if (is_post) {
+	if (has_body) {
 		if (req->body_len > 0) {
 			if ((call->body_copy = malloc(req->body_len)) == NULL)
 				return -1;
@@ -771,12 +765,14 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 		rc |= curl_easy_setopt(e, CURLOPT_POST, 1L);
 		rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body_copy != NULL ? call->body_copy : "");
 		rc |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		if (!is_post)
+			rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	} else if (strcmp(req->method, "GET") == 0) {
 		rc |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	} else {
 		rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	}
-	if (upstream_build_headers(call, req->client_headers, is_post) != 0)
+	if (upstream_build_headers(call, req->client_headers, req->idempotency_key, has_body) != 0)
 		return -1;
 	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->request_headers);
 	return rc == CURLE_OK ? 0 : -1;

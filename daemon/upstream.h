@@ -61,6 +61,8 @@ struct upstream_request {
 	const void *body;
 	size_t body_len;
 	const struct upstream_stream *stream; /* NULL: collect the whole answer */
+	/* The Idempotency-Key to send (the client's own never goes); NULL: none. */
+	const char *idempotency_key;
 };
 
 enum upstream_flow {

@@ -15,6 +15,51 @@ uri_hex(char c)
 	return -1;
 }
 
+int
+uri_escape_value(const char *text)
+{
+	int hi = text[0] == '%' ? uri_hex(text[1]) : -1;
+	int lo = hi >= 0 ? uri_hex(text[2]) : -1;
+
+	return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+static bool
+uri_is_unreserved(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+	    c == '_' || c == '~';
+}
+
+int
+uri_normalize_path(char *path)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = path;
+
+	/* Most paths hold no escape: nothing moves until the first one. */
+	for (const char *in = path; *in != '\0';) {
+		int value;
+		if (*in != '%') {
+			*out++ = *in++;
+			continue;
+		}
+		if ((value = uri_escape_value(in)) < 0)
+			return -1;
+		if (uri_is_unreserved(value)) {
+			*out++ = (char)value;
+		} else {
+			out[0] = '%';
+			out[1] = hex[value >> 4];
+			out[2] = hex[value & 15];
+			out += 3;
+		}
+		in += 3;
+	}
+	*out = '\0';
+	return 0;
+}
+
 /* Decodes len bytes of text into out (size bytes, NUL-terminated). */
 static int
 uri_decode(const char *text, size_t len, char *out, size_t size)
@@ -123,8 +168,7 @@ uri_encode(const char *text, char *out, size_t size)
 	size_t n = 0;
 
 	for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
-		bool plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-		    *p == '-' || *p == '.' || *p == '_' || *p == '~';
+		bool plain = uri_is_unreserved(*p);
 		if (n + (plain ? 1 : 3) >= size)
 			return -1;
 		if (plain) {

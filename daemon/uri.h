@@ -21,6 +21,16 @@ bool uri_query_is_valid(const char *query);
  * malformed or the value does not fit. */
 int uri_query_get(const char *query, const char *name, char *out, size_t size) __attribute__((warn_unused_result));
 
+/* Puts a path into its normal form in place (it only shrinks): escapes of
+ * unreserved characters (RFC 3986 section 6.2.2.2: letters, digits, "-",
+ * ".", "_", "~") are decoded, and every other escape gets upper-case hex
+ * (section 6.2.2.1). Returns 0, or -1 when an escape is malformed ('%' not
+ * followed by two hex digits). */
+int uri_normalize_path(char *path) __attribute__((warn_unused_result));
+
+/* Decodes the escape at text ('%' and two hex digits); -1 when malformed. */
+int uri_escape_value(const char *text);
+
 /* Percent-encodes text into out (size bytes), keeping only unreserved bytes
  * (RFC 3986) as they are. Returns the length, or -1 when it does not fit. */
 int uri_encode(const char *text, char *out, size_t size) __attribute__((warn_unused_result));

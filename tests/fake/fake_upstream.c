@@ -2,7 +2,11 @@
  *
  * Speaks the chat resource of api/llamacloud-chat.md (create, list is not
  * needed, summary, history, delete, message streams) plus one other path
- * (GET /api/v1/projects) for pass-through tests. It checks the bearer key,
+ * (GET /api/v1/projects) and a sub-resource of a session (GET and DELETE
+ * /api/v1/chat/{id}/files) for pass-through tests. It routes the way a
+ * FastAPI server does: on the wholly percent-decoded path, a trailing slash
+ * taken as the same route; and a create whose Idempotency-Key it has seen
+ * answers with the session that key made. It checks the bearer key,
  * records what it received, and takes faults and controls:
  *   GET  /_fake/stats    counts (requests, connections accepted, streams...),
  *                        the last session created, the last API request
@@ -86,7 +90,8 @@ static struct {
 	uint64_t clock_us; /* each change moves it on, so sessions order by it */
 	bool real_time; /* after POST /_fake/now: times are the real clock's */
 	long connections, api_requests, creates, summaries, histories_read, deletes;
-	long streams, streams_completed, streams_aborted, streams_held, stream_bytes;
+	long streams, streams_completed, streams_aborted, streams_held, stream_bytes, subresources;
+	json_t *idempotency; /* Idempotency-Key -> session id: creates dedupe on it */
 	char last_session_id[64];
 	json_t *last;
 	struct fault faults[MAX_FAULTS]; /* a slot is free when its count is 0 */
@@ -123,6 +128,10 @@ method_name(enum evhttp_cmd_type cmd)
 		return "POST";
 	case EVHTTP_REQ_DELETE:
 		return "DELETE";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
 	default:
 		return "OTHER";
 	}
@@ -146,7 +155,8 @@ record_request(struct evhttp_request *req)
 	}
 	json_decref(fake.last);
 	fake.last = json_pack("{s:s,s:s,s:o,s:s%}", "method", method_name(evhttp_request_get_command(req)), "uri",
-	    evhttp_request_get_uri(req), "headers", headers, "body", (const char *)evbuffer_pullup(in, -1), len);
+	    evhttp_request_get_uri(req), "headers", headers, "body",
+	    len > 0 ? (const char *)evbuffer_pullup(in, -1) : "", len);
 }
 
 /* The next moment of the fake's clock, as upstream writes times. */
@@ -187,8 +197,15 @@ handle_create(struct evhttp_request *req, long padding)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	json_t *body = NULL, *session;
 	json_error_t error;
-	const char *id;
+	const char *id, *key = evhttp_find_header(evhttp_request_get_input_headers(req), "Idempotency-Key");
+	json_t *seen = key != NULL ? json_object_get(fake.idempotency, key) : NULL;
 
+	/* An upstream that honours Idempotency-Key answers a key it has seen
+	 * with the session that key made. */
+	if (seen != NULL && json_object_get(fake.sessions, json_string_value(seen)) != NULL) {
+		send_json(req, 200, json_incref(json_object_get(fake.sessions, json_string_value(seen))));
+		return;
+	}
 	if (evbuffer_get_length(in) > 0) {
 		body = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in), 0, &error);
 		if (!json_is_object(body)) {
@@ -212,6 +229,8 @@ handle_create(struct evhttp_request *req, long padding)
 		json_object_set_new(fake.histories, id, json_array());
 	}
 	fake.creates++;
+	if (key != NULL)
+		json_object_set_new(fake.idempotency, key, json_string(id));
 	snprintf(fake.last_session_id, sizeof(fake.last_session_id), "%s", id);
 	send_json(req, 200, session);
 }
@@ -394,39 +413,47 @@ handle_stream(struct evhttp_request *req, const char *id, const char *mode, long
 	}
 }
 
-/* Splits "/api/v1/chat/{id}{rest}" into the decoded id and the rest. */
+/* Splits "/api/v1/chat/{id}{rest}" (decoded already) into the id and the rest. */
 static bool
 chat_path(const char *path, char *id, size_t id_size, const char **rest)
 {
 	const char *start = path + strlen("/api/v1/chat/");
 	size_t len;
-	char raw[256], *decoded;
 
 	if (strncmp(path, "/api/v1/chat/", strlen("/api/v1/chat/")) != 0)
 		return false;
 	len = strcspn(start, "/");
-	if (len == 0 || len >= sizeof(raw))
+	if (len == 0 || len >= id_size)
 		return false;
-	memcpy(raw, start, len);
-	raw[len] = '\0';
-	decoded = evhttp_uridecode(raw, 0, NULL);
-	snprintf(id, id_size, "%s", decoded);
-	free(decoded);
+	memcpy(id, start, len);
+	id[len] = '\0';
 	*rest = start + len;
 	return true;
 }
 
-static void
-serve_api(struct evhttp_request *req, const char *mode, long bytes)
+/* The path as a FastAPI upstream routes on it: wholly percent-decoded, and
+ * a trailing slash taken as the same route. A new string the caller frees. */
+static char *
+routed_path(struct evhttp_request *req)
 {
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	char *path = evhttp_uridecode(evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)), 0, NULL);
+	size_t len = strlen(path);
+
+	if (len > 1 && path[len - 1] == '/')
+		path[len - 1] = '\0';
+	return path;
+}
+
+static void
+serve_api_path(struct evhttp_request *req, const char *path, const char *mode, long bytes)
+{
 	const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	char expected[512], id[128];
 	const char *rest;
 	json_t *session;
-
 	bool known = false;
+
 	for (int i = 0; i < fake.key_count && auth != NULL; i++) {
 		snprintf(expected, sizeof(expected), "Bearer %s", fake.keys[i]);
 		known = known || strcmp(auth, expected) == 0;
@@ -448,6 +475,15 @@ serve_api(struct evhttp_request *req, const char *mode, long bytes)
 		return;
 	}
 	session = json_object_get(fake.sessions, id);
+	/* A sub-resource the daemon has no handler for. */
+	if (strcmp(rest, "/files") == 0 && session != NULL) {
+		fake.subresources++;
+		if (cmd == EVHTTP_REQ_DELETE)
+			evhttp_send_reply(req, 204, NULL, NULL);
+		else
+			send_json(req, 200, json_pack("{s:s,s:[]}", "session_id", id, "files"));
+		return;
+	}
 	if (strcmp(rest, "/messages/stream") == 0 && cmd == EVHTTP_REQ_POST) {
 		handle_stream(req, id, mode, bytes);
 		return;
@@ -477,6 +513,15 @@ serve_api(struct evhttp_request *req, const char *mode, long bytes)
 	} else {
 		send_json(req, 200, json_incref(session));
 	}
+}
+
+static void
+serve_api(struct evhttp_request *req, const char *mode, long bytes)
+{
+	char *path = routed_path(req);
+
+	serve_api_path(req, path, mode, bytes);
+	free(path);
 }
 
 static void
@@ -623,14 +668,14 @@ handle_turn(struct evhttp_request *req)
 static json_t *
 stats(void)
 {
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
 	    (json_int_t)fake.connections, "api_requests", (json_int_t)fake.api_requests, "creates",
 	    (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "histories",
 	    (json_int_t)fake.histories_read, "deletes", (json_int_t)fake.deletes, "streams", (json_int_t)fake.streams,
 	    "streams_completed", (json_int_t)fake.streams_completed, "streams_aborted",
 	    (json_int_t)fake.streams_aborted, "streams_held", (json_int_t)fake.streams_held, "stream_bytes",
-	    (json_int_t)fake.stream_bytes, "last_session_id", fake.last_session_id, "last",
-	    fake.last != NULL ? fake.last : json_null());
+	    (json_int_t)fake.stream_bytes, "subresources", (json_int_t)fake.subresources, "last_session_id",
+	    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null());
 }
 
 static void
@@ -711,8 +756,10 @@ main(int argc, char **argv)
 	fake.base = event_base_new();
 	fake.sessions = json_object();
 	fake.histories = json_object();
+	fake.idempotency = json_object();
 	http = evhttp_new(fake.base);
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE);
+	evhttp_set_allowed_methods(
+	    http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(http, route, NULL);
 	evhttp_set_bevcb(http, count_connection, NULL);
 	/* Our own listening socket: evhttp's would have a backlog of 128, and
@@ -745,6 +792,7 @@ main(int argc, char **argv)
 	evhttp_free(http);
 	json_decref(fake.sessions);
 	json_decref(fake.histories);
+	json_decref(fake.idempotency);
 	json_decref(fake.last);
 	for (int i = 0; i < MAX_FAULTS; i++)
 		free(fake.faults[i].body);

@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -911,4 +912,57 @@ harness_stop_process(pid_t pid)
 		return;
 	kill(pid, SIGTERM);
 	waitpid(pid, NULL, 0);
+}
+
+int
+harness_raw_exchange(int port, const char *request, size_t len, struct http_response *out)
+{
+	struct timeval limit = { HARNESS_WAIT_MS / 1000, 0 };
+	size_t cap = 4096, used = 0;
+	char *all = NULL, *end, *sp;
+	int fd = harness_connect(port);
+
+	memset(out, 0, sizeof(*out));
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+	if (write(fd, request, len) != (ssize_t)len || (all = malloc(cap)) == NULL)
+		goto fail;
+	for (;;) {
+		ssize_t n;
+		if (used + 1 == cap) {
+			char *grown = realloc(all, cap * 2);
+			if (grown == NULL)
+				goto fail;
+			all = grown;
+			cap *= 2;
+		}
+		n = read(fd, all + used, cap - used - 1);
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	all[used] = '\0';
+	close(fd);
+	if ((end = strstr(all, "\r\n\r\n")) == NULL || (sp = strchr(all, ' ')) == NULL) {
+		free(all);
+		return -1;
+	}
+	out->status = strtol(sp + 1, NULL, 10);
+	out->headers = strndup(all, (size_t)(end - all) + 2);
+	out->body_len = used - (size_t)(end + 4 - all);
+	out->body = malloc(out->body_len + 1);
+	if (out->headers == NULL || out->body == NULL) {
+		http_response_free(out);
+		free(all);
+		return -1;
+	}
+	memcpy(out->body, end + 4, out->body_len);
+	out->body[out->body_len] = '\0';
+	free(all);
+	return 0;
+fail:
+	free(all);
+	close(fd);
+	return -1;
 }

@@ -175,6 +175,13 @@ void harness_stop_process(pid_t pid);
  * session id with body; returns the socket (the caller reads or closes it). */
 int harness_send_raw_stream(int port, const char *id, const char *body);
 
+/* Writes len bytes of a raw request (which should ask for Connection:
+ * close) to 127.0.0.1:port and reads the answer to the connection's end:
+ * its status, its raw header block, and everything after the head as the
+ * body (not de-chunked). Returns 0 (free out with http_response_free()) or
+ * -1 with nothing to free. Spellings curl would tidy up go as they are. */
+int harness_raw_exchange(int port, const char *request, size_t len, struct http_response *out);
+
 /* The resident memory of a process in KiB (VmRSS), or -1. */
 long harness_rss_kib(pid_t pid);
 

@@ -89,11 +89,23 @@ replayed(const struct http_response *r)
 
 static char first_body[4096];
 
+/* The session_id of a Session's JSON text, into id. */
+static void
+session_id_of(const char *json, char *id, size_t size)
+{
+	json_t *doc = json_loads(json, 0, NULL);
+
+	assert_non_null(json_string_value(json_object_get(doc, "session_id")));
+	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+}
+
 static void
 test_a_retried_create_with_the_same_key_makes_one_session(void **state)
 {
 	struct http_response r;
 	long creates = fake_count(&fake, "creates");
+	const char *sent;
 	json_t *stats;
 
 	(void)state;
@@ -102,11 +114,14 @@ test_a_retried_create_with_the_same_key_makes_one_session(void **state)
 	snprintf(first_body, sizeof(first_body), "%s", r.body);
 	http_response_free(&r);
 	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
-	/* The key went upstream too. */
+	/* A key went upstream too: derived from the client's, never the
+	 * client's own, so that two clients' keys cannot meet there. */
 	stats = fake_stats(&fake);
-	assert_string_equal(json_string_value(json_object_get(
-	                        json_object_get(json_object_get(stats, "last"), "headers"), "idempotency-key")),
-	    "order-1");
+	sent = json_string_value(
+	    json_object_get(json_object_get(json_object_get(stats, "last"), "headers"), "idempotency-key"));
+	assert_non_null(sent);
+	assert_int_equal(strlen(sent), 64);
+	assert_null(strstr(sent, "order-1"));
 	json_decref(stats);
 
 	for (int i = 0; i < 3; i++) {
@@ -138,13 +153,50 @@ test_keys_are_per_client(void **state)
 {
 	struct http_response r;
 	long creates = fake_count(&fake, "creates");
+	char ann_id[64], ben_id[64], path[160];
 
 	(void)state;
+	/* The fake dedupes on the key it is sent, as an upstream may: the same
+	 * key from two clients still makes two sessions, each its maker's. */
 	assert_int_equal(post(BEN, "/api/v1/chat", "order-1", "{}", &r), 200);
 	assert_false(replayed(&r));
 	assert_string_not_equal(r.body, first_body);
+	session_id_of(r.body, ben_id, sizeof(ben_id));
 	http_response_free(&r);
 	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	session_id_of(first_body, ann_id, sizeof(ann_id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", ann_id);
+	assert_int_equal(daemon_call(&gw, BEN, "GET", path, NULL, NULL), 404);
+	assert_int_equal(daemon_call(&gw, ANN, "GET", path, NULL, NULL), 200);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", ben_id);
+	assert_int_equal(daemon_call(&gw, ANN, "GET", path, NULL, NULL), 404);
+	assert_int_equal(daemon_call(&gw, BEN, "GET", path, NULL, NULL), 200);
+}
+
+/* Upstream answers a create with a session another client owns: the owner
+ * keeps it, and the creator gets a 502 that says so. */
+static void
+test_a_create_answered_with_another_clients_session_is_refused(void **state)
+{
+	struct http_response r;
+	char ann_id[64], path[160], *fault;
+	json_t *doc;
+	double before = daemon_metric_as(&gw, ANN, "llamachatd_takeovers_refused_total");
+
+	(void)state;
+	session_id_of(first_body, ann_id, sizeof(ann_id));
+	doc = json_pack("{s:s,s:i,s:s}", "mode", "status", "status", 200, "body", first_body);
+	fault = json_dumps(doc, JSON_COMPACT);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", fault), 0);
+	free(fault);
+	json_decref(doc);
+	assert_int_equal(daemon_call(&gw, BEN, "POST", "/api/v1/chat", "{}", &r), 502);
+	assert_non_null(strstr(r.body, "another client owns"));
+	http_response_free(&r);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", ann_id);
+	assert_int_equal(daemon_call(&gw, BEN, "GET", path, NULL, NULL), 404);
+	assert_int_equal(daemon_call(&gw, ANN, "GET", path, NULL, NULL), 200);
+	assert_true(daemon_metric_as(&gw, ANN, "llamachatd_takeovers_refused_total") >= before + 1);
 }
 
 static void
@@ -331,7 +383,7 @@ test_keys_expire_and_the_janitor_removes_them(void **state)
 {
 	struct http_response r;
 	struct removed_wait w;
-	long offset = daemon_log_offset(&gw), creates;
+	long offset = daemon_log_offset(&gw), requests;
 
 	(void)state;
 	write_config("ttl_s = 1;");
@@ -340,11 +392,12 @@ test_keys_expire_and_the_janitor_removes_them(void **state)
 	w.at_least = daemon_metric_as(&gw, ANN, "llamachatd_janitor_removed_total{kind=\"idempotency_keys\"}") + 1;
 	/* Every key stored so far is older than a second: order-1 is gone. */
 	harness_wait(keys_removed, &w, 15000, "the janitor removing expired keys");
-	creates = fake_count(&fake, "creates");
+	requests = fake_count(&fake, "api_requests");
 	assert_int_equal(post(ANN, "/api/v1/chat", "order-1", "{\"index_ids\":[\"idx-a\"]}", &r), 200);
 	assert_false(replayed(&r));
 	http_response_free(&r);
-	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	/* Asked upstream again (which may dedupe on its own key for longer). */
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
 }
 
 int
@@ -354,6 +407,7 @@ main(void)
 		cmocka_unit_test(test_a_retried_create_with_the_same_key_makes_one_session),
 		cmocka_unit_test(test_the_same_key_for_another_request_is_a_422),
 		cmocka_unit_test(test_keys_are_per_client),
+		cmocka_unit_test(test_a_create_answered_with_another_clients_session_is_refused),
 		cmocka_unit_test(test_malformed_keys_are_a_400),
 		cmocka_unit_test(test_concurrent_requests_with_one_key_make_one_session),
 		cmocka_unit_test(test_an_upstream_error_is_not_kept_and_a_final_refusal_is),

@@ -1,0 +1,314 @@
+/* Integration: one door, no way around it. Two clients against a fake that
+ * routes the way FastAPI does (on the wholly decoded path, a trailing slash
+ * taken as the same route): another client's session answers exactly as a
+ * missing one under every method and spelling, and nothing reaches
+ * upstream; the same spellings of one's own session reach what they name. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <event2/util.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct fake_upstream fake;
+static struct daemon_process gw;
+static char *dir;
+static char bob_id[64], alice_id[64];
+
+#define ALICE_TOKEN "tok-alice-iso-51c2"
+#define BOB_TOKEN "tok-bob-iso-90ad"
+#define ALICE "Authorization: Bearer " ALICE_TOKEN
+#define BOB "Authorization: Bearer " BOB_TOKEN
+
+static void
+create_as(const char *who, char *id, size_t size)
+{
+	struct http_response r;
+	json_t *doc;
+
+	assert_int_equal(daemon_call(&gw, who, "POST", "/api/v1/chat", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+}
+
+static int
+start_all(void **state)
+{
+	char a[65], b[65];
+	FILE *f;
+
+	(void)state;
+	dir = harness_make_dir("isolation");
+	if (dir == NULL || fake_start(&fake, dir) != 0)
+		return -1;
+	harness_token_hex(ALICE_TOKEN, a);
+	harness_token_hex(BOB_TOKEN, b);
+	daemon_write_config(&gw, dir, fake.port, NULL, NULL, NULL);
+	f = fopen(gw.conf_path, "a");
+	fprintf(f,
+	    "routes = (\n"
+	    "  { prefix = \"/api/v1/chat\"; methods = [ \"GET\", \"POST\", \"PUT\", \"PATCH\", \"DELETE\" ]; },\n"
+	    "  { prefix = \"/api/v1/projects\"; methods = [ \"GET\", \"PUT\", \"PATCH\" ]; }\n);\n"
+	    "clients = (\n  { name = \"alice\"; token_sha256 = \"%s\"; },\n"
+	    "  { name = \"bob\"; token_sha256 = \"%s\"; }\n);\n",
+	    a, b);
+	fclose(f);
+	if (daemon_start(&gw, HARNESS_KEY) != 0)
+		return -1;
+	create_as(BOB, bob_id, sizeof(bob_id));
+	create_as(ALICE, alice_id, sizeof(alice_id));
+	return 0;
+}
+
+static int
+stop_all(void **state)
+{
+	(void)state;
+	harness_suite_stop(&dir, &fake, &gw);
+	return 0;
+}
+
+/* One raw request (the target goes as written), with a JSON body. */
+static void
+raw_call(const char *who, const char *method, const char *target, struct http_response *r)
+{
+	static const char body[] = "{\"prompt\":\"hi\",\"index_ids\":[]}";
+	char request[2048];
+	int len = snprintf(request, sizeof(request),
+	    "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	    method, target, who, strlen(body), body);
+
+	assert_true(len > 0 && (size_t)len < sizeof(request));
+	assert_int_equal(harness_raw_exchange(gw.port, request, (size_t)len, r), 0);
+}
+
+/* The spellings of a path that names a session, "{id}" standing for it. */
+static const char *const spellings[] = {
+	"/api/v1/chat/{id}",
+	"/api/v1/chat/{id}/",
+	"/api/v1/chat/{id}/summary",
+	"/api/v1/chat/{id}/%73ummary",
+	"/api/v1/chat/{id}/SUMMARY",
+	"/api/v1/chat/{id}/summary/",
+	"/api/v1/chat/{id}/summary//",
+	"/api/v1/chat/{id}//summary",
+	"/api/v1/chat//{id}/summary",
+	"/api/v1/chat/{id};x/summary",
+	"/api/v1/chat/{id}/summary;x",
+	"/api/v1/chat/{id}/./summary",
+	"/api/v1/chat/nope/../{id}/summary",
+	"/api/v1/chat/{id}%2Fsummary",
+	"/api/v1/chat/{id}%2fsummary",
+	"/api/v1/chat/{id}%3Bx",
+	"/api/v1/chat/{id}%20",
+	"/api/v1/chat/{id}/messages/stream",
+	"/api/v1/chat/{id}/messages/%73tream",
+	"/api/v1/chat/{id}/messages/stream/",
+	"/api/v1/chat/{id}/messages//stream",
+	"/api/v1/chat/{id}/files",
+	"/api/v1/chat/{id}/files/",
+	"/api/v1/chat/{id}/anything/deeper",
+	"/api/v1/ch%61t/{id}/summary",
+	"/%61pi/v1/chat/{id}/summary",
+	"/api/v1/chat/{id}?organization_id=&project_id=",
+	"http://127.0.0.1/api/v1/chat/{id}/summary",
+};
+
+/* template with its "{id}" replaced by id, into out. */
+static void
+spell(const char *template, const char *id, char *out, size_t size)
+{
+	const char *at = strstr(template, "{id}");
+
+	snprintf(out, size, "%.*s%s%s", (int)(at - template), template, id, at + 4);
+}
+
+static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" };
+
+/* id with its first letter percent-encoded ("%73es-000001"): a spelling of
+ * the id itself. */
+static void
+encode_first(const char *id, char *out, size_t size)
+{
+	snprintf(out, size, "%%%02X%s", (unsigned char)id[0], id + 1);
+}
+
+/* What another client gets must be what a session that does not exist
+ * gets, for every method and spelling, and upstream hears nothing of it. */
+static void
+test_another_clients_session_is_missing_under_every_method_and_spelling(void **state)
+{
+	char missing[64], encoded_bob[80], encoded_missing[80];
+	const char *ids[][2] = { { bob_id, missing }, { encoded_bob, encoded_missing } };
+	long before = fake_count(&fake, "api_requests");
+	int checked = 0;
+
+	(void)state;
+	/* The same length as bob's id, so that no length shows in an answer. */
+	snprintf(missing, sizeof(missing), "ses-%0*d", (int)strlen(bob_id) - 4, 999999);
+	missing[strlen(bob_id)] = '\0';
+	encode_first(bob_id, encoded_bob, sizeof(encoded_bob));
+	encode_first(missing, encoded_missing, sizeof(encoded_missing));
+	for (size_t s = 0; s < sizeof(spellings) / sizeof(spellings[0]); s++) {
+		for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+			for (size_t i = 0; i < 2; i++) {
+				struct http_response theirs, none;
+				char target[512], target_missing[512];
+				spell(spellings[s], ids[i][0], target, sizeof(target));
+				spell(spellings[s], ids[i][1], target_missing, sizeof(target_missing));
+				raw_call(ALICE, methods[m], target, &theirs);
+				raw_call(ALICE, methods[m], target_missing, &none);
+				if (theirs.status != 404 && theirs.status != 400)
+					fail_msg("%s %s answered %ld to another client: %s", methods[m], target,
+					    theirs.status, theirs.body);
+				assert_int_equal(theirs.status, none.status);
+				assert_int_equal(theirs.body_len, none.body_len);
+				assert_memory_equal(theirs.body, none.body, theirs.body_len);
+				http_response_free(&theirs);
+				http_response_free(&none);
+				checked++;
+			}
+		}
+	}
+	assert_true(checked > 300);
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+}
+
+/* The spellings that mean the same thing reach it for its owner: the check
+ * above holds because they are refused or routed, never because they fail. */
+static void
+test_own_session_under_other_spellings(void **state)
+{
+	char target[256], encoded[80];
+	struct http_response r;
+	long subresources = fake_count(&fake, "subresources");
+
+	(void)state;
+	snprintf(target, sizeof(target), "/api/v1/chat/%s/%%73ummary", alice_id);
+	raw_call(ALICE, "GET", target, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, alice_id));
+	assert_non_null(strstr(r.headers, "X-Cache: HIT"));
+	http_response_free(&r);
+	encode_first(alice_id, encoded, sizeof(encoded));
+	snprintf(target, sizeof(target), "/api/v1/chat/%s/summary", encoded);
+	raw_call(ALICE, "GET", target, &r);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	/* A sub-resource no handler knows passes through for the owner. */
+	snprintf(target, sizeof(target), "/api/v1/chat/%s/files", alice_id);
+	raw_call(ALICE, "GET", target, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"files\""));
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "subresources"), subresources + 1);
+	/* A trailing slash is refused, for the owner too: upstream might take
+	 * it for the route without one. */
+	snprintf(target, sizeof(target), "/api/v1/chat/%s/summary/", alice_id);
+	raw_call(ALICE, "GET", target, &r);
+	assert_int_equal(r.status, 400);
+	assert_non_null(strstr(r.body, "\"detail\""));
+	http_response_free(&r);
+}
+
+/* Outside the chat resource the policy is decided on the decoded path, and
+ * the normal form is what goes upstream. */
+static void
+test_pass_through_forwards_the_normal_form(void **state)
+{
+	struct http_response r;
+	json_t *stats;
+	const char *uri;
+
+	(void)state;
+	raw_call(ALICE, "GET", "/api/v1/pr%6Fjects?x=%2F", &r);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	stats = fake_stats(&fake);
+	uri = json_string_value(json_object_get(json_object_get(stats, "last"), "uri"));
+	assert_string_equal(uri, "/api/v1/projects?x=%2F");
+	json_decref(stats);
+	/* A prefix the policy does not allow, spelled with escapes. */
+	raw_call(ALICE, "GET", "/api/v1/%70rojectsX", &r);
+	assert_int_equal(r.status, 403);
+	http_response_free(&r);
+	raw_call(ALICE, "GET", "/api/v1/proj%C3%A9cts", &r);
+	assert_int_equal(r.status, 403);
+	http_response_free(&r);
+	raw_call(ALICE, "GET", "/api/v1/projects%2F..%2Fchat", &r);
+	assert_int_equal(r.status, 400);
+	http_response_free(&r);
+	raw_call(ALICE, "GET", "/api/v1/projects/%zz", &r);
+	assert_int_equal(r.status, 400);
+	http_response_free(&r);
+}
+
+/* One connection pipelines a flood of requests and never reads an answer:
+ * the daemon stops taking requests from it once its unsent answers pass
+ * limits.max_pending_output_bytes, so its memory stays flat, and others
+ * are served all the while. */
+static void
+test_a_connection_that_never_reads_costs_bounded_memory(void **state)
+{
+	static const char one[] = "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	enum { REQUESTS = 1000000, BATCH = 1000 }; /* more than loopback's socket buffers hold */
+	char *batch = malloc(BATCH * (sizeof(one) - 1));
+	long rss_before = harness_rss_kib(gw.pid), rss_after;
+	long sent = 0, total = (long)REQUESTS * (long)(sizeof(one) - 1);
+	int fd = harness_connect(gw.port);
+	struct http_response r;
+
+	(void)state;
+	assert_non_null(batch);
+	assert_true(fd >= 0);
+	for (int i = 0; i < BATCH; i++)
+		memcpy(batch + i * (sizeof(one) - 1), one, sizeof(one) - 1);
+	evutil_make_socket_nonblocking(fd);
+	/* Write until all is sent, or until the daemon has taken nothing for a
+	 * second: it stopped reading, as it should. */
+	while (sent < total) {
+		struct pollfd p = { .fd = fd, .events = POLLOUT };
+		size_t at = (size_t)(sent % (long)(BATCH * (sizeof(one) - 1)));
+		size_t len = BATCH * (sizeof(one) - 1) - at;
+		ssize_t n;
+		if ((long)len > total - sent)
+			len = (size_t)(total - sent);
+		if (poll(&p, 1, 1000) <= 0)
+			break;
+		if ((n = write(fd, batch + at, len)) <= 0)
+			break;
+		sent += n;
+	}
+	/* Another client is served meanwhile. */
+	assert_int_equal(daemon_call(&gw, ALICE, "GET", "/api/v1/chat", NULL, &r), 200);
+	http_response_free(&r);
+	rss_after = harness_rss_kib(gw.pid);
+	print_message("sent %ld of %ld bytes; daemon RSS %ld KiB -> %ld KiB\n", sent, total, rss_before, rss_after);
+	assert_true(sent < total);
+	assert_true(rss_after - rss_before < 8 * 1024);
+	close(fd);
+	free(batch);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_another_clients_session_is_missing_under_every_method_and_spelling),
+		cmocka_unit_test(test_own_session_under_other_spellings),
+		cmocka_unit_test(test_pass_through_forwards_the_normal_form),
+		cmocka_unit_test(test_a_connection_that_never_reads_costs_bounded_memory),
+	};
+	return cmocka_run_group_tests_name("isolation", tests, start_all, stop_all);
+}
