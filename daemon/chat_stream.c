@@ -3,7 +3,8 @@
  * The relay carries upstream's event stream to the client unchanged; this
  * file only watches it. When the "stop" event passes, its usage goes into
  * the stored session (committed before the client's answer ends), and a
- * background refresh fetches the summary upstream wrote after the turn
+ * turn whose client left is read to its end all the same, so that it is
+ * charged. A background refresh fetches the summary upstream wrote after the turn
  * (the generated title, for one). */
 #include <event2/buffer.h>
 #include <jansson.h>
@@ -32,6 +33,7 @@ struct chat_stream {
 	size_t stop_len;
 	struct store_write *write;
 	struct chat_key_hold *key; /* its Idempotency-Key; NULL: none */
+	bool ran; /* upstream answered 2xx: a turn runs, and is charged */
 };
 
 static void
@@ -65,6 +67,7 @@ stream_on_start(struct relay *relay, long status, void *arg)
 	stream->relay = relay;
 	if (status < 200 || status > 299)
 		return;
+	stream->ran = true;
 	stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
 	/* The turn runs: its key is used for good, whatever comes next. */
 	if (stream->key != NULL) {
@@ -107,6 +110,15 @@ stream_on_usage_stored(enum store_result result, void *arg)
 	relay_finish(stream->relay);
 }
 
+/* A turn ran upstream and its usage cannot be charged: said, and counted. */
+static void
+stream_unmetered(struct chat_stream *stream, const char *why)
+{
+	stream->chat->counters.unmetered_turns++;
+	log_warnx("chat: a turn of client %s in session %s is not charged: %s",
+	    stream->caller.name[0] != '\0' ? stream->caller.name : "-", stream->session_id, why);
+}
+
 /* Puts the stop event's usage into the stored session, and into the
  * caller's ledger in the same commit. Returns true when a write is queued
  * (the answer ends once it commits). */
@@ -120,13 +132,26 @@ stream_record_usage(struct chat_stream *stream)
 	char org[SESSION_SCOPE_MAX + 1], project[SESSION_SCOPE_MAX + 1];
 	char *updated = NULL;
 
-	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec) &&
-	    session_stop_usage(stream->stop, stream->stop_len, add) == 0) {
+	if (session_stop_usage(stream->stop, stream->stop_len, add) != 0) {
+		stream_unmetered(stream, "its stop event carries no usable usage");
+		if (buf != NULL)
+			evbuffer_free(buf);
+		return false;
+	}
+	if (buf != NULL && chat_load_record(stream->chat, stream->session_id, buf, &rec)) {
 		snprintf(org, sizeof(org), "%.*s", (int)rec.organization_id_len,
 		    rec.organization_id ? rec.organization_id : "");
 		snprintf(
 		    project, sizeof(project), "%.*s", (int)rec.project_id_len, rec.project_id ? rec.project_id : "");
 		updated = session_apply_stop(rec.json, rec.json_len, stream->stop, stream->stop_len, clock_unix_us());
+	} else {
+		/* A session this store does not hold (a see-all caller's): the
+		 * budget still pays; the ledger lives with stored sessions. */
+		chat_count_usage(stream->chat, stream->caller.name, stream->scope.organization_id,
+		    stream->scope.project_id, add, &usage);
+		log_info("chat: session %s is not stored here: its turn is charged to client %s's budget, not to the "
+		         "ledger",
+		    stream->session_id, stream->caller.name[0] != '\0' ? stream->caller.name : "-");
 	}
 	if (updated != NULL) {
 		struct chat_summary summary = {
@@ -150,7 +175,11 @@ stream_on_upstream_done(struct relay *relay, bool complete, void *arg)
 {
 	struct chat_stream *stream = arg;
 
-	(void)complete;
+	if (stream->parser == NULL && stream->stop == NULL && stream->ran)
+		stream_unmetered(stream, "its events could not be read (one was over limits.max_event_bytes)");
+	else if (stream->stop == NULL && stream->ran)
+		stream_unmetered(stream, complete ? "upstream ended the stream without a stop event"
+		                                  : "upstream cut the stream off before its stop event");
 	if (stream->stop != NULL) {
 		/* The turn ran: upstream's summary changed (title, usage). */
 		chat_refresh_summary(stream->chat, stream->session_id);
@@ -178,6 +207,8 @@ static const struct relay_observer stream_observer = {
 	.on_data = stream_on_data,
 	.on_upstream_done = stream_on_upstream_done,
 	.on_close = stream_on_close,
+	/* A client that leaves before the stop event still pays for its turn. */
+	.drain_when_client_gone = true,
 };
 
 void

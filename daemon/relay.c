@@ -9,7 +9,9 @@
  *
  * Hang-up: the connection watches its socket the whole time and tells the
  * request's on_gone hook when the client leaves, whether upstream has
- * answered yet or not; the upstream transfer is cancelled at once. */
+ * answered yet or not; the upstream transfer is cancelled at once, unless
+ * the observer asked for it to drain (a turn runs upstream to its end
+ * anyway, and must be charged). */
 #include "relay.h"
 
 #include <stdlib.h>
@@ -120,6 +122,11 @@ relay_on_client_gone(void *arg)
 	                         : "relay: the client went away before upstream answered; cancelling its upstream "
 	                           "transfer");
 	relay->req = NULL; /* gone with its connection */
+	if (relay->call != NULL && relay->observer != NULL && relay->observer->drain_when_client_gone) {
+		log_debug("relay: reading upstream's answer to its end for its accounting");
+		upstream_resume(relay->call); /* it may wait on back-pressure */
+		return;
+	}
 	relay_free(relay);
 }
 
@@ -136,9 +143,11 @@ relay_on_headers(long status, const struct http_headers *headers, void *arg)
 {
 	struct relay *relay = arg;
 
-	for (size_t i = 0; i < headers->count; i++)
-		request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
-	request_start(relay->req, (int)status);
+	if (relay->req != NULL) {
+		for (size_t i = 0; i < headers->count; i++)
+			request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
+		request_start(relay->req, (int)status);
+	}
 	relay->started = true;
 	if (relay->observer != NULL && relay->observer->on_start != NULL)
 		relay->observer->on_start(relay, status, relay->arg);
@@ -149,12 +158,12 @@ relay_on_data(const char *data, size_t len, void *arg)
 {
 	struct relay *relay = arg;
 
-	if (relay->req == NULL)
-		return UPSTREAM_FLOW_TAKEN; /* nobody to give it to */
-	if (request_unsent(relay->req) >= relay->engine->buffer_bytes)
+	if (relay->req != NULL && request_unsent(relay->req) >= relay->engine->buffer_bytes)
 		return UPSTREAM_FLOW_PAUSE;
 	if (relay->observer != NULL && relay->observer->on_data != NULL)
 		relay->observer->on_data(relay, data, len, relay->arg);
+	if (relay->req == NULL)
+		return UPSTREAM_FLOW_TAKEN; /* drained for the observer; nobody to send it to */
 	relay->engine->bytes += len;
 	request_send(relay->req, data, len);
 	return UPSTREAM_FLOW_TAKEN;

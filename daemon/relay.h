@@ -25,6 +25,11 @@ struct relay_observer {
 	void (*on_upstream_done)(struct relay *relay, bool complete, void *arg);
 	/* Last call: the relay is gone (finished, or the client went away). */
 	void (*on_close)(void *arg);
+	/* When the client goes away, upstream's answer is still read to its end
+	 * (bounded by the stream's idle timeout) and handed to on_start,
+	 * on_data and on_upstream_done, only sent nowhere: what upstream did
+	 * is accounted for whether or not anyone stays to read it. */
+	bool drain_when_client_gone;
 };
 
 /* Creates the engine. Each relay holds at most buffer_bytes of output the

@@ -421,7 +421,8 @@ test_stream_errors_before_and_during(void **state)
 	static struct stream_client c;
 	char id[64], ct[128];
 	long status = 0;
-	long aborted;
+	long aborted, log_at;
+	double unmetered;
 
 	(void)state;
 	/* Before the stream starts: upstream's status and JSON body. */
@@ -439,9 +440,12 @@ test_stream_errors_before_and_during(void **state)
 	    call_json("POST", "/api/v1/chat/ses-1/messages/stream", "{\"prompt\":\"x\",\"index_ids\":[1]}", 422));
 	json_decref(call_json("POST", "/api/v1/chat/ses-1/messages/stream", "{\"prompt\":", 400));
 
-	/* Cut in the middle: the client's answer still ends cleanly. */
+	/* Cut in the middle: the client's answer still ends cleanly, and the
+	 * turn that could not be charged is counted and said. */
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
+	unmetered = daemon_metric(&daemon_proc, "llamachatd_unmetered_turns_total");
+	log_at = daemon_log_offset(&daemon_proc);
 	memset(&c, 0, sizeof(c));
 	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"cut\"}"), 0);
 	assert_int_equal(
@@ -449,6 +453,8 @@ test_stream_errors_before_and_during(void **state)
 	assert_int_equal(status, 200);
 	assert_non_null(strstr(c.data, "\"content\":\"Hel\""));
 	assert_null(strstr(c.data, "\"type\":\"stop\""));
+	daemon_wait_log(&daemon_proc, log_at, "is not charged: upstream cut the stream off");
+	assert_true(daemon_metric(&daemon_proc, "llamachatd_unmetered_turns_total") >= unmetered + 1);
 	(void)aborted;
 }
 
@@ -477,18 +483,18 @@ flood_stalled(void *arg)
 }
 
 static void
-test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
+test_slow_client_is_bounded_and_a_hang_up_drains_upstream(void **state)
 {
 	const char *body = "{\"prompt\":\"flood\",\"index_ids\":[]}";
 	char id[64];
-	long rss_before, rss_during, sent, aborted;
+	long rss_before, rss_during, sent, completed;
 	int fd;
 	json_t *doc;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
 	rss_before = harness_rss_kib(daemon_proc.pid);
-	aborted = fake_count(&fake, "streams_aborted");
+	completed = fake_count(&fake, "streams_completed");
 	assert_int_equal(
 	    fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"flood\",\"bytes\":52428800}"),
 	    0);
@@ -513,25 +519,28 @@ test_slow_client_is_bounded_and_a_hang_up_reaches_upstream(void **state)
 	doc = summary(id, "HIT");
 	json_decref(doc);
 
-	/* The client hangs up: upstream sees its stream's connection close. */
+	/* The client hangs up: the turn runs upstream to its end all the same,
+	 * so the daemon reads it out (discarding it) to charge it. */
 	close(fd);
-	assert_int_equal(fake_wait_count(&fake, "streams_aborted", aborted + 1), aborted + 1);
+	assert_int_equal(fake_wait_count(&fake, "streams_completed", completed + 1), completed + 1);
 }
 
 /* A client that leaves while the stream is quiet: nothing is being written
- * to it, yet its upstream transfer must end at once. */
+ * to it, yet the daemon notices at once, and keeps reading upstream's
+ * stream until its stop event (the turn runs there anyway, and is charged). */
 static void
-test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
+test_hang_up_during_a_quiet_stream_keeps_reading_upstream(void **state)
 {
 	const char *body = "{\"prompt\":\"quiet\",\"index_ids\":[]}";
 	char id[64], got[4096] = "";
 	size_t have = 0;
-	long aborted, held, log_at;
+	long aborted, completed, held, log_at;
 	int fd;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
+	completed = fake_count(&fake, "streams_completed");
 	held = fake_count(&fake, "streams_held");
 	log_at = daemon_log_offset(&daemon_proc);
 	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
@@ -549,10 +558,10 @@ test_hang_up_during_a_quiet_stream_cancels_upstream(void **state)
 	assert_int_equal(fake_count(&fake, "streams_held"), held + 1);
 	close(fd);
 	daemon_wait_log(&daemon_proc, log_at, "went away mid-answer");
-	/* Upstream sees its connection close while the stream is still held:
-	 * the daemon cancelled the transfer, nothing else ended it. */
-	assert_int_equal(fake_wait_count(&fake, "streams_aborted", aborted + 1), aborted + 1);
-	assert_int_equal(fake_release(&fake), 0); /* nothing left to release */
+	/* Upstream's stream is still there to finish. */
+	assert_int_equal(fake_release(&fake), 1);
+	assert_int_equal(fake_wait_count(&fake, "streams_completed", completed + 1), completed + 1);
+	assert_int_equal(fake_count(&fake, "streams_aborted"), aborted);
 }
 
 /* A finished stream leaves its connection fit for the next request: the
@@ -590,18 +599,20 @@ test_a_connection_serves_a_request_after_a_stream(void **state)
 	close(fd);
 }
 
-/* A client that leaves before upstream has even answered. */
+/* A client that leaves before upstream has even answered: the turn was
+ * sent, so it is read to its end (and charged) all the same. */
 static void
-test_hang_up_before_upstream_answers_cancels_it(void **state)
+test_hang_up_before_upstream_answers_still_reads_the_turn(void **state)
 {
 	const char *body = "{\"prompt\":\"early\",\"index_ids\":[]}";
 	char id[64];
-	long requests, log_at;
+	long requests, log_at, completed;
 	int fd;
 
 	(void)state;
 	create(NULL, id, sizeof(id));
 	requests = fake_count(&fake, "api_requests");
+	completed = fake_count(&fake, "streams_completed");
 	log_at = daemon_log_offset(&daemon_proc);
 	assert_int_equal(
 	    fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"delay\",\"ms\":3000}"), 0);
@@ -611,6 +622,8 @@ test_hang_up_before_upstream_answers_cancels_it(void **state)
 	fake_wait_count(&fake, "api_requests", requests + 1);
 	close(fd);
 	daemon_wait_log(&daemon_proc, log_at, "went away before upstream answered");
+	fake_wait_count(&fake, "streams_completed", completed + 1);
+	daemon_wait_log(&daemon_proc, log_at, "stored session");
 }
 
 static void
@@ -693,9 +706,9 @@ main(void)
 		cmocka_unit_test(test_stream_relays_events_and_records_usage_then_title),
 		cmocka_unit_test(test_relay_does_not_buffer),
 		cmocka_unit_test(test_stream_errors_before_and_during),
-		cmocka_unit_test(test_slow_client_is_bounded_and_a_hang_up_reaches_upstream),
-		cmocka_unit_test(test_hang_up_during_a_quiet_stream_cancels_upstream),
-		cmocka_unit_test(test_hang_up_before_upstream_answers_cancels_it),
+		cmocka_unit_test(test_slow_client_is_bounded_and_a_hang_up_drains_upstream),
+		cmocka_unit_test(test_hang_up_during_a_quiet_stream_keeps_reading_upstream),
+		cmocka_unit_test(test_hang_up_before_upstream_answers_still_reads_the_turn),
 		cmocka_unit_test(test_a_connection_serves_a_request_after_a_stream),
 		cmocka_unit_test(test_route_policy),
 		cmocka_unit_test(test_daemon_stops_cleanly),

@@ -59,7 +59,8 @@ start_all(void **state)
 	    "routes = (\n"
 	    "  { prefix = \"/api/v1/chat\"; methods = [ \"GET\", \"POST\", \"PUT\", \"PATCH\", \"DELETE\" ]; },\n"
 	    "  { prefix = \"/api/v1/projects\"; methods = [ \"GET\", \"PUT\", \"PATCH\" ]; }\n);\n"
-	    "clients = (\n  { name = \"alice\"; token_sha256 = \"%s\"; },\n"
+	    "clients = (\n  { name = \"alice\"; token_sha256 = \"%s\"; metrics = true; "
+	    "max_tokens_per_day = 1000000; },\n"
 	    "  { name = \"bob\"; token_sha256 = \"%s\"; }\n);\n",
 	    a, b);
 	fclose(f);
@@ -301,6 +302,63 @@ test_a_connection_that_never_reads_costs_bounded_memory(void **state)
 	free(batch);
 }
 
+struct metric_wait {
+	const char *series;
+	double at_least;
+};
+
+static bool
+metric_reached(void *arg)
+{
+	struct metric_wait *w = arg;
+
+	return daemon_metric_as(&gw, ALICE, w->series) >= w->at_least;
+}
+
+/* A client that hangs up after the last message event, before the stop
+ * event, still pays for its turn: the daemon reads upstream's stream to
+ * its end and charges the budget and the ledger. */
+static void
+test_a_turn_whose_client_hangs_up_before_stop_is_charged(void **state)
+{
+	static const char prompt[] = "count me";
+	char request[1024], body[128], got[4096] = "";
+	const char *tokens = "llamachatd_budget_used{client=\"alice\",budget=\"tokens\"}";
+	const char *turns = "llamachatd_client_turns_total{client=\"alice\",organization_id=\"\",project_id=\"\"}";
+	struct metric_wait used = { tokens, daemon_metric_as(&gw, ALICE, tokens) + 100 + strlen(prompt) + 7 };
+	struct metric_wait ran = { turns, daemon_metric_as(&gw, ALICE, turns) + 1 };
+	long offset = daemon_log_offset(&gw), held = fake_count(&fake, "streams_held");
+	size_t have = 0;
+	int fd, len;
+
+	(void)state;
+	if (ran.at_least < 1)
+		ran.at_least = 1; /* no turn of alice's in the ledger yet */
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
+	snprintf(body, sizeof(body), "{\"prompt\":\"%s\",\"index_ids\":[]}", prompt);
+	len = snprintf(request, sizeof(request),
+	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n"
+	    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+	    alice_id, ALICE, strlen(body), body);
+	fd = harness_connect(gw.port);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, request, (size_t)len), len);
+	/* The first event arrives; the fake holds the rest, stop included. */
+	while (have < sizeof(got) - 1 && strstr(got, "Hel") == NULL) {
+		ssize_t n = read(fd, got + have, sizeof(got) - 1 - have);
+		assert_true(n > 0);
+		have += (size_t)n;
+		got[have] = '\0';
+	}
+	fake_wait_count(&fake, "streams_held", held + 1);
+	close(fd);
+	daemon_wait_log(&gw, offset, "status=499");
+	/* Only now does upstream finish the turn. */
+	assert_int_equal(fake_release(&fake), 1);
+	harness_wait(metric_reached, &used, HARNESS_WAIT_MS, "the hung-up turn's tokens in alice's budget");
+	harness_wait(metric_reached, &ran, HARNESS_WAIT_MS, "the hung-up turn in alice's ledger");
+}
+
 int
 main(void)
 {
@@ -309,6 +367,7 @@ main(void)
 		cmocka_unit_test(test_own_session_under_other_spellings),
 		cmocka_unit_test(test_pass_through_forwards_the_normal_form),
 		cmocka_unit_test(test_a_connection_that_never_reads_costs_bounded_memory),
+		cmocka_unit_test(test_a_turn_whose_client_hangs_up_before_stop_is_charged),
 	};
 	return cmocka_run_group_tests_name("isolation", tests, start_all, stop_all);
 }
