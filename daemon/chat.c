@@ -692,7 +692,8 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 	bool has_query = query != NULL && query[0] != '\0';
 	char *path;
 
-	if (!chat_take_json_body(chat, req, session_check_create_body, &body, &body_len))
+	if (!chat_take_json_body(chat, req, session_check_create_body, &body, &body_len) ||
+	    !gate_body_keeps_pins(req, caller, body, body_len))
 		return;
 	if (chat_read_scope(query, &scope, &why) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, why);

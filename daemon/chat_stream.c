@@ -178,8 +178,9 @@ stream_on_upstream_done(struct relay *relay, bool complete, void *arg)
 	if (stream->parser == NULL && stream->stop == NULL && stream->ran)
 		stream_unmetered(stream, "its events could not be read (one was over limits.max_event_bytes)");
 	else if (stream->stop == NULL && stream->ran)
-		stream_unmetered(stream, complete ? "upstream ended the stream without a stop event"
-		                                  : "upstream cut the stream off before its stop event");
+		stream_unmetered(stream,
+		    complete ? "upstream ended the stream without a stop event"
+		             : "upstream cut the stream off before its stop event");
 	if (stream->stop != NULL) {
 		/* The turn ran: upstream's summary changed (title, usage). */
 		chat_refresh_summary(stream->chat, stream->session_id);

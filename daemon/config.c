@@ -18,7 +18,8 @@ enum setting_kind {
 	SETTING_ROUTES,
 	SETTING_CLIENTS,
 	SETTING_MODE,
-	SETTING_LOG_LEVEL
+	SETTING_LOG_LEVEL,
+	SETTING_NAMES, /* a list of strings, into a struct config_names */
 };
 
 /* One known setting: where it lives, its type, and its bounds. */
@@ -35,6 +36,8 @@ static const struct setting_spec config_specs[] = {
 	{ NULL, "listen", SETTING_LISTEN, 0, 0, 0 },
 	{ NULL, "routes", SETTING_ROUTES, 0, 0, 0 },
 	{ NULL, "clients", SETTING_CLIENTS, 0, 0, 0 },
+	{ NULL, "server_names", SETTING_NAMES, AT(server_names), 0, 0 },
+	{ NULL, "allowed_origins", SETTING_NAMES, AT(allowed_origins), 0, 0 },
 	{ "unix_socket", "mode", SETTING_MODE, AT(unix_socket_mode), 0, 0777 },
 	{ "unix_socket", "group", SETTING_STRING, AT(unix_socket_group), 0, 0 },
 	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
@@ -239,6 +242,33 @@ config_read_listen(struct config *c, const config_setting_t *s, struct config_er
 		c->listen[c->listen_count] = strdup(text);
 		if (c->listen[c->listen_count] != NULL)
 			c->listen_count++;
+	}
+}
+
+/* A list of names (server_names, allowed_origins): strings of 1 to 255
+ * printable ASCII bytes, without blanks. */
+static void
+config_read_names(struct config *c, const config_setting_t *s, struct config_names *out, struct config_errors *errors)
+{
+	int type = config_setting_type(s), count = config_setting_length(s);
+
+	if ((type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) || count > CONFIG_MAX_NAMES) {
+		config_setting_error(errors, c->path, s, "must be a list of at most %d strings", CONFIG_MAX_NAMES);
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		const char *text = config_setting_get_string(config_setting_get_elem(s, (unsigned)i));
+		size_t len = text != NULL ? strlen(text) : 0;
+		bool printable = len > 0 && len < 256;
+		for (size_t k = 0; printable && k < len; k++)
+			printable = text[k] > ' ' && text[k] < 127;
+		if (!printable) {
+			config_setting_error(
+			    errors, c->path, s, "item %d must be a name of 1 to 255 printable characters", i + 1);
+			continue;
+		}
+		if ((out->items[out->count] = strdup(text)) != NULL)
+			out->count++;
 	}
 }
 
@@ -585,6 +615,9 @@ config_read_setting(
 	case SETTING_CLIENTS:
 		config_read_clients(c, s, errors);
 		return;
+	case SETTING_NAMES:
+		config_read_names(c, s, (struct config_names *)((char *)c + spec->offset), errors);
+		return;
 	case SETTING_MODE: {
 		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
 		char *end;
@@ -763,6 +796,10 @@ config_free(struct config *c)
 		free(c->listen[i]);
 	config_free_routes(c);
 	config_free_clients(c);
+	for (size_t i = 0; i < c->server_names.count; i++)
+		free(c->server_names.items[i]);
+	for (size_t i = 0; i < c->allowed_origins.count; i++)
+		free(c->allowed_origins.items[i]);
 	free(c->unix_socket_group);
 	free(c->access_log);
 	free(c->path);

@@ -37,6 +37,13 @@ struct config_client {
 	long long max_sessions_per_day; /* 0: no budget */
 };
 
+/* A list of names from the file (server_names, allowed_origins). */
+#define CONFIG_MAX_NAMES 64
+struct config_names {
+	char *items[CONFIG_MAX_NAMES];
+	size_t count;
+};
+
 /* One allowed upstream path prefix ("/api/v1/chat" covers it and what lies
  * below it) and the methods allowed there. */
 struct config_route {
@@ -86,6 +93,12 @@ struct config {
 
 	struct config_client *clients; /* none: single-user mode */
 	size_t client_count;
+
+	/* Host names (no port) the daemon answers to besides loopback ones;
+	 * in team mode, when set, the only ones. */
+	struct config_names server_names;
+	/* Origin values a request may carry in single-user mode (none by default). */
+	struct config_names allowed_origins;
 
 	long unix_socket_mode; /* for unix: listeners */
 	char *unix_socket_group; /* NULL: the daemon's own */

@@ -4,13 +4,14 @@
 #define LLAMACHATD_GATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct chat_caller;
 struct clients;
 struct request;
 
 /* Lets a request in, or answers it (401 unknown token, 429 over the rate,
- * 403 another scope than the client's pin, 400 malformed query) and returns
+ * 403 another scope than the client's pin, 400 malformed query or a scope given twice) and returns
  * false. On success caller says who it is (in single-user mode: nobody, who
  * may see all), and *query points at the query to use: the request's own,
  * or a new one with the client's pins added, which the caller frees through
@@ -26,5 +27,12 @@ bool gate_admit(struct clients *clients, struct request *req, const char **query
  * x-should-retry: false, for a budget; the wait for the next token, for the
  * rate) and returns false. Always true in single-user mode. */
 bool gate_may_go_upstream(struct request *req, const struct chat_caller *caller) __attribute__((warn_unused_result));
+
+/* A pinned client's scope holds in a body too: a create body whose
+ * organization_id or project_id is another than the client's pin is
+ * answered 403 and false is returned. True otherwise (also for a body that
+ * is not JSON, which its own check refuses). */
+bool gate_body_keeps_pins(struct request *req, const struct chat_caller *caller, const char *body, size_t len)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -27,20 +27,24 @@ health_time(double wall)
 }
 
 void
-health_reply(struct request *req, struct store *store, const struct upstream *upstream, double started)
+health_reply(
+    struct request *req, struct store *store, const struct upstream *upstream, double started, bool show_counts)
 {
 	const struct upstream_stats *up = upstream_get_stats(upstream);
 	enum store_result probe = store_probe(store);
 	json_t *doc;
 	char *text;
 
-	doc = json_pack("{s:s,s:{s:b,s:s*,s:I},s:{s:o,s:o},s:f}", "status", probe == STORE_OK ? "ok" : "unavailable",
+	doc = json_pack("{s:s,s:{s:b,s:s*},s:{s:o,s:o},s:f}", "status", probe == STORE_OK ? "ok" : "unavailable",
 	    "store", "writable", probe == STORE_OK, "problem",
 	    probe == STORE_OK             ? NULL
 	        : probe == STORE_ERR_FULL ? "full"
 	                                  : "write failed",
-	    "sessions", (json_int_t)store_count(store), "upstream", "last_answer", health_time(up->last_answer_wall),
-	    "last_failure", health_time(up->last_failure_wall), "uptime_seconds", clock_monotonic_s() - started);
+	    "upstream", "last_answer", health_time(up->last_answer_wall), "last_failure",
+	    health_time(up->last_failure_wall), "uptime_seconds", clock_monotonic_s() - started);
+	if (doc != NULL && show_counts)
+		json_object_set_new(
+		    json_object_get(doc, "store"), "sessions", json_integer((json_int_t)store_count(store)));
 	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	request_add_header(req, "Content-Type", "application/json");
 	request_add_header(req, "Cache-Control", "no-store");

@@ -2,6 +2,8 @@
 #ifndef LLAMACHATD_HEALTH_H
 #define LLAMACHATD_HEALTH_H
 
+#include <stdbool.h>
+
 struct request;
 struct store;
 struct upstream;
@@ -10,6 +12,8 @@ struct upstream;
  * and failure, uptime), or 503 when the store cannot be written. Cheap: the
  * store is probed at most once per second. started is the monotonic time of
  * the start, in seconds. */
-void health_reply(struct request *req, struct store *store, const struct upstream *upstream, double started);
+/* The store's session count is shown only when show_counts. */
+void health_reply(
+    struct request *req, struct store *store, const struct upstream *upstream, double started, bool show_counts);
 
 #endif

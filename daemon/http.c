@@ -169,6 +169,7 @@ http_request_reset(struct http_conn *c)
 	req->out_headers_len = 0;
 	req->out_overflow = false;
 	req->close_after = false;
+	req->no_body = false;
 	req->conn = c;
 	req->body = body;
 	req->local_peer = local;
@@ -871,9 +872,11 @@ http_conn_parse(struct http_conn *c)
 		if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
 			stop = llhttp_get_error_pos(&c->parser);
 			http_in_drain(c, stop != NULL ? (size_t)(stop - data) : len);
-			if (err == HPE_PAUSED_UPGRADE)
-				c->req.close_after = true; /* never switch protocols: answer, then close */
-			else
+			/* Never switch protocols: answer, then close (what follows an
+			 * Upgrade request on the wire is not HTTP/1.1 any more). */
+			if (err == HPE_PAUSED_UPGRADE || c->parser.upgrade)
+				c->req.close_after = true;
+			if (err != HPE_PAUSED_UPGRADE)
 				llhttp_resume(&c->parser);
 			c->scan = (struct http_scan){ .at_line_start = true, .first_line = true };
 			http_conn_dispatch(c);

@@ -46,6 +46,7 @@ struct daemon {
 	struct budgets *budgets; /* what each client used today; outlives reloads */
 	long max_age_days; /* what the janitor's session sweep reads; reloadable */
 	long idempotency_ttl_s; /* what the key sweep and the chat read; reloadable */
+	enum apikey_source key_source; /* where the key in force came from */
 	struct upstream *upstream;
 	struct relay_engine *relays;
 	struct request_counters requests;
@@ -242,6 +243,17 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		config_free(fresh);
 		return;
 	}
+	/* A key file or credential that went away is a mistake, not a wish to
+	 * run on with a key nobody can see any more, nor without one. */
+	if (source == APIKEY_SOURCE_NONE &&
+	    (d->key_source == APIKEY_SOURCE_FILE || d->key_source == APIKEY_SOURCE_CREDENTIAL)) {
+		log_errx("reload refused: the key in force came from %s, and the new configuration has no key "
+		         "source (upstream.api_key_file removed, or the file or credential gone); the configuration "
+		         "in force stays",
+		    d->key_source == APIKEY_SOURCE_FILE ? "upstream.api_key_file" : "the systemd credential");
+		config_free(fresh);
+		return;
+	}
 	if (server_reload(d->server, fresh) != 0) {
 		log_errx("reload refused: out of memory; the configuration in force stays");
 		apikey_free(key);
@@ -252,9 +264,10 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	if (budgets_sync(d->budgets, fresh, d->store, clock_unix_us()) != 0)
 		log_errx("reload: out of memory: the budgets in force stay");
 	daemon_warn_about_restart_settings(d->config, fresh);
-	if (source != APIKEY_SOURCE_NONE)
+	if (source != APIKEY_SOURCE_NONE) {
 		upstream_set_key(d->upstream, key); /* the old key is wiped */
-	else if (upstream_has_key(d->upstream))
+		d->key_source = source;
+	} else if (upstream_has_key(d->upstream))
 		log_warnx("reload: no key source other than the environment, which cannot change under a running "
 		          "process; the key in force stays");
 	log_init(fresh->log_level, getenv("JOURNAL_STREAM") != NULL);
@@ -368,6 +381,7 @@ daemon_start(struct daemon *d)
 		          "lookups are served from the store, calls that need upstream get 503",
 		    APIKEY_ENV);
 	upstream_set_key(d->upstream, key);
+	d->key_source = source;
 	if ((d->store = store_open(d->base, d->config->store_path, (size_t)d->config->store_map_size_mb,
 	         (size_t)d->config->store_max_queued_writes, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);

@@ -181,7 +181,9 @@ request_head(struct request *req, int status, size_t length, bool streamed, char
 	size_t n = 0;
 
 	req->access.status = status;
-	if (streamed) {
+	/* 1xx, 204 and 304 have no body, so no framing either: a chunked
+	 * terminator after one would be read as the start of the next answer. */
+	if (streamed && !request_status_has_no_body(status)) {
 		if (req->http_minor == 0)
 			req->close_after = true; /* HTTP/1.0: the end of the connection ends it */
 		else
@@ -248,6 +250,7 @@ request_start(struct request *req, int status)
 		return;
 	request_send_head(req, status, 0, true);
 	req->state = REQUEST_STREAMING;
+	req->no_body = req->method == REQUEST_HEAD || request_status_has_no_body(status);
 	http_conn_shrink(req->conn);
 	http_conn_push(req->conn);
 }
@@ -258,7 +261,7 @@ request_send(struct request *req, const void *data, size_t len)
 	char size_line[24];
 	int n;
 
-	if (req->state != REQUEST_STREAMING || len == 0 || req->method == REQUEST_HEAD)
+	if (req->state != REQUEST_STREAMING || len == 0 || req->no_body)
 		return;
 	req->access.bytes += len;
 	if (req->http_minor == 0) {
@@ -278,7 +281,7 @@ request_end(struct request *req)
 {
 	if (req->state != REQUEST_STREAMING)
 		return;
-	if (req->http_minor != 0 && req->method != REQUEST_HEAD)
+	if (req->http_minor != 0 && !req->no_body)
 		http_conn_write(req->conn, "0\r\n\r\n", 5);
 	http_conn_answered(req->conn);
 }

@@ -77,6 +77,7 @@ struct request {
 	size_t out_headers_len;
 	bool out_overflow;
 	bool close_after;
+	bool no_body; /* a started answer that carries none (HEAD, 1xx, 204, 304) */
 };
 
 /* The first header field called name, or NULL. */

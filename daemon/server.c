@@ -23,6 +23,7 @@
 #include "config.h"
 #include "gate.h"
 #include "health.h"
+#include "hostcheck.h"
 #include "http.h"
 #include "idempotency.h"
 #include "log.h"
@@ -204,6 +205,8 @@ server_own_endpoint(
     struct server *server, struct request *req, struct access_entry *access, enum request_method method, bool metrics)
 {
 	struct evbuffer *body;
+	const struct config_client *client = NULL;
+	bool trusted = !clients_enabled(server->clients) || req->local_peer;
 
 	if (access != NULL)
 		access->route = metrics ? "metrics" : "healthz";
@@ -211,13 +214,16 @@ server_own_endpoint(
 		server_reply_method_not_allowed(req, "GET");
 		return;
 	}
+	if (!trusted)
+		client = clients_authenticate(server->clients, request_header(req, "Authorization"));
 	if (!metrics) {
-		health_reply(req, server->parts.store, server->parts.upstream, server->parts.started);
+		/* Anyone may ask whether the daemon is up; what it holds is for
+		 * those who may read /metrics. */
+		health_reply(req, server->parts.store, server->parts.upstream, server->parts.started,
+		    trusted || (client != NULL && client->metrics));
 		return;
 	}
-	if (clients_enabled(server->clients) && !req->local_peer) {
-		const char *authorization = request_header(req, "Authorization");
-		const struct config_client *client = clients_authenticate(server->clients, authorization);
+	if (!trusted) {
 		if (client == NULL) {
 			request_add_header(req, "WWW-Authenticate", "Bearer");
 			reply_error(req, 401, REPLY_RETRY_WONT_HELP, "a client token is required");
@@ -252,7 +258,15 @@ server_route(struct request *req, void *arg)
 	struct route_match route;
 	struct chat_caller caller;
 	char *owned_query;
+	const char *refusal;
 
+	/* Before anything else, /healthz and /metrics too: a loopback
+	 * listener is no door for a page whose name rebinds to it. */
+	if ((refusal = hostcheck_refusal(server->config, request_header(req, "Host"), request_header(req, "Origin"),
+	         req->local_peer)) != NULL) {
+		reply_error(req, 403, REPLY_RETRY_WONT_HELP, refusal);
+		return;
+	}
 	route_classify(path, &route);
 	switch (route.kind) {
 	case ROUTE_BAD:

@@ -400,35 +400,91 @@ store_apply_in(struct store *store, MDB_txn *txn, const struct store_change *c)
 	return mdb_put(txn, store->index_of, &k, &v, 0);
 }
 
-/* Writes every queued item in one transaction and commits it. */
-static enum store_result
+/* Applies one queued item (and what goes with it) in txn. */
+static int
+store_apply_write(struct store *store, MDB_txn *txn, struct store_write *w)
+{
+	MDB_val mk = { w->change.key.len, (void *)w->change.key.data };
+	MDB_val mv = { w->change.value.len, (void *)w->change.value.data };
+	int rc = w->is_probe ? mdb_put(txn, store->meta, &mk, &mv, 0) : store_apply_in(store, txn, &w->change);
+
+	if (rc == 0 && w->change.also != NULL)
+		rc = store_apply_in(store, txn, w->change.also);
+	return rc;
+}
+
+static void
+store_log_failure(const struct store *store, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		log_warnx("store: %s is full; raise store.map_size_mb", store->path);
+	else
+		log_warnx("store: %s: write failed: %s", store->path, mdb_strerror(rc));
+}
+
+static void
+store_set_results(struct store_write *list, enum store_result result)
+{
+	for (struct store_write *w = list; w != NULL; w = w->next)
+		w->result = result;
+}
+
+/* The slow path, after a batch failed: each item in a nested transaction
+ * of its own, so that the one that fails (the map is full for a large
+ * record, say) fails alone and the others still commit. */
+static void
+store_commit_each(struct store *store, struct store_write *list)
+{
+	MDB_txn *txn, *child;
+	int rc;
+
+	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0) {
+		store_log_failure(store, rc);
+		store_set_results(list, store_result_of(rc));
+		return;
+	}
+	for (struct store_write *w = list; w != NULL; w = w->next) {
+		if ((rc = mdb_txn_begin(store->env, txn, 0, &child)) == 0 &&
+		    (rc = store_apply_write(store, child, w)) != 0)
+			mdb_txn_abort(child);
+		else if (rc == 0)
+			rc = mdb_txn_commit(child);
+		w->result = store_result_of(rc);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		store_log_failure(store, rc);
+		store_set_results(list, store_result_of(rc));
+	}
+}
+
+/* Writes every queued item in one transaction and commits it, setting each
+ * item's result. */
+static void
 store_commit_list(struct store *store, struct store_write *list)
 {
 	MDB_txn *txn;
 	int rc;
 
-	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0)
-		goto fail;
+	if ((rc = mdb_txn_begin(store->env, NULL, 0, &txn)) != 0) {
+		store_log_failure(store, rc);
+		store_set_results(list, store_result_of(rc));
+		return;
+	}
 	for (struct store_write *w = list; w != NULL; w = w->next) {
-		MDB_val mk = { w->change.key.len, (void *)w->change.key.data };
-		MDB_val mv = { w->change.value.len, (void *)w->change.value.data };
-		rc = w->is_probe ? mdb_put(txn, store->meta, &mk, &mv, 0) : store_apply_in(store, txn, &w->change);
-		if (rc == 0 && w->change.also != NULL)
-			rc = store_apply_in(store, txn, w->change.also);
-		if (rc != 0) {
+		if ((rc = store_apply_write(store, txn, w)) != 0) {
 			mdb_txn_abort(txn);
-			goto fail;
+			store_log_failure(store, rc);
+			if (list->next != NULL)
+				store_commit_each(store, list);
+			else
+				list->result = store_result_of(rc);
+			return;
 		}
 	}
-	if ((rc = mdb_txn_commit(txn)) != 0)
-		goto fail;
-	return STORE_OK;
-fail:
-	if (rc == MDB_MAP_FULL)
-		log_warnx("store: %s is full; raise store.map_size_mb", store->path);
-	else
-		log_warnx("store: %s: write failed: %s", store->path, mdb_strerror(rc));
-	return store_result_of(rc);
+	rc = mdb_txn_commit(txn);
+	if (rc != 0)
+		store_log_failure(store, rc);
+	store_set_results(list, store_result_of(rc));
 }
 
 /* Called by the writer thread before each commit; test builds define it
@@ -445,7 +501,6 @@ store_writer_main(void *arg)
 	pthread_mutex_lock(&store->lock);
 	for (;;) {
 		struct store_write *batch;
-		enum store_result result;
 
 		while (store->queue_head == NULL && !store->stopping)
 			pthread_cond_wait(&store->wake, &store->lock);
@@ -460,14 +515,12 @@ store_writer_main(void *arg)
 		if (store_hook_before_commit != NULL)
 			store_hook_before_commit(store->path);
 		double started = clock_monotonic_s();
-		result = store_commit_list(store, batch);
+		store_commit_list(store, batch);
 		batch->commit_seconds = clock_monotonic_s() - started;
 		batch->first_of_batch = true;
 		atomic_fetch_add(&store->commits, 1);
 
 		pthread_mutex_lock(&store->lock);
-		for (struct store_write *w = batch; w != NULL; w = w->next)
-			w->result = result;
 		*store->done_tail = batch;
 		while (*store->done_tail != NULL)
 			store->done_tail = &(*store->done_tail)->next;
@@ -634,7 +687,8 @@ store_apply(struct store *store, const struct store_change *change)
 
 	if (w == NULL)
 		return STORE_ERR;
-	result = store_commit_list(store, w);
+	store_commit_list(store, w);
+	result = w->result;
 	free(w);
 	return result;
 }

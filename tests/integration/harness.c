@@ -787,7 +787,7 @@ harness_send_raw_stream(int port, const char *id, const char *body)
 	char request[1024];
 	int fd = harness_connect(port);
 	int len = snprintf(request, sizeof(request),
-	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 	    "Content-Length: %zu\r\n\r\n%s",
 	    id, strlen(body), body);
 

@@ -569,7 +569,7 @@ test_hang_up_during_a_quiet_stream_keeps_reading_upstream(void **state)
 static void
 test_a_connection_serves_a_request_after_a_stream(void **state)
 {
-	const char *next = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	const char *next = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
 	char id[64], got[16384] = "";
 	size_t have = 0;
 	int fd;

@@ -402,13 +402,26 @@ test_reload_revokes_tokens_rotates_the_key_and_spares_streams(void **state)
 	daemon_wait_log(&gw, log_at, "reload refused");
 	assert_int_equal(as(LEAD, "GET", "/api/v1/chat", NULL, NULL), 200);
 	assert_int_equal(as(ALICE, "GET", "/api/v1/chat", NULL, NULL), 401);
+
+	/* A config that drops the key file, the key in force's source, is
+	 * refused too, saying why; the key in force stays. */
+	write_gateway_config(false, NULL);
+	log_at = daemon_log_offset(&gw);
+	kill(gw.pid, SIGHUP);
+	daemon_wait_log(&gw, log_at, "reload refused: the key in force came from upstream.api_key_file");
+	assert_int_equal(as(LEAD, "POST", "/api/v1/chat", "{}", NULL), 200);
+	stats = fake_stats(&fake);
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_object_get(json_object_get(stats, "last"), "headers"), "authorization")),
+	    "Bearer " HARNESS_KEY2);
+	json_decref(stats);
 	write_gateway_config(false, extra);
 }
 
 static void
 test_slow_headers_are_cut_off_while_others_are_served(void **state)
 {
-	const char *partial = "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\n";
+	const char *partial = "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\n";
 	char buf[256];
 	int fd = harness_connect(gw.port);
 	ssize_t n;

@@ -262,7 +262,8 @@ test_a_stream_passes_the_balancer_unbuffered(void **state)
 	assert_int_equal(
 	    fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\",\"count\":1}"), 0);
 	len = snprintf(request, sizeof(request),
-	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: x\r\n%s\r\nContent-Type: application/json\r\n"
+	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: localhost\r\n%s\r\nContent-Type: "
+	    "application/json\r\n"
 	    "Content-Length: %zu\r\n\r\n%s",
 	    lead_session, LEAD, strlen(body), body);
 	assert_true((r.fd = harness_connect(haproxy_port)) >= 0);

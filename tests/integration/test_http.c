@@ -152,61 +152,65 @@ struct bad_request {
 static const struct bad_request corpus[] = {
 	BAD("no Host", "GET /api/v1/chat HTTP/1.1\r\n\r\n", 400),
 	BAD("two Host", "GET /api/v1/chat HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-	BAD("Content-Length +2", "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}", 400),
+	BAD("Content-Length +2", "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: +2\r\n\r\n{}", 400),
 	BAD("two Content-Length",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400),
 	BAD("same Content-Length twice",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400),
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", 400),
 	BAD("NUL in Content-Length",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 2\0"
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\0"
 	    "000\r\n\r\n{}",
 	    400),
 	BAD("Transfer-Encoding xchunked",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501),
-	BAD("NUL in Authorization", "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\0b\r\n\r\n", 400),
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+	    501),
+	BAD("NUL in Authorization",
+	    "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\0b\r\n\r\n", 400),
 	BAD("CL.TE",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: "
+	    "chunked\r\n\r\n0\r\n\r\n",
 	    400),
 	BAD("TE.CL",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+	    "4\r\n\r\n0\r\n\r\n",
 	    400),
 	BAD("TE.TE",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
 	    "identity\r\n\r\n0\r\n\r\n",
 	    501),
 	BAD("gzip, chunked",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-	BAD("whitespace before the colon", "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\nFoo : bar\r\n\r\n", 400),
-	BAD("bare LF", "GET /api/v1/chat HTTP/1.1\nHost: x\n\n", 400),
-	BAD("obs-fold", "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\nFoo: a\r\n b\r\n\r\n", 400),
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+	BAD("whitespace before the colon", "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nFoo : bar\r\n\r\n", 400),
+	BAD("bare LF", "GET /api/v1/chat HTTP/1.1\nHost: localhost\n\n", 400),
+	BAD("obs-fold", "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nFoo: a\r\n b\r\n\r\n", 400),
 	BAD("oversized chunk size",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: "
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: "
 	    "chunked\r\n\r\n"
 	    "FFFFFFFFFFFFFFFFFF\r\n",
 	    400),
 	BAD("chunk over max_body_bytes",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: "
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: "
 	    "chunked\r\n\r\n"
 	    "FFFFFF\r\n",
 	    413),
 	BAD("invalid chunk extension",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: "
 	    "chunked\r\n\r\n2;a=\"\x01\"\r\n{}\r\n0\r\n\r\n",
 	    400),
 	BAD("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
-	BAD("HTTP/1.2", "GET /api/v1/chat HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+	BAD("HTTP/1.2", "GET /api/v1/chat HTTP/1.2\r\nHost: localhost\r\n\r\n", 505),
 	BAD("CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405),
-	BAD("authority-form", "GET x:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-	BAD("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-	BAD("unknown method", "FOO /api/v1/chat HTTP/1.1\r\nHost: x\r\n\r\n", 501),
-	BAD("a method never served", "PROPFIND /api/v1/chat HTTP/1.1\r\nHost: x\r\n\r\n", 501),
-	BAD("fragment", "GET /api/v1/chat#top HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+	BAD("authority-form", "GET x:80 HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+	BAD("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
+	BAD("unknown method", "FOO /api/v1/chat HTTP/1.1\r\nHost: localhost\r\n\r\n", 501),
+	BAD("a method never served", "PROPFIND /api/v1/chat HTTP/1.1\r\nHost: localhost\r\n\r\n", 501),
+	BAD("fragment", "GET /api/v1/chat#top HTTP/1.1\r\nHost: localhost\r\n\r\n", 400),
 	BAD("Content-Length over max_body_bytes",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: "
 	    "2000000\r\n\r\n",
 	    413),
 	BAD("an expectation other than 100-continue",
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: magic\r\n\r\n{}", 417),
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nExpect: magic\r\n\r\n{}", 417),
 	BAD("TLS on the plain port", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 501),
 };
 
@@ -261,10 +265,12 @@ test_malformed_requests_are_refused_and_never_reach_upstream(void **state)
 		expect_refusal(corpus[i].name, corpus[i].bytes, corpus[i].len, corpus[i].status);
 
 	/* A head over max_header_bytes (4096): 431, never a 400. */
-	n = snprintf(big_head, sizeof(big_head), "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\nX-Big: %05000d\r\n\r\n", 0);
+	n = snprintf(
+	    big_head, sizeof(big_head), "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nX-Big: %05000d\r\n\r\n", 0);
 	expect_refusal("head over the limit", big_head, (size_t)n, 431);
 	/* A target over max_target_bytes (1024): 414. */
-	n = snprintf(long_target, sizeof(long_target), "GET /api/v1/chat?q=%01100d HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+	n = snprintf(
+	    long_target, sizeof(long_target), "GET /api/v1/chat?q=%01100d HTTP/1.1\r\nHost: localhost\r\n\r\n", 0);
 	expect_refusal("target over the limit", long_target, (size_t)n, 414);
 
 	assert_int_equal(fake_count(&fake, "api_requests"), before);
@@ -275,7 +281,7 @@ test_malformed_requests_are_refused_and_never_reach_upstream(void **state)
 static void
 test_h2c_upgrade_is_not_forwarded(void **state)
 {
-	const char *req = "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+	const char *req = "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
 	                  "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n"
 	                  "Content-Length: 2\r\n\r\n{}";
 	char answer[8192];
@@ -292,13 +298,77 @@ test_h2c_upgrade_is_not_forwarded(void **state)
 	json_decref(stats);
 }
 
+/* An Upgrade request is answered and the connection closes after it: what
+ * follows it on the wire is never read as a request. */
+static void
+test_an_upgrade_request_is_answered_then_closed(void **state)
+{
+	const char *two =
+	    "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+	    "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+	struct http_response r;
+
+	(void)state;
+	assert_int_equal(harness_raw_exchange(daemon_proc.port, two, strlen(two), &r), 0);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.headers, "Connection: close"));
+	assert_null(strstr(r.body, "HTTP/1.1"));
+	http_response_free(&r);
+}
+
+/* Single-user mode serves this machine only: a Host that is not a loopback
+ * name (a page whose name rebinds to 127.0.0.1) or an Origin not allowed is
+ * a 403, before anything else; upstream hears nothing of it. */
+static void
+test_a_rebinding_host_or_a_foreign_origin_is_refused(void **state)
+{
+	static const char *const refused[] = {
+		"Host: evil.example",
+		"Host: evil.example:8787",
+		"Host: 127.0.0.1.evil.example",
+		"Host: localhost.evil.example",
+		"Host: 10.0.0.1",
+		"Host: localhost\r\nOrigin: http://evil.example",
+		"Host: 127.0.0.1\r\nOrigin: null",
+	};
+	static const char *const served[] = { "Host: localhost", "Host: LOCALHOST:8787", "Host: 127.0.0.1:8787",
+		"Host: 127.9.9.9", "Host: [::1]:8787" };
+	static const char *const paths[] = { "/api/v1/chat", "/healthz", "/metrics" };
+	long before = fake_count(&fake, "api_requests");
+	char request[512];
+	struct http_response r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
+			int len = snprintf(request, sizeof(request),
+			    "GET %s HTTP/1.1\r\n%s\r\nConnection: close\r\n\r\n", paths[p], refused[i]);
+			assert_int_equal(harness_raw_exchange(daemon_proc.port, request, (size_t)len, &r), 0);
+			if (r.status != 403)
+				fail_msg("%s with %s: %ld", paths[p], refused[i], r.status);
+			assert_non_null(strstr(r.body, "\"detail\""));
+			http_response_free(&r);
+		}
+	}
+	for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++) {
+		int len = snprintf(request, sizeof(request),
+		    "GET /api/v1/chat HTTP/1.1\r\n%s\r\nConnection: close\r\n\r\n", served[i]);
+		assert_int_equal(harness_raw_exchange(daemon_proc.port, request, (size_t)len, &r), 0);
+		if (r.status != 200)
+			fail_msg("%s: %ld %s", served[i], r.status, r.body);
+		http_response_free(&r);
+	}
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+}
+
 /* Two requests in one write: both answered, in order, on the same socket,
  * which then stays open for a third. */
 static void
 test_pipelined_requests_are_answered_in_order_and_kept_alive(void **state)
 {
-	const char *two = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
-	const char *third = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	const char *two =
+	    "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: localhost\r\n\r\n";
+	const char *third = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
 	char answer[16384];
 	const char *first, *second;
 	bool closed;
@@ -337,7 +407,7 @@ test_http_1_0_is_answered_and_closed(void **state)
 static void
 test_connection_close_is_honoured(void **state)
 {
-	const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	const char *req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 	char answer[8192], value[64];
 
 	(void)state;
@@ -413,7 +483,7 @@ static void
 test_a_head_sent_a_byte_at_a_time_gets_408_in_time(void **state)
 {
 	(void)state;
-	trickle(1000, "GET /api/v1/chat HTTP/1.1\r\nHost: x\r\nX-Slow: ", 408, HEADER_TIMEOUT_MS);
+	trickle(1000, "GET /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", 408, HEADER_TIMEOUT_MS);
 }
 
 static void
@@ -421,14 +491,15 @@ test_a_body_sent_a_byte_at_a_time_gets_408_in_time(void **state)
 {
 	(void)state;
 	trickle(200,
-	    "POST /api/v1/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n",
+	    "POST /api/v1/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: "
+	    "60000\r\n\r\n",
 	    408, HEADER_TIMEOUT_MS + BODY_TIMEOUT_MS);
 }
 
 static void
 test_an_idle_keep_alive_connection_is_closed(void **state)
 {
-	const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+	const char *req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
 	char answer[8192];
 	bool closed;
 	long start;
@@ -489,6 +560,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_malformed_requests_are_refused_and_never_reach_upstream),
 		cmocka_unit_test(test_h2c_upgrade_is_not_forwarded),
+		cmocka_unit_test(test_an_upgrade_request_is_answered_then_closed),
+		cmocka_unit_test(test_a_rebinding_host_or_a_foreign_origin_is_refused),
 		cmocka_unit_test(test_pipelined_requests_are_answered_in_order_and_kept_alive),
 		cmocka_unit_test(test_http_1_0_is_answered_and_closed),
 		cmocka_unit_test(test_connection_close_is_honoured),

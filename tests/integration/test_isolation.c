@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -25,8 +26,12 @@ static char bob_id[64], alice_id[64];
 
 #define ALICE_TOKEN "tok-alice-iso-51c2"
 #define BOB_TOKEN "tok-bob-iso-90ad"
+#define CAROL_TOKEN "tok-carol-iso-3b7e"
+#define DAVE_TOKEN "tok-dave-iso-c04f"
 #define ALICE "Authorization: Bearer " ALICE_TOKEN
 #define BOB "Authorization: Bearer " BOB_TOKEN
+#define CAROL "Authorization: Bearer " CAROL_TOKEN
+#define DAVE "Authorization: Bearer " DAVE_TOKEN
 
 static void
 create_as(const char *who, char *id, size_t size)
@@ -44,7 +49,7 @@ create_as(const char *who, char *id, size_t size)
 static int
 start_all(void **state)
 {
-	char a[65], b[65];
+	char a[65], b[65], c[65], d[65];
 	FILE *f;
 
 	(void)state;
@@ -53,6 +58,8 @@ start_all(void **state)
 		return -1;
 	harness_token_hex(ALICE_TOKEN, a);
 	harness_token_hex(BOB_TOKEN, b);
+	harness_token_hex(CAROL_TOKEN, c);
+	harness_token_hex(DAVE_TOKEN, d);
 	daemon_write_config(&gw, dir, fake.port, NULL, NULL, NULL);
 	f = fopen(gw.conf_path, "a");
 	fprintf(f,
@@ -61,8 +68,10 @@ start_all(void **state)
 	    "  { prefix = \"/api/v1/projects\"; methods = [ \"GET\", \"PUT\", \"PATCH\" ]; }\n);\n"
 	    "clients = (\n  { name = \"alice\"; token_sha256 = \"%s\"; metrics = true; "
 	    "max_tokens_per_day = 1000000; },\n"
-	    "  { name = \"bob\"; token_sha256 = \"%s\"; }\n);\n",
-	    a, b);
+	    "  { name = \"bob\"; token_sha256 = \"%s\"; },\n"
+	    "  { name = \"carol\"; token_sha256 = \"%s\"; project_id = \"proj-c\"; },\n"
+	    "  { name = \"dave\"; token_sha256 = \"%s\"; project_id = \"proj-c\"; }\n);\n",
+	    a, b, c, d);
 	fclose(f);
 	if (daemon_start(&gw, HARNESS_KEY) != 0)
 		return -1;
@@ -359,6 +368,110 @@ test_a_turn_whose_client_hangs_up_before_stop_is_charged(void **state)
 	harness_wait(metric_reached, &ran, HARNESS_WAIT_MS, "the hung-up turn in alice's ledger");
 }
 
+/* A passed-through 204 has no body and no chunked framing: the answer
+ * after it on the same connection is read as it should be. */
+static void
+test_a_passed_through_204_keeps_the_connection_in_step(void **state)
+{
+	char request[1024];
+	struct http_response r;
+	const char *second;
+	int len;
+
+	(void)state;
+	len = snprintf(request, sizeof(request),
+	    "DELETE /api/v1/chat/%s/files HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n\r\n"
+	    "GET /api/v1/chat/%s/summary HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\nConnection: close\r\n\r\n",
+	    alice_id, ALICE, alice_id, ALICE);
+	assert_int_equal(harness_raw_exchange(gw.port, request, (size_t)len, &r), 0);
+	assert_int_equal(r.status, 204);
+	assert_null(strcasestr(r.headers, "Transfer-Encoding"));
+	/* Right after the 204's head comes the next answer, nothing between. */
+	second = r.body;
+	assert_true(strncmp(second, "HTTP/1.1 200 ", 13) == 0);
+	assert_non_null(strstr(second, alice_id));
+	http_response_free(&r);
+}
+
+/* PUT and PATCH carry their body upstream. */
+static void
+test_put_and_patch_forward_their_body(void **state)
+{
+	static const char *const with_body[] = { "PUT", "PATCH" };
+	struct http_response r;
+	json_t *stats, *last;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		raw_call(ALICE, with_body[i], "/api/v1/projects", &r);
+		http_response_free(&r);
+		stats = fake_stats(&fake);
+		last = json_object_get(stats, "last");
+		assert_string_equal(json_string_value(json_object_get(last, "method")), with_body[i]);
+		assert_string_equal(
+		    json_string_value(json_object_get(last, "body")), "{\"prompt\":\"hi\",\"index_ids\":[]}");
+		json_decref(stats);
+	}
+}
+
+/* A scope named twice is refused: here first-wins and upstream last-wins
+ * would disagree on which scope was checked. */
+static void
+test_a_scope_given_twice_is_a_400(void **state)
+{
+	static const char *const queries[] = { "?project_id=a&project_id=b", "?organization_id=a&organization_id=a",
+		"?project_id=&project_id=b", "?project%5Fid=a&project_id=b" };
+	long before = fake_count(&fake, "api_requests");
+	char path[160];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
+		snprintf(path, sizeof(path), "/api/v1/chat%s", queries[i]);
+		assert_int_equal(daemon_call(&gw, ALICE, "POST", path, "{}", NULL), 400);
+		assert_int_equal(daemon_call(&gw, CAROL, "GET", path, NULL, NULL), 400);
+	}
+	assert_int_equal(fake_count(&fake, "api_requests"), before);
+}
+
+/* A pinned client's scope holds in a create's body too, and the sessions
+ * of its project are its own and its project mates'. */
+static void
+test_a_pin_holds_in_the_body_and_shares_the_project(void **state)
+{
+	char id[64], path[160];
+	long before = fake_count(&fake, "creates");
+
+	(void)state;
+	assert_int_equal(daemon_call(&gw, CAROL, "POST", "/api/v1/chat", "{\"project_id\":\"proj-x\"}", NULL), 403);
+	assert_int_equal(daemon_call(&gw, CAROL, "POST", "/api/v1/chat", "{\"organization_id\":7}", NULL), 200);
+	assert_int_equal(fake_count(&fake, "creates"), before + 1);
+	assert_int_equal(daemon_call(&gw, CAROL, "POST", "/api/v1/chat", "{\"project_id\":\"proj-c\"}", NULL), 200);
+	create_as(CAROL, id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(daemon_call(&gw, DAVE, "GET", path, NULL, NULL), 200);
+	assert_int_equal(daemon_call(&gw, ALICE, "GET", path, NULL, NULL), 404);
+	assert_int_equal(daemon_call(&gw, BOB, "GET", path, NULL, NULL), 404);
+}
+
+/* In team mode /healthz tells anyone whether the daemon is up, and what it
+ * holds only to clients that may read /metrics. */
+static void
+test_healthz_shows_counts_only_to_metrics_clients(void **state)
+{
+	struct http_response r;
+
+	(void)state;
+	assert_int_equal(daemon_call(&gw, NULL, "GET", "/healthz", NULL, &r), 200);
+	assert_null(strstr(r.body, "sessions"));
+	http_response_free(&r);
+	assert_int_equal(daemon_call(&gw, BOB, "GET", "/healthz", NULL, &r), 200);
+	assert_null(strstr(r.body, "sessions"));
+	http_response_free(&r);
+	assert_int_equal(daemon_call(&gw, ALICE, "GET", "/healthz", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"sessions\""));
+	http_response_free(&r);
+}
+
 int
 main(void)
 {
@@ -368,6 +481,11 @@ main(void)
 		cmocka_unit_test(test_pass_through_forwards_the_normal_form),
 		cmocka_unit_test(test_a_connection_that_never_reads_costs_bounded_memory),
 		cmocka_unit_test(test_a_turn_whose_client_hangs_up_before_stop_is_charged),
+		cmocka_unit_test(test_a_passed_through_204_keeps_the_connection_in_step),
+		cmocka_unit_test(test_put_and_patch_forward_their_body),
+		cmocka_unit_test(test_a_scope_given_twice_is_a_400),
+		cmocka_unit_test(test_a_pin_holds_in_the_body_and_shares_the_project),
+		cmocka_unit_test(test_healthz_shows_counts_only_to_metrics_clients),
 	};
 	return cmocka_run_group_tests_name("isolation", tests, start_all, stop_all);
 }

@@ -336,6 +336,48 @@ test_full_map_is_an_error_not_a_crash(void **state)
 	store_close(store);
 }
 
+/* One write of a batch that cannot go in (the map is full for it) fails
+ * alone: the others of its group commit still commit. */
+static void
+test_a_failing_write_fails_alone_in_its_batch(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct store *store = open_store(base, 1);
+	struct commit_log log = { 0 };
+	size_t big = 2u << 20;
+	char *value = calloc(1, big);
+
+	(void)state;
+	/* The writer takes a first write and is held before committing it, so
+	 * that the next three gather into one batch. */
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = true;
+	pthread_mutex_unlock(&hold_lock);
+	assert_non_null(queue_put(store, "x", 1, "X", 1, on_commit, &log));
+	pthread_mutex_lock(&hold_lock);
+	while (!writer_waiting)
+		pthread_cond_wait(&hold_change, &hold_lock);
+	pthread_mutex_unlock(&hold_lock);
+	assert_non_null(queue_put(store, "a", 1, "A", 1, on_commit, &log));
+	assert_non_null(queue_put(store, "huge", 4, value, big, on_commit, &log));
+	assert_non_null(queue_put(store, "b", 1, "B", 1, on_commit, &log));
+	pthread_mutex_lock(&hold_lock);
+	hold_writer = false;
+	pthread_cond_broadcast(&hold_change);
+	pthread_mutex_unlock(&hold_lock);
+	run_loop_until(base, &log.calls, 4);
+	assert_int_equal(log.calls, 4);
+	assert_int_equal(log.results[0], STORE_OK);
+	assert_int_equal(log.results[1], STORE_OK);
+	assert_int_equal(log.results[2], STORE_ERR_FULL);
+	assert_int_equal(log.results[3], STORE_OK);
+	expect_stored(store, "a", "A");
+	expect_stored(store, "b", "B");
+	free(value);
+	store_close(store);
+	event_base_free(base);
+}
+
 struct scan_log {
 	char keys[16][16];
 	int count;
@@ -446,6 +488,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_reads_go_on_while_a_commit_is_held, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_a_full_queue_refuses_writes, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_full_map_is_an_error_not_a_crash, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_a_failing_write_fails_alone_in_its_batch, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_index_orders_moves_and_forgets, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_ledger_adds_up_in_the_same_commit, make_dir, remove_dir),
 		cmocka_unit_test(test_unusable_directory_is_reported),
