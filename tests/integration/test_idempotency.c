@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness.h"
 
@@ -400,6 +401,36 @@ test_keys_expire_and_the_janitor_removes_them(void **state)
 	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
 }
 
+/* A key whose record cannot be committed (the store is full for its
+ * session) stays held: a retry gets 409, and never goes upstream again. */
+static void
+test_a_key_that_could_not_be_stored_stays_held(void **state)
+{
+	struct daemon_process d;
+	struct http_response r;
+	char sub[512], url[256];
+	const char *headers[] = { "Content-Type: application/json", "Idempotency-Key: too-big-1", NULL };
+	long requests;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/full", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	daemon_write_config(&d, sub, fake.port, NULL, NULL, "map_size_mb = 1;");
+	assert_int_equal(daemon_start(&d, HARNESS_KEY), 0);
+	/* A session larger than the whole map: answered, not stored. */
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"padded\",\"bytes\":1500000}"), 0);
+	assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(http_call("POST", daemon_url(&d, "/api/v1/chat", url, sizeof(url)), headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 409);
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests);
+	assert_true(daemon_log_contains(&d, "stays held in memory"));
+	assert_int_equal(daemon_stop(&d), 0);
+}
+
 int
 main(void)
 {
@@ -414,6 +445,7 @@ main(void)
 		cmocka_unit_test(test_a_turn_with_a_used_key_is_a_409),
 		cmocka_unit_test(test_a_replay_survives_a_restart),
 		cmocka_unit_test(test_keys_expire_and_the_janitor_removes_them),
+		cmocka_unit_test(test_a_key_that_could_not_be_stored_stays_held),
 	};
 	int failed;
 
