@@ -29,7 +29,7 @@ CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS) -Idaemon -I$(LLHTTP_INCLUDE) $(CFLAGS)
 ALL_LDFLAGS = $(OPT) $(LDFLAGS)
 
-DAEMON_SRCS := $(wildcard daemon/*.c)
+DAEMON_SRCS := $(wildcard daemon/*.c daemon/*/*.c)
 CORE_SRCS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
 CORE_OBJS := $(CORE_SRCS:%.c=$(BUILD)/%.o) $(LLHTTP_OBJS)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
@@ -178,10 +178,10 @@ check-config: all
 	$(BUILD)/llamachatd -t -c conf/llamachatd.conf
 
 format:
-	clang-format -i daemon/*.[ch] ctl/*.c tests/*/*.[ch]
+	clang-format -i daemon/*.[ch] daemon/*/*.[ch] ctl/*.c tests/*/*.[ch]
 
 check-style:
-	clang-format --dry-run --Werror daemon/*.[ch] ctl/*.c tests/*/*.[ch]
+	clang-format --dry-run --Werror daemon/*.[ch] daemon/*/*.[ch] ctl/*.c tests/*/*.[ch]
 
 # The daemon, its units, its man pages, and a config only where none is.
 install: all

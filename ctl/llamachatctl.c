@@ -13,11 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clients.h"
-#include "clock.h"
-#include "config.h"
-#include "session.h"
-#include "store.h"
+#include "gate/clients.h"
+#include "base/clock.h"
+#include "base/config.h"
+#include "store/session.h"
+#include "store/store.h"
 
 #ifndef LLAMACHATD_VERSION
 #define LLAMACHATD_VERSION "unknown"

@@ -6,10 +6,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
-#include "request.h"
-#include "store.h"
-#include "upstream.h"
+#include "base/clock.h"
+#include "http/request.h"
+#include "store/store.h"
+#include "upstream/upstream.h"
 
 /* An ISO-8601 UTC time, or JSON null for "never". */
 static json_t *

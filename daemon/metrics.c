@@ -8,17 +8,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
-#include "budget.h"
-#include "chat.h"
-#include "counters.h"
-#include "idempotency.h"
-#include "janitor.h"
-#include "relay.h"
-#include "server.h"
-#include "session.h"
-#include "store.h"
-#include "upstream.h"
+#include "base/clock.h"
+#include "gate/budget.h"
+#include "chat/chat.h"
+#include "base/counters.h"
+#include "gate/idempotency.h"
+#include "store/janitor.h"
+#include "chat/relay.h"
+#include "server/server.h"
+#include "store/session.h"
+#include "store/store.h"
+#include "upstream/upstream.h"
 
 static void
 metrics_header(struct evbuffer *out, const char *name, const char *type, const char *help)

@@ -9,8 +9,8 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
-#include "clock.h"
-#include "log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 #define STATUS_EVERY_S 5
 

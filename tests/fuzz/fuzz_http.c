@@ -9,10 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "http.h"
-#include "log.h"
-#include "reply.h"
-#include "request.h"
+#include "http/http.h"
+#include "base/log.h"
+#include "http/reply.h"
+#include "http/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

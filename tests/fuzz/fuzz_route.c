@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "route.h"
-#include "uri.h"
+#include "server/route.h"
+#include "http/uri.h"
 
 #define MAX_PATH 1024
 

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "idempotency.h"
-#include "session.h"
+#include "gate/idempotency.h"
+#include "store/session.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

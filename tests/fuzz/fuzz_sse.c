@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session.h"
-#include "sse.h"
+#include "store/session.h"
+#include "chat/sse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

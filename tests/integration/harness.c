@@ -2,7 +2,7 @@
  * loopback, and makes HTTP calls to them, for the integration suites. */
 #include "harness.h"
 
-#include "clients.h"
+#include "gate/clients.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

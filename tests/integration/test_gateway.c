@@ -15,10 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "clients.h"
+#include "gate/clients.h"
 #include "harness.h"
-#include "session.h"
-#include "store.h"
+#include "store/session.h"
+#include "store/store.h"
 
 static struct fake_upstream fake;
 static struct daemon_process gw;

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "clients.h"
+#include "gate/clients.h"
 #include "harness.h"
 
 static struct fake_upstream fake;

@@ -18,8 +18,8 @@
 #include <cmocka.h>
 
 #include "harness.h"
-#include "session.h"
-#include "store.h"
+#include "store/session.h"
+#include "store/store.h"
 
 #define OLD_SESSIONS 600 /* more than two batches of the janitor */
 #define YOUNG_SESSIONS 5

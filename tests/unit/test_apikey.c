@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "apikey.h"
+#include "gate/apikey.h"
 
 static char path[256];
 

@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "budget.h"
-#include "config.h"
-#include "session.h"
-#include "store.h"
+#include "gate/budget.h"
+#include "base/config.h"
+#include "store/session.h"
+#include "store/store.h"
 
 #define DAY_US (86400ull * 1000000u)
 /* 2026-12-01T23:59:58.5Z */

@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
-#include "hostcheck.h"
-#include "route.h"
-#include "uri.h"
+#include "base/config.h"
+#include "gate/hostcheck.h"
+#include "server/route.h"
+#include "http/uri.h"
 
 #define TEAM \
 	"clients = ( { name = \"a\"; token_sha256 = \"" \

@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "idempotency.h"
+#include "gate/idempotency.h"
 
 static void
 test_key_rules(void **state)

@@ -8,8 +8,8 @@
 
 #include <string.h>
 
-#include "janitor.h"
-#include "session.h"
+#include "store/janitor.h"
+#include "store/session.h"
 
 #define DAY_US (86400ull * 1000000u)
 

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "json_scan.h"
+#include "store/json_scan.h"
 
 static bool
 jansson_takes(const char *text)

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "pagetoken.h"
+#include "chat/pagetoken.h"
 
 static void
 test_round_trip_for_every_length(void **state)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session.h"
+#include "store/session.h"
 
 static enum session_body_check
 check(const char *body)

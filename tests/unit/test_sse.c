@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sse.h"
+#include "chat/sse.h"
 
 /* What the callback saw, as "name=data|" records. */
 struct seen {

@@ -10,8 +10,8 @@
 #include <netinet/in.h>
 #include <string.h>
 
-#include "address.h"
-#include "upstream.h"
+#include "base/address.h"
+#include "upstream/upstream.h"
 
 static void
 test_client_credentials_and_hop_headers_stay_behind(void **state)

@@ -1,0 +1,821 @@
+/* config: loads and checks the libconfig file into a struct config. */
+#include "base/config.h"
+
+#include <arpa/inet.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/address.h"
+
+enum setting_kind {
+	SETTING_INT,
+	SETTING_STRING,
+	SETTING_LISTEN,
+	SETTING_ROUTES,
+	SETTING_CLIENTS,
+	SETTING_MODE,
+	SETTING_LOG_LEVEL,
+	SETTING_NAMES, /* a list of strings, into a struct config_names */
+};
+
+/* One known setting: where it lives, its type, and its bounds. */
+struct setting_spec {
+	const char *group; /* NULL: top level */
+	const char *name;
+	enum setting_kind kind;
+	size_t offset; /* into struct config */
+	long min, max; /* SETTING_INT only */
+};
+
+#define AT(field) offsetof(struct config, field)
+static const struct setting_spec config_specs[] = {
+	{ NULL, "listen", SETTING_LISTEN, 0, 0, 0 },
+	{ NULL, "routes", SETTING_ROUTES, 0, 0, 0 },
+	{ NULL, "clients", SETTING_CLIENTS, 0, 0, 0 },
+	{ NULL, "server_names", SETTING_NAMES, AT(server_names), 0, 0 },
+	{ NULL, "allowed_origins", SETTING_NAMES, AT(allowed_origins), 0, 0 },
+	{ "unix_socket", "mode", SETTING_MODE, AT(unix_socket_mode), 0, 0777 },
+	{ "unix_socket", "group", SETTING_STRING, AT(unix_socket_group), 0, 0 },
+	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
+	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
+	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
+	{ "upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000 },
+	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
+	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
+	{ "upstream", "max_in_flight", SETTING_INT, AT(max_in_flight), 1, 100000 },
+	{ "upstream", "max_idle_connections", SETTING_INT, AT(max_idle_connections), 1, 100000 },
+	{ "upstream", "max_connections", SETTING_INT, AT(max_upstream_connections), 0, 100000 },
+	{ "upstream", "stream_idle_timeout_ms", SETTING_INT, AT(stream_idle_timeout_ms), 1000, 86400000 },
+	{ "store", "path", SETTING_STRING, AT(store_path), 0, 0 },
+	{ "store", "map_size_mb", SETTING_INT, AT(store_map_size_mb), 1, 1L << 20 },
+	{ "store", "max_queued_writes", SETTING_INT, AT(store_max_queued_writes), 1, 10000000 },
+	{ "store", "max_age_days", SETTING_INT, AT(store_max_age_days), 0, 36500 },
+	{ "store", "janitor_interval_s", SETTING_INT, AT(store_janitor_interval_s), 1, 86400 },
+	{ "limits", "max_body_bytes", SETTING_INT, AT(max_body_bytes), 2, 64L << 20 },
+	{ "limits", "max_header_bytes", SETTING_INT, AT(max_header_bytes), 1024, 1L << 20 },
+	{ "limits", "client_timeout_ms", SETTING_INT, AT(client_timeout_ms), 100, 3600000 },
+	{ "limits", "max_target_bytes", SETTING_INT, AT(max_target_bytes), 256, 1L << 20 },
+	{ "limits", "header_timeout_ms", SETTING_INT, AT(header_timeout_ms), 100, 3600000 },
+	{ "limits", "body_timeout_ms", SETTING_INT, AT(body_timeout_ms), 100, 3600000 },
+	{ "limits", "keepalive_timeout_ms", SETTING_INT, AT(keepalive_timeout_ms), 100, 3600000 },
+	{ "limits", "max_connections", SETTING_INT, AT(max_connections), 16, 1000000 },
+	{ "limits", "drain_timeout_ms", SETTING_INT, AT(drain_timeout_ms), 0, 3600000 },
+	{ "limits", "stream_buffer_bytes", SETTING_INT, AT(stream_buffer_bytes), 4096, 64L << 20 },
+	{ "limits", "max_event_bytes", SETTING_INT, AT(max_event_bytes), 1024, 64L << 20 },
+	{ "limits", "max_pending_output_bytes", SETTING_INT, AT(max_pending_output_bytes), 4096, 1L << 30 },
+	{ "idempotency", "ttl_s", SETTING_INT, AT(idempotency_ttl_s), 1, 30L * 86400 },
+	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
+	{ "log", "access_log", SETTING_STRING, AT(access_log), 0, 0 },
+};
+#undef AT
+#define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
+
+static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket" };
+#define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
+
+/* Fills the defaults; returns -1 only when out of memory. */
+static int
+config_set_defaults(struct config *c)
+{
+	c->listen[0] = strdup("127.0.0.1:8787");
+	c->listen_count = 1;
+	c->upstream_base_url = strdup("https://api.cloud.llamaindex.ai");
+	c->connect_timeout_ms = 5000;
+	c->request_timeout_ms = 60000;
+	c->max_response_bytes = 16L << 20;
+	c->max_in_flight = -1; /* -1: limits.max_connections */
+	c->max_idle_connections = 256;
+	c->max_upstream_connections = -1; /* -1: 64 over https (HTTP/2), else no bound */
+	c->store_path = strdup("/var/lib/llamachatd");
+	c->store_map_size_mb = 16384; /* sparse: ~10 million sessions, costs nothing until used */
+	c->store_max_queued_writes = 65536;
+	c->store_max_age_days = 0; /* keep sessions for ever */
+	c->store_janitor_interval_s = 3600;
+	c->max_body_bytes = 1L << 20;
+	c->max_header_bytes = 16384;
+	c->client_timeout_ms = 30000;
+	c->max_target_bytes = 8192;
+	c->header_timeout_ms = -1; /* -1: client_timeout_ms */
+	c->body_timeout_ms = -1;
+	c->keepalive_timeout_ms = 60000;
+	c->drain_timeout_ms = 10000;
+	c->max_connections = 10000;
+	c->unix_socket_mode = 0660;
+	c->stream_buffer_bytes = 65536;
+	c->max_event_bytes = 1L << 20;
+	c->max_pending_output_bytes = 256L << 10;
+	c->stream_idle_timeout_ms = 300000;
+	c->idempotency_ttl_s = 86400;
+	/* Only the chat resource, unless the file says otherwise. */
+	c->routes[0].prefix = strdup("/api/v1/chat");
+	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
+	c->route_count = 1;
+	if (c->routes[0].prefix == NULL)
+		return -1;
+	c->log_level = LOG_LEVEL_INFO;
+	c->access_log = strdup("stderr");
+	if (c->listen[0] == NULL || c->upstream_base_url == NULL || c->store_path == NULL || c->access_log == NULL)
+		return -1;
+	return 0;
+}
+
+static void config_error_add(struct config_errors *errors, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+config_error_add(struct config_errors *errors, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	char **grown;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	grown = realloc(errors->lines, (errors->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return;
+	errors->lines = grown;
+	errors->lines[errors->count] = strdup(line);
+	if (errors->lines[errors->count] != NULL)
+		errors->count++;
+}
+
+/* Reports "file:line: group.name: reason" for a setting that is present. */
+static void config_setting_error(struct config_errors *errors, const char *path, const config_setting_t *setting,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Writes where a setting is, as people name it: "upstream.base_url",
+ * "clients[1].name" (list items counted from 0, as libconfig does). */
+static void
+config_setting_path(const config_setting_t *setting, char *out, size_t size)
+{
+	const config_setting_t *parent = config_setting_parent(setting);
+	size_t used;
+
+	out[0] = '\0';
+	if (parent != NULL && !config_setting_is_root(parent)) {
+		config_setting_path(parent, out, size);
+		used = strlen(out);
+		if (config_setting_name(setting) != NULL)
+			snprintf(out + used, size - used, ".%s", config_setting_name(setting));
+		else
+			snprintf(out + used, size - used, "[%d]", config_setting_index(setting));
+	} else if (config_setting_name(setting) != NULL) {
+		snprintf(out, size, "%s", config_setting_name(setting));
+	}
+}
+
+static void
+config_setting_error(
+    struct config_errors *errors, const char *path, const config_setting_t *setting, const char *fmt, ...)
+{
+	char reason[384];
+	char name[128] = "";
+	const char *file = config_setting_source_file(setting);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	config_setting_path(setting, name, sizeof(name));
+	config_error_add(
+	    errors, "%s:%u: %s: %s", file != NULL ? file : path, config_setting_source_line(setting), name, reason);
+}
+
+static const struct setting_spec *
+config_find_spec(const char *group, const char *name)
+{
+	for (size_t i = 0; i < SPEC_COUNT; i++) {
+		const struct setting_spec *s = &config_specs[i];
+		bool same_group =
+		    (group == NULL) ? s->group == NULL : (s->group != NULL && strcmp(s->group, group) == 0);
+		if (same_group && strcmp(s->name, name) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+static bool
+config_is_group(const char *name)
+{
+	for (size_t i = 0; i < GROUP_COUNT; i++)
+		if (strcmp(config_groups[i], name) == 0)
+			return true;
+	return false;
+}
+
+static void
+config_read_listen(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	int type = config_setting_type(s);
+	int count;
+
+	if (type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) {
+		config_setting_error(errors, c->path, s, "must be a list of addresses, e.g. [ \"127.0.0.1:8787\" ]");
+		return;
+	}
+	count = config_setting_length(s);
+	if (count < 1 || count > CONFIG_MAX_LISTEN) {
+		config_setting_error(errors, c->path, s, "must hold 1 to %d addresses", CONFIG_MAX_LISTEN);
+		return;
+	}
+	for (size_t i = 0; i < c->listen_count; i++)
+		free(c->listen[i]);
+	c->listen_count = 0;
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
+		const char *text = config_setting_get_string(item);
+		struct address parsed;
+		const char *why;
+		if (text == NULL) {
+			config_setting_error(errors, c->path, s, "item %d must be a string", i + 1);
+			continue;
+		}
+		if (address_parse(text, &parsed, &why) != 0) {
+			config_setting_error(errors, c->path, s, "\"%s\": %s", text, why);
+			continue;
+		}
+		c->listen[c->listen_count] = strdup(text);
+		if (c->listen[c->listen_count] != NULL)
+			c->listen_count++;
+	}
+}
+
+/* A list of names (server_names, allowed_origins): strings of 1 to 255
+ * printable ASCII bytes, without blanks. */
+static void
+config_read_names(struct config *c, const config_setting_t *s, struct config_names *out, struct config_errors *errors)
+{
+	int type = config_setting_type(s), count = config_setting_length(s);
+
+	if ((type != CONFIG_TYPE_ARRAY && type != CONFIG_TYPE_LIST) || count > CONFIG_MAX_NAMES) {
+		config_setting_error(errors, c->path, s, "must be a list of at most %d strings", CONFIG_MAX_NAMES);
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		const char *text = config_setting_get_string(config_setting_get_elem(s, (unsigned)i));
+		size_t len = text != NULL ? strlen(text) : 0;
+		bool printable = len > 0 && len < 256;
+		for (size_t k = 0; printable && k < len; k++)
+			printable = text[k] > ' ' && text[k] < 127;
+		if (!printable) {
+			config_setting_error(
+			    errors, c->path, s, "item %d must be a name of 1 to 255 printable characters", i + 1);
+			continue;
+		}
+		if ((out->items[out->count] = strdup(text)) != NULL)
+			out->count++;
+	}
+}
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} config_method_names[] = {
+	{ "GET", CONFIG_METHOD_GET },
+	{ "POST", CONFIG_METHOD_POST },
+	{ "PUT", CONFIG_METHOD_PUT },
+	{ "PATCH", CONFIG_METHOD_PATCH },
+	{ "DELETE", CONFIG_METHOD_DELETE },
+};
+
+static void
+config_free_routes(struct config *c)
+{
+	for (size_t i = 0; i < c->route_count; i++)
+		free(c->routes[i].prefix);
+	c->route_count = 0;
+}
+
+/* Reads one { prefix = "/api/..."; methods = [ ... ]; } group. */
+static void
+config_read_route(struct config *c, const config_setting_t *group, struct config_errors *errors)
+{
+	const config_setting_t *prefix = NULL, *methods = NULL;
+	struct config_route route = { NULL, 0 };
+	int count = config_setting_length(group);
+	const char *text;
+	size_t len;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		config_setting_error(
+		    errors, c->path, group, "each route must be a group { prefix = ...; methods = [...]; }");
+		return;
+	}
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+		if (strcmp(config_setting_name(m), "prefix") == 0)
+			prefix = m;
+		else if (strcmp(config_setting_name(m), "methods") == 0)
+			methods = m;
+		else
+			config_setting_error(errors, c->path, m, "unknown setting in a route");
+	}
+	if (prefix == NULL || methods == NULL) {
+		config_setting_error(errors, c->path, group, "a route needs both prefix and methods");
+		return;
+	}
+	text = config_setting_get_string(prefix);
+	if (text == NULL || strncmp(text, "/api/", 5) != 0 || strstr(text, "..") != NULL ||
+	    strpbrk(text, "?#%\\") != NULL) {
+		config_setting_error(
+		    errors, c->path, prefix, "must be a path under /api/, without '..', '?', '#' or '%%'");
+		return;
+	}
+	if ((config_setting_type(methods) != CONFIG_TYPE_ARRAY && config_setting_type(methods) != CONFIG_TYPE_LIST) ||
+	    config_setting_length(methods) < 1) {
+		config_setting_error(errors, c->path, methods, "must be a list of methods, e.g. [ \"GET\" ]");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(methods); i++) {
+		const char *name = config_setting_get_string(config_setting_get_elem(methods, (unsigned)i));
+		unsigned bit = 0;
+		for (size_t j = 0; name != NULL && j < sizeof(config_method_names) / sizeof(config_method_names[0]);
+		     j++)
+			if (strcmp(name, config_method_names[j].name) == 0)
+				bit = config_method_names[j].bit;
+		if (bit == 0) {
+			config_setting_error(errors, c->path, methods,
+			    "\"%s\" is not one of GET, POST, PUT, PATCH, DELETE",
+			    name != NULL ? name : "(not a string)");
+			return;
+		}
+		route.methods |= bit;
+	}
+	if (c->route_count == CONFIG_MAX_ROUTES) {
+		config_setting_error(errors, c->path, group, "at most %d routes", CONFIG_MAX_ROUTES);
+		return;
+	}
+	len = strlen(text);
+	while (len > 1 && text[len - 1] == '/')
+		len--;
+	route.prefix = strndup(text, len);
+	if (route.prefix != NULL)
+		c->routes[c->route_count++] = route;
+}
+
+static void
+config_read_routes(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(
+		    errors, c->path, s, "must be a list of routes ( { prefix = ...; methods = [...]; }, ... )");
+		return;
+	}
+	config_free_routes(c); /* the file's list replaces the default */
+	for (int i = 0; i < config_setting_length(s); i++)
+		config_read_route(c, config_setting_get_elem(s, (unsigned)i), errors);
+}
+
+static bool
+config_client_name_is_valid(const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len > CONFIG_CLIENT_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+		        ch == '_' || ch == '.' || ch == '@'))
+			return false;
+	}
+	return true;
+}
+
+static int
+config_parse_hex_hash(const char *text, unsigned char out[32])
+{
+	if (text == NULL || strlen(text) != 64)
+		return -1;
+	for (int i = 0; i < 32; i++) {
+		unsigned value;
+		if (sscanf(text + 2 * i, "%2x", &value) != 1 || strchr("0123456789abcdefABCDEF", text[2 * i]) == NULL ||
+		    strchr("0123456789abcdefABCDEF", text[2 * i + 1]) == NULL)
+			return -1;
+		out[i] = (unsigned char)value;
+	}
+	return 0;
+}
+
+/* Reads a number setting that may be written as an integer or a float. */
+static bool
+config_get_number(const config_setting_t *s, double *out)
+{
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+	case CONFIG_TYPE_INT64:
+		*out = (double)config_setting_get_int64(s);
+		return true;
+	case CONFIG_TYPE_FLOAT:
+		*out = config_setting_get_float(s);
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Reads one { name = ...; token_sha256 = ...; ... } client. */
+static void
+config_read_client(struct config *c, const config_setting_t *group, struct config_errors *errors)
+{
+	struct config_client client = { 0 };
+	bool has_name = false, has_hash = false, has_burst = false;
+	int count = config_setting_length(group);
+	size_t errors_before = errors->count;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		config_setting_error(
+		    errors, c->path, group, "each client must be a group { name = ...; token_sha256 = ...; }");
+		return;
+	}
+	client.rate_per_s = 0; /* no limit unless the entry sets one */
+	for (int i = 0; i < count; i++) {
+		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+		const char *field = config_setting_name(m);
+		const char *text = config_setting_get_string(m);
+		if (strcmp(field, "name") == 0) {
+			if (text == NULL || !config_client_name_is_valid(text))
+				config_setting_error(errors, c->path, m, "must be 1 to 64 letters, digits or . _ - @");
+			else if ((client.name = strdup(text)) != NULL)
+				has_name = true;
+		} else if (strcmp(field, "token_sha256") == 0) {
+			if (config_parse_hex_hash(text, client.token_sha256) != 0)
+				config_setting_error(errors, c->path, m,
+				    "must be the 64 hex digits of the token's SHA-256 (see llamachatd --hash-token)");
+			else
+				has_hash = true;
+		} else if (strcmp(field, "organization_id") == 0 || strcmp(field, "project_id") == 0) {
+			char **target = field[0] == 'o' ? &client.organization_id : &client.project_id;
+			if (text == NULL || text[0] == '\0' || strlen(text) > 128 || strpbrk(text, " \t&=?#%/") != NULL)
+				config_setting_error(
+				    errors, c->path, m, "must be an id (no spaces, '&', '=', '?', '#', '%%' or '/')");
+			else
+				*target = strdup(text);
+		} else if (strcmp(field, "see_all") == 0 || strcmp(field, "metrics") == 0) {
+			bool *target = field[0] == 's' ? &client.see_all : &client.metrics;
+			if (config_setting_type(m) != CONFIG_TYPE_BOOL)
+				config_setting_error(errors, c->path, m, "must be true or false");
+			else
+				*target = config_setting_get_bool(m) != 0;
+		} else if (strcmp(field, "rate_per_s") == 0) {
+			if (!config_get_number(m, &client.rate_per_s) || client.rate_per_s < 0 ||
+			    client.rate_per_s > 1e6)
+				config_setting_error(
+				    errors, c->path, m, "must be a number from 0 (no limit) to 1000000");
+		} else if (strcmp(field, "max_tokens_per_day") == 0 || strcmp(field, "max_sessions_per_day") == 0) {
+			long long *target = field[4] == 't' ? &client.max_tokens_per_day : &client.max_sessions_per_day;
+			if (config_setting_type(m) != CONFIG_TYPE_INT && config_setting_type(m) != CONFIG_TYPE_INT64)
+				config_setting_error(errors, c->path, m, "must be a whole number from 1 to 10^15");
+			else if ((*target = config_setting_get_int64(m)) < 1 || *target > 1000000000000000LL)
+				config_setting_error(errors, c->path, m, "must be a whole number from 1 to 10^15");
+		} else if (strcmp(field, "burst") == 0) {
+			if (!config_get_number(m, &client.burst) || client.burst < 1 || client.burst > 1e6)
+				config_setting_error(errors, c->path, m, "must be a number from 1 to 1000000");
+			else
+				has_burst = true;
+		} else {
+			config_setting_error(errors, c->path, m, "unknown setting in a client");
+		}
+	}
+	if (errors->count == errors_before && (!has_name || !has_hash))
+		config_setting_error(errors, c->path, group, "a client needs a name and a token_sha256");
+	for (size_t i = 0; errors->count == errors_before && i < c->client_count; i++) {
+		if (strcmp(c->clients[i].name, client.name) == 0)
+			config_setting_error(errors, c->path, group, "a second client named \"%s\"", client.name);
+		else if (memcmp(c->clients[i].token_sha256, client.token_sha256, 32) == 0)
+			config_setting_error(errors, c->path, group, "clients \"%s\" and \"%s\" have the same token",
+			    c->clients[i].name, client.name);
+	}
+	if (!has_burst)
+		client.burst = client.rate_per_s * 2 > 1 ? client.rate_per_s * 2 : 1;
+	if (errors->count != errors_before || c->client_count == CONFIG_MAX_CLIENTS) {
+		if (c->client_count == CONFIG_MAX_CLIENTS && errors->count == errors_before)
+			config_setting_error(errors, c->path, group, "at most %d clients", CONFIG_MAX_CLIENTS);
+		free(client.name);
+		free(client.organization_id);
+		free(client.project_id);
+		return;
+	}
+	c->clients[c->client_count++] = client;
+}
+
+static void
+config_read_clients(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	int count = config_setting_length(s);
+
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(
+		    errors, c->path, s, "must be a list of clients ( { name = ...; token_sha256 = ...; }, ... )");
+		return;
+	}
+	if (count == 0)
+		return;
+	if ((c->clients = calloc((size_t)count, sizeof(*c->clients))) == NULL) {
+		config_setting_error(errors, c->path, s, "out of memory");
+		return;
+	}
+	for (int i = 0; i < count; i++)
+		config_read_client(c, config_setting_get_elem(s, (unsigned)i), errors);
+}
+
+static void
+config_free_clients(struct config *c)
+{
+	for (size_t i = 0; i < c->client_count; i++) {
+		free(c->clients[i].name);
+		free(c->clients[i].organization_id);
+		free(c->clients[i].project_id);
+		explicit_bzero(c->clients[i].token_sha256, sizeof(c->clients[i].token_sha256));
+	}
+	free(c->clients);
+	c->clients = NULL;
+	c->client_count = 0;
+}
+
+bool
+config_route_allows(const struct config *c, const char *path, unsigned method)
+{
+	for (size_t i = 0; i < c->route_count; i++) {
+		size_t len = strlen(c->routes[i].prefix);
+		/* A prefix covers itself and what lies below it, never
+		 * "/api/v1/chatty" for "/api/v1/chat". */
+		if (strncmp(path, c->routes[i].prefix, len) == 0 && (path[len] == '\0' || path[len] == '/') &&
+		    (c->routes[i].methods & method) != 0)
+			return true;
+	}
+	return false;
+}
+
+/* True when host (no port) names this machine: "localhost", 127.x.y.z or ::1. */
+static bool
+config_host_is_loopback(const char *host, size_t len)
+{
+	char name[64];
+	struct in_addr v4;
+
+	if (len == 0 || len >= sizeof(name))
+		return false;
+	memcpy(name, host, len);
+	name[len] = '\0';
+	if (strcmp(name, "localhost") == 0 || strcmp(name, "[::1]") == 0)
+		return true;
+	return inet_pton(AF_INET, name, &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+/* Accepts https:// anywhere, plain http:// only to a loopback host, so the key
+ * never crosses a network in clear text. */
+static const char *
+config_check_base_url(const char *url)
+{
+	const char *host;
+	size_t authority_len, host_len;
+	bool plain;
+
+	for (const char *p = url; *p != '\0'; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return "must not contain spaces or control characters";
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8, plain = false;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7, plain = true;
+	else
+		return "must start with https:// (or http:// to a loopback address)";
+	authority_len = strcspn(host, "/?#");
+	if (authority_len == 0)
+		return "has no host";
+	if (host[authority_len] == '?' || host[authority_len] == '#')
+		return "must not carry a query or fragment";
+	if (memchr(host, '@', authority_len) != NULL)
+		return "must not carry credentials";
+	host_len = host[0] == '[' ? strcspn(host, "]") + 1 : strcspn(host, ":/");
+	if (plain && !config_host_is_loopback(host, host_len))
+		return "plain http:// is only allowed to a loopback address; use https://";
+	return NULL;
+}
+
+static void
+config_read_setting(
+    struct config *c, const struct setting_spec *spec, const config_setting_t *s, struct config_errors *errors)
+{
+	int type = config_setting_type(s);
+
+	switch (spec->kind) {
+	case SETTING_LISTEN:
+		config_read_listen(c, s, errors);
+		return;
+	case SETTING_ROUTES:
+		config_read_routes(c, s, errors);
+		return;
+	case SETTING_CLIENTS:
+		config_read_clients(c, s, errors);
+		return;
+	case SETTING_NAMES:
+		config_read_names(c, s, (struct config_names *)((char *)c + spec->offset), errors);
+		return;
+	case SETTING_MODE: {
+		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		char *end;
+		long mode = text != NULL ? strtol(text, &end, 8) : -1;
+		if (text == NULL || text[0] == '\0' || *end != '\0' || mode < spec->min || mode > spec->max)
+			config_setting_error(errors, c->path, s, "must be an octal mode in quotes, e.g. \"0660\"");
+		else
+			*(long *)((char *)c + spec->offset) = mode;
+		return;
+	}
+	case SETTING_INT: {
+		long long value;
+		if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64) {
+			config_setting_error(errors, c->path, s, "must be an integer");
+			return;
+		}
+		value = config_setting_get_int64(s);
+		if (value < spec->min || value > spec->max) {
+			config_setting_error(
+			    errors, c->path, s, "must be from %ld to %ld, not %lld", spec->min, spec->max, value);
+			return;
+		}
+		*(long *)((char *)c + spec->offset) = (long)value;
+		return;
+	}
+	case SETTING_STRING: {
+		const char *value;
+		char **field = (char **)((char *)c + spec->offset);
+		if (type != CONFIG_TYPE_STRING) {
+			config_setting_error(errors, c->path, s, "must be a string");
+			return;
+		}
+		value = config_setting_get_string(s);
+		if (value[0] == '\0') {
+			config_setting_error(errors, c->path, s, "must not be empty");
+			return;
+		}
+		free(*field);
+		*field = strdup(value);
+		return;
+	}
+	case SETTING_LOG_LEVEL:
+		if (type != CONFIG_TYPE_STRING || log_level_parse(config_setting_get_string(s), &c->log_level) != 0)
+			config_setting_error(
+			    errors, c->path, s, "must be one of \"error\", \"warning\", \"info\", \"debug\"");
+		return;
+	}
+}
+
+/* Walks every setting in the file: known ones are read and checked, unknown
+ * ones are reported, so a typo never silently falls back to a default. */
+static void
+config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
+{
+	config_setting_t *root = config_root_setting(cfg);
+	int count = config_setting_length(root);
+
+	for (int i = 0; i < count; i++) {
+		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const struct setting_spec *spec = config_find_spec(NULL, name);
+		if (spec != NULL) {
+			config_read_setting(c, spec, s, errors);
+			continue;
+		}
+		if (!config_is_group(name)) {
+			config_setting_error(errors, c->path, s, "unknown setting");
+			continue;
+		}
+		if (config_setting_type(s) != CONFIG_TYPE_GROUP) {
+			config_setting_error(errors, c->path, s, "must be a group { ... }");
+			continue;
+		}
+		int members = config_setting_length(s);
+		for (int j = 0; j < members; j++) {
+			config_setting_t *m = config_setting_get_elem(s, (unsigned)j);
+			spec = config_find_spec(name, config_setting_name(m));
+			if (spec == NULL)
+				config_setting_error(errors, c->path, m, "unknown setting");
+			else
+				config_read_setting(c, spec, m, errors);
+		}
+	}
+
+	/* Without clients nobody authenticates: no open gateway by accident. */
+	if (c->client_count == 0) {
+		const config_setting_t *listen = config_lookup(cfg, "listen");
+		for (size_t i = 0; i < c->listen_count; i++) {
+			struct address addr;
+			const char *why;
+			if (address_parse(c->listen[i], &addr, &why) == 0 && !address_is_local(&addr) && listen != NULL)
+				config_setting_error(errors, c->path, listen,
+				    "\"%s\" is not loopback: without clients (single-user mode) llamachatd listens on "
+				    "loopback and unix sockets only; configure clients to serve a network",
+				    c->listen[i]);
+		}
+	}
+
+	config_setting_t *url = config_lookup(cfg, "upstream.base_url");
+	if (url != NULL && c->upstream_base_url != NULL) {
+		const char *why = config_check_base_url(c->upstream_base_url);
+		size_t len = strlen(c->upstream_base_url);
+		if (why != NULL)
+			config_setting_error(errors, c->path, url, "%s", why);
+		while (len > 0 && c->upstream_base_url[len - 1] == '/')
+			c->upstream_base_url[--len] = '\0';
+	}
+}
+
+/* Loads from the file at path, or (text not NULL) from text, named path in
+ * the errors. */
+static struct config *
+config_load_from(const char *path, const char *text, struct config_errors *errors)
+{
+	struct config *c;
+	config_t cfg;
+
+	errors->lines = NULL;
+	errors->count = 0;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || (c->path = strdup(path)) == NULL || config_set_defaults(c) != 0) {
+		config_error_add(errors, "%s: out of memory", path);
+		config_free(c);
+		return NULL;
+	}
+
+	config_init(&cfg);
+	if (!(text != NULL ? config_read_string(&cfg, text) : config_read_file(&cfg, path))) {
+		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+			config_error_add(errors, "%s: cannot read the file", path);
+		else
+			config_error_add(errors, "%s:%d: %s",
+			    config_error_file(&cfg) != NULL ? config_error_file(&cfg) : path, config_error_line(&cfg),
+			    config_error_text(&cfg));
+	} else {
+		config_read_all(c, &cfg, errors);
+	}
+	config_destroy(&cfg);
+	/* client_timeout_ms is the umbrella for the deadlines not set alone. */
+	if (c->header_timeout_ms < 0)
+		c->header_timeout_ms = c->client_timeout_ms;
+	if (c->body_timeout_ms < 0)
+		c->body_timeout_ms = c->client_timeout_ms;
+	if (c->max_upstream_connections < 0)
+		c->max_upstream_connections = strncasecmp(c->upstream_base_url, "https://", 8) == 0 ? 64 : 0;
+	if (c->max_in_flight < 0)
+		c->max_in_flight = c->max_connections; /* a stream for every connection */
+	if (c->max_target_bytes > c->max_header_bytes)
+		c->max_target_bytes = c->max_header_bytes;
+
+	if (errors->count > 0) {
+		config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct config *
+config_load(const char *path, struct config_errors *errors)
+{
+	return config_load_from(path, NULL, errors);
+}
+
+struct config *
+config_load_text(const char *name, const char *text, struct config_errors *errors)
+{
+	return config_load_from(name, text, errors);
+}
+
+void
+config_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->listen_count; i++)
+		free(c->listen[i]);
+	config_free_routes(c);
+	config_free_clients(c);
+	for (size_t i = 0; i < c->server_names.count; i++)
+		free(c->server_names.items[i]);
+	for (size_t i = 0; i < c->allowed_origins.count; i++)
+		free(c->allowed_origins.items[i]);
+	free(c->unix_socket_group);
+	free(c->access_log);
+	free(c->path);
+	free(c->upstream_base_url);
+	free(c->upstream_api_key_file);
+	free(c->upstream_ca_file);
+	free(c->store_path);
+	free(c);
+}
+
+void
+config_errors_free(struct config_errors *errors)
+{
+	for (size_t i = 0; i < errors->count; i++)
+		free(errors->lines[i]);
+	free(errors->lines);
+	errors->lines = NULL;
+	errors->count = 0;
+}

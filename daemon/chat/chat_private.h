@@ -1,0 +1,188 @@
+/* chat_private: what the chat_*.c files share; not for other modules. */
+#ifndef LLAMACHATD_CHAT_PRIVATE_H
+#define LLAMACHATD_CHAT_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "chat/chat.h"
+#include "gate/idempotency.h"
+#include "store/session.h"
+#include "store/store.h"
+
+#define CHAT_PATH "/api/v1/chat"
+
+struct chat_call;
+struct evbuffer;
+struct request;
+
+/* An Idempotency-Key of a call in flight, held so that a second request
+ * with it waits (409); embedded in the call or stream that holds it. */
+struct chat_key_hold {
+	LIST_ENTRY(chat_key_hold) link;
+	bool held;
+	unsigned char key[IDEMPOTENCY_RECORD_KEY_MAX]; /* client, NUL, key */
+	size_t key_len;
+	unsigned char fingerprint[IDEMPOTENCY_FINGERPRINT_BYTES];
+	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1]; /* what upstream is sent */
+	/* 0 while a call holds it; else kept by the chat alone until then
+	 * (unix microseconds), because its record could not be stored. */
+	uint64_t kept_until_us;
+};
+
+struct chat {
+	struct upstream *upstream;
+	struct store *store;
+	struct relay_engine *relays;
+	struct chat_settings settings;
+	LIST_HEAD(, chat_call) calls;
+	LIST_HEAD(, chat_key_hold) held_keys;
+	size_t kept_keys; /* of held_keys, those kept after a failed commit */
+	long pending; /* client requests in calls, plus streams */
+	struct chat_counters counters;
+};
+
+/* A request's optional organization_id and project_id ("" when absent). */
+struct chat_scope {
+	char organization_id[SESSION_SCOPE_MAX + 1];
+	char project_id[SESSION_SCOPE_MAX + 1];
+};
+
+/* Reads the scope from a raw query string (empty values mean absent, as the
+ * SDKs send them). Returns 0, or -1 with a static reason in *why. */
+int chat_read_scope(const char *query, struct chat_scope *scope, const char **why) __attribute__((warn_unused_result));
+
+/* Checks a session id from the path and copies it into id; answers the
+ * client with a 400 and returns false when it is unusable. */
+bool chat_take_session_id(struct request *req, const char *raw, size_t raw_len, char id[SESSION_ID_MAX + 1]);
+
+/* Reads the stored record of id into buf (cleared first) and decodes it into
+ * rec, whose pointers then point into buf. Returns false when there is none
+ * or it is damaged. */
+bool chat_load_record(struct chat *chat, const char *id, struct evbuffer *buf, struct session_record *rec);
+
+/* What a client's call used, for the store: its ledger entry (client,
+ * scope, day) and its daily total (client, day), with the same counters. */
+struct chat_usage {
+	unsigned char ledger_key[SESSION_LEDGER_KEY_MAX];
+	unsigned char daily_key[SESSION_DAILY_KEY_MAX];
+	struct store_ledger_delta ledger, daily;
+};
+
+/* Fills usage with add (SESSION_LEDGER_FIELD_COUNT counters) for client in
+ * scope (organization and project, "" when absent) today, and counts its
+ * tokens and sessions against the client's budgets at once. */
+void chat_count_usage(struct chat *chat, const char *client, const char *organization_id, const char *project_id,
+    const unsigned long long *add, struct chat_usage *usage);
+
+/* A Session summary (upstream's JSON, kept as it is) to store. */
+struct chat_summary {
+	const char *json;
+	size_t len;
+	/* Its id and last_updated_at when the caller parsed json already (so
+	 * it is parsed once); known_id NULL: parsed here. */
+	const char *known_id;
+	uint64_t known_updated_us;
+	/* For a session just created, new_owner is its creator ("" for none):
+	 * it takes fallback's scope and that owner, and no older record is
+	 * read. With new_owner NULL a session already stored keeps its scope
+	 * and owner, and one not stored takes fallback's scope and no owner. */
+	const struct chat_scope *fallback;
+	const char *new_owner;
+	const struct chat_usage *usage; /* NULL for none */
+	const struct store_change *also; /* committed with it; NULL for none */
+};
+
+/* Queues summary for the store, its usage and also in the same
+ * transaction; cb runs once it is committed. Returns the write (see
+ * store_write_forget), or NULL when json is not a Session or nothing could
+ * be queued (cb will not run). */
+struct store_write *chat_store_summary(struct chat *chat, const struct chat_summary *summary, store_write_cb cb,
+    void *arg) __attribute__((warn_unused_result));
+
+/* What a caller may know of a session id. */
+enum chat_visibility {
+	CHAT_SESSION_OWN, /* stored, and the caller may touch it */
+	CHAT_SESSION_HIDDEN, /* someone else's, or unknown to a caller who sees only its own: 404 */
+	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
+};
+
+/* True when caller may see and touch a stored session: see_all, its owner,
+ * or a client pinned to the project it is stored in. */
+bool chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec);
+
+/* Looks id up for caller, reading the stored record in place. */
+enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id);
+
+/* The 404 a caller gets for a session it may not see. */
+void chat_reply_not_found(struct request *req);
+
+/* Checks a JSON body's shape; see session_check_create_body(). */
+typedef enum session_body_check (*chat_body_check)(const char *body, size_t len, const char **why);
+
+/* Takes a request's JSON body after checking its size (413), content type
+ * (415) and shape with check (400 malformed, 422 wrong shape); answers the
+ * client and returns false when it will not do. *body points into the
+ * request's input buffer. */
+bool chat_take_json_body(struct chat *chat, struct request *req, chat_body_check check, const char **body, size_t *len);
+
+/* Fetches id's summary from upstream in the background and stores it; no
+ * client waits for it. */
+void chat_refresh_summary(struct chat *chat, const char *id);
+
+/* "/api/v1/chat/{id}{suffix}?{query}" with the id escaped, into a new
+ * string the caller frees; NULL when out of memory. */
+char *chat_upstream_path(const char *id, const char *suffix, const char *query);
+
+/* What an Idempotency-Key asks of a request. */
+enum chat_key_result {
+	CHAT_KEY_NONE, /* no key: go on */
+	CHAT_KEY_NEW, /* a key not seen: go on, and hold it (chat_key_hold) */
+	CHAT_KEY_ANSWERED, /* answered: 400 bad key, 409 in flight (or, for a
+	                    * turn, used), 422 used for another request, or
+	                    * the replay of the stored answer */
+};
+
+/* Checks req's Idempotency-Key for caller against the keys in flight and
+ * the store, for a request of kind with the (pinned) query and body. For
+ * CHAT_KEY_NEW hold has the key and the request's fingerprint, for
+ * chat_key_hold(). */
+enum chat_key_result chat_key_check(struct chat *chat, struct request *req, const struct chat_caller *caller,
+    const char *query, const char *body, size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
+    __attribute__((warn_unused_result));
+
+/* Holds the key found (a new copy, which the caller keeps for the call's
+ * life and gives back with chat_key_release(), which frees it; NULL is
+ * fine there). Returns NULL when out of memory. */
+struct chat_key_hold *chat_key_hold(struct chat *chat, const struct chat_key_hold *found)
+    __attribute__((warn_unused_result));
+void chat_key_release(struct chat_key_hold *hold);
+
+/* The record of a held key could not be committed: the chat keeps holding
+ * it (a retry gets 409, never a second call upstream) until the key's TTL
+ * runs out, taking it over from the call (at most CHAT_MAX_KEPT_KEYS; past
+ * that the key is released, and said so in the log). */
+#define CHAT_MAX_KEPT_KEYS 4096
+void chat_key_keep(struct chat *chat, struct chat_key_hold *hold);
+
+/* Releases every key the chat keeps (chat_free). */
+void chat_key_release_kept(struct chat *chat);
+
+/* A key's record as a store change (in STORE_KEYS, with its index entry);
+ * its bytes live in the struct and in encoded, which chat_key_write_done()
+ * frees once the change is queued. */
+struct chat_key_write {
+	struct store_change change;
+	unsigned char index_key[IDEMPOTENCY_INDEX_KEY_MAX];
+	unsigned char *encoded;
+};
+
+/* Fills w with hold's record of an answer (status and body; 0 and none for
+ * a turn). Returns 0, or -1 when out of memory. */
+int chat_key_write_init(struct chat_key_write *w, const struct chat_key_hold *hold, enum idempotency_kind kind,
+    int status, const void *body, size_t body_len) __attribute__((warn_unused_result));
+void chat_key_write_done(struct chat_key_write *w);
+
+#endif

@@ -1,0 +1,254 @@
+/* relay: streams an upstream answer to a client as it arrives, with
+ * back-pressure and hang-up detection.
+ *
+ * Back-pressure: bytes go to the client's connection as they come; once
+ * buffer_bytes of them wait unsent, the upstream transfer is paused (curl
+ * keeps the piece it offered) and resumed when the request reports its
+ * output drained. So a slow client slows its own transfer, and memory per
+ * relay is bounded.
+ *
+ * Hang-up: the connection watches its socket the whole time and tells the
+ * request's on_gone hook when the client leaves, whether upstream has
+ * answered yet or not; the upstream transfer is cancelled at once, unless
+ * the observer asked for it to drain (a turn runs upstream to its end
+ * anyway, and must be charged). */
+#include "chat/relay.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "base/log.h"
+#include "http/reply.h"
+#include "http/request.h"
+#include "upstream/upstream.h"
+
+struct relay_engine {
+	struct event_base *base;
+	struct upstream *upstream;
+	size_t buffer_bytes;
+	struct upstream_stream stream;
+	LIST_HEAD(, relay) relays;
+	long active;
+	unsigned long long bytes;
+};
+
+struct relay {
+	struct relay_engine *engine;
+	LIST_ENTRY(relay) link;
+	struct request *req; /* NULL once answered or gone */
+	struct upstream_call *call; /* NULL once upstream is done */
+	bool started; /* the client's answer has begun */
+	bool may_have_acted;
+	const struct relay_observer *observer;
+	void *arg;
+};
+
+static void relay_on_headers(long status, const struct http_headers *headers, void *arg);
+static enum upstream_flow relay_on_data(const char *data, size_t len, void *arg);
+
+struct relay_engine *
+relay_engine_create(struct event_base *base, struct upstream *upstream, size_t buffer_bytes, long idle_timeout_ms)
+{
+	struct relay_engine *engine = calloc(1, sizeof(*engine));
+
+	if (engine == NULL)
+		return NULL;
+	engine->base = base;
+	engine->upstream = upstream;
+	engine->buffer_bytes = buffer_bytes;
+	engine->stream.idle_timeout_ms = idle_timeout_ms;
+	engine->stream.on_headers = relay_on_headers;
+	engine->stream.on_data = relay_on_data;
+	LIST_INIT(&engine->relays);
+	return engine;
+}
+
+long
+relay_engine_active(const struct relay_engine *engine)
+{
+	return engine->active;
+}
+
+unsigned long long
+relay_engine_bytes(const struct relay_engine *engine)
+{
+	return engine->bytes;
+}
+
+/* Frees the relay's own parts; its request must be handed back already. */
+static void
+relay_free(struct relay *relay)
+{
+	upstream_cancel(relay->call);
+	LIST_REMOVE(relay, link);
+	relay->engine->active--;
+	if (relay->observer != NULL && relay->observer->on_close != NULL)
+		relay->observer->on_close(relay->arg);
+	free(relay);
+}
+
+/* Takes the request back from the relay: its hooks no longer call here. */
+static struct request *
+relay_take_request(struct relay *relay)
+{
+	struct request *req = relay->req;
+
+	if (req != NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		request_set_on_drained(req, NULL, NULL);
+	}
+	relay->req = NULL;
+	return req;
+}
+
+void
+relay_finish(struct relay *relay)
+{
+	struct request *req = relay_take_request(relay);
+
+	if (req != NULL)
+		request_end(req);
+	relay_free(relay);
+}
+
+/* The client went away, before upstream answered or during the answer. */
+static void
+relay_on_client_gone(void *arg)
+{
+	struct relay *relay = arg;
+
+	log_debug(relay->started ? "relay: the client went away mid-answer; cancelling its upstream transfer"
+	                         : "relay: the client went away before upstream answered; cancelling its upstream "
+	                           "transfer");
+	relay->req = NULL; /* gone with its connection */
+	if (relay->call != NULL && relay->observer != NULL && relay->observer->drain_when_client_gone) {
+		log_debug("relay: reading upstream's answer to its end for its accounting");
+		upstream_resume(relay->call); /* it may wait on back-pressure */
+		return;
+	}
+	relay_free(relay);
+}
+
+static void
+relay_on_drained(void *arg)
+{
+	struct relay *relay = arg;
+
+	upstream_resume(relay->call);
+}
+
+static void
+relay_on_headers(long status, const struct http_headers *headers, void *arg)
+{
+	struct relay *relay = arg;
+
+	if (relay->req != NULL) {
+		for (size_t i = 0; i < headers->count; i++)
+			request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
+		request_start(relay->req, (int)status);
+	}
+	relay->started = true;
+	if (relay->observer != NULL && relay->observer->on_start != NULL)
+		relay->observer->on_start(relay, status, relay->arg);
+}
+
+static enum upstream_flow
+relay_on_data(const char *data, size_t len, void *arg)
+{
+	struct relay *relay = arg;
+
+	if (relay->req != NULL && request_unsent(relay->req) >= relay->engine->buffer_bytes)
+		return UPSTREAM_FLOW_PAUSE;
+	if (relay->observer != NULL && relay->observer->on_data != NULL)
+		relay->observer->on_data(relay, data, len, relay->arg);
+	if (relay->req == NULL)
+		return UPSTREAM_FLOW_TAKEN; /* drained for the observer; nobody to send it to */
+	relay->engine->bytes += len;
+	request_send(relay->req, data, len);
+	return UPSTREAM_FLOW_TAKEN;
+}
+
+static void
+relay_on_upstream_done(const struct upstream_response *response, void *arg)
+{
+	struct relay *relay = arg;
+	bool complete = response->error == UPSTREAM_OK;
+
+	relay->call = NULL;
+	if (relay->req != NULL)
+		relay->req->access.upstream_seconds = response->total_seconds;
+	if (!relay->started) {
+		struct request *req = relay_take_request(relay);
+		if (req != NULL)
+			reply_upstream_failure(req, response, relay->may_have_acted);
+		relay_free(relay);
+		return;
+	}
+	if (!complete)
+		log_warnx("relay: upstream cut the answer short: %s", response->error_text);
+	if (relay->observer != NULL && relay->observer->on_upstream_done != NULL)
+		relay->observer->on_upstream_done(relay, complete, relay->arg);
+	else
+		relay_finish(relay);
+}
+
+void
+relay_start(struct relay_engine *engine, struct request *req, const struct upstream_request *ureq, bool may_have_acted,
+    const struct relay_observer *observer, void *arg)
+{
+	struct upstream_request streamed = *ureq;
+	struct relay *relay;
+
+	if (!upstream_has_key(engine->upstream)) {
+		reply_no_key(req);
+		goto no_relay;
+	}
+	if ((relay = calloc(1, sizeof(*relay))) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		goto no_relay;
+	}
+	relay->engine = engine;
+	relay->req = req;
+	relay->may_have_acted = may_have_acted;
+	relay->observer = observer;
+	relay->arg = arg;
+	LIST_INSERT_HEAD(&engine->relays, relay, link);
+	engine->active++;
+
+	streamed.stream = &engine->stream;
+	relay->call = upstream_forward(engine->upstream, &streamed, relay_on_upstream_done, relay);
+	if (relay->call == NULL) {
+		relay->req = NULL;
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP,
+		    "llamachatd is at its limit of upstream calls in flight; try again shortly");
+		relay_free(relay);
+		return;
+	}
+	request_set_on_gone(req, relay_on_client_gone, relay);
+	request_set_on_drained(req, relay_on_drained, relay);
+	return;
+no_relay:
+	if (observer != NULL && observer->on_close != NULL)
+		observer->on_close(arg);
+}
+
+void
+relay_engine_free(struct relay_engine *engine)
+{
+	if (engine == NULL)
+		return;
+	while (!LIST_EMPTY(&engine->relays)) {
+		struct relay *relay = LIST_FIRST(&engine->relays);
+		upstream_cancel(relay->call);
+		relay->call = NULL;
+		if (relay->req != NULL && !relay->started) {
+			struct request *req = relay_take_request(relay);
+			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
+			relay_free(relay);
+		} else {
+			relay_finish(relay);
+		}
+	}
+	free(engine);
+}

@@ -1,0 +1,120 @@
+/* request: one client request's whole life, from its parsed head to the
+ * last byte of its answer. A connection (http.c) owns the request and reuses
+ * it for the next one; a handler is handed a struct request * and answers
+ * through the functions here, never touching the wire.
+ *
+ * Ownership: the request belongs to its connection. A handler may keep the
+ * pointer until it has sent the whole answer (request_reply*() or
+ * request_end()), or until the on_gone hook it set tells it the client went
+ * away; after either, the pointer is not its to use. */
+#ifndef LLAMACHATD_REQUEST_H
+#define LLAMACHATD_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/http_headers.h"
+
+struct evbuffer;
+struct http_conn;
+
+#define REQUEST_ID_MAX 64
+#define REQUEST_CLIENT_MAX 64
+#define REQUEST_OUT_HEADERS_MAX 1024 /* the answer's own header lines */
+
+enum request_method {
+	REQUEST_GET,
+	REQUEST_HEAD,
+	REQUEST_POST,
+	REQUEST_PUT,
+	REQUEST_PATCH,
+	REQUEST_DELETE,
+	REQUEST_OPTIONS,
+	REQUEST_OTHER, /* known to HTTP, never served: 501 */
+};
+
+enum request_state {
+	REQUEST_READING, /* its head and body are arriving */
+	REQUEST_HANDLING, /* a handler has it and owes an answer */
+	REQUEST_STREAMING, /* the answer has started, in chunks */
+	REQUEST_DONE, /* answered, or its client went away */
+};
+
+/* What the access log and the metrics learn about a request. Handlers fill
+ * in what they know (route, client, upstream time, cache). */
+struct access_entry {
+	double started; /* monotonic seconds at its first byte */
+	char request_id[REQUEST_ID_MAX + 1];
+	char client[REQUEST_CLIENT_MAX + 1]; /* "-" until known */
+	const char *route; /* a static label for metrics */
+	double upstream_seconds; /* < 0: upstream not asked */
+	const char *cache; /* "HIT", "MISS" or NULL */
+	int status; /* of the answer; 499 when the client left first */
+	unsigned long long bytes; /* of the answer's body */
+};
+
+struct request {
+	struct http_conn *conn;
+	enum request_state state;
+	enum request_method method;
+	const char *method_name; /* "GET", ... as sent */
+	int http_minor; /* HTTP/1.x */
+	const char *path; /* origin-form, undecoded, no query */
+	const char *query; /* after '?', or NULL */
+	struct http_headers headers; /* as sent; X-Request-Id is always ours */
+	struct evbuffer *body; /* the whole body, de-chunked */
+	struct access_entry access;
+	bool local_peer; /* it came over a unix socket */
+	/* private to request.c and http.c */
+	/* HTTP_HEADERS_MAX slots for headers, taken with the connection's first
+	 * request and kept for the next ones; a stream gives them back. */
+	struct http_header *header_slots;
+	void (*on_gone)(void *arg);
+	void *gone_arg;
+	void (*on_drained)(void *arg);
+	void *drained_arg;
+	char out_headers[REQUEST_OUT_HEADERS_MAX];
+	size_t out_headers_len;
+	bool out_overflow;
+	bool close_after;
+	bool no_body; /* a started answer that carries none (HEAD, 1xx, 204, 304) */
+};
+
+/* The first header field called name, or NULL. */
+const char *request_header(const struct request *req, const char *name);
+
+/* Adds a header line to the answer. name and value must be free of CR, LF
+ * and NUL (a value that is not is dropped and logged); Content-Length,
+ * Transfer-Encoding, Connection and Date are the server's own. */
+void request_add_header(struct request *req, const char *name, const char *value);
+
+/* Sends the whole answer: status, the added headers, and len bytes of body
+ * (ignored for HEAD). Ends the handler's hold on req. */
+void request_reply(struct request *req, int status, const void *body, size_t len);
+
+/* Like request_reply() with the body taken out of buf (buf is left empty). */
+void request_reply_buffer(struct request *req, int status, struct evbuffer *buf);
+
+/* Starts an answer sent in pieces (chunked on HTTP/1.1; on HTTP/1.0 it ends
+ * with the connection). From here on only path of the request's head is
+ * kept: its headers, query and body are gone. */
+void request_start(struct request *req, int status);
+/* Sends one piece of a started answer. */
+void request_send(struct request *req, const void *data, size_t len);
+/* Ends a started answer. Ends the handler's hold on req. */
+void request_end(struct request *req);
+
+/* Bytes of the answer written but not yet taken by the client's socket. */
+size_t request_unsent(const struct request *req);
+
+/* Calls fn once the unsent bytes have all gone out (NULL: nobody). */
+void request_set_on_drained(struct request *req, void (*fn)(void *arg), void *arg);
+
+/* Calls fn if the client goes away before the answer is done (NULL:
+ * nobody). After fn runs the request is gone. */
+void request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg);
+
+/* A method's name, for logs and upstream. */
+const char *request_method_name(enum request_method method);
+
+#endif

@@ -1,0 +1,577 @@
+/* server: the listeners, the HTTP server's limits, and routing of each
+ * request to its handler. */
+#include "server/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <grp.h>
+#include <systemd/sd-daemon.h>
+
+#include "http/access.h"
+#include "base/address.h"
+#include "chat/chat.h"
+#include "gate/clients.h"
+#include "base/config.h"
+#include "gate/gate.h"
+#include "health.h"
+#include "gate/hostcheck.h"
+#include "http/http.h"
+#include "gate/idempotency.h"
+#include "base/log.h"
+#include "chat/relay.h"
+#include "http/reply.h"
+#include "http/request.h"
+#include "server/route.h"
+#include "upstream/upstream.h"
+
+#define LISTEN_BACKLOG 4096 /* the kernel caps it at net.core.somaxconn */
+#define SERVER_MAX_LISTENERS (CONFIG_MAX_LISTEN + 16) /* the config's and systemd's */
+
+struct server_listener {
+	char *unix_path; /* unlinked on close */
+};
+
+struct server {
+	struct http_server *http;
+	const struct config *config; /* swapped by server_reload() */
+	struct clients *clients; /* owned */
+	struct server_parts parts;
+	unsigned long long connections_accepted;
+	struct server_listener listeners[SERVER_MAX_LISTENERS];
+	size_t listener_count;
+};
+
+/* The route policy's bit for a method; 0 for methods never sent upstream. */
+static unsigned
+server_method_bit(enum request_method method)
+{
+	switch (method) {
+	case REQUEST_GET:
+		return CONFIG_METHOD_GET;
+	case REQUEST_POST:
+		return CONFIG_METHOD_POST;
+	case REQUEST_PUT:
+		return CONFIG_METHOD_PUT;
+	case REQUEST_PATCH:
+		return CONFIG_METHOD_PATCH;
+	case REQUEST_DELETE:
+		return CONFIG_METHOD_DELETE;
+	default:
+		return 0;
+	}
+}
+
+static void
+server_reply_method_not_allowed(struct request *req, const char *allow)
+{
+	request_add_header(req, "Allow", allow);
+	reply_errorf(req, 405, REPLY_RETRY_WONT_HELP, "this path takes %s", allow);
+}
+
+/* Names the route of a request for the metrics. */
+static void
+server_label(const struct chat_caller *caller, const char *route)
+{
+	if (caller->access != NULL)
+		caller->access->route = route;
+}
+
+/* Hands the chat resource's own endpoints to their handlers, by the kind
+ * of path route_classify() found; returns false for any other path, which
+ * is then passed through. */
+static bool
+server_route_chat(struct server *server, struct request *req, const struct chat_caller *caller,
+    const struct route_match *route, const char *query)
+{
+	enum request_method method = req->method;
+
+	switch (route->kind) {
+	case ROUTE_CHAT:
+		server_label(caller, method == REQUEST_POST ? "create" : "list");
+		if (method == REQUEST_POST)
+			chat_handle_create(server->parts.chat, req, caller, query);
+		else if (method == REQUEST_GET)
+			chat_handle_list(server->parts.chat, req, caller, query);
+		else
+			server_reply_method_not_allowed(req, "GET, POST");
+		return true;
+	case ROUTE_SESSION:
+		server_label(caller, method == REQUEST_DELETE ? "delete" : "history");
+		if (method == REQUEST_GET)
+			chat_handle_history(server->parts.chat, req, caller, route->id, route->id_len, query);
+		else if (method == REQUEST_DELETE)
+			chat_handle_delete(server->parts.chat, req, caller, route->id, route->id_len, query);
+		else
+			server_reply_method_not_allowed(req, "GET, DELETE");
+		return true;
+	case ROUTE_SUMMARY:
+		server_label(caller, "summary");
+		if (method == REQUEST_GET)
+			chat_handle_summary(server->parts.chat, req, caller, route->id, route->id_len, query);
+		else
+			server_reply_method_not_allowed(req, "GET");
+		return true;
+	case ROUTE_STREAM:
+		server_label(caller, "stream");
+		if (method == REQUEST_POST)
+			chat_handle_stream(server->parts.chat, req, caller, route->id, route->id_len, query);
+		else
+			server_reply_method_not_allowed(req, "POST");
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The route policy, decided on the fully decoded path: the form upstream
+ * routes on. */
+static bool
+server_policy_allows(const struct config *config, const char *path, enum request_method method)
+{
+	char *decoded;
+	size_t size;
+	bool allowed;
+
+	if (strchr(path, '%') == NULL)
+		return config_route_allows(config, path, server_method_bit(method));
+	size = strlen(path) + 1;
+	if ((decoded = malloc(size)) == NULL || route_decode(path, decoded, size) != 0) {
+		free(decoded);
+		return false;
+	}
+	allowed = config_route_allows(config, decoded, server_method_bit(method));
+	free(decoded);
+	return allowed;
+}
+
+/* Any other path the route policy allows goes upstream as it is, its answer
+ * streamed back. */
+static void
+server_pass_through(struct server *server, struct request *req, const struct chat_caller *caller,
+    enum request_method method, const char *path, const char *query)
+{
+	struct evbuffer *input = req->body;
+	struct upstream_request request = { 0 };
+	bool has_query = query != NULL && query[0] != '\0';
+	size_t size = strlen(path) + (has_query ? 1 + strlen(query) : 0) + 1;
+	const char *client_key = request_header(req, IDEMPOTENCY_HEADER);
+	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
+	char *target;
+
+	if (evbuffer_get_length(input) > (size_t)server->config->max_body_bytes) {
+		reply_errorf(req, 413, REPLY_RETRY_WONT_HELP,
+		    "the request body is larger than limits.max_body_bytes (%ld bytes)",
+		    server->config->max_body_bytes);
+		return;
+	}
+	if (!gate_may_go_upstream(req, caller))
+		return;
+	if ((target = malloc(size)) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	snprintf(target, size, "%s%s%s", path, has_query ? "?" : "", has_query ? query : "");
+	request.method = request_method_name(method);
+	request.path_and_query = target;
+	request.client_headers = &req->headers;
+	request.body = evbuffer_pullup(input, -1);
+	request.body_len = evbuffer_get_length(input);
+	/* Never the client's own key: one derived from it and the client. */
+	if (client_key != NULL && idempotency_key_is_valid(client_key)) {
+		unsigned char record_key[IDEMPOTENCY_RECORD_KEY_MAX];
+		idempotency_upstream_key(
+		    record_key, idempotency_record_key(caller->name, client_key, record_key), upstream_key);
+		request.idempotency_key = upstream_key;
+	}
+	/* Only a GET is surely safe to retry. */
+	server_label(caller, "passthrough");
+	relay_start(server->parts.relays, req, &request, method != REQUEST_GET, NULL, NULL);
+	free(target);
+}
+
+/* GET /healthz for anyone; GET /metrics for local peers, single-user mode,
+ * and clients with metrics = true. */
+static void
+server_own_endpoint(
+    struct server *server, struct request *req, struct access_entry *access, enum request_method method, bool metrics)
+{
+	struct evbuffer *body;
+	const struct config_client *client = NULL;
+	bool trusted = !clients_enabled(server->clients) || req->local_peer;
+
+	if (access != NULL)
+		access->route = metrics ? "metrics" : "healthz";
+	if (method != REQUEST_GET) {
+		server_reply_method_not_allowed(req, "GET");
+		return;
+	}
+	if (!trusted)
+		client = clients_authenticate(server->clients, request_header(req, "Authorization"));
+	if (!metrics) {
+		/* Anyone may ask whether the daemon is up; what it holds is for
+		 * those who may read /metrics. */
+		health_reply(req, server->parts.store, server->parts.upstream, server->parts.started,
+		    trusted || (client != NULL && client->metrics));
+		return;
+	}
+	if (!trusted) {
+		if (client == NULL) {
+			request_add_header(req, "WWW-Authenticate", "Bearer");
+			reply_error(req, 401, REPLY_RETRY_WONT_HELP, "a client token is required");
+			return;
+		}
+		if (access != NULL)
+			snprintf(access->client, sizeof(access->client), "%s", client->name);
+		if (!client->metrics) {
+			reply_errorf(req, 403, REPLY_RETRY_WONT_HELP,
+			    "client %s may not read /metrics (metrics = true)", client->name);
+			return;
+		}
+	}
+	if ((body = evbuffer_new()) == NULL) {
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	server->parts.render_metrics(body, server->parts.render_arg);
+	request_add_header(req, "Content-Type", "text/plain; version=0.0.4");
+	request_reply_buffer(req, 200, body);
+	evbuffer_free(body);
+}
+
+static void
+server_route(struct request *req, void *arg)
+{
+	struct server *server = arg;
+	enum request_method method = req->method;
+	const char *path = req->path;
+	const char *query = req->query;
+	struct access_entry *access = &req->access;
+	struct route_match route;
+	struct chat_caller caller;
+	char *owned_query;
+	const char *refusal;
+
+	/* Before anything else, /healthz and /metrics too: a loopback
+	 * listener is no door for a page whose name rebinds to it. */
+	if ((refusal = hostcheck_refusal(server->config, request_header(req, "Host"), request_header(req, "Origin"),
+	         req->local_peer)) != NULL) {
+		reply_error(req, 403, REPLY_RETRY_WONT_HELP, refusal);
+		return;
+	}
+	route_classify(path, &route);
+	switch (route.kind) {
+	case ROUTE_BAD:
+		reply_error(req, 400, REPLY_RETRY_WONT_HELP, route.why);
+		return;
+	case ROUTE_NOT_FOUND:
+		reply_error(req, 404, REPLY_RETRY_WONT_HELP, "no such endpoint in llamachatd");
+		return;
+	case ROUTE_HEALTHZ:
+	case ROUTE_METRICS:
+		server_own_endpoint(server, req, access, method, route.kind == ROUTE_METRICS);
+		return;
+	default:
+		break;
+	}
+	/* Who asks comes first: an unknown client learns nothing of the policy. */
+	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
+		return;
+	caller.access = access;
+	caller.budgets = server->parts.budgets;
+	if (caller.name[0] != '\0')
+		snprintf(access->client, sizeof(access->client), "%s", caller.name);
+	/* Every path that names a session is that session's, whatever the
+	 * method and whether a handler knows it: checked before the policy,
+	 * so that another client's session answers exactly as a missing one.
+	 * A summary's GET is checked by its handler on the record it serves
+	 * (so the hit path reads the store once). */
+	if (route_names_session(route.kind) && !(route.kind == ROUTE_SUMMARY && method == REQUEST_GET) &&
+	    !chat_may_name_session(server->parts.chat, req, &caller, route.id, route.id_len)) {
+		free(owned_query);
+		return;
+	}
+	if (!server_policy_allows(server->config, path, method)) {
+		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
+		    request_method_name(method), path);
+	} else if (!server_route_chat(server, req, &caller, &route, query)) {
+		server_pass_through(server, req, &caller, method, path, query);
+	}
+	free(owned_query);
+}
+
+static void
+server_on_begin(struct request *req, void *arg)
+{
+	struct server *server = arg;
+
+	access_begin(server->parts.access, req);
+}
+
+static void
+server_on_done(const struct request *req, void *arg)
+{
+	struct server *server = arg;
+
+	access_end(server->parts.access, req);
+}
+
+/* The HTTP server's limits, from the config. */
+static void
+server_http_settings(const struct config *config, struct http_settings *out)
+{
+	*out = (struct http_settings){
+		.max_header_bytes = (size_t)config->max_header_bytes,
+		.max_target_bytes = (size_t)config->max_target_bytes,
+		.max_body_bytes = (size_t)config->max_body_bytes,
+		.header_timeout_ms = config->header_timeout_ms,
+		.body_timeout_ms = config->body_timeout_ms,
+		.keepalive_timeout_ms = config->keepalive_timeout_ms,
+		.send_timeout_ms = config->client_timeout_ms,
+		.max_connections = config->max_connections,
+		.max_pending_output_bytes = (size_t)config->max_pending_output_bytes,
+	};
+}
+
+/* Gives a unix socket the configured mode and group: who may connect. */
+static int
+server_set_socket_access(const struct config *config, const char *path, char *why, size_t why_size)
+{
+	if (config->unix_socket_group != NULL) {
+		struct group *gr = getgrnam(config->unix_socket_group);
+		if (gr == NULL) {
+			snprintf(why, why_size, "unix_socket.group: no group named \"%s\"", config->unix_socket_group);
+			return -1;
+		}
+		if (chown(path, (uid_t)-1, gr->gr_gid) != 0) {
+			snprintf(why, why_size, "%s: cannot give it group %s: %s", path, config->unix_socket_group,
+			    strerror(errno));
+			return -1;
+		}
+	}
+	if (chmod(path, (mode_t)config->unix_socket_mode) != 0) {
+		snprintf(why, why_size, "%s: cannot set its mode: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Serves HTTP on a listening socket fd, which the server then owns (it is
+ * closed on failure too). origin says where it came from, for the log. */
+static int
+server_serve_socket(struct server *server, int fd, const char *origin, char *why, size_t why_size)
+{
+	struct sockaddr_storage bound;
+	socklen_t bound_len = sizeof(bound);
+	char shown[128];
+
+	getsockname(fd, (struct sockaddr *)&bound, &bound_len);
+	address_format((struct sockaddr *)&bound, bound_len, shown, sizeof(shown));
+	if (http_server_listen(server->http, fd) != 0) {
+		snprintf(why, why_size, "cannot listen on %s: out of memory", shown);
+		return -1;
+	}
+	log_info("listening on %s%s", shown, origin);
+	return 0;
+}
+
+/* Binds a listen address of the config and serves it. */
+static int
+server_open_listener(struct server *server, const char *text, struct server_listener *l, char *why, size_t why_size)
+{
+	struct address addr;
+	const char *reason;
+	int fd = -1, one = 1;
+
+	if (address_parse(text, &addr, &reason) != 0) {
+		snprintf(why, why_size, "listen \"%s\": %s", text, reason);
+		return -1;
+	}
+	fd = socket(addr.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (addr.is_unix) {
+		const char *path = ((struct sockaddr_un *)&addr.sockaddr)->sun_path;
+		struct stat st;
+		/* A socket file left by a previous run is stale; anything else is not ours. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(path);
+		if ((l->unix_path = strdup(path)) == NULL)
+			goto fail;
+	} else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&addr.sockaddr, addr.sockaddr_len) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
+		goto fail;
+	if (addr.is_unix && server_set_socket_access(server->config, l->unix_path, why, why_size) != 0) {
+		close(fd);
+		return -1;
+	}
+	return server_serve_socket(server, fd, "", why, why_size);
+fail:
+	snprintf(why, why_size, "listen \"%s\": %s", text, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* Serves the sockets systemd passed (socket activation). A config listen
+ * address that one of them matches is not bound again (taken[i] is set). */
+static int
+server_adopt_passed_sockets(struct server *server, bool *taken, char *why, size_t why_size)
+{
+	int passed = sd_listen_fds(1);
+
+	if (passed < 0) {
+		snprintf(why, why_size, "cannot take the sockets systemd passed: %s", strerror(-passed));
+		return -1;
+	}
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + passed; fd++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		bool matched = false;
+		if (server->listener_count == SERVER_MAX_LISTENERS) {
+			log_warnx("systemd passed more sockets than llamachatd serves (%d); closing the rest",
+			    SERVER_MAX_LISTENERS);
+			close(fd);
+			continue;
+		}
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+		    sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+			log_warnx("systemd passed descriptor %d, which is no listening stream socket; ignoring it", fd);
+			continue;
+		}
+		for (size_t i = 0; i < server->config->listen_count; i++) {
+			struct address addr;
+			const char *reason;
+			if (!taken[i] && address_parse(server->config->listen[i], &addr, &reason) == 0 &&
+			    address_matches(&addr, (struct sockaddr *)&ss, len)) {
+				taken[i] = true;
+				matched = true;
+				break;
+			}
+		}
+		if (!matched)
+			log_warnx(
+			    "a socket systemd passed matches no listen address of the config; serving it all the same");
+		if (server->config->client_count == 0) {
+			struct address passed_addr = { .sockaddr_len = len, .is_unix = ss.ss_family == AF_UNIX };
+			memcpy(&passed_addr.sockaddr, &ss, sizeof(ss));
+			if (!address_is_local(&passed_addr)) {
+				char shown[128];
+				address_format((struct sockaddr *)&ss, len, shown, sizeof(shown));
+				snprintf(why, why_size,
+				    "systemd passed %s, which is not loopback: without clients (single-user mode) "
+				    "llamachatd "
+				    "serves loopback and unix sockets only; configure clients to serve a network",
+				    shown);
+				close(fd);
+				return -1;
+			}
+		}
+		evutil_make_socket_nonblocking(fd);
+		evutil_make_socket_closeonexec(fd);
+		server->listener_count++;
+		if (server_serve_socket(server, fd, " (from systemd)", why, why_size) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+struct server *
+server_create(
+    struct event_base *base, const struct config *config, const struct server_parts *parts, char *why, size_t why_size)
+{
+	struct server *server = calloc(1, sizeof(*server));
+	struct http_settings settings;
+	struct http_hooks hooks = { server_on_begin, server_route, server_on_done, server };
+	bool taken[CONFIG_MAX_LISTEN] = { false };
+
+	if (server == NULL) {
+		snprintf(why, why_size, "server: out of memory");
+		return NULL;
+	}
+	hooks.arg = server;
+	server->parts = *parts;
+	server->config = config;
+	server_http_settings(config, &settings);
+	if ((server->http = http_server_create(base, &settings, &hooks)) == NULL ||
+	    (server->clients = clients_create(config, NULL)) == NULL) {
+		snprintf(why, why_size, "server: out of memory");
+		server_free(server);
+		return NULL;
+	}
+	if (server_adopt_passed_sockets(server, taken, why, why_size) != 0) {
+		server_free(server);
+		return NULL;
+	}
+	for (size_t i = 0; i < config->listen_count; i++) {
+		if (taken[i])
+			continue;
+		if (server_open_listener(
+		        server, config->listen[i], &server->listeners[server->listener_count++], why, why_size) != 0) {
+			server_free(server);
+			return NULL;
+		}
+	}
+	return server;
+}
+
+unsigned long long
+server_connections_accepted(const struct server *server)
+{
+	return http_server_accepted(server->http);
+}
+
+long
+server_open_connections(const struct server *server)
+{
+	return http_server_open_connections(server->http);
+}
+
+int
+server_reload(struct server *server, const struct config *config)
+{
+	struct clients *clients = clients_create(config, server->clients);
+	struct http_settings settings;
+
+	if (clients == NULL)
+		return -1;
+	clients_free(server->clients);
+	server->clients = clients;
+	server->config = config;
+	server_http_settings(config, &settings);
+	http_server_set_settings(server->http, &settings);
+	return 0;
+}
+
+void
+server_stop_accepting(struct server *server)
+{
+	http_server_stop_accepting(server->http);
+}
+
+void
+server_free(struct server *server)
+{
+	if (server == NULL)
+		return;
+	http_server_free(server->http);
+	clients_free(server->clients);
+	for (size_t i = 0; i < server->listener_count; i++) {
+		struct server_listener *l = &server->listeners[i];
+		if (l->unix_path != NULL) {
+			unlink(l->unix_path);
+			free(l->unix_path);
+		}
+	}
+	free(server);
+}

@@ -1,0 +1,134 @@
+/* upstream: forwards HTTP calls to LlamaCloud with libcurl's multi-socket API on the event loop. */
+#ifndef LLAMACHATD_UPSTREAM_H
+#define LLAMACHATD_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/http_headers.h"
+#include "base/counters.h"
+
+struct event_base;
+struct evbuffer;
+struct upstream;
+struct upstream_call;
+
+struct upstream_settings {
+	const char *base_url; /* "https://host[:port][/prefix]", no trailing slash */
+	const char *ca_file; /* NULL: the system trust store */
+	long connect_timeout_ms;
+	long request_timeout_ms;
+	long max_response_bytes;
+	long max_in_flight;
+	long max_idle_connections; /* kept open for reuse between calls */
+	long max_connections; /* to upstream at once; 0: no bound */
+};
+
+enum upstream_error {
+	UPSTREAM_OK = 0, /* an HTTP answer arrived; see status */
+	UPSTREAM_ERR_CONNECT, /* could not reach upstream: nothing was sent */
+	UPSTREAM_ERR_TIMEOUT, /* connect or request timeout */
+	UPSTREAM_ERR_TOO_LARGE, /* the answer passed max_response_bytes */
+	UPSTREAM_ERR_TLS, /* the TLS peer could not be verified */
+	UPSTREAM_ERR_OTHER, /* any other transfer failure */
+	UPSTREAM_ERR_NO_CONNECTION, /* waited connect_timeout_ms for a free connection or stream: nothing was sent */
+	UPSTREAM_ERROR_KINDS /* how many there are */
+};
+
+/* What a finished call hands to its callback; everything in it belongs to the
+ * call and is freed right after the callback returns. */
+struct upstream_response {
+	enum upstream_error error;
+	const char *error_text; /* for logs; never holds the key */
+	bool request_sent; /* false: upstream cannot have acted on it */
+	long status; /* HTTP status when error == UPSTREAM_OK */
+	struct evbuffer *body;
+	/* Content-Type, Retry-After, Retry-After-Ms, X-Should-Retry as upstream
+	 * sent them; nothing else of upstream's headers is kept. */
+	const struct http_headers *headers;
+	double total_seconds;
+};
+
+typedef void (*upstream_done_cb)(const struct upstream_response *response, void *arg);
+
+/* What to send. The client's headers are filtered here: its credentials,
+ * cookies and hop-by-hop headers never reach upstream, and the real key is
+ * added. All of it is copied; the caller may free it once forward returns. */
+struct upstream_request {
+	const char *method; /* "GET", "POST", "DELETE", ... */
+	const char *path_and_query; /* starts with '/' */
+	const struct http_headers *client_headers; /* may be NULL */
+	const void *body;
+	size_t body_len;
+	const struct upstream_stream *stream; /* NULL: collect the whole answer */
+	/* The Idempotency-Key to send (the client's own never goes); NULL: none. */
+	const char *idempotency_key;
+};
+
+enum upstream_flow {
+	UPSTREAM_FLOW_TAKEN, /* the bytes were used */
+	UPSTREAM_FLOW_PAUSE, /* not now: pause, and offer them again after upstream_resume() */
+};
+
+/* A streamed call hands its answer over as it arrives instead of collecting
+ * it: on_headers once the status and headers are known, then on_data for
+ * each piece, then the done callback (whose response has an empty body). A
+ * streamed call has no total time limit; it fails when upstream sends
+ * nothing for idle_timeout_ms. */
+struct upstream_stream {
+	void (*on_headers)(long status, const struct http_headers *headers, void *arg);
+	enum upstream_flow (*on_data)(const char *data, size_t len, void *arg);
+	long idle_timeout_ms;
+};
+
+/* Creates the engine on base. Returns NULL with a reason in why on failure;
+ * free it with upstream_free(). */
+struct upstream *upstream_create(struct event_base *base, const struct upstream_settings *settings, char *why,
+    size_t why_size) __attribute__((warn_unused_result));
+
+/* Cancels every call in flight (their callbacks do not run) and frees it. */
+void upstream_free(struct upstream *upstream);
+
+/* Takes ownership of key (from apikey_load(), may be NULL); the previous key
+ * is wiped. Calls already in flight keep the header they were sent with. */
+void upstream_set_key(struct upstream *upstream, char *key);
+
+bool upstream_has_key(const struct upstream *upstream);
+
+/* Starts a call. done runs exactly once, later, from the event loop, unless
+ * the call is cancelled first. Returns NULL without calling done when no key
+ * is set, max_in_flight calls are already running, or memory ran out. */
+struct upstream_call *upstream_forward(struct upstream *upstream, const struct upstream_request *req,
+    upstream_done_cb done, void *arg) __attribute__((warn_unused_result));
+
+/* Aborts a call whose callback has not run yet; done will not be called.
+ * Never call it from inside the call's own callbacks. NULL is fine. */
+void upstream_cancel(struct upstream_call *call);
+
+/* Lets a streamed call that on_data paused flow again; on_data may run
+ * before this returns. */
+void upstream_resume(struct upstream_call *call);
+
+/* Number of calls in flight. */
+long upstream_in_flight(const struct upstream *upstream);
+
+/* What the engine has seen, for /metrics and /healthz. */
+struct upstream_stats {
+	unsigned long long errors[UPSTREAM_ERROR_KINDS]; /* by enum upstream_error (UPSTREAM_OK counts answers) */
+	struct histogram latency; /* seconds per call */
+	double last_answer_wall; /* Unix seconds of the last HTTP answer; 0: none yet */
+	double last_failure_wall; /* Unix seconds of the last failed transfer; 0: none yet */
+	unsigned long long multi_errors; /* curl_multi_socket_action calls that failed */
+};
+
+const struct upstream_stats *upstream_get_stats(const struct upstream *upstream);
+
+/* Checks what curl_multi_socket_action returned (a CURLMcode) from the
+ * engine's handler named where: anything but CURLM_OK is logged and counted
+ * in multi_errors. Used by the engine's event handlers; exported for tests. */
+void upstream_check_multi(struct upstream *upstream, int code, const char *where);
+
+/* True for a client header that may be forwarded upstream as it is. */
+bool upstream_header_is_forwarded(const char *name);
+
+#endif
