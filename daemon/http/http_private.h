@@ -1,38 +1,126 @@
-/* http_private: what request.c needs of the connection that owns a request.
- * Only http.c and request.c include it. */
+/* http_private: what the files of the HTTP layer share (http.c: the server,
+ * its connections and their timers; http_parse.c: reading a request with
+ * llhttp and our own rules; http_output.c: writing answers). Nothing
+ * outside daemon/http/ includes it. */
 #ifndef LLAMACHATD_HTTP_PRIVATE_H
 #define LLAMACHATD_HTTP_PRIVATE_H
 
+#include <event2/event.h>
+#include <llhttp.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/queue.h>
+#include <time.h>
 
-struct evbuffer;
-struct http_conn;
+#include "http/http.h"
+#include "http/request.h"
 
-/* Appends bytes (or the whole of buf) to the connection's output and writes
- * what the socket takes now. */
-void http_conn_write(struct http_conn *c, const void *data, size_t len);
-void http_conn_write_buffer(struct http_conn *c, struct evbuffer *buf);
+#define HTTP_MAX_LISTENERS 32
+#define HTTP_IN_BYTES 4096 /* a connection's input buffer, reused */
+#define HTTP_HEAD_FIRST_BYTES 1024 /* a head buffer starts here, grows to max_header_bytes */
+#define HTTP_LINGER_MS 2000
+#define HTTP_LINGER_BYTES (1L << 20)
+#define HTTP_ACCEPT_PAUSE_MS 100
 
-/* Sends a head and a body: with one writev() when nothing waits before
- * them, and whatever the socket does not take is kept and sent later. */
-void http_conn_send(struct http_conn *c, const void *head, size_t head_len, const void *body, size_t body_len);
+enum http_timer {
+	HTTP_TIMER_NONE,
+	HTTP_TIMER_IDLE,
+	HTTP_TIMER_HEAD,
+	HTTP_TIMER_BODY,
+	HTTP_TIMER_SEND,
+	HTTP_TIMER_LINGER,
+};
 
-/* The request's answer has started streaming: frees what the connection
- * holds for reading a request (its head's strings and headers go; the path
- * is kept), so that a long stream costs little. */
-void http_conn_shrink(struct http_conn *c);
+/* What the head scanner has seen of the bytes before llhttp does. */
+struct http_scan {
+	bool active; /* inside a head */
+	bool at_line_start;
+	bool first_line; /* still the request line */
+	char prev;
+	int blank; /* 1 after a CRLF that began a line; the head ends at the next CRLF */
+};
 
-/* Sends what is written now, as far as the socket takes it. A socket that
- * fails is closed later, from the loop, never from inside this call. */
-void http_conn_push(struct http_conn *c);
+struct http_conn {
+	struct http_server *server;
+	LIST_ENTRY(http_conn) link;
+	evutil_socket_t fd;
+	struct event *read_ev, *write_ev, *timer, *resume_ev;
+	enum http_timer timer_kind;
+	llhttp_t parser;
+	char *in; /* HTTP_IN_BYTES; bytes in_start..in_end not parsed yet */
+	size_t in_start, in_end;
+	struct evbuffer *out;
+	struct http_scan scan;
+	/* The parsed head's strings, head_cap bytes; NULL until a request comes
+	 * and while one streams. It grows while the head is read, so strings
+	 * are kept as offsets (path_off, and in the header slots) until the
+	 * head is whole and they become pointers (pointed). */
+	char *head;
+	size_t head_cap, head_used, span_start;
+	size_t path_off, pending_name_off; /* SIZE_MAX: none */
+	bool pointed;
+	char path_copy[256]; /* a streaming request's path, once its head is freed */
+	bool begun; /* the begin hook ran for this request */
+	bool closing; /* close once the output is out */
+	bool lingering; /* write side shut; reading to discard */
+	bool reading_paused;
+	bool output_full; /* over max_pending_output_bytes: parsing waits */
+	bool in_use; /* a request is between its first byte and its end */
+	bool broken; /* a write failed: close from the loop */
+	long lingered;
+	int error_status;
+	const char *error_detail;
+	struct request req;
+};
 
-/* The request's answer is complete: log it, then go on with the next. */
+struct http_listener {
+	struct evconnlistener *listener;
+};
+
+struct http_server {
+	struct event_base *base;
+	struct http_settings settings;
+	struct http_hooks hooks;
+	llhttp_settings_t parser_settings;
+	struct http_listener listeners[HTTP_MAX_LISTENERS];
+	size_t listener_count;
+	bool accepting; /* not stopped */
+	bool paused_at_cap;
+	struct event *accept_resume; /* after an accept failure */
+	LIST_HEAD(, http_conn) conns;
+	long open;
+	unsigned long long accepted;
+	time_t date_second;
+	char date_line[64];
+};
+
+/* The wire a request reaches its connection through (http_output.c). */
+extern const struct request_wire http_wire;
+
+/* http.c: arms the connection's one timer (HTTP_TIMER_NONE: disarms). */
+void http_arm(struct http_conn *c, enum http_timer kind, long ms);
+/* http.c: makes the request object ready for the next request on c. */
+void http_request_reset(struct http_conn *c);
+/* http.c: closes c; a request in progress hears on_gone (status 499). */
+void http_conn_close(struct http_conn *c);
+
+/* http_parse.c: parses what c's input holds, up to one whole request,
+ * which it hands to the handler; waits while c's output is over the bound. */
+void http_conn_parse(struct http_conn *c);
+/* http_parse.c: answers the request being read with our own error, and
+ * closes after it. */
+void http_conn_refuse(struct http_conn *c, int status, const char *detail);
+/* http_parse.c: llhttp's callbacks, into settings. */
+void http_parse_settings(llhttp_settings_t *settings);
+
+/* http_output.c: writes what the socket takes now; arms the send deadline
+ * for the rest. A socket that fails is closed later, from the loop. */
+void http_conn_flush(struct http_conn *c);
+/* http_output.c: c's socket can take more. */
+void http_on_writable(evutil_socket_t fd, short what, void *arg);
+/* http_output.c: the answer is complete: log it, go on with the next. */
 void http_conn_answered(struct http_conn *c);
-
-/* Bytes written but not yet taken by the socket. */
-size_t http_conn_unsent(const struct http_conn *c);
-
-/* "Date: ...\r\n" for now, formatted at most once a second. */
-const char *http_conn_date_line(struct http_conn *c);
+/* http_output.c: output the connection holds, for the request's wire. */
+void http_conn_write(struct http_conn *c, const void *data, size_t len);
 
 #endif

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "http/http_private.h"
 #include "base/log.h"
 
 #define REQUEST_HEAD_MAX (REQUEST_OUT_HEADERS_MAX + 256)
@@ -146,7 +145,7 @@ request_status_has_no_body(int status)
 static size_t
 request_format_head(struct request *req, int status, const char *framing, char *head)
 {
-	const char *reason = request_reason(status), *date = http_conn_date_line(req->conn);
+	const char *reason = request_reason(status), *date = req->wire->date_line(req->conn);
 	const char *connection = req->close_after ? "Connection: close\r\n"
 	    : req->http_minor == 0                ? "Connection: keep-alive\r\n"
 	                                          : "";
@@ -207,7 +206,7 @@ request_send_head(struct request *req, int status, size_t length, bool streamed)
 	char head[REQUEST_HEAD_MAX];
 	size_t len = request_head(req, status, length, streamed, head);
 
-	http_conn_write(req->conn, head, len);
+	req->wire->write(req->conn, head, len);
 }
 
 void
@@ -222,8 +221,8 @@ request_reply(struct request *req, int status, const void *body, size_t len)
 	if (req->method == REQUEST_HEAD || request_status_has_no_body(status))
 		len = 0;
 	req->access.bytes = len;
-	http_conn_send(req->conn, head, head_len, body, len);
-	http_conn_answered(req->conn);
+	req->wire->send(req->conn, head, head_len, body, len);
+	req->wire->answered(req->conn);
 }
 
 void
@@ -235,12 +234,12 @@ request_reply_buffer(struct request *req, int status, struct evbuffer *buf)
 		return;
 	request_send_head(req, status, len, false);
 	if (req->method != REQUEST_HEAD && !request_status_has_no_body(status) && len > 0) {
-		http_conn_write_buffer(req->conn, buf);
+		req->wire->write_buffer(req->conn, buf);
 		req->access.bytes = len;
 	} else if (buf != NULL) {
 		evbuffer_drain(buf, len);
 	}
-	http_conn_answered(req->conn);
+	req->wire->answered(req->conn);
 }
 
 void
@@ -251,8 +250,8 @@ request_start(struct request *req, int status)
 	request_send_head(req, status, 0, true);
 	req->state = REQUEST_STREAMING;
 	req->no_body = req->method == REQUEST_HEAD || request_status_has_no_body(status);
-	http_conn_shrink(req->conn);
-	http_conn_push(req->conn);
+	req->wire->shrink(req->conn);
+	req->wire->push(req->conn);
 }
 
 void
@@ -265,15 +264,15 @@ request_send(struct request *req, const void *data, size_t len)
 		return;
 	req->access.bytes += len;
 	if (req->http_minor == 0) {
-		http_conn_write(req->conn, data, len);
-		http_conn_push(req->conn);
+		req->wire->write(req->conn, data, len);
+		req->wire->push(req->conn);
 		return;
 	}
 	n = snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
-	http_conn_write(req->conn, size_line, (size_t)n);
-	http_conn_write(req->conn, data, len);
-	http_conn_write(req->conn, "\r\n", 2);
-	http_conn_push(req->conn);
+	req->wire->write(req->conn, size_line, (size_t)n);
+	req->wire->write(req->conn, data, len);
+	req->wire->write(req->conn, "\r\n", 2);
+	req->wire->push(req->conn);
 }
 
 void
@@ -282,14 +281,14 @@ request_end(struct request *req)
 	if (req->state != REQUEST_STREAMING)
 		return;
 	if (req->http_minor != 0 && !req->no_body)
-		http_conn_write(req->conn, "0\r\n\r\n", 5);
-	http_conn_answered(req->conn);
+		req->wire->write(req->conn, "0\r\n\r\n", 5);
+	req->wire->answered(req->conn);
 }
 
 size_t
 request_unsent(const struct request *req)
 {
-	return http_conn_unsent(req->conn);
+	return req->wire->unsent(req->conn);
 }
 
 void

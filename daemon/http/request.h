@@ -18,6 +18,27 @@
 struct evbuffer;
 struct http_conn;
 
+/* What a request needs of the connection that carries it, filled in by the
+ * wire layer (http.c): request.c knows nothing else of connections, so
+ * the two never include each other. */
+struct request_wire {
+	/* Appends bytes (or the whole of buf) to the connection's output. */
+	void (*write)(struct http_conn *c, const void *data, size_t len);
+	void (*write_buffer)(struct http_conn *c, struct evbuffer *buf);
+	/* A head and a body, in one writev() when nothing waits before them. */
+	void (*send)(struct http_conn *c, const void *head, size_t head_len, const void *body, size_t body_len);
+	/* The answer streams from now on: let go of what reading held. */
+	void (*shrink)(struct http_conn *c);
+	/* Sends what is written, as far as the socket takes it now. */
+	void (*push)(struct http_conn *c);
+	/* The answer is complete: log it, go on with the next request. */
+	void (*answered)(struct http_conn *c);
+	/* Bytes written but not yet taken by the socket. */
+	size_t (*unsent)(const struct http_conn *c);
+	/* "Date: ...\r\n" for now. */
+	const char *(*date_line)(struct http_conn *c);
+};
+
 #define REQUEST_ID_MAX 64
 #define REQUEST_CLIENT_MAX 64
 #define REQUEST_OUT_HEADERS_MAX 1024 /* the answer's own header lines */
@@ -55,6 +76,7 @@ struct access_entry {
 
 struct request {
 	struct http_conn *conn;
+	const struct request_wire *wire; /* how to reach conn */
 	enum request_state state;
 	enum request_method method;
 	const char *method_name; /* "GET", ... as sent */
