@@ -24,6 +24,7 @@
 #include "http/access.h"
 #include "base/log.h"
 #include "base/counters.h"
+#include "health.h"
 #include "metrics.h"
 #include "notify.h"
 #include "chat/relay.h"
@@ -107,6 +108,15 @@ daemon_render_metrics(struct evbuffer *out, void *arg)
 	struct daemon *d = arg;
 
 	metrics_render(&d->metrics, out);
+}
+
+/* GET /healthz (show_counts: for a caller who may read /metrics). */
+static void
+daemon_answer_health(struct request *req, bool show_counts, void *arg)
+{
+	struct daemon *d = arg;
+
+	health_reply(req, d->store, d->upstream, d->metrics.started, show_counts);
 }
 
 /* The STATUS= line systemd shows. */
@@ -418,12 +428,11 @@ daemon_start(struct daemon *d)
 		.relays = d->relays,
 		.access = d->access,
 		.render_metrics = daemon_render_metrics,
+		.answer_health = daemon_answer_health,
 		.render_arg = d,
-		.store = d->store,
-		.upstream = d->upstream,
 		.budgets = d->budgets,
-		.started = clock_monotonic_s(),
 	};
+	double started = clock_monotonic_s();
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);
 		return -1;
@@ -437,7 +446,7 @@ daemon_start(struct daemon *d)
 		.budgets = d->budgets,
 		.upstream = d->upstream,
 		.server = d->server,
-		.started = parts.started,
+		.started = started,
 	};
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);
 	d->sigint = evsignal_new(d->base, SIGINT, daemon_on_stop_signal, d);

@@ -22,6 +22,7 @@
 #include "gate/gate.h"
 #include "base/log.h"
 #include "http/reply.h"
+#include "chat/upstream_reply.h"
 #include "http/request.h"
 #include "store/session.h"
 #include "store/store.h"
@@ -49,7 +50,7 @@ struct chat_call {
 	enum chat_kind kind;
 	enum chat_state state;
 	char session_id[SESSION_ID_MAX + 1]; /* once known */
-	struct chat_caller caller;
+	struct caller caller;
 	struct chat_scope scope;
 	struct upstream_call *upstream;
 	struct store_write *write;
@@ -92,10 +93,10 @@ chat_get_counters(const struct chat *chat)
 }
 
 /* A background call acts for nobody and may touch everything. */
-static const struct chat_caller chat_daemon_itself = { .see_all = true };
+static const struct caller chat_daemon_itself = { .see_all = true };
 
 static struct chat_call *
-chat_call_new(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind)
+chat_call_new(struct chat *chat, struct request *req, const struct caller *caller, enum chat_kind kind)
 {
 	struct chat_call *call = calloc(1, sizeof(*call));
 
@@ -268,7 +269,7 @@ chat_field_is(const char *a, size_t a_len, const char *b)
 }
 
 bool
-chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec)
+chat_caller_may_touch(const struct caller *caller, const struct session_record *rec)
 {
 	const struct config_client *client = caller->client;
 
@@ -281,7 +282,7 @@ chat_caller_may_touch(const struct chat_caller *caller, const struct session_rec
 
 /* True when id is stored with an owner other than caller (read in place). */
 static bool
-chat_owned_by_another(struct chat *chat, const struct chat_caller *caller, const char *id)
+chat_owned_by_another(struct chat *chat, const struct caller *caller, const char *id)
 {
 	struct session_record rec;
 	const void *stored;
@@ -296,7 +297,7 @@ chat_owned_by_another(struct chat *chat, const struct chat_caller *caller, const
 }
 
 enum chat_visibility
-chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id)
+chat_visibility_of(struct chat *chat, const struct caller *caller, const char *id)
 {
 	struct session_record rec;
 	const void *stored;
@@ -316,7 +317,7 @@ chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const ch
 
 bool
 chat_may_name_session(
-    struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id, size_t raw_len)
+    struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id, size_t raw_len)
 {
 	char id[SESSION_ID_MAX + 1];
 
@@ -681,7 +682,7 @@ chat_take_json_body(struct chat *chat, struct request *req, chat_body_check chec
 }
 
 void
-chat_handle_create(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query)
+chat_handle_create(struct chat *chat, struct request *req, const struct caller *caller, const char *query)
 {
 	size_t body_len;
 	const char *body, *why = NULL;
@@ -723,7 +724,7 @@ chat_handle_create(struct chat *chat, struct request *req, const struct chat_cal
 
 /* Starts a call about one session, for handlers that read the answer whole. */
 static void
-chat_start_session_call(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind,
+chat_start_session_call(struct chat *chat, struct request *req, const struct caller *caller, enum chat_kind kind,
     const char *id, const char *query)
 {
 	static const char *const methods[] = {
@@ -761,7 +762,7 @@ chat_refresh_summary(struct chat *chat, const char *id)
 }
 
 void
-chat_handle_summary(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_summary(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	struct session_record rec;
@@ -802,7 +803,7 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct chat_ca
 
 /* History and delete: forwarded for a session the caller may touch. */
 static void
-chat_handle_session_call(struct chat *chat, struct request *req, const struct chat_caller *caller, enum chat_kind kind,
+chat_handle_session_call(struct chat *chat, struct request *req, const struct caller *caller, enum chat_kind kind,
     const char *raw_id, size_t raw_len, const char *query)
 {
 	char id[SESSION_ID_MAX + 1];
@@ -816,14 +817,14 @@ chat_handle_session_call(struct chat *chat, struct request *req, const struct ch
 }
 
 void
-chat_handle_history(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_history(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	chat_handle_session_call(chat, req, caller, CHAT_HISTORY, raw_id, raw_len, query);
 }
 
 void
-chat_handle_delete(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_delete(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	chat_handle_session_call(chat, req, caller, CHAT_DELETE, raw_id, raw_len, query);

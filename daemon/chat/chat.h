@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "gate/caller.h"
+
 struct access_entry;
 struct budgets;
 struct chat;
@@ -25,20 +27,6 @@ struct chat_counters {
 	unsigned long streams;
 	unsigned long takeovers_refused; /* creates answered with another client's session */
 	unsigned long unmetered_turns; /* turns whose usage could not be charged */
-};
-
-/* Who a request comes from, as the handlers need it. */
-#define CHAT_CALLER_NAME_MAX 64
-struct chat_caller {
-	char name[CHAT_CALLER_NAME_MAX + 1]; /* "" in single-user mode */
-	bool see_all; /* may see and touch every session */
-	struct access_entry *access; /* the request's record; may be NULL */
-	/* The client's entry and table, for the checks made when a call is
-	 * about to go upstream (gate_may_go_upstream); NULL in single-user mode.
-	 * Valid only while the handler runs: a reload frees them. */
-	struct clients *clients;
-	const struct config_client *client;
-	const struct budgets *budgets; /* lives as long as the daemon */
 };
 
 struct chat_settings {
@@ -64,15 +52,15 @@ void chat_free(struct chat *chat);
  * as it stands in the path (checked here). A caller who may not see all
  * sessions gets 404 for any session it did not create, without upstream
  * being asked, just as for one that does not exist. */
-void chat_handle_create(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query);
-void chat_handle_list(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query);
-void chat_handle_summary(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_create(struct chat *chat, struct request *req, const struct caller *caller, const char *query);
+void chat_handle_list(struct chat *chat, struct request *req, const struct caller *caller, const char *query);
+void chat_handle_summary(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
     size_t id_len, const char *query);
-void chat_handle_history(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_history(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
     size_t id_len, const char *query);
-void chat_handle_delete(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_delete(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
     size_t id_len, const char *query);
-void chat_handle_stream(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *id,
+void chat_handle_stream(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
     size_t id_len, const char *query);
 
 /* The check every path that names a session passes before anything else
@@ -80,7 +68,7 @@ void chat_handle_stream(struct chat *chat, struct request *req, const struct cha
  * path. Answers 400 for an unusable id and 404 for a session the caller may
  * not see (the same answer as for one that does not exist) and returns
  * false; true when the request may go on. */
-bool chat_may_name_session(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+bool chat_may_name_session(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len) __attribute__((warn_unused_result));
 
 /* Client requests waiting on upstream or the store, streams included. */

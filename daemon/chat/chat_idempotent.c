@@ -110,8 +110,8 @@ chat_key_load(struct chat *chat, const struct chat_key_hold *hold, struct evbuff
 }
 
 enum chat_key_result
-chat_key_check(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query,
-    const char *body, size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
+chat_key_check(struct chat *chat, struct request *req, const struct caller *caller, const char *query, const char *body,
+    size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
 {
 	const char *key = request_header(req, IDEMPOTENCY_HEADER);
 	struct idempotency_record rec;

@@ -77,7 +77,7 @@ list_read_page_size(const char *text, size_t *out)
 }
 
 void
-chat_handle_list(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *query)
+chat_handle_list(struct chat *chat, struct request *req, const struct caller *caller, const char *query)
 {
 	struct chat_scope scope;
 	struct list_page page = { 0 };

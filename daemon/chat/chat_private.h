@@ -111,10 +111,10 @@ enum chat_visibility {
 
 /* True when caller may see and touch a stored session: see_all, its owner,
  * or a client pinned to the project it is stored in. */
-bool chat_caller_may_touch(const struct chat_caller *caller, const struct session_record *rec);
+bool chat_caller_may_touch(const struct caller *caller, const struct session_record *rec);
 
 /* Looks id up for caller, reading the stored record in place. */
-enum chat_visibility chat_visibility_of(struct chat *chat, const struct chat_caller *caller, const char *id);
+enum chat_visibility chat_visibility_of(struct chat *chat, const struct caller *caller, const char *id);
 
 /* The 404 a caller gets for a session it may not see. */
 void chat_reply_not_found(struct request *req);
@@ -149,7 +149,7 @@ enum chat_key_result {
  * the store, for a request of kind with the (pinned) query and body. For
  * CHAT_KEY_NEW hold has the key and the request's fingerprint, for
  * chat_key_hold(). */
-enum chat_key_result chat_key_check(struct chat *chat, struct request *req, const struct chat_caller *caller,
+enum chat_key_result chat_key_check(struct chat *chat, struct request *req, const struct caller *caller,
     const char *query, const char *body, size_t body_len, enum idempotency_kind kind, struct chat_key_hold *hold)
     __attribute__((warn_unused_result));
 

@@ -26,7 +26,7 @@ struct chat_stream {
 	struct chat *chat;
 	struct relay *relay; /* set once the answer started */
 	char session_id[SESSION_ID_MAX + 1];
-	struct chat_caller caller;
+	struct caller caller;
 	struct chat_scope scope;
 	struct sse_parser *parser; /* NULL unless a 2xx event stream is being read */
 	char *stop; /* the stop event's data, once it passed */
@@ -213,7 +213,7 @@ static const struct relay_observer stream_observer = {
 };
 
 void
-chat_handle_stream(struct chat *chat, struct request *req, const struct chat_caller *caller, const char *raw_id,
+chat_handle_stream(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
 	size_t body_len;

@@ -20,6 +20,7 @@
 
 #include "base/log.h"
 #include "http/reply.h"
+#include "chat/upstream_reply.h"
 #include "http/request.h"
 #include "upstream/upstream.h"
 

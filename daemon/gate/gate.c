@@ -11,7 +11,7 @@
 
 #include "base/clock.h"
 #include "gate/budget.h"
-#include "chat/chat.h"
+#include "gate/caller.h"
 #include "gate/clients.h"
 #include "base/config.h"
 #include "http/reply.h"
@@ -136,7 +136,7 @@ gate_scope_is_single(struct request *req, const char *query)
 }
 
 bool
-gate_admit(struct clients *clients, struct request *req, const char **query, char **owned, struct chat_caller *caller)
+gate_admit(struct clients *clients, struct request *req, const char **query, char **owned, struct caller *caller)
 {
 	const char *authorization = request_header(req, "Authorization");
 	const struct config_client *client;
@@ -171,7 +171,7 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 }
 
 bool
-gate_may_go_upstream(struct request *req, const struct chat_caller *caller)
+gate_may_go_upstream(struct request *req, const struct caller *caller)
 {
 	const struct config_client *client = caller->client;
 	char seconds[24], why[256];
@@ -197,7 +197,7 @@ gate_may_go_upstream(struct request *req, const struct chat_caller *caller)
 }
 
 bool
-gate_body_keeps_pins(struct request *req, const struct chat_caller *caller, const char *body, size_t len)
+gate_body_keeps_pins(struct request *req, const struct caller *caller, const char *body, size_t len)
 {
 	const struct config_client *client = caller->client;
 	const char *names[2] = { "organization_id", "project_id" };

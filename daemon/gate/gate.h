@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct chat_caller;
+struct caller;
 struct clients;
 struct request;
 
@@ -17,8 +17,8 @@ struct request;
  * or a new one with the client's pins added, which the caller frees through
  * *owned (NULL when nothing was allocated). Lookups and lists answered from
  * the store need nothing more. */
-bool gate_admit(struct clients *clients, struct request *req, const char **query, char **owned,
-    struct chat_caller *caller) __attribute__((warn_unused_result));
+bool gate_admit(struct clients *clients, struct request *req, const char **query, char **owned, struct caller *caller)
+    __attribute__((warn_unused_result));
 
 /* The check a call makes right before it goes upstream (creates, streams,
  * history, delete, pass-through, summary misses): the client's budgets for
@@ -26,13 +26,13 @@ bool gate_admit(struct clients *clients, struct request *req, const char **query
  * answered req (429 with Retry-After: the seconds until the day turns, with
  * x-should-retry: false, for a budget; the wait for the next token, for the
  * rate) and returns false. Always true in single-user mode. */
-bool gate_may_go_upstream(struct request *req, const struct chat_caller *caller) __attribute__((warn_unused_result));
+bool gate_may_go_upstream(struct request *req, const struct caller *caller) __attribute__((warn_unused_result));
 
 /* A pinned client's scope holds in a body too: a create body whose
  * organization_id or project_id is another than the client's pin is
  * answered 403 and false is returned. True otherwise (also for a body that
  * is not JSON, which its own check refuses). */
-bool gate_body_keeps_pins(struct request *req, const struct chat_caller *caller, const char *body, size_t len)
+bool gate_body_keeps_pins(struct request *req, const struct caller *caller, const char *body, size_t len)
     __attribute__((warn_unused_result));
 
 #endif

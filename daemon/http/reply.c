@@ -3,7 +3,6 @@
 
 #include "base/log.h"
 #include "http/request.h"
-#include "upstream/upstream.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -41,42 +40,4 @@ reply_errorf(struct request *req, int status, enum reply_retry retry, const char
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
 	reply_error(req, status, retry, detail);
-}
-
-void
-reply_upstream_failure(struct request *req, const struct upstream_response *response, bool may_have_acted)
-{
-	enum reply_retry retry =
-	    may_have_acted && response->request_sent ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP;
-	int status = response->error == UPSTREAM_ERR_TIMEOUT ? 504
-	    : response->error == UPSTREAM_ERR_NO_CONNECTION  ? 503
-	                                                     : 502;
-
-	log_warnx("upstream call failed: %s", response->error_text);
-	switch (response->error) {
-	case UPSTREAM_ERR_CONNECT:
-		reply_errorf(req, status, retry, "LlamaCloud upstream is unreachable: %s", response->error_text);
-		break;
-	case UPSTREAM_ERR_TIMEOUT:
-		reply_error(req, status, retry, "LlamaCloud upstream did not answer in time");
-		break;
-	case UPSTREAM_ERR_NO_CONNECTION: /* ours to relieve: nothing reached upstream */
-		reply_error(req, status, REPLY_RETRY_MAY_HELP, response->error_text);
-		break;
-	case UPSTREAM_ERR_TLS:
-		reply_error(
-		    req, status, REPLY_RETRY_WONT_HELP, "LlamaCloud upstream's TLS certificate could not be verified");
-		break;
-	default:
-		reply_errorf(req, status, retry, "LlamaCloud upstream failed: %s", response->error_text);
-		break;
-	}
-}
-
-void
-reply_no_key(struct request *req)
-{
-	reply_error(req, 503, REPLY_RETRY_WONT_HELP,
-	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment and "
-	    "restart it, or set upstream.api_key_file in its config and reload it (SIGHUP)");
 }

@@ -22,7 +22,6 @@
 #include "gate/clients.h"
 #include "base/config.h"
 #include "gate/gate.h"
-#include "health.h"
 #include "gate/hostcheck.h"
 #include "http/http.h"
 #include "gate/idempotency.h"
@@ -79,7 +78,7 @@ server_reply_method_not_allowed(struct request *req, const char *allow)
 
 /* Names the route of a request for the metrics. */
 static void
-server_label(const struct chat_caller *caller, const char *route)
+server_label(const struct caller *caller, const char *route)
 {
 	if (caller->access != NULL)
 		caller->access->route = route;
@@ -89,7 +88,7 @@ server_label(const struct chat_caller *caller, const char *route)
  * of path route_classify() found; returns false for any other path, which
  * is then passed through. */
 static bool
-server_route_chat(struct server *server, struct request *req, const struct chat_caller *caller,
+server_route_chat(struct server *server, struct request *req, const struct caller *caller,
     const struct route_match *route, const char *query)
 {
 	enum request_method method = req->method;
@@ -156,8 +155,8 @@ server_policy_allows(const struct config *config, const char *path, enum request
 /* Any other path the route policy allows goes upstream as it is, its answer
  * streamed back. */
 static void
-server_pass_through(struct server *server, struct request *req, const struct chat_caller *caller,
-    enum request_method method, const char *path, const char *query)
+server_pass_through(struct server *server, struct request *req, const struct caller *caller, enum request_method method,
+    const char *path, const char *query)
 {
 	struct evbuffer *input = req->body;
 	struct upstream_request request = { 0 };
@@ -219,8 +218,8 @@ server_own_endpoint(
 	if (!metrics) {
 		/* Anyone may ask whether the daemon is up; what it holds is for
 		 * those who may read /metrics. */
-		health_reply(req, server->parts.store, server->parts.upstream, server->parts.started,
-		    trusted || (client != NULL && client->metrics));
+		server->parts.answer_health(
+		    req, trusted || (client != NULL && client->metrics), server->parts.render_arg);
 		return;
 	}
 	if (!trusted) {
@@ -256,7 +255,7 @@ server_route(struct request *req, void *arg)
 	const char *query = req->query;
 	struct access_entry *access = &req->access;
 	struct route_match route;
-	struct chat_caller caller;
+	struct caller caller;
 	char *owned_query;
 	const char *refusal;
 

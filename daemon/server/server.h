@@ -2,14 +2,14 @@
 #ifndef LLAMACHATD_SERVER_H
 #define LLAMACHATD_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct access_log;
 struct chat;
 struct evbuffer;
 struct relay_engine;
-struct store;
-struct upstream;
+struct request;
 struct config;
 struct event_base;
 struct server;
@@ -19,13 +19,12 @@ struct server_parts {
 	struct chat *chat;
 	struct relay_engine *relays;
 	struct access_log *access;
-	/* Writes /metrics into out (the renderer sits above the server). */
+	/* Writes /metrics into out, and answers /healthz (with the counts
+	 * when show_counts): both sit above the server. */
 	void (*render_metrics)(struct evbuffer *out, void *arg);
+	void (*answer_health)(struct request *req, bool show_counts, void *arg);
 	void *render_arg;
-	struct store *store;
-	struct upstream *upstream;
 	const struct budgets *budgets; /* may be NULL */
-	double started; /* monotonic seconds at start */
 };
 
 /* Binds every listen address of config (or serves the sockets systemd

@@ -1,0 +1,28 @@
+/* caller: who a request comes from and with what rights, as the gate
+ * found it: what every handler is handed and what the gate checks before a
+ * call goes upstream. It belongs to the gate's layer, so that the handlers
+ * depend on the gate and never the reverse. */
+#ifndef LLAMACHATD_CALLER_H
+#define LLAMACHATD_CALLER_H
+
+#include <stdbool.h>
+
+struct access_entry;
+struct budgets;
+struct clients;
+struct config_client;
+
+#define CALLER_NAME_MAX 64
+struct caller {
+	char name[CALLER_NAME_MAX + 1]; /* "" in single-user mode */
+	bool see_all; /* may see and touch every session */
+	struct access_entry *access; /* the request's record; may be NULL */
+	/* The client's entry and table, for the checks made when a call is
+	 * about to go upstream (gate_may_go_upstream); NULL in single-user mode.
+	 * Valid only while the handler runs: a reload frees them. */
+	struct clients *clients;
+	const struct config_client *client;
+	const struct budgets *budgets; /* lives as long as the daemon */
+};
+
+#endif
