@@ -1,0 +1,78 @@
+/* upstream_private: what the two files of the upstream layer share
+ * (upstream.c: curl's multi engine on the loop; upstream_call.c: one call,
+ * its request and the answer's headers and body). Nothing outside
+ * daemon/upstream/ includes it. */
+#ifndef LLAMACHATD_UPSTREAM_PRIVATE_H
+#define LLAMACHATD_UPSTREAM_PRIVATE_H
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <sys/queue.h>
+
+#include "upstream/upstream.h"
+
+struct upstream {
+	struct event_base *base;
+	CURLM *multi;
+	struct event *timer;
+	struct upstream_settings settings; /* strings owned below */
+	char *base_url;
+	bool is_tls; /* https: HTTP/2 may multiplex calls */
+	char *ca_file;
+	char *key;
+	long in_flight;
+	/* Easy handles of finished calls, reset, for the next ones: a fresh
+	 * handle costs several allocations and a clean one nothing. */
+	CURL *idle_handles[64];
+	size_t idle_count;
+	struct upstream_stats stats;
+	LIST_HEAD(, upstream_call) calls; /* every call in flight, for upstream_free */
+	/* Calls that have neither a connection nor a socket of their own yet,
+	 * oldest first. curl keeps a call that finds all max_connections busy
+	 * (or waits for an HTTP/2 connection to say it multiplexes) in its
+	 * pending list, where none of its timeouts run: wait_timer gives
+	 * each such call connect_timeout_ms. */
+	TAILQ_HEAD(, upstream_call) waiting;
+	struct event *wait_timer;
+};
+
+#define UPSTREAM_KEPT_HEADERS 4 /* upstream_kept_response_headers */
+#define UPSTREAM_STREAM_BUFFER_BYTES 4096L
+
+struct upstream_call {
+	struct upstream *upstream;
+	LIST_ENTRY(upstream_call) link;
+	TAILQ_ENTRY(upstream_call) wait_link; /* in upstream->waiting while is_waiting */
+	double started_at; /* monotonic seconds */
+	bool is_waiting;
+	CURL *easy;
+	struct curl_slist *request_headers; /* holds the key: wiped before free */
+	void *body_copy;
+	upstream_done_cb done;
+	void *arg;
+	struct evbuffer *response_body;
+	/* The kept answer headers (upstream_kept_response_headers, in order). */
+	char kept_store[384]; /* their values, NUL-terminated, one after another */
+	size_t kept_used;
+	size_t kept_at[UPSTREAM_KEPT_HEADERS];
+	bool kept_present[UPSTREAM_KEPT_HEADERS];
+	struct http_headers response_headers; /* points into the above */
+	struct http_header response_slots[UPSTREAM_KEPT_HEADERS];
+	const struct upstream_stream *stream; /* NULL: collect the answer */
+	bool headers_delivered;
+	bool paused;
+	bool too_large;
+	char error_buffer[CURL_ERROR_SIZE];
+};
+
+/* upstream_call.c: sets a call's handle up for req; returns 0 or -1. */
+int upstream_configure(struct upstream_call *call, const struct upstream_request *req);
+/* upstream_call.c: hands a streamed call's status and headers over once. */
+void upstream_deliver_headers(struct upstream_call *call);
+/* upstream.c: curl's hooks that tell when a waiting call got a socket or
+ * a connection (it then leaves the waiting list). */
+int upstream_sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose);
+int upstream_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port);
+
+#endif
