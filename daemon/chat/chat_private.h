@@ -109,6 +109,9 @@ enum chat_visibility {
 	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
 };
 
+/* True when id is stored with an owner other than caller (read in place). */
+bool chat_owned_by_another(struct chat *chat, const struct caller *caller, const char *id);
+
 /* True when caller may see and touch a stored session: see_all, its owner,
  * or a client pinned to the project it is stored in. */
 bool chat_caller_may_touch(const struct caller *caller, const struct session_record *rec);
