@@ -180,8 +180,10 @@ check-config: all
 format:
 	clang-format -i daemon/*.[ch] daemon/*/*.[ch] ctl/*.c tests/*/*.[ch]
 
+# Style, and the include rules of the layers (scripts/check-layers.sh).
 check-style:
 	clang-format --dry-run --Werror daemon/*.[ch] daemon/*/*.[ch] ctl/*.c tests/*/*.[ch]
+	scripts/check-layers.sh
 
 # The daemon, its units, its man pages, and a config only where none is.
 install: all

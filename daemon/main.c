@@ -1,4 +1,9 @@
 /* main: command line, start-up order, signals and the event loop of llamachatd. */
+/* The top (the .c files of daemon/ itself): start-up, signals, reload, systemd, the /metrics
+ * renderer and /healthz. May include every layer; nothing includes it.
+ * The layers below, top to bottom: server, chat, gate and upstream, http
+ * and store, base (scripts/check-layers.sh checks it; docs/architecture.md
+ * has the map). */
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <getopt.h>

@@ -1,4 +1,7 @@
 /* config: loads and checks the libconfig file into a struct config. */
+/* Layer base (daemon/base/): what every layer stands on: the config file,
+ * logging, clocks, counters and histograms, socket addresses. Includes no
+ * other layer of the daemon. */
 #ifndef LLAMACHATD_CONFIG_H
 #define LLAMACHATD_CONFIG_H
 

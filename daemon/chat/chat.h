@@ -1,4 +1,8 @@
 /* chat: the chat API handlers (create, list, lookup, history, delete, stream). */
+/* Layer chat (daemon/chat/): the chat API handlers (create, list, lookup,
+ * history, delete, stream, idempotent creates), the relay of streamed
+ * answers, the event-stream parser and page tokens. May include gate/,
+ * upstream/, http/, store/ and base/; never server/ or the top. */
 #ifndef LLAMACHATD_CHAT_H
 #define LLAMACHATD_CHAT_H
 

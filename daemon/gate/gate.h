@@ -1,5 +1,9 @@
 /* gate: who a request comes from and what it may ask: client tokens, rate
  * limits and pinned organization/project. */
+/* Layer gate (daemon/gate/): who is calling and what it may do. Owns the
+ * caller (caller.h), client tokens and rates (clients.h), budgets, the API
+ * key's sources, the Idempotency-Key rules and the Host/Origin check. May
+ * include http/, store/ and base/; never chat/ or upstream/. */
 #ifndef LLAMACHATD_GATE_H
 #define LLAMACHATD_GATE_H
 

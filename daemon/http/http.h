@@ -4,6 +4,10 @@
  * enforces deadlines a trickle cannot stretch, answers pipelined requests in
  * order, and hands each whole request to one handler as a struct request.
  * Nothing else in the daemon knows the wire format. */
+/* Layer http (daemon/http/): the wire. Owns connections, llhttp and our
+ * strict rules, deadlines, writing answers, the request object handlers
+ * see (request.h), JSON errors (reply.h), the access log, header lists and
+ * the URI rules. May include base/ only. */
 #ifndef LLAMACHATD_HTTP_H
 #define LLAMACHATD_HTTP_H
 

@@ -1,4 +1,8 @@
 /* server: the listeners, and routing of each request to its handler. */
+/* Layer server (daemon/server/): listeners, the normal form of a path
+ * (route.h) and the routing of each request to its handler. May include
+ * every layer below it; never the top (main hands it the /metrics and
+ * /healthz renderers). */
 #ifndef LLAMACHATD_SERVER_H
 #define LLAMACHATD_SERVER_H
 

@@ -1,4 +1,7 @@
 /* store: the LMDB session store; reads on the loop, writes committed in groups by one writer thread. */
+/* Layer store (daemon/store/): LMDB. Owns the environment, the writer
+ * thread, the tables and their indexes, the ledger, the janitor, and the
+ * session record and its JSON (session.h). May include base/ only. */
 #ifndef LLAMACHATD_STORE_H
 #define LLAMACHATD_STORE_H
 

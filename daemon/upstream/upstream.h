@@ -1,4 +1,7 @@
 /* upstream: forwards HTTP calls to LlamaCloud with libcurl's multi-socket API on the event loop. */
+/* Layer upstream (daemon/upstream/): libcurl on the event loop, the only
+ * place that knows curl. May include http/ (header lists) and base/;
+ * never gate/, chat/ or above. */
 #ifndef LLAMACHATD_UPSTREAM_H
 #define LLAMACHATD_UPSTREAM_H
 
