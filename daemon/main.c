@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "chat/relay.h"
+#include "http/http_tls.h"
 #include "server/server.h"
 #include "store/store.h"
 #include "upstream/upstream.h"
@@ -78,9 +79,12 @@ usage(FILE *out)
 	    "chat session in a local LMDB store.\n"
 	    "\n"
 	    "  -c, --config FILE   the configuration file (default %s)\n"
-	    "  -t, --test-config   check the configuration and the API key source, then exit\n"
+	    "  -t, --test-config   check the configuration, the API key source and the TLS\n"
+	    "                      certificate and key (warning 14 days before expiry), then exit\n"
 	    "      --hash-token    read a client token on standard input and print its line\n"
 	    "                      for the clients list of the configuration\n"
+	    "      --hash-cert FILE  print the clients-list line of the client certificate\n"
+	    "                      in FILE (PEM): its cert_sha256\n"
 	    "  -h, --help          show this help and exit\n"
 	    "  -V, --version       show the version and exit\n"
 	    "\n"
@@ -269,8 +273,8 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		config_free(fresh);
 		return;
 	}
-	if (server_reload(d->server, fresh) != 0) {
-		log_errx("reload refused: out of memory; the configuration in force stays");
+	if (server_reload(d->server, fresh, why, sizeof(why)) != 0) {
+		log_errx("reload refused: %s; the configuration in force stays", why);
 		apikey_free(key);
 		config_free(fresh);
 		return;
@@ -481,6 +485,20 @@ hash_token(void)
 	return clients_print_token_line(stdin, stdout, "llamachatd");
 }
 
+/* --hash-cert FILE: a client certificate becomes the line for the clients list. */
+static int
+hash_cert(const char *file)
+{
+	char hex[65], why[512];
+
+	if (http_tls_cert_sha256_hex(file, hex, why, sizeof(why)) != 0) {
+		fprintf(stderr, "llamachatd: %s\n", why);
+		return 1;
+	}
+	printf("{ name = \"CLIENT-NAME\"; cert_sha256 = \"%s\"; }\n", hex);
+	return 0;
+}
+
 /* -t: the config parses and checks, and the key source can be read. */
 static int
 test_config(const struct config *config)
@@ -488,6 +506,7 @@ test_config(const struct config *config)
 	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
+	long long not_after;
 
 	if (apikey_load(config->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
 		fprintf(stderr, "llamachatd: %s\n", why);
@@ -496,6 +515,13 @@ test_config(const struct config *config)
 	if (key == NULL)
 		fprintf(stderr, "llamachatd: warning: no API key: set $%s or upstream.api_key_file\n", APIKEY_ENV);
 	apikey_free(key);
+	if (server_check_tls(config, &not_after, why, sizeof(why)) != 0) {
+		fprintf(stderr, "llamachatd: %s\n", why);
+		return 1;
+	}
+	if (not_after > 0 && not_after - (long long)time(NULL) < 14 * 86400)
+		fprintf(stderr, "llamachatd: warning: the TLS certificate %s expires in %lld day(s)\n",
+		    config->tls_cert_file, (not_after - (long long)time(NULL)) / 86400);
 	printf("llamachatd: %s: configuration OK\n", config->path);
 	return 0;
 }
@@ -509,6 +535,7 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "hash-token", no_argument, NULL, 'H' },
+		{ "hash-cert", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = CONFIG_DEFAULT_PATH;
@@ -532,6 +559,8 @@ main(int argc, char **argv)
 			return 0;
 		case 'H':
 			return hash_token();
+		case 'C':
+			return hash_cert(optarg);
 		default:
 			usage(stderr);
 			return 2;

@@ -136,6 +136,7 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other",
 		"no_connection" };
 	unsigned long long entries = 0, used = 0, map = 0;
+	struct server_tls_stats tls;
 	_Static_assert(
 	    sizeof(error_kinds) / sizeof(error_kinds[0]) == UPSTREAM_ERROR_KINDS, "an upstream error without a name");
 
@@ -182,6 +183,17 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    (double)server_connections_accepted(s->server));
 	metrics_simple(out, "llamachatd_connections_open", "gauge", "Client connections open now.",
 	    (double)server_open_connections(s->server));
+	server_tls_stats(s->server, &tls);
+	if (tls.not_after > 0)
+		metrics_simple(out, "llamachatd_tls_certificate_expiry_timestamp_seconds", "gauge",
+		    "When the certificate of the TLS listeners expires (notAfter).", (double)tls.not_after);
+	metrics_header(out, "llamachatd_tls_handshakes_total", "counter", "TLS handshakes on the listeners, by result.");
+	evbuffer_add_printf(out,
+	    "llamachatd_tls_handshakes_total{result=\"ok\"} %llu\n"
+	    "llamachatd_tls_handshakes_total{result=\"resumed\"} %llu\n"
+	    "llamachatd_tls_handshakes_total{result=\"failed\"} %llu\n"
+	    "llamachatd_tls_handshakes_total{result=\"timeout\"} %llu\n",
+	    tls.ok, tls.resumed, tls.failed, tls.timeout);
 	metrics_simple(out, "llamachatd_requests_in_flight", "gauge", "Client requests not answered yet.",
 	    (double)(chat_pending(s->chat) + relay_engine_active(s->relays)));
 	metrics_simple(out, "llamachatd_streams_active", "gauge", "Answers being relayed as they arrive.",

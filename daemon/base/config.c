@@ -21,6 +21,8 @@ enum setting_kind {
 	SETTING_MODE,
 	SETTING_LOG_LEVEL,
 	SETTING_NAMES, /* a list of strings, into a struct config_names */
+	SETTING_TLS_LISTEN,
+	SETTING_TLS_VERSION,
 };
 
 /* One known setting: where it lives, its type, and its bounds. */
@@ -71,11 +73,17 @@ static const struct setting_spec config_specs[] = {
 	{ "idempotency", "ttl_s", SETTING_INT, AT(idempotency_ttl_s), 1, 30L * 86400 },
 	{ "log", "level", SETTING_LOG_LEVEL, 0, 0, 0 },
 	{ "log", "access_log", SETTING_STRING, AT(access_log), 0, 0 },
+	{ "tls", "listen", SETTING_TLS_LISTEN, 0, 0, 0 },
+	{ "tls", "cert_file", SETTING_STRING, AT(tls_cert_file), 0, 0 },
+	{ "tls", "key_file", SETTING_STRING, AT(tls_key_file), 0, 0 },
+	{ "tls", "client_ca_file", SETTING_STRING, AT(tls_client_ca_file), 0, 0 },
+	{ "tls", "min_version", SETTING_TLS_VERSION, AT(tls_min_version), 0, 0 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
-static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket" };
+static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket",
+	"tls" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -111,6 +119,7 @@ config_set_defaults(struct config *c)
 	c->max_pending_output_bytes = 256L << 10;
 	c->stream_idle_timeout_ms = 300000;
 	c->idempotency_ttl_s = 86400;
+	c->tls_min_version = 12;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
@@ -260,8 +269,21 @@ config_read_setting(
 
 	switch (spec->kind) {
 	case SETTING_LISTEN:
-		config_read_listen(c, s, errors);
+		config_read_listen(c, s, c->listen, &c->listen_count, errors);
 		return;
+	case SETTING_TLS_LISTEN:
+		config_read_listen(c, s, c->tls_listen, &c->tls_listen_count, errors);
+		return;
+	case SETTING_TLS_VERSION: {
+		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		if (text != NULL && strcmp(text, "TLSv1.2") == 0)
+			c->tls_min_version = 12;
+		else if (text != NULL && strcmp(text, "TLSv1.3") == 0)
+			c->tls_min_version = 13;
+		else
+			config_setting_error(errors, c->path, s, "must be \"TLSv1.2\" or \"TLSv1.3\"");
+		return;
+	}
 	case SETTING_ROUTES:
 		config_read_routes(c, s, errors);
 		return;
@@ -357,17 +379,25 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 
 	/* Without clients nobody authenticates: no open gateway by accident. */
 	if (c->client_count == 0) {
-		const config_setting_t *listen = config_lookup(cfg, "listen");
-		for (size_t i = 0; i < c->listen_count; i++) {
+		const config_setting_t *listen = config_lookup(cfg, "listen"), *tls = config_lookup(cfg, "tls.listen");
+		for (size_t i = 0; i < c->listen_count + c->tls_listen_count; i++) {
+			bool is_tls = i >= c->listen_count;
+			const char *text = is_tls ? c->tls_listen[i - c->listen_count] : c->listen[i];
 			struct address addr;
 			const char *why;
-			if (address_parse(c->listen[i], &addr, &why) == 0 && !address_is_local(&addr) && listen != NULL)
-				config_setting_error(errors, c->path, listen,
+			if (address_parse(text, &addr, &why) == 0 && !address_is_local(&addr))
+				config_setting_error(errors, c->path, is_tls ? tls : listen,
 				    "\"%s\" is not loopback: without clients (single-user mode) llamachatd listens on "
 				    "loopback and unix sockets only; configure clients to serve a network",
-				    c->listen[i]);
+				    text);
 		}
 	}
+	/* A TLS listener needs its certificate; the key may be the credential. */
+	if (c->tls_listen_count > 0 && c->tls_cert_file == NULL)
+		config_setting_error(errors, c->path, config_lookup(cfg, "tls.listen"),
+		    "tls.listen needs tls.cert_file (the certificate chain, PEM)");
+	if (c->tls_listen_count == 0 && (c->tls_cert_file != NULL || c->tls_client_ca_file != NULL))
+		config_setting_error(errors, c->path, config_lookup(cfg, "tls"), "tls needs a listen list to serve on");
 
 	config_setting_t *url = config_lookup(cfg, "upstream.base_url");
 	if (url != NULL && c->upstream_base_url != NULL) {
@@ -447,6 +477,11 @@ config_free(struct config *c)
 		return;
 	for (size_t i = 0; i < c->listen_count; i++)
 		free(c->listen[i]);
+	for (size_t i = 0; i < c->tls_listen_count; i++)
+		free(c->tls_listen[i]);
+	free(c->tls_cert_file);
+	free(c->tls_key_file);
+	free(c->tls_client_ca_file);
 	config_free_routes(c);
 	config_free_clients(c);
 	for (size_t i = 0; i < c->server_names.count; i++)

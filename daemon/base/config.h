@@ -30,6 +30,9 @@ enum config_method {
 struct config_client {
 	char *name;
 	unsigned char token_sha256[32]; /* the token itself is never stored */
+	bool has_token; /* token_sha256 is set */
+	unsigned char cert_sha256[32]; /* of a client certificate's DER */
+	bool has_cert; /* cert_sha256 is set */
 	char *organization_id; /* NULL: not pinned */
 	char *project_id; /* NULL: not pinned */
 	bool see_all; /* may see and touch every session */
@@ -93,6 +96,17 @@ struct config {
 
 	struct config_route routes[CONFIG_MAX_ROUTES];
 	size_t route_count;
+
+	/* TLS listeners: their addresses, the certificate chain and key (NULL
+	 * key: the systemd credential tls_key), the CA that client
+	 * certificates must chain to (NULL: none asked for), and the least
+	 * version (12: TLS 1.2, 13: TLS 1.3). */
+	char *tls_listen[CONFIG_MAX_LISTEN];
+	size_t tls_listen_count;
+	char *tls_cert_file;
+	char *tls_key_file;
+	char *tls_client_ca_file;
+	int tls_min_version;
 
 	struct config_client *clients; /* none: single-user mode */
 	size_t client_count;

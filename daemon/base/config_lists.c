@@ -14,7 +14,8 @@
 #include "base/config_private.h"
 
 void
-config_read_listen(struct config *c, const config_setting_t *s, struct config_errors *errors)
+config_read_listen(
+    struct config *c, const config_setting_t *s, char **out, size_t *out_count, struct config_errors *errors)
 {
 	int type = config_setting_type(s);
 	int count;
@@ -28,9 +29,9 @@ config_read_listen(struct config *c, const config_setting_t *s, struct config_er
 		config_setting_error(errors, c->path, s, "must hold 1 to %d addresses", CONFIG_MAX_LISTEN);
 		return;
 	}
-	for (size_t i = 0; i < c->listen_count; i++)
-		free(c->listen[i]);
-	c->listen_count = 0;
+	for (size_t i = 0; i < *out_count; i++)
+		free(out[i]);
+	*out_count = 0;
 	for (int i = 0; i < count; i++) {
 		const config_setting_t *item = config_setting_get_elem(s, (unsigned)i);
 		const char *text = config_setting_get_string(item);
@@ -44,9 +45,9 @@ config_read_listen(struct config *c, const config_setting_t *s, struct config_er
 			config_setting_error(errors, c->path, s, "\"%s\": %s", text, why);
 			continue;
 		}
-		c->listen[c->listen_count] = strdup(text);
-		if (c->listen[c->listen_count] != NULL)
-			c->listen_count++;
+		out[*out_count] = strdup(text);
+		if (out[*out_count] != NULL)
+			(*out_count)++;
 	}
 }
 
@@ -253,7 +254,13 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 				config_setting_error(errors, c->path, m,
 				    "must be the 64 hex digits of the token's SHA-256 (see llamachatd --hash-token)");
 			else
-				has_hash = true;
+				has_hash = client.has_token = true;
+		} else if (strcmp(field, "cert_sha256") == 0) {
+			if (config_parse_hex_hash(text, client.cert_sha256) != 0)
+				config_setting_error(errors, c->path, m,
+				    "must be the 64 hex digits of the certificate's SHA-256 (see llamachatd --hash-cert)");
+			else
+				has_hash = client.has_cert = true;
 		} else if (strcmp(field, "organization_id") == 0 || strcmp(field, "project_id") == 0) {
 			char **target = field[0] == 'o' ? &client.organization_id : &client.project_id;
 			if (text == NULL || text[0] == '\0' || strlen(text) > 128 || strpbrk(text, " \t&=?#%/") != NULL)
@@ -288,12 +295,18 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 		}
 	}
 	if (errors->count == errors_before && (!has_name || !has_hash))
-		config_setting_error(errors, c->path, group, "a client needs a name and a token_sha256");
+		config_setting_error(errors, c->path, group, "a client needs a name and a token_sha256 or cert_sha256");
 	for (size_t i = 0; errors->count == errors_before && i < c->client_count; i++) {
 		if (strcmp(c->clients[i].name, client.name) == 0)
 			config_setting_error(errors, c->path, group, "a second client named \"%s\"", client.name);
-		else if (memcmp(c->clients[i].token_sha256, client.token_sha256, 32) == 0)
+		else if (client.has_token && c->clients[i].has_token &&
+		    memcmp(c->clients[i].token_sha256, client.token_sha256, 32) == 0)
 			config_setting_error(errors, c->path, group, "clients \"%s\" and \"%s\" have the same token",
+			    c->clients[i].name, client.name);
+		else if (!client.has_token && !c->clients[i].has_token && client.has_cert && c->clients[i].has_cert &&
+		    memcmp(c->clients[i].cert_sha256, client.cert_sha256, 32) == 0)
+			config_setting_error(errors, c->path, group,
+			    "clients \"%s\" and \"%s\" have the same certificate and no token to tell them apart",
 			    c->clients[i].name, client.name);
 	}
 	if (!has_burst)

@@ -13,7 +13,8 @@ void config_setting_error(struct config_errors *errors, const char *path, const 
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Each reads one list setting s into c, adding what is wrong to errors. */
-void config_read_listen(struct config *c, const config_setting_t *s, struct config_errors *errors);
+void config_read_listen(
+    struct config *c, const config_setting_t *s, char **out, size_t *count, struct config_errors *errors);
 void config_read_names(
     struct config *c, const config_setting_t *s, struct config_names *out, struct config_errors *errors);
 void config_read_routes(struct config *c, const config_setting_t *s, struct config_errors *errors);

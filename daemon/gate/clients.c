@@ -71,26 +71,39 @@ clients_enabled(const struct clients *clients)
 }
 
 const struct config_client *
-clients_authenticate(const struct clients *clients, const char *authorization)
+clients_authenticate(const struct clients *clients, const char *authorization, const unsigned char *cert_sha256)
 {
 	const struct config_client *found = NULL;
 	unsigned char hash[32];
-	const char *token;
+	const char *token = NULL;
+	size_t matches = 0;
 
-	if (authorization == NULL || strncasecmp(authorization, "Bearer ", 7) != 0)
+	if (authorization != NULL && strncasecmp(authorization, "Bearer ", 7) == 0) {
+		token = authorization + 7;
+		while (*token == ' ')
+			token++;
+		if (*token == '\0')
+			token = NULL;
+	}
+	if (token == NULL && cert_sha256 == NULL)
 		return NULL;
-	token = authorization + 7;
-	while (*token == ' ')
-		token++;
-	if (*token == '\0')
-		return NULL;
-	clients_hash_token(token, strlen(token), hash);
-	/* Every client is compared, in constant time, whatever matched. */
-	for (size_t i = 0; i < clients->config->client_count; i++)
-		if (CRYPTO_memcmp(hash, clients->config->clients[i].token_sha256, sizeof(hash)) == 0)
-			found = &clients->config->clients[i];
+	if (token != NULL)
+		clients_hash_token(token, strlen(token), hash);
+	/* Every client is compared, in constant time, whatever matched. A
+	 * client is whoever holds all it was given: its token, its
+	 * certificate, or both. */
+	for (size_t i = 0; i < clients->config->client_count; i++) {
+		const struct config_client *c = &clients->config->clients[i];
+		bool token_ok = token != NULL && CRYPTO_memcmp(hash, c->token_sha256, sizeof(hash)) == 0;
+		bool cert_ok = cert_sha256 != NULL && CRYPTO_memcmp(cert_sha256, c->cert_sha256, 32) == 0;
+		if ((c->has_token ? token_ok : true) && (c->has_cert ? cert_ok : true) && (token_ok || cert_ok)) {
+			found = c;
+			matches++;
+		}
+	}
 	explicit_bzero(hash, sizeof(hash));
-	return found;
+	/* A token of one client on the certificate of another names nobody. */
+	return matches == 1 ? found : NULL;
 }
 
 long

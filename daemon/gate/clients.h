@@ -21,9 +21,14 @@ void clients_free(struct clients *clients);
 /* True when clients are configured (team mode); false in single-user mode. */
 bool clients_enabled(const struct clients *clients);
 
-/* The client whose token an Authorization header value carries ("Bearer
- * TOKEN"), or NULL. The result points into the config. */
-const struct config_client *clients_authenticate(const struct clients *clients, const char *authorization);
+/* The client a request comes from, or NULL: the one whose token an
+ * Authorization header value carries ("Bearer TOKEN"; may be NULL) and
+ * whose certificate the connection's verified client certificate is
+ * (cert_sha256, the SHA-256 of its DER; NULL: none). A client with both
+ * needs both; one with either needs that one. NULL too when more than one
+ * client would match. The result points into the config. */
+const struct config_client *clients_authenticate(
+    const struct clients *clients, const char *authorization, const unsigned char *cert_sha256);
 
 /* Takes one request from the client's bucket at time now_ms (monotonic).
  * Returns 0 when it may go on, else the whole seconds to wait. */

@@ -149,10 +149,13 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 		caller->see_all = true; /* single-user mode: loopback only, one user */
 		return gate_scope_is_single(req, *query);
 	}
-	if ((client = clients_authenticate(clients, authorization)) == NULL) {
+	if ((client = clients_authenticate(clients, authorization, req->peer_cert_sha256)) == NULL) {
 		request_add_header(req, "WWW-Authenticate", "Bearer");
 		reply_error(req, 401, REPLY_RETRY_WONT_HELP,
-		    "a client token is required: send Authorization: Bearer <token> with a token llamachatd knows");
+		    req->peer_cert_unverified
+		        ? "the client certificate could not be verified against tls.client_ca_file"
+		        : "a client token is required: send Authorization: Bearer <token> with a token llamachatd "
+		          "knows (or, over TLS, a client certificate it knows)");
 		return false;
 	}
 	if (!gate_scope_is_single(req, *query))

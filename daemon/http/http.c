@@ -75,6 +75,8 @@ http_request_reset(struct http_conn *c)
 	req->no_body = false;
 	req->conn = c;
 	req->wire = &http_wire;
+	req->peer_cert_sha256 = c->peer_verified ? c->peer_sha256 : NULL;
+	req->peer_cert_unverified = c->peer_unverified;
 	req->body = body;
 	req->local_peer = local;
 	req->state = REQUEST_READING;
@@ -142,14 +144,20 @@ http_on_readable(evutil_socket_t fd, short what, void *arg)
 		c->reading_paused = true;
 		return;
 	}
-	n = read(fd, c->in + c->in_end, HTTP_IN_BYTES - c->in_end);
+	n = http_io_read(c, c->in + c->in_end, HTTP_IN_BYTES - c->in_end);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		http_conn_close(c);
 		return;
 	}
-	if (n < 0)
+	if (n < 0) {
+		/* TLS that must write before it reads on (a handshake's answer). */
+		if (c->tls_read_wants_write && !event_pending(c->write_ev, EV_WRITE, NULL))
+			event_add(c->write_ev, NULL);
 		return;
+	}
 	c->in_end += (size_t)n;
+	if (http_io_pending(c))
+		event_active(c->read_ev, EV_READ, 0);
 	if (c->req.state == REQUEST_READING)
 		http_conn_parse(c);
 }
@@ -164,6 +172,13 @@ http_on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	c->timer_kind = HTTP_TIMER_NONE;
 	switch (kind) {
+	case HTTP_TIMER_HANDSHAKE:
+		/* A handshake is cut like a trickled head: no answer is
+		 * possible before it is done. */
+		c->server->tls_results[HTTP_TLS_TIMEOUT]++;
+		log_debug("http: a TLS handshake took longer than limits.header_timeout_ms; closing");
+		http_conn_close(c);
+		break;
 	case HTTP_TIMER_HEAD:
 		http_conn_refuse(c, 408, "the request head did not arrive within limits.header_timeout_ms");
 		break;
@@ -221,6 +236,7 @@ http_conn_close(struct http_conn *c)
 	}
 	LIST_REMOVE(c, link);
 	s->open--;
+	http_tls_conn_free(c);
 	event_free(c->read_ev);
 	event_free(c->write_ev);
 	event_free(c->timer);
@@ -239,7 +255,7 @@ http_conn_close(struct http_conn *c)
 /* Takes a connected socket into the server; false (fd closed) when out of
  * memory. */
 static bool
-http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
+http_conn_open(struct http_server *s, evutil_socket_t fd, int family, bool tls)
 {
 	struct http_conn *c = calloc(1, sizeof(*c));
 	int one = 1;
@@ -271,6 +287,20 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	}
 	c->server = s;
 	c->fd = fd;
+	if (tls && (s->tls == NULL || http_tls_conn_start(c, s->tls) != 0)) {
+		log_warnx("http: cannot start TLS on a new connection; closing it");
+		http_tls_conn_free(c);
+		event_free(c->read_ev);
+		event_free(c->write_ev);
+		event_free(c->timer);
+		event_free(c->resume_ev);
+		free(c->in);
+		evbuffer_free(c->out);
+		evbuffer_free(c->req.body);
+		free(c);
+		close(fd);
+		return false;
+	}
 	if (family == AF_INET || family == AF_INET6)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->req.local_peer = family == AF_UNIX;
@@ -281,7 +311,11 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 	s->open++;
 	s->accepted++;
 	event_add(c->read_ev, NULL);
-	http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
+	/* Over TLS the head's deadline starts with the handshake. */
+	if (c->ssl != NULL)
+		http_arm(c, HTTP_TIMER_HANDSHAKE, s->settings.header_timeout_ms);
+	else
+		http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
 	http_server_update_accepting(s);
 	return true;
 }
@@ -289,9 +323,22 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family)
 static void
 http_on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
 {
+	struct http_listener *l = arg;
+
 	(void)listener;
 	(void)len;
-	http_conn_open(arg, fd, addr->sa_family);
+	http_conn_open(l->server, fd, addr->sa_family, l->tls);
+}
+
+void
+http_conn_read_on(struct http_conn *c)
+{
+	if (c->reading_paused) {
+		event_add(c->read_ev, NULL);
+		c->reading_paused = false;
+	}
+	if (http_io_pending(c))
+		event_active(c->read_ev, EV_READ, 0);
 }
 
 int
@@ -301,7 +348,7 @@ http_server_adopt(struct http_server *s, int fd, bool is_unix)
 		close(fd);
 		return -1;
 	}
-	return http_conn_open(s, fd, is_unix ? AF_UNIX : AF_INET) ? 0 : -1;
+	return http_conn_open(s, fd, is_unix ? AF_UNIX : AF_INET, false) ? 0 : -1;
 }
 
 /* accept() failed, most likely out of file descriptors: pause the
@@ -309,7 +356,7 @@ http_server_adopt(struct http_server *s, int fd, bool is_unix)
 static void
 http_on_accept_error(struct evconnlistener *listener, void *arg)
 {
-	struct http_server *s = arg;
+	struct http_server *s = ((struct http_listener *)arg)->server;
 	struct timeval pause = { 0, HTTP_ACCEPT_PAUSE_MS * 1000 };
 
 	(void)listener;
@@ -352,7 +399,7 @@ http_server_create(struct event_base *base, const struct http_settings *settings
 }
 
 int
-http_server_listen(struct http_server *s, int fd)
+http_server_listen(struct http_server *s, int fd, bool tls)
 {
 	struct http_listener *l;
 
@@ -361,10 +408,12 @@ http_server_listen(struct http_server *s, int fd)
 		return -1;
 	}
 	l = &s->listeners[s->listener_count];
+	l->server = s;
+	l->tls = tls;
 	/* 0: the socket listens already, with our backlog (or systemd's);
 	 * libevent's -1 would call listen() again with a backlog of 128. */
 	l->listener =
-	    evconnlistener_new(s->base, http_on_accept, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	    evconnlistener_new(s->base, http_on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (l->listener == NULL) {
 		close(fd);
 		return -1;
@@ -425,5 +474,6 @@ http_server_free(struct http_server *s)
 	for (size_t i = 0; i < s->listener_count; i++)
 		evconnlistener_free(s->listeners[i].listener);
 	event_free(s->accept_resume);
+	http_server_set_tls(s, NULL);
 	free(s);
 }

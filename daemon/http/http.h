@@ -47,9 +47,22 @@ struct http_hooks {
 struct http_server *http_server_create(struct event_base *base, const struct http_settings *settings,
     const struct http_hooks *hooks) __attribute__((warn_unused_result));
 
-/* Serves the listening socket fd, which the server then owns (closed on
- * failure too). Returns 0 or -1. */
-int http_server_listen(struct http_server *server, int fd) __attribute__((warn_unused_result));
+/* Serves the listening socket fd (TLS when tls: see
+ * http_server_set_tls()), which the server then owns (closed on failure
+ * too). Returns 0 or -1. */
+int http_server_listen(struct http_server *server, int fd, bool tls) __attribute__((warn_unused_result));
+
+/* The TLS context for new handshakes on TLS listeners, which the server
+ * then owns (it frees the one it had; connections that began under it keep
+ * it to their end). NULL: none (TLS listeners then refuse connections). */
+struct http_tls;
+void http_server_set_tls(struct http_server *server, struct http_tls *tls);
+
+/* TLS handshakes so far: full, resumed, failed and timed out. */
+struct http_tls_counts {
+	unsigned long long ok, resumed, failed, timeout;
+};
+void http_server_tls_counts(const struct http_server *server, struct http_tls_counts *out);
 
 /* Serves one socket already connected (is_unix: a local peer), as if it had
  * been accepted; the server then owns fd. Returns 0 or -1 (fd closed). For

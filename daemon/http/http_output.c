@@ -50,6 +50,7 @@ http_conn_unsent(const struct http_conn *c)
 static void
 http_conn_linger(struct http_conn *c)
 {
+	http_tls_conn_shutdown(c);
 	shutdown(c->fd, SHUT_WR);
 	c->lingering = true;
 	c->lingered = 0;
@@ -66,7 +67,16 @@ http_conn_flush(struct http_conn *c)
 	if (c->broken)
 		return;
 	while (evbuffer_get_length(c->out) > 0) {
-		int n = evbuffer_write(c->out, c->fd);
+		int n;
+		if (c->ssl != NULL) {
+			/* One TLS record of up to 16 KB at a time. */
+			size_t len = evbuffer_get_length(c->out) < 16384 ? evbuffer_get_length(c->out) : 16384;
+			n = (int)http_io_write(c, evbuffer_pullup(c->out, (ssize_t)len), len);
+			if (n > 0)
+				evbuffer_drain(c->out, (size_t)n);
+		} else {
+			n = evbuffer_write(c->out, c->fd);
+		}
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 				break;
@@ -82,10 +92,8 @@ http_conn_flush(struct http_conn *c)
 	if (c->output_full && evbuffer_get_length(c->out) <= c->server->settings.max_pending_output_bytes) {
 		/* Drained below the bound: read and parse on, once this turn is over. */
 		c->output_full = false;
-		if (c->reading_paused && !c->lingering && c->in_end < HTTP_IN_BYTES) {
-			event_add(c->read_ev, NULL);
-			c->reading_paused = false;
-		}
+		if (!c->lingering && c->in_end < HTTP_IN_BYTES)
+			http_conn_read_on(c);
 		if (c->timer_kind == HTTP_TIMER_SEND)
 			http_arm(c, HTTP_TIMER_NONE, 0);
 		event_active(c->resume_ev, 0, 0);
@@ -99,7 +107,7 @@ http_conn_flush(struct http_conn *c)
 			http_arm(c, HTTP_TIMER_SEND, c->server->settings.send_timeout_ms);
 		return;
 	}
-	if (event_pending(c->write_ev, EV_WRITE, NULL))
+	if (event_pending(c->write_ev, EV_WRITE, NULL) && !c->tls_read_wants_write)
 		event_del(c->write_ev);
 	if (c->timer_kind == HTTP_TIMER_SEND)
 		http_arm(c, HTTP_TIMER_NONE, 0);
@@ -121,7 +129,7 @@ http_conn_send(struct http_conn *c, const void *head, size_t head_len, const voi
 
 	/* The hot path: nothing queued, so the socket gets both at once and
 	 * nothing is copied. Anything left over is queued in order. */
-	if (evbuffer_get_length(c->out) == 0 && !c->broken) {
+	if (evbuffer_get_length(c->out) == 0 && !c->broken && c->ssl == NULL) {
 		n = writev(c->fd, iov, body_len > 0 ? 2 : 1);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -182,6 +190,11 @@ http_on_writable(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (c->tls_read_wants_write) {
+		/* TLS read (or handshake) that waited to write: read again. */
+		c->tls_read_wants_write = false;
+		event_active(c->read_ev, EV_READ, 0);
+	}
 	http_conn_flush(c);
 }
 
@@ -209,10 +222,8 @@ http_conn_answered(struct http_conn *c)
 		event_active(c->resume_ev, 0, 0);
 	else
 		http_arm(c, HTTP_TIMER_IDLE, s->settings.keepalive_timeout_ms);
-	if (c->reading_paused && !c->output_full) {
-		event_add(c->read_ev, NULL);
-		c->reading_paused = false;
-	}
+	if (!c->output_full)
+		http_conn_read_on(c);
 	http_conn_flush(c);
 }
 

@@ -7,6 +7,8 @@
 
 #include <event2/event.h>
 #include <llhttp.h>
+#include <openssl/ssl.h>
+#include <sys/types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/queue.h>
@@ -29,6 +31,16 @@ enum http_timer {
 	HTTP_TIMER_BODY,
 	HTTP_TIMER_SEND,
 	HTTP_TIMER_LINGER,
+	HTTP_TIMER_HANDSHAKE, /* a TLS handshake, from the connection's start */
+};
+
+/* How TLS handshakes ended, for /metrics. */
+enum http_tls_result {
+	HTTP_TLS_OK, /* a full handshake */
+	HTTP_TLS_RESUMED, /* a resumed session */
+	HTTP_TLS_FAILED,
+	HTTP_TLS_TIMEOUT, /* not done within limits.header_timeout_ms */
+	HTTP_TLS_RESULTS,
 };
 
 /* What the head scanner has seen of the bytes before llhttp does. */
@@ -70,11 +82,19 @@ struct http_conn {
 	long lingered;
 	int error_status;
 	const char *error_detail;
+	/* TLS: NULL on a plain connection. */
+	SSL *ssl;
+	bool tls_ready; /* the handshake is done */
+	bool tls_read_wants_write; /* a read (or the handshake) waits for writability */
+	bool peer_verified, peer_unverified; /* a client certificate, and its fate */
+	unsigned char peer_sha256[32];
 	struct request req;
 };
 
 struct http_listener {
 	struct evconnlistener *listener;
+	struct http_server *server;
+	bool tls;
 };
 
 struct http_server {
@@ -92,6 +112,8 @@ struct http_server {
 	unsigned long long accepted;
 	time_t date_second;
 	char date_line[64];
+	struct http_tls *tls; /* for new TLS connections; NULL: none */
+	unsigned long long tls_results[HTTP_TLS_RESULTS];
 };
 
 /* The wire a request reaches its connection through (http_output.c). */
@@ -101,6 +123,9 @@ extern const struct request_wire http_wire;
 void http_arm(struct http_conn *c, enum http_timer kind, long ms);
 /* http.c: makes the request object ready for the next request on c. */
 void http_request_reset(struct http_conn *c);
+/* http.c: reads again (reading was paused), and at once when TLS holds
+ * decrypted bytes no socket event will announce. */
+void http_conn_read_on(struct http_conn *c);
 /* http.c: closes c; a request in progress hears on_gone (status 499). */
 void http_conn_close(struct http_conn *c);
 
@@ -122,5 +147,22 @@ void http_on_writable(evutil_socket_t fd, short what, void *arg);
 void http_conn_answered(struct http_conn *c);
 /* http_output.c: output the connection holds, for the request's wire. */
 void http_conn_write(struct http_conn *c, const void *data, size_t len);
+
+/* http_tls.c: the TLS side of a connection. */
+/* Starts TLS on a new connection (server side); -1 when out of memory. */
+int http_tls_conn_start(struct http_conn *c, struct http_tls *tls);
+/* Sends close_notify, as far as the socket takes it now. */
+void http_tls_conn_shutdown(struct http_conn *c);
+void http_tls_conn_free(struct http_conn *c);
+
+/* The connection's reads and writes, TLS or plain: bytes moved, 0 for the
+ * peer's end (reads), or -1 with errno (EAGAIN: wait; a TLS read or the
+ * handshake that needs the socket writable sets tls_read_wants_write).
+ * On TLS the handshake runs first, inside them. */
+ssize_t http_io_read(struct http_conn *c, void *buf, size_t len);
+ssize_t http_io_write(struct http_conn *c, const void *buf, size_t len);
+/* True when TLS holds decrypted bytes not read yet (no socket event will
+ * say so). */
+bool http_io_pending(const struct http_conn *c);
 
 #endif

@@ -87,6 +87,10 @@ struct request {
 	struct evbuffer *body; /* the whole body, de-chunked */
 	struct access_entry access;
 	bool local_peer; /* it came over a unix socket */
+	/* Over TLS: the SHA-256 of the client certificate the connection
+	 * verified (NULL: none), and whether one was sent but failed. */
+	const unsigned char *peer_cert_sha256;
+	bool peer_cert_unverified;
 	/* private to request.c and http.c */
 	/* HTTP_HEADERS_MAX slots for headers, taken with the connection's first
 	 * request and kept for the next ones; a stream gives them back. */

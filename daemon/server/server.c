@@ -1,5 +1,5 @@
-/* server: the listeners, the HTTP server's limits, and routing of each
- * request to its handler. */
+/* server: the HTTP server's limits, and routing of each request to its
+ * handler (the listeners and TLS are server_listen.c). */
 #include "server/server.h"
 
 #include <errno.h>
@@ -24,30 +24,15 @@
 #include "gate/gate.h"
 #include "gate/hostcheck.h"
 #include "http/http.h"
+#include "http/http_tls.h"
 #include "gate/idempotency.h"
 #include "base/log.h"
 #include "chat/relay.h"
 #include "http/reply.h"
 #include "http/request.h"
 #include "server/route.h"
+#include "server/server_private.h"
 #include "upstream/upstream.h"
-
-#define LISTEN_BACKLOG 4096 /* the kernel caps it at net.core.somaxconn */
-#define SERVER_MAX_LISTENERS (CONFIG_MAX_LISTEN + 16) /* the config's and systemd's */
-
-struct server_listener {
-	char *unix_path; /* unlinked on close */
-};
-
-struct server {
-	struct http_server *http;
-	const struct config *config; /* swapped by server_reload() */
-	struct clients *clients; /* owned */
-	struct server_parts parts;
-	unsigned long long connections_accepted;
-	struct server_listener listeners[SERVER_MAX_LISTENERS];
-	size_t listener_count;
-};
 
 /* The route policy's bit for a method; 0 for methods never sent upstream. */
 static unsigned
@@ -214,7 +199,7 @@ server_own_endpoint(
 		return;
 	}
 	if (!trusted)
-		client = clients_authenticate(server->clients, request_header(req, "Authorization"));
+		client = clients_authenticate(server->clients, request_header(req, "Authorization"), req->peer_cert_sha256);
 	if (!metrics) {
 		/* Anyone may ask whether the daemon is up; what it holds is for
 		 * those who may read /metrics. */
@@ -340,151 +325,6 @@ server_http_settings(const struct config *config, struct http_settings *out)
 	};
 }
 
-/* Gives a unix socket the configured mode and group: who may connect. */
-static int
-server_set_socket_access(const struct config *config, const char *path, char *why, size_t why_size)
-{
-	if (config->unix_socket_group != NULL) {
-		struct group *gr = getgrnam(config->unix_socket_group);
-		if (gr == NULL) {
-			snprintf(why, why_size, "unix_socket.group: no group named \"%s\"", config->unix_socket_group);
-			return -1;
-		}
-		if (chown(path, (uid_t)-1, gr->gr_gid) != 0) {
-			snprintf(why, why_size, "%s: cannot give it group %s: %s", path, config->unix_socket_group,
-			    strerror(errno));
-			return -1;
-		}
-	}
-	if (chmod(path, (mode_t)config->unix_socket_mode) != 0) {
-		snprintf(why, why_size, "%s: cannot set its mode: %s", path, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* Serves HTTP on a listening socket fd, which the server then owns (it is
- * closed on failure too). origin says where it came from, for the log. */
-static int
-server_serve_socket(struct server *server, int fd, const char *origin, char *why, size_t why_size)
-{
-	struct sockaddr_storage bound;
-	socklen_t bound_len = sizeof(bound);
-	char shown[128];
-
-	getsockname(fd, (struct sockaddr *)&bound, &bound_len);
-	address_format((struct sockaddr *)&bound, bound_len, shown, sizeof(shown));
-	if (http_server_listen(server->http, fd) != 0) {
-		snprintf(why, why_size, "cannot listen on %s: out of memory", shown);
-		return -1;
-	}
-	log_info("listening on %s%s", shown, origin);
-	return 0;
-}
-
-/* Binds a listen address of the config and serves it. */
-static int
-server_open_listener(struct server *server, const char *text, struct server_listener *l, char *why, size_t why_size)
-{
-	struct address addr;
-	const char *reason;
-	int fd = -1, one = 1;
-
-	if (address_parse(text, &addr, &reason) != 0) {
-		snprintf(why, why_size, "listen \"%s\": %s", text, reason);
-		return -1;
-	}
-	fd = socket(addr.sockaddr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	if (addr.is_unix) {
-		const char *path = ((struct sockaddr_un *)&addr.sockaddr)->sun_path;
-		struct stat st;
-		/* A socket file left by a previous run is stale; anything else is not ours. */
-		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-			unlink(path);
-		if ((l->unix_path = strdup(path)) == NULL)
-			goto fail;
-	} else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0) {
-		goto fail;
-	}
-	if (bind(fd, (struct sockaddr *)&addr.sockaddr, addr.sockaddr_len) != 0 || listen(fd, LISTEN_BACKLOG) != 0)
-		goto fail;
-	if (addr.is_unix && server_set_socket_access(server->config, l->unix_path, why, why_size) != 0) {
-		close(fd);
-		return -1;
-	}
-	return server_serve_socket(server, fd, "", why, why_size);
-fail:
-	snprintf(why, why_size, "listen \"%s\": %s", text, strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
-}
-
-/* Serves the sockets systemd passed (socket activation). A config listen
- * address that one of them matches is not bound again (taken[i] is set). */
-static int
-server_adopt_passed_sockets(struct server *server, bool *taken, char *why, size_t why_size)
-{
-	int passed = sd_listen_fds(1);
-
-	if (passed < 0) {
-		snprintf(why, why_size, "cannot take the sockets systemd passed: %s", strerror(-passed));
-		return -1;
-	}
-	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + passed; fd++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		bool matched = false;
-		if (server->listener_count == SERVER_MAX_LISTENERS) {
-			log_warnx("systemd passed more sockets than llamachatd serves (%d); closing the rest",
-			    SERVER_MAX_LISTENERS);
-			close(fd);
-			continue;
-		}
-		if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
-		    sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
-			log_warnx("systemd passed descriptor %d, which is no listening stream socket; ignoring it", fd);
-			continue;
-		}
-		for (size_t i = 0; i < server->config->listen_count; i++) {
-			struct address addr;
-			const char *reason;
-			if (!taken[i] && address_parse(server->config->listen[i], &addr, &reason) == 0 &&
-			    address_matches(&addr, (struct sockaddr *)&ss, len)) {
-				taken[i] = true;
-				matched = true;
-				break;
-			}
-		}
-		if (!matched)
-			log_warnx(
-			    "a socket systemd passed matches no listen address of the config; serving it all the same");
-		if (server->config->client_count == 0) {
-			struct address passed_addr = { .sockaddr_len = len, .is_unix = ss.ss_family == AF_UNIX };
-			memcpy(&passed_addr.sockaddr, &ss, sizeof(ss));
-			if (!address_is_local(&passed_addr)) {
-				char shown[128];
-				address_format((struct sockaddr *)&ss, len, shown, sizeof(shown));
-				snprintf(why, why_size,
-				    "systemd passed %s, which is not loopback: without clients (single-user mode) "
-				    "llamachatd "
-				    "serves loopback and unix sockets only; configure clients to serve a network",
-				    shown);
-				close(fd);
-				return -1;
-			}
-		}
-		evutil_make_socket_nonblocking(fd);
-		evutil_make_socket_closeonexec(fd);
-		server->listener_count++;
-		if (server_serve_socket(server, fd, " (from systemd)", why, why_size) != 0)
-			return -1;
-	}
-	return 0;
-}
-
 struct server *
 server_create(
     struct event_base *base, const struct config *config, const struct server_parts *parts, char *why, size_t why_size)
@@ -492,7 +332,7 @@ server_create(
 	struct server *server = calloc(1, sizeof(*server));
 	struct http_settings settings;
 	struct http_hooks hooks = { server_on_begin, server_route, server_on_done, server };
-	bool taken[CONFIG_MAX_LISTEN] = { false };
+	struct http_tls *tls = NULL;
 
 	if (server == NULL) {
 		snprintf(why, why_size, "server: out of memory");
@@ -508,18 +348,14 @@ server_create(
 		server_free(server);
 		return NULL;
 	}
-	if (server_adopt_passed_sockets(server, taken, why, why_size) != 0) {
+	if (server_tls_load(config, &tls, why, why_size) != 0) {
 		server_free(server);
 		return NULL;
 	}
-	for (size_t i = 0; i < config->listen_count; i++) {
-		if (taken[i])
-			continue;
-		if (server_open_listener(
-		        server, config->listen[i], &server->listeners[server->listener_count++], why, why_size) != 0) {
-			server_free(server);
-			return NULL;
-		}
+	server_set_tls(server, tls);
+	if (server_listen_all(server, why, why_size) != 0) {
+		server_free(server);
+		return NULL;
 	}
 	return server;
 }
@@ -537,16 +373,24 @@ server_open_connections(const struct server *server)
 }
 
 int
-server_reload(struct server *server, const struct config *config)
+server_reload(struct server *server, const struct config *config, char *why, size_t why_size)
 {
-	struct clients *clients = clients_create(config, server->clients);
+	struct clients *clients;
 	struct http_settings settings;
+	struct http_tls *tls = NULL;
 
-	if (clients == NULL)
+	/* A certificate or key that does not load keeps the old ones. */
+	if (server_tls_load(config, &tls, why, why_size) != 0)
 		return -1;
+	if ((clients = clients_create(config, server->clients)) == NULL) {
+		http_tls_free(tls);
+		snprintf(why, why_size, "out of memory");
+		return -1;
+	}
 	clients_free(server->clients);
 	server->clients = clients;
 	server->config = config;
+	server_set_tls(server, tls);
 	server_http_settings(config, &settings);
 	http_server_set_settings(server->http, &settings);
 	return 0;
@@ -573,4 +417,14 @@ server_free(struct server *server)
 		}
 	}
 	free(server);
+}
+
+void
+server_tls_stats(const struct server *server, struct server_tls_stats *out)
+{
+	struct http_tls_counts counts;
+
+	http_server_tls_counts(server->http, &counts);
+	*out = (struct server_tls_stats){ counts.ok, counts.resumed, counts.failed, counts.timeout,
+		server->tls_not_after };
 }

@@ -42,10 +42,28 @@ struct server *server_create(struct event_base *base, const struct config *confi
 unsigned long long server_connections_accepted(const struct server *server);
 long server_open_connections(const struct server *server);
 
-/* Serves on with config (clients, route policy, limits) in place of the one
- * it had, which the caller may free once this returned 0. Listen addresses
- * stay as they are. Returns -1 (old config still in use) when out of memory. */
-int server_reload(struct server *server, const struct config *config) __attribute__((warn_unused_result));
+/* Serves on with config (clients, route policy, limits, the TLS
+ * certificate and key) in place of the one it had, which the caller may
+ * free once this returned 0. Listen addresses stay as they are; open
+ * connections keep the certificate they began with. Returns -1 with the
+ * reason in why (the old config still in use) when the new certificate or
+ * key does not load, or out of memory. */
+int server_reload(struct server *server, const struct config *config, char *why, size_t why_size)
+    __attribute__((warn_unused_result));
+
+/* -t: loads the TLS certificate and key config names (and the client CA)
+ * and checks that they match. Returns 0 with the certificate's notAfter in
+ * *not_after (0 without TLS), or -1 with the reason in why. */
+int server_check_tls(const struct config *config, long long *not_after, char *why, size_t why_size)
+    __attribute__((warn_unused_result));
+
+/* TLS handshakes so far (full, resumed, failed, timed out), and the
+ * notAfter of the certificate in force (unix seconds; 0: no TLS). */
+struct server_tls_stats {
+	unsigned long long ok, resumed, failed, timeout;
+	long long not_after;
+};
+void server_tls_stats(const struct server *server, struct server_tls_stats *out);
 
 /* Closes the listeners; connections already open are served to the end. */
 void server_stop_accepting(struct server *server);
