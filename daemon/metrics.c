@@ -187,7 +187,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	if (tls.not_after > 0)
 		metrics_simple(out, "llamachatd_tls_certificate_expiry_timestamp_seconds", "gauge",
 		    "When the certificate of the TLS listeners expires (notAfter).", (double)tls.not_after);
-	metrics_header(out, "llamachatd_tls_handshakes_total", "counter", "TLS handshakes on the listeners, by result.");
+	metrics_header(
+	    out, "llamachatd_tls_handshakes_total", "counter", "TLS handshakes on the listeners, by result.");
 	evbuffer_add_printf(out,
 	    "llamachatd_tls_handshakes_total{result=\"ok\"} %llu\n"
 	    "llamachatd_tls_handshakes_total{result=\"resumed\"} %llu\n"

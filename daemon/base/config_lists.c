@@ -258,7 +258,8 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 		} else if (strcmp(field, "cert_sha256") == 0) {
 			if (config_parse_hex_hash(text, client.cert_sha256) != 0)
 				config_setting_error(errors, c->path, m,
-				    "must be the 64 hex digits of the certificate's SHA-256 (see llamachatd --hash-cert)");
+				    "must be the 64 hex digits of the certificate's SHA-256 (see llamachatd "
+				    "--hash-cert)");
 			else
 				has_hash = client.has_cert = true;
 		} else if (strcmp(field, "organization_id") == 0 || strcmp(field, "project_id") == 0) {

@@ -129,7 +129,13 @@ http_tls_create(const struct http_tls_settings *s, char *why, size_t why_size)
 		goto fail;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, s->key_file, SSL_FILETYPE_PEM) != 1) {
-		http_tls_why(why, why_size, s->key_file);
+		if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+			snprintf(why, why_size, "tls.key_file %s does not match the certificate of tls.cert_file %s",
+			    s->key_file, s->cert_file);
+			ERR_clear_error();
+		} else {
+			http_tls_why(why, why_size, s->key_file);
+		}
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -265,6 +271,9 @@ http_tls_handshake_done(struct http_conn *c)
 		else
 			c->peer_unverified = true;
 	}
+	/* The request being read now is the connection's first. */
+	c->req.peer_cert_sha256 = c->peer_verified ? c->peer_sha256 : NULL;
+	c->req.peer_cert_unverified = c->peer_unverified;
 	/* The handshake's deadline is over; the keep-alive time starts. */
 	if (c->timer_kind == HTTP_TIMER_HANDSHAKE)
 		http_arm(c, HTTP_TIMER_IDLE, c->server->settings.keepalive_timeout_ms);

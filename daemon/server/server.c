@@ -199,7 +199,8 @@ server_own_endpoint(
 		return;
 	}
 	if (!trusted)
-		client = clients_authenticate(server->clients, request_header(req, "Authorization"), req->peer_cert_sha256);
+		client =
+		    clients_authenticate(server->clients, request_header(req, "Authorization"), req->peer_cert_sha256);
 	if (!metrics) {
 		/* Anyone may ask whether the daemon is up; what it holds is for
 		 * those who may read /metrics. */

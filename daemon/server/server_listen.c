@@ -195,7 +195,8 @@ server_listen_all(struct server *server, char *why, size_t why_size)
 		if (taken[i])
 			continue;
 		if (server->listener_count == SERVER_MAX_LISTENERS) {
-			snprintf(why, why_size, "more listen addresses than llamachatd serves (%d)", SERVER_MAX_LISTENERS);
+			snprintf(
+			    why, why_size, "more listen addresses than llamachatd serves (%d)", SERVER_MAX_LISTENERS);
 			return -1;
 		}
 		if (server_open_listener(server, server_address(config, i), i >= config->listen_count,

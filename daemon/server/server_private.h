@@ -28,7 +28,6 @@ struct server {
 	long long tls_not_after; /* of the certificate in force; 0: none */
 };
 
-
 /* server_listen.c: binds every listen and tls.listen address of the
  * config (or serves the sockets systemd passed). Returns 0, or -1 with the
  * reason in why. */
