@@ -122,7 +122,9 @@ http_tls_create(const struct http_tls_settings *s, char *why, size_t why_size)
 		goto fail;
 	}
 	SSL_CTX_set_min_proto_version(ctx, s->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Idle connections give their record buffers back (as nginx does). */
+	SSL_CTX_set_mode(
+	    ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (SSL_CTX_use_certificate_chain_file(ctx, s->cert_file) != 1) {
 		http_tls_why(why, why_size, s->cert_file);
