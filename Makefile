@@ -129,6 +129,7 @@ bench: all tests
 	bench/create-instructions.sh
 	bench/mixed.sh $(BENCH_SECONDS)
 	bench/streams.sh
+	bench/tls.sh $(BENCH_SECONDS)
 
 # libFuzzer targets (clang, with ASan and UBSan), each run for FUZZ_SECONDS
 # from its seed corpus in tests/fuzz/corpus/; new inputs go to build/fuzz/.

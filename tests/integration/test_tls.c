@@ -37,6 +37,8 @@ static int tls_port;
 #define HANDSHAKE_MS 1000
 
 /* Runs a shell line in the test's directory; fails the test when it fails. */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static void
 sh(const char *fmt, ...)
 {
