@@ -497,7 +497,7 @@ cmd_stats(struct store *store, const char *path)
 static int
 cmd_hash_token(void)
 {
-	return clients_print_token_line(stdin, stdout, "llamachatctl");
+	return clients_print_token_line(stdin, stdout, "llamachatctl", NULL, NULL);
 }
 
 static int

@@ -81,8 +81,10 @@ usage(FILE *out)
 	    "  -c, --config FILE   the configuration file (default %s)\n"
 	    "  -t, --test-config   check the configuration, the API key source and the TLS\n"
 	    "                      certificate and key (warning 14 days before expiry), then exit\n"
-	    "      --hash-token    read a client token on standard input and print its line\n"
-	    "                      for the clients list of the configuration\n"
+	    "      --hash-token [--expires DATE] [--not-before DATE]\n"
+	    "                      read a client token on standard input and print its line\n"
+	    "                      for the clients list (with dates: its tokens entry;\n"
+	    "                      DATE is RFC 3339 UTC, e.g. 2027-03-01T00:00:00Z)\n"
 	    "      --hash-cert FILE  print the clients-list line of the client certificate\n"
 	    "                      in FILE (PEM): its cert_sha256\n"
 	    "  -h, --help          show this help and exit\n"
@@ -298,6 +300,7 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	config_free(d->config);
 	d->config = fresh;
 	log_info("reloaded %s: %zu client(s), %zu route(s)", fresh->path, fresh->client_count, fresh->route_count);
+	clients_warn_expiring(fresh, clock_unix_us() / 1000000);
 }
 
 /* SIGHUP: the config file, the key and the clients, all or nothing. Calls
@@ -455,6 +458,7 @@ daemon_start(struct daemon *d)
 		.budgets = d->budgets,
 		.upstream = d->upstream,
 		.server = d->server,
+		.config = &d->config,
 		.started = started,
 	};
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);
@@ -471,6 +475,7 @@ daemon_start(struct daemon *d)
 	}
 	/* Listeners are up and the store is open: ready, in the log and for systemd. */
 	notify_ready(d->notify);
+	clients_warn_expiring(d->config, clock_unix_us() / 1000000);
 	log_info("llamachatd %s ready: upstream %s, store %s (%ld sessions)", LLAMACHATD_VERSION,
 	    d->config->upstream_base_url, d->config->store_path, store_count(d->store));
 	return 0;
@@ -478,11 +483,11 @@ daemon_start(struct daemon *d)
 
 /* --hash-token: a token on stdin becomes the line for the clients list. */
 static int
-hash_token(void)
+hash_token(const char *expires, const char *not_before)
 {
 	if (isatty(STDIN_FILENO))
 		fprintf(stderr, "Type the client's token, then Enter:\n");
-	return clients_print_token_line(stdin, stdout, "llamachatd");
+	return clients_print_token_line(stdin, stdout, "llamachatd", expires, not_before);
 }
 
 /* --hash-cert FILE: a client certificate becomes the line for the clients list. */
@@ -536,10 +541,13 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ "hash-token", no_argument, NULL, 'H' },
 		{ "hash-cert", required_argument, NULL, 'C' },
+		{ "expires", required_argument, NULL, 'E' },
+		{ "not-before", required_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = CONFIG_DEFAULT_PATH;
-	bool only_test = false;
+	const char *expires = NULL, *not_before = NULL;
+	bool only_test = false, token = false;
 	struct daemon d;
 	int opt, rc = 1;
 
@@ -558,13 +566,26 @@ main(int argc, char **argv)
 			printf("llamachatd %s\n", LLAMACHATD_VERSION);
 			return 0;
 		case 'H':
-			return hash_token();
+			token = true;
+			break;
+		case 'E':
+			expires = optarg;
+			break;
+		case 'N':
+			not_before = optarg;
+			break;
 		case 'C':
 			return hash_cert(optarg);
 		default:
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (token)
+		return hash_token(expires, not_before);
+	if (expires != NULL || not_before != NULL) {
+		fprintf(stderr, "llamachatd: --expires and --not-before go with --hash-token\n");
+		return 2;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "llamachatd: unexpected argument \"%s\"\n", argv[optind]);

@@ -1,5 +1,7 @@
 /* metrics: the renderer of /metrics, in Prometheus text format. */
 #include "metrics.h"
+#include "gate/clients.h"
+#include "base/config.h"
 
 #include <event2/buffer.h>
 #include <stdbool.h>
@@ -183,6 +185,15 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    (double)server_connections_accepted(s->server));
 	metrics_simple(out, "llamachatd_connections_open", "gauge", "Client connections open now.",
 	    (double)server_open_connections(s->server));
+	metrics_header(out, "llamachatd_client_token_expiry_timestamp_seconds", "gauge",
+	    "The latest expiry among a client's tokens (absent when one never expires).");
+	for (size_t i = 0; i < (*s->config)->client_count; i++) {
+		const struct config_client *c = &(*s->config)->clients[i];
+		long long expiry = clients_token_expiry(c);
+		if (expiry > 0)
+			evbuffer_add_printf(out,
+			    "llamachatd_client_token_expiry_timestamp_seconds{client=\"%s\"} %lld\n", c->name, expiry);
+	}
 	server_tls_stats(s->server, &tls);
 	if (tls.not_after > 0)
 		metrics_simple(out, "llamachatd_tls_certificate_expiry_timestamp_seconds", "gauge",

@@ -26,6 +26,7 @@ struct metrics_sources {
 	const struct budgets *budgets; /* may be NULL */
 	struct upstream *upstream;
 	const struct server *server; /* connections open and accepted */
+	struct config *const *config; /* the config in force (a reload swaps it) */
 	double started; /* monotonic seconds at start */
 };
 

@@ -22,6 +22,7 @@ enum setting_kind {
 	SETTING_LOG_LEVEL,
 	SETTING_NAMES, /* a list of strings, into a struct config_names */
 	SETTING_TLS_LISTEN,
+	SETTING_PROJECT_KEYS,
 	SETTING_TLS_VERSION,
 };
 
@@ -46,6 +47,7 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "base_url", SETTING_STRING, AT(upstream_base_url), 0, 0 },
 	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
 	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
+	{ "upstream", "project_keys", SETTING_PROJECT_KEYS, 0, 0, 0 },
 	{ "upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000 },
 	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
 	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
@@ -290,6 +292,9 @@ config_read_setting(
 	case SETTING_CLIENTS:
 		config_read_clients(c, s, errors);
 		return;
+	case SETTING_PROJECT_KEYS:
+		config_read_project_keys(c, s, errors);
+		return;
 	case SETTING_NAMES:
 		config_read_names(c, s, (struct config_names *)((char *)c + spec->offset), errors);
 		return;
@@ -484,6 +489,11 @@ config_free(struct config *c)
 	free(c->tls_client_ca_file);
 	config_free_routes(c);
 	config_free_clients(c);
+	for (size_t i = 0; i < c->project_key_count; i++) {
+		free(c->project_keys[i].project_id);
+		free(c->project_keys[i].api_key_file);
+		free(c->project_keys[i].credential);
+	}
 	for (size_t i = 0; i < c->server_names.count; i++)
 		free(c->server_names.items[i]);
 	for (size_t i = 0; i < c->allowed_origins.count; i++)

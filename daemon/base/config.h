@@ -26,11 +26,30 @@ enum config_method {
 #define CONFIG_MAX_CLIENTS 1024
 #define CONFIG_CLIENT_NAME_MAX 64
 
+/* One token of a client: its SHA-256 (the token itself is never stored)
+ * and when it is valid, in unix seconds (0: no bound). */
+#define CONFIG_MAX_TOKENS 8
+struct config_token {
+	unsigned char sha256[32];
+	long long not_before;
+	long long expires;
+};
+
+/* One LlamaCloud API key of a project: where it is read from (a file, or a
+ * systemd credential by name). */
+#define CONFIG_MAX_PROJECT_KEYS 64
+struct config_project_key {
+	char *project_id;
+	char *api_key_file; /* NULL: credential */
+	char *credential;
+};
+
 /* One client of a team gateway, as configured. */
 struct config_client {
 	char *name;
-	unsigned char token_sha256[32]; /* the token itself is never stored */
-	bool has_token; /* token_sha256 is set */
+	struct config_token tokens[CONFIG_MAX_TOKENS];
+	size_t token_count;
+	bool has_token; /* token_count > 0 */
 	unsigned char cert_sha256[32]; /* of a client certificate's DER */
 	bool has_cert; /* cert_sha256 is set */
 	char *organization_id; /* NULL: not pinned */
@@ -67,6 +86,8 @@ struct config {
 
 	char *upstream_base_url; /* no trailing slash */
 	char *upstream_api_key_file; /* NULL: use $LLAMA_CLOUD_API_KEY */
+	struct config_project_key project_keys[CONFIG_MAX_PROJECT_KEYS];
+	size_t project_key_count;
 	char *upstream_ca_file; /* NULL: the system's trust store */
 	long connect_timeout_ms;
 	long request_timeout_ms;
@@ -126,6 +147,10 @@ struct config {
 	enum log_level log_level;
 	char *access_log; /* "stderr", "off" or a file */
 };
+
+/* Parses an RFC 3339 UTC time ("2027-03-01T00:00:00Z", fractions of a
+ * second allowed, "+00:00" for Z) into unix seconds. Returns 0 or -1. */
+int config_parse_utc(const char *text, long long *out) __attribute__((warn_unused_result));
 
 /* Error messages collected while loading, each "file:line: setting: reason". */
 struct config_errors {

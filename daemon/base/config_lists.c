@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/address.h"
 #include "base/config_private.h"
@@ -225,6 +226,91 @@ config_get_number(const config_setting_t *s, double *out)
 	}
 }
 
+int
+config_parse_utc(const char *text, long long *out)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	time_t t;
+
+	if (text == NULL || (end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL || text[4] != '-' ||
+	    text[10] != 'T')
+		return -1;
+	if (*end == '.') /* fractions of a second: read, and dropped */
+		for (end++; *end >= '0' && *end <= '9'; end++)
+			;
+	if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)
+		return -1;
+	if ((t = timegm(&tm)) == (time_t)-1)
+		return -1;
+	*out = (long long)t;
+	return 0;
+}
+
+/* Reads tokens = ( { sha256 = ...; expires = ...; not_before = ...; } ... )
+ * into client. */
+static void
+config_read_tokens(
+    struct config *c, const config_setting_t *s, struct config_client *client, struct config_errors *errors)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(errors, c->path, s, "must be a list ( { sha256 = ...; expires = ...; }, ... )");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(s); i++) {
+		const config_setting_t *t = config_setting_get_elem(s, (unsigned)i);
+		struct config_token token = { 0 };
+		bool has_hash = false, bad = false;
+		if (config_setting_type(t) != CONFIG_TYPE_GROUP) {
+			config_setting_error(errors, c->path, t, "each token must be a group { sha256 = ...; }");
+			continue;
+		}
+		for (int j = 0; j < config_setting_length(t); j++) {
+			const config_setting_t *m = config_setting_get_elem(t, (unsigned)j);
+			const char *field = config_setting_name(m), *text = config_setting_get_string(m);
+			if (strcmp(field, "sha256") == 0) {
+				if (config_parse_hex_hash(text, token.sha256) != 0) {
+					config_setting_error(errors, c->path, m,
+					    "must be the 64 hex digits of the token's SHA-256 (see llamachatd "
+					    "--hash-token)");
+					bad = true;
+				} else {
+					has_hash = true;
+				}
+			} else if (strcmp(field, "expires") == 0 || strcmp(field, "not_before") == 0) {
+				long long *target = field[0] == 'e' ? &token.expires : &token.not_before;
+				if (config_parse_utc(text, target) != 0) {
+					config_setting_error(errors, c->path, m,
+					    "must be an RFC 3339 UTC time in quotes, e.g. \"2027-03-01T00:00:00Z\"");
+					bad = true;
+				}
+			} else {
+				config_setting_error(errors, c->path, m, "unknown setting");
+				bad = true;
+			}
+		}
+		if (!has_hash && !bad)
+			config_setting_error(errors, c->path, t, "a token needs its sha256");
+		else if (token.expires != 0 && token.not_before != 0 && token.expires <= token.not_before)
+			config_setting_error(errors, c->path, t, "expires must come after not_before");
+		else if (client->token_count == CONFIG_MAX_TOKENS)
+			config_setting_error(errors, c->path, t, "at most %d tokens a client", CONFIG_MAX_TOKENS);
+		else if (has_hash && !bad)
+			client->tokens[client->token_count++] = token;
+	}
+}
+
+/* True when clients a and b share a token. */
+static bool
+config_share_a_token(const struct config_client *a, const struct config_client *b)
+{
+	for (size_t i = 0; i < a->token_count; i++)
+		for (size_t j = 0; j < b->token_count; j++)
+			if (memcmp(a->tokens[i].sha256, b->tokens[j].sha256, 32) == 0)
+				return true;
+	return false;
+}
+
 /* Reads one { name = ...; token_sha256 = ...; ... } client. */
 static void
 config_read_client(struct config *c, const config_setting_t *group, struct config_errors *errors)
@@ -250,11 +336,17 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 			else if ((client.name = strdup(text)) != NULL)
 				has_name = true;
 		} else if (strcmp(field, "token_sha256") == 0) {
-			if (config_parse_hex_hash(text, client.token_sha256) != 0)
+			/* The short form of one token with no dates. */
+			if (config_parse_hex_hash(text, client.tokens[client.token_count].sha256) != 0)
 				config_setting_error(errors, c->path, m,
 				    "must be the 64 hex digits of the token's SHA-256 (see llamachatd --hash-token)");
+			else if (client.token_count == CONFIG_MAX_TOKENS)
+				config_setting_error(
+				    errors, c->path, m, "at most %d tokens a client", CONFIG_MAX_TOKENS);
 			else
-				has_hash = client.has_token = true;
+				client.token_count++;
+		} else if (strcmp(field, "tokens") == 0) {
+			config_read_tokens(c, m, &client, errors);
 		} else if (strcmp(field, "cert_sha256") == 0) {
 			if (config_parse_hex_hash(text, client.cert_sha256) != 0)
 				config_setting_error(errors, c->path, m,
@@ -295,13 +387,14 @@ config_read_client(struct config *c, const config_setting_t *group, struct confi
 			config_setting_error(errors, c->path, m, "unknown setting in a client");
 		}
 	}
+	client.has_token = client.token_count > 0;
+	has_hash = has_hash || client.has_token;
 	if (errors->count == errors_before && (!has_name || !has_hash))
 		config_setting_error(errors, c->path, group, "a client needs a name and a token_sha256 or cert_sha256");
 	for (size_t i = 0; errors->count == errors_before && i < c->client_count; i++) {
 		if (strcmp(c->clients[i].name, client.name) == 0)
 			config_setting_error(errors, c->path, group, "a second client named \"%s\"", client.name);
-		else if (client.has_token && c->clients[i].has_token &&
-		    memcmp(c->clients[i].token_sha256, client.token_sha256, 32) == 0)
+		else if (config_share_a_token(&c->clients[i], &client))
 			config_setting_error(errors, c->path, group, "clients \"%s\" and \"%s\" have the same token",
 			    c->clients[i].name, client.name);
 		else if (!client.has_token && !c->clients[i].has_token && client.has_cert && c->clients[i].has_cert &&
@@ -350,7 +443,7 @@ config_free_clients(struct config *c)
 		free(c->clients[i].name);
 		free(c->clients[i].organization_id);
 		free(c->clients[i].project_id);
-		explicit_bzero(c->clients[i].token_sha256, sizeof(c->clients[i].token_sha256));
+		explicit_bzero(c->clients[i].tokens, sizeof(c->clients[i].tokens));
 	}
 	free(c->clients);
 	c->clients = NULL;
@@ -369,4 +462,65 @@ config_route_allows(const struct config *c, const char *path, unsigned method)
 			return true;
 	}
 	return false;
+}
+
+/* Reads one { project_id = ...; api_key_file = ... | credential = ...; }. */
+static void
+config_read_project_key(struct config *c, const config_setting_t *group, struct config_errors *errors)
+{
+	struct config_project_key key = { 0 };
+	size_t errors_before = errors->count;
+
+	if (config_setting_type(group) != CONFIG_TYPE_GROUP) {
+		config_setting_error(errors, c->path, group,
+		    "each project key must be a group { project_id = ...; api_key_file = ...; }");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(group); i++) {
+		const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+		const char *field = config_setting_name(m), *text = config_setting_get_string(m);
+		char **target = strcmp(field, "project_id") == 0 ? &key.project_id
+		    : strcmp(field, "api_key_file") == 0         ? &key.api_key_file
+		    : strcmp(field, "credential") == 0           ? &key.credential
+		                                                 : NULL;
+		if (target == NULL) {
+			config_setting_error(errors, c->path, m, "unknown setting");
+		} else if (text == NULL || text[0] == '\0' || strlen(text) > 4095 ||
+		    (target != &key.api_key_file && strpbrk(text, " \t&=?#%/") != NULL)) {
+			config_setting_error(errors, c->path, m,
+			    target == &key.api_key_file ? "must be a file name"
+			                                : "must be an id (no spaces or / & = ? # %%)");
+		} else {
+			free(*target);
+			*target = strdup(text);
+		}
+	}
+	if (errors->count == errors_before &&
+	    (key.project_id == NULL || (key.api_key_file == NULL) == (key.credential == NULL)))
+		config_setting_error(
+		    errors, c->path, group, "a project key needs a project_id and one of api_key_file or credential");
+	for (size_t i = 0; errors->count == errors_before && i < c->project_key_count; i++)
+		if (strcmp(c->project_keys[i].project_id, key.project_id) == 0)
+			config_setting_error(errors, c->path, group, "a second key for project %s", key.project_id);
+	if (errors->count == errors_before && c->project_key_count == CONFIG_MAX_PROJECT_KEYS)
+		config_setting_error(errors, c->path, group, "at most %d project keys", CONFIG_MAX_PROJECT_KEYS);
+	if (errors->count != errors_before) {
+		free(key.project_id);
+		free(key.api_key_file);
+		free(key.credential);
+		return;
+	}
+	c->project_keys[c->project_key_count++] = key;
+}
+
+void
+config_read_project_keys(struct config *c, const config_setting_t *s, struct config_errors *errors)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_LIST) {
+		config_setting_error(
+		    errors, c->path, s, "must be a list ( { project_id = ...; api_key_file = ...; }, ... )");
+		return;
+	}
+	for (int i = 0; i < config_setting_length(s); i++)
+		config_read_project_key(c, config_setting_get_elem(s, (unsigned)i), errors);
 }

@@ -19,6 +19,7 @@ void config_read_names(
     struct config *c, const config_setting_t *s, struct config_names *out, struct config_errors *errors);
 void config_read_routes(struct config *c, const config_setting_t *s, struct config_errors *errors);
 void config_read_clients(struct config *c, const config_setting_t *s, struct config_errors *errors);
+void config_read_project_keys(struct config *c, const config_setting_t *s, struct config_errors *errors);
 
 void config_free_routes(struct config *c);
 void config_free_clients(struct config *c);

@@ -21,14 +21,18 @@ void clients_free(struct clients *clients);
 /* True when clients are configured (team mode); false in single-user mode. */
 bool clients_enabled(const struct clients *clients);
 
-/* The client a request comes from, or NULL: the one whose token an
+/* The client a request comes from at time now_s (unix seconds), or NULL
+ * with the reason in *refusal: the one whose token, valid now, an
  * Authorization header value carries ("Bearer TOKEN"; may be NULL) and
  * whose certificate the connection's verified client certificate is
  * (cert_sha256, the SHA-256 of its DER; NULL: none). A client with both
  * needs both; one with either needs that one. NULL too when more than one
  * client would match. The result points into the config. */
-const struct config_client *clients_authenticate(
-    const struct clients *clients, const char *authorization, const unsigned char *cert_sha256);
+/* Why nobody was found: the token is unknown, or known but outside its
+ * validity window. */
+enum clients_refusal { CLIENTS_UNKNOWN, CLIENTS_EXPIRED, CLIENTS_NOT_YET_VALID };
+const struct config_client *clients_authenticate(const struct clients *clients, const char *authorization,
+    const unsigned char *cert_sha256, long long now_s, enum clients_refusal *refusal);
 
 /* Takes one request from the client's bucket at time now_ms (monotonic).
  * Returns 0 when it may go on, else the whole seconds to wait. */
@@ -39,8 +43,17 @@ void clients_hash_token(const char *token, size_t len, unsigned char out[32]);
 
 /* --hash-token of both command-line tools: reads a token (one line) from in
  * and writes its line for the clients list to out, so the token itself never
- * goes into a config. Returns the exit status: 0, or 1 (said on stderr, with
- * prog) when there is no token. */
-int clients_print_token_line(FILE *in, FILE *out, const char *prog);
+ * goes into a config. With expires or not_before (RFC 3339 UTC; may be
+ * NULL) it prints the entry of a tokens = ( ... ) list instead. Returns the
+ * exit status: 0, 1 when there is no token, 2 for a bad date (said on
+ * stderr, with prog). */
+int clients_print_token_line(FILE *in, FILE *out, const char *prog, const char *expires, const char *not_before);
+
+/* Logs the clients that have a token expiring within 7 days of now_s. */
+void clients_warn_expiring(const struct config *config, long long now_s);
+
+/* The latest expiry among client's tokens (unix seconds), 0 when one of
+ * them never expires (or it has none). */
+long long clients_token_expiry(const struct config_client *client);
 
 #endif

@@ -140,6 +140,7 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 {
 	const char *authorization = request_header(req, "Authorization");
 	const struct config_client *client;
+	enum clients_refusal refusal;
 	const char *why;
 	int status;
 
@@ -149,13 +150,18 @@ gate_admit(struct clients *clients, struct request *req, const char **query, cha
 		caller->see_all = true; /* single-user mode: loopback only, one user */
 		return gate_scope_is_single(req, *query);
 	}
-	if ((client = clients_authenticate(clients, authorization, req->peer_cert_sha256)) == NULL) {
+	if ((client = clients_authenticate(
+	         clients, authorization, req->peer_cert_sha256, clock_unix_us() / 1000000, &refusal)) == NULL) {
+		/* The detail names no token, hash or client. */
 		request_add_header(req, "WWW-Authenticate", "Bearer");
 		reply_error(req, 401, REPLY_RETRY_WONT_HELP,
-		    req->peer_cert_unverified
-		        ? "the client certificate could not be verified against tls.client_ca_file"
-		        : "a client token is required: send Authorization: Bearer <token> with a token llamachatd "
-		          "knows (or, over TLS, a client certificate it knows)");
+		    refusal == CLIENTS_EXPIRED             ? "the client token has expired"
+		        : refusal == CLIENTS_NOT_YET_VALID ? "the client token is not valid yet"
+		        : req->peer_cert_unverified        ? "the client certificate could not be verified against "
+		                                             "tls.client_ca_file"
+		                                           : "a client token is required: send Authorization: Bearer "
+		                                             "<token> with a token llamachatd knows (or, over TLS, a "
+		                                             "client certificate it knows)");
 		return false;
 	}
 	if (!gate_scope_is_single(req, *query))

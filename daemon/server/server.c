@@ -20,6 +20,7 @@
 #include "base/address.h"
 #include "chat/chat.h"
 #include "gate/clients.h"
+#include "base/clock.h"
 #include "base/config.h"
 #include "gate/gate.h"
 #include "gate/hostcheck.h"
@@ -190,6 +191,7 @@ server_own_endpoint(
 {
 	struct evbuffer *body;
 	const struct config_client *client = NULL;
+	enum clients_refusal refusal;
 	bool trusted = !clients_enabled(server->clients) || req->local_peer;
 
 	if (access != NULL)
@@ -199,8 +201,8 @@ server_own_endpoint(
 		return;
 	}
 	if (!trusted)
-		client =
-		    clients_authenticate(server->clients, request_header(req, "Authorization"), req->peer_cert_sha256);
+		client = clients_authenticate(server->clients, request_header(req, "Authorization"),
+		    req->peer_cert_sha256, clock_unix_us() / 1000000, &refusal);
 	if (!metrics) {
 		/* Anyone may ask whether the daemon is up; what it holds is for
 		 * those who may read /metrics. */
