@@ -42,9 +42,21 @@ health_reply(
 	                                  : "write failed",
 	    "upstream", "last_answer", health_time(up->last_answer_wall), "last_failure",
 	    health_time(up->last_failure_wall), "uptime_seconds", clock_monotonic_s() - started);
-	if (doc != NULL && show_counts)
+	if (doc != NULL && show_counts) {
+		json_t *keys = json_array();
 		json_object_set_new(
 		    json_object_get(doc, "store"), "sessions", json_integer((json_int_t)store_count(store)));
+		/* Each key's project and fate: never the key itself. */
+		for (size_t i = 0; i < upstream_key_count(upstream); i++) {
+			struct upstream_key_info key;
+			upstream_key_info(upstream, i, &key);
+			json_array_append_new(keys,
+			    json_pack("{s:s,s:o,s:o}", "project", key.project, "last_success",
+			        health_time(key.last_success_wall), "last_rejection",
+			        health_time(key.last_rejection_wall)));
+		}
+		json_object_set_new(json_object_get(doc, "upstream"), "keys", keys);
+	}
 	text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	request_add_header(req, "Content-Type", "application/json");
 	request_add_header(req, "Cache-Control", "no-store");

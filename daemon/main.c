@@ -243,6 +243,25 @@ daemon_warn_about_restart_settings(const struct config *old, const struct config
 		log_warnx("reload: limits other than drain_timeout_ms changed; they take effect at the next restart");
 }
 
+/* Reads every project key of config into keys (and their ids into
+ * projects). Returns 0, or -1 with the reason in why (nothing to free). */
+static int
+daemon_load_project_keys(const struct config *config, const char **projects, char **keys, char *why, size_t why_size)
+{
+	for (size_t i = 0; i < config->project_key_count; i++) {
+		const struct config_project_key *k = &config->project_keys[i];
+		char reason[320];
+		projects[i] = k->project_id;
+		if (apikey_load_project(k->api_key_file, k->credential, &keys[i], reason, sizeof(reason)) != 0) {
+			snprintf(why, why_size, "the key of project %s: %s", k->project_id, reason);
+			while (i-- > 0)
+				apikey_free(keys[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The reload proper, with the config just read (NULL, with its errors,
  * when it did not load). */
 static void
@@ -251,6 +270,8 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
+	const char *projects[CONFIG_MAX_PROJECT_KEYS];
+	char *keys[CONFIG_MAX_PROJECT_KEYS] = { NULL };
 
 	if (fresh == NULL) {
 		for (size_t i = 0; i < errors->count; i++)
@@ -266,7 +287,7 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	}
 	/* A key file or credential that went away is a mistake, not a wish to
 	 * run on with a key nobody can see any more, nor without one. */
-	if (source == APIKEY_SOURCE_NONE &&
+	if (source == APIKEY_SOURCE_NONE && fresh->project_key_count == 0 &&
 	    (d->key_source == APIKEY_SOURCE_FILE || d->key_source == APIKEY_SOURCE_CREDENTIAL)) {
 		log_errx("reload refused: the key in force came from %s, and the new configuration has no key "
 		         "source (upstream.api_key_file removed, or the file or credential gone); the configuration "
@@ -275,9 +296,17 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		config_free(fresh);
 		return;
 	}
+	if (daemon_load_project_keys(fresh, projects, keys, why, sizeof(why)) != 0) {
+		log_errx("reload refused: %s; the configuration in force stays", why);
+		apikey_free(key);
+		config_free(fresh);
+		return;
+	}
 	if (server_reload(d->server, fresh, why, sizeof(why)) != 0) {
 		log_errx("reload refused: %s; the configuration in force stays", why);
 		apikey_free(key);
+		for (size_t i = 0; i < fresh->project_key_count; i++)
+			apikey_free(keys[i]);
 		config_free(fresh);
 		return;
 	}
@@ -285,12 +314,15 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	if (budgets_sync(d->budgets, fresh, d->store, clock_unix_us()) != 0)
 		log_errx("reload: out of memory: the budgets in force stay");
 	daemon_warn_about_restart_settings(d->config, fresh);
-	if (source != APIKEY_SOURCE_NONE) {
-		upstream_set_key(d->upstream, key); /* the old key is wiped */
+	/* The old keys are wiped; calls in flight keep the header they had. */
+	if (source != APIKEY_SOURCE_NONE || d->key_source != APIKEY_SOURCE_ENV) {
+		upstream_set_keys(d->upstream, key, projects, keys, fresh->project_key_count);
 		d->key_source = source;
-	} else if (upstream_has_key(d->upstream))
-		log_warnx("reload: no key source other than the environment, which cannot change under a running "
-		          "process; the key in force stays");
+	} else {
+		upstream_set_project_keys(d->upstream, projects, keys, fresh->project_key_count);
+		log_warnx("reload: the default key came from the environment, which cannot change under a running "
+		          "process; it stays");
+	}
 	log_init(fresh->log_level, getenv("JOURNAL_STREAM") != NULL);
 	if (fresh->store_max_age_days != d->max_age_days || fresh->idempotency_ttl_s != d->idempotency_ttl_s) {
 		d->max_age_days = fresh->store_max_age_days;
@@ -382,27 +414,38 @@ daemon_start(struct daemon *d)
 	enum apikey_source source;
 	char why[512];
 	char *key = NULL;
+	const char *projects[CONFIG_MAX_PROJECT_KEYS];
+	char *keys[CONFIG_MAX_PROJECT_KEYS] = { NULL };
 
 	if (apikey_load(d->config->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
+		log_errx("%s", why);
+		return -1;
+	}
+	if (daemon_load_project_keys(d->config, projects, keys, why, sizeof(why)) != 0) {
+		apikey_free(key);
 		log_errx("%s", why);
 		return -1;
 	}
 	daemon_raise_file_limit(d->config);
 	if ((d->base = event_base_new()) == NULL) {
 		apikey_free(key);
+		for (size_t i = 0; i < d->config->project_key_count; i++)
+			apikey_free(keys[i]);
 		log_errx("cannot create the event loop");
 		return -1;
 	}
 	if ((d->upstream = upstream_create(d->base, &settings, why, sizeof(why))) == NULL) {
 		apikey_free(key);
+		for (size_t i = 0; i < d->config->project_key_count; i++)
+			apikey_free(keys[i]);
 		log_errx("%s", why);
 		return -1;
 	}
-	if (key == NULL)
+	if (key == NULL && d->config->project_key_count == 0)
 		log_warnx("no LlamaCloud API key: set $%s or upstream.api_key_file; "
 		          "lookups are served from the store, calls that need upstream get 503",
 		    APIKEY_ENV);
-	upstream_set_key(d->upstream, key);
+	upstream_set_keys(d->upstream, key, projects, keys, d->config->project_key_count);
 	d->key_source = source;
 	if ((d->store = store_open(d->base, d->config->store_path, (size_t)d->config->store_map_size_mb,
 	         (size_t)d->config->store_max_queued_writes, why, sizeof(why))) == NULL) {
@@ -512,14 +555,27 @@ test_config(const struct config *config)
 	char why[512];
 	char *key = NULL;
 	long long not_after;
+	const char *projects[CONFIG_MAX_PROJECT_KEYS];
+	char *keys[CONFIG_MAX_PROJECT_KEYS] = { NULL };
 
 	if (apikey_load(config->upstream_api_key_file, &key, &source, why, sizeof(why)) != 0) {
 		fprintf(stderr, "llamachatd: %s\n", why);
 		return 1;
 	}
-	if (key == NULL)
+	if (key == NULL && config->project_key_count == 0)
 		fprintf(stderr, "llamachatd: warning: no API key: set $%s or upstream.api_key_file\n", APIKEY_ENV);
 	apikey_free(key);
+	if (daemon_load_project_keys(config, projects, keys, why, sizeof(why)) != 0) {
+		fprintf(stderr, "llamachatd: %s\n", why);
+		return 1;
+	}
+	/* Which projects have keys; never the keys. */
+	for (size_t i = 0; i < config->project_key_count; i++) {
+		printf("%s%s", i == 0 ? "llamachatd: keys for projects: " : ", ", projects[i]);
+		apikey_free(keys[i]);
+	}
+	if (config->project_key_count > 0)
+		printf("\n");
 	if (server_check_tls(config, &not_after, why, sizeof(why)) != 0) {
 		fprintf(stderr, "llamachatd: %s\n", why);
 		return 1;

@@ -154,6 +154,14 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		evbuffer_add_printf(
 		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
 	evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"multi\"} %llu\n", up->multi_errors);
+	metrics_header(out, "llamachatd_upstream_key_rejections_total", "counter",
+	    "Upstream's 401 and 403 answers, by the project whose key the call carried.");
+	for (size_t i = 0; i < upstream_key_count(s->upstream); i++) {
+		struct upstream_key_info key;
+		upstream_key_info(s->upstream, i, &key);
+		evbuffer_add_printf(out, "llamachatd_upstream_key_rejections_total{project=\"%s\"} %llu\n", key.project,
+		    key.rejections);
+	}
 	metrics_simple(out, "llamachatd_cache_hits_total", "counter", "Session lookups answered from the store.",
 	    (double)chat->cache_hits);
 	metrics_simple(out, "llamachatd_cache_misses_total", "counter", "Session lookups read through from upstream.",

@@ -433,6 +433,15 @@ config_load_from(const char *path, const char *text, struct config_errors *error
 	}
 
 	config_init(&cfg);
+	/* An @include names a file next to the one that includes it, wherever
+	 * the daemon runs from. */
+	if (text == NULL) {
+		char *dir = strdup(path), *slash = dir != NULL ? strrchr(dir, '/') : NULL;
+		if (slash != NULL)
+			*slash = '\0';
+		config_set_include_dir(&cfg, slash != NULL ? (dir[0] != '\0' ? dir : "/") : ".");
+		free(dir); /* libconfig keeps its own copy */
+	}
 	if (!(text != NULL ? config_read_string(&cfg, text) : config_read_file(&cfg, path))) {
 		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
 			config_error_add(errors, "%s: cannot read the file", path);

@@ -485,7 +485,8 @@ config_read_project_key(struct config *c, const config_setting_t *group, struct 
 		                                                 : NULL;
 		if (target == NULL) {
 			config_setting_error(errors, c->path, m, "unknown setting");
-		} else if (text == NULL || text[0] == '\0' || strlen(text) > 4095 ||
+		} else if (text == NULL || text[0] == '\0' ||
+		    strlen(text) > (target == &key.api_key_file ? 4095 : 128) ||
 		    (target != &key.api_key_file && strpbrk(text, " \t&=?#%/") != NULL)) {
 			config_setting_error(errors, c->path, m,
 			    target == &key.api_key_file ? "must be a file name"

@@ -58,6 +58,7 @@ struct chat_call {
 	long status;
 	struct evbuffer *body;
 	struct chat_key_hold *key; /* a create's Idempotency-Key; NULL: none */
+	char project[SESSION_SCOPE_MAX + 1]; /* whose API key the call goes with ("": the default) */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -364,12 +365,15 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 		.body = body,
 		.body_len = body_len,
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,
+		.project_id = call->project,
 	};
 	struct request *req;
 
-	if (!upstream_has_key(call->chat->upstream)) {
-		if ((req = chat_call_take_request(call)) != NULL)
-			reply_no_key(req);
+	if (!upstream_has_key_for(call->chat->upstream, call->project)) {
+		if ((req = chat_call_take_request(call)) == NULL)
+			log_warnx("chat: no API key for project %s; a background refresh is not made", call->project);
+		else if (!reply_unless_key(req, call->chat->upstream, call->project))
+			reply_no_key(req); /* not reached: there is no key for it */
 		chat_call_free(call);
 		return;
 	}
@@ -416,6 +420,8 @@ chat_handle_create(struct chat *chat, struct request *req, const struct caller *
 	}
 	sprintf(path, "%s%s%s", CHAT_PATH, has_query ? "?" : "", has_query ? query : "");
 	call->scope = scope;
+	/* A create goes with the key of the project it names (after the pin). */
+	snprintf(call->project, sizeof(call->project), "%s", scope.project_id);
 	if (keyed == CHAT_KEY_NEW && (call->key = chat_key_hold(chat, &key)) == NULL) {
 		free(path);
 		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
@@ -446,6 +452,8 @@ chat_start_session_call(struct chat *chat, struct request *req, const struct cal
 		return;
 	}
 	snprintf(call->session_id, sizeof(call->session_id), "%s", id);
+	/* A call about a session goes with the key of the session's project. */
+	chat_session_project(chat, caller, id, call->project);
 	if (chat_read_scope(query, &call->scope, &why) != 0) {
 		chat_call_fail(call, 400, REPLY_RETRY_WONT_HELP, why);
 		return;

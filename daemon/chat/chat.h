@@ -75,6 +75,14 @@ void chat_handle_stream(struct chat *chat, struct request *req, const struct cal
 bool chat_may_name_session(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len) __attribute__((warn_unused_result));
 
+/* The project whose API key a passed-through call goes with, into out
+ * (CHAT_PROJECT_MAX + 1 bytes): for a path under session raw_id (NULL:
+ * none), the session's project (see chat_session_project); else the
+ * query's project_id (after the pin); "" for the default key. */
+#define CHAT_PROJECT_MAX 128
+void chat_project_for(
+    struct chat *chat, const struct caller *caller, const char *raw_id, size_t raw_len, const char *query, char *out);
+
 /* Client requests waiting on upstream or the store, streams included. */
 long chat_pending(const struct chat *chat);
 

@@ -109,6 +109,11 @@ enum chat_visibility {
 	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
 };
 
+/* The project whose API key a call about session id goes with, into out:
+ * the one the session is stored with; for a session not stored here, the
+ * caller's pinned project; else "" (the default key). */
+void chat_session_project(struct chat *chat, const struct caller *caller, const char *id, char *out);
+
 /* True when id is stored with an owner other than caller (read in place). */
 bool chat_owned_by_another(struct chat *chat, const struct caller *caller, const char *id);
 

@@ -318,3 +318,35 @@ chat_take_json_body(struct chat *chat, struct request *req, chat_body_check chec
 		return false;
 	}
 }
+
+void
+chat_session_project(struct chat *chat, const struct caller *caller, const char *id, char *out)
+{
+	struct session_record rec;
+	const void *stored;
+	size_t stored_len;
+
+	out[0] = '\0';
+	if (store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
+	    session_record_decode(stored, stored_len, &rec) == 0)
+		chat_copy_field(out, SESSION_SCOPE_MAX + 1, rec.project_id, rec.project_id_len);
+	else if (caller->client != NULL && caller->client->project_id != NULL)
+		snprintf(out, SESSION_SCOPE_MAX + 1, "%s", caller->client->project_id);
+	store_peek_done(chat->store);
+}
+
+void
+chat_project_for(
+    struct chat *chat, const struct caller *caller, const char *raw_id, size_t raw_len, const char *query, char *out)
+{
+	char id[SESSION_ID_MAX + 1];
+
+	out[0] = '\0';
+	if (raw_id != NULL && session_id_is_safe(raw_id, raw_len)) {
+		memcpy(id, raw_id, raw_len);
+		id[raw_len] = '\0';
+		chat_session_project(chat, caller, id, out);
+	} else if (raw_id == NULL && uri_query_get(query, "project_id", out, CHAT_PROJECT_MAX + 1) <= 0) {
+		out[0] = '\0';
+	}
+}

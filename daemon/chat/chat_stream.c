@@ -221,7 +221,7 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 	struct chat_stream *stream;
 	struct chat_scope scope;
 	struct upstream_request request = { 0 };
-	char id[SESSION_ID_MAX + 1];
+	char id[SESSION_ID_MAX + 1], project[SESSION_SCOPE_MAX + 1];
 	struct chat_key_hold key;
 	enum chat_key_result keyed;
 	char *path;
@@ -262,6 +262,9 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 	request.body = body;
 	request.body_len = body_len;
 	request.idempotency_key = stream->key != NULL ? stream->key->upstream_key : NULL;
+	/* A turn goes with the key of the session's project. */
+	chat_session_project(chat, caller, id, project);
+	request.project_id = project;
 	/* A stream that reached upstream ran a turn: retrying would run another. */
 	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
 	free(path);

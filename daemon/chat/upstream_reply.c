@@ -43,3 +43,19 @@ reply_no_key(struct request *req)
 	    "llamachatd has no LlamaCloud API key: set LLAMA_CLOUD_API_KEY in the daemon's environment and "
 	    "restart it, or set upstream.api_key_file in its config and reload it (SIGHUP)");
 }
+
+bool
+reply_unless_key(struct request *req, const struct upstream *upstream, const char *project)
+{
+	if (upstream_has_key_for(upstream, project))
+		return false;
+	if (!upstream_has_key(upstream))
+		reply_no_key(req);
+	else if (project != NULL && project[0] != '\0')
+		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP,
+		    "llamachatd has no LlamaCloud API key for project %s, and no default key", project);
+	else
+		reply_error(req, 403, REPLY_RETRY_WONT_HELP,
+		    "this call names no project, and llamachatd has no default LlamaCloud API key: send project_id");
+	return true;
+}

@@ -138,3 +138,21 @@ apikey_free(char *key)
 	explicit_bzero(key, strlen(key));
 	free(key);
 }
+
+int
+apikey_load_project(const char *file, const char *credential, char **key, char *why, size_t why_size)
+{
+	const char *credentials = getenv("CREDENTIALS_DIRECTORY");
+	char path[4096];
+
+	*key = NULL;
+	if (file != NULL)
+		return apikey_read_file(file, key, why, why_size);
+	if (credentials == NULL || credentials[0] == '\0') {
+		snprintf(why, why_size, "the systemd credential %s: no $CREDENTIALS_DIRECTORY (LoadCredential=)",
+		    credential);
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/%s", credentials, credential);
+	return apikey_read_file(path, key, why, why_size);
+}

@@ -29,6 +29,12 @@ enum apikey_source {
 int apikey_load(const char *key_file, char **key, enum apikey_source *source, char *why, size_t why_size)
     __attribute__((warn_unused_result));
 
+/* Reads a project's key from file, or (file NULL) from the systemd
+ * credential called credential, with the same rules as apikey_load().
+ * Returns 0 with *key a new string (apikey_free()), or -1 with why. */
+int apikey_load_project(const char *file, const char *credential, char **key, char *why, size_t why_size)
+    __attribute__((warn_unused_result));
+
 /* Wipes and frees a key returned by apikey_load(); NULL is fine. */
 void apikey_free(char *key);
 

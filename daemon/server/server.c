@@ -141,9 +141,11 @@ server_policy_allows(const struct config *config, const char *path, enum request
 /* Any other path the route policy allows goes upstream as it is, its answer
  * streamed back. */
 static void
-server_pass_through(struct server *server, struct request *req, const struct caller *caller, enum request_method method,
-    const char *path, const char *query)
+server_pass_through(struct server *server, struct request *req, const struct caller *caller,
+    const struct route_match *route, const char *path, const char *query)
 {
+	enum request_method method = req->method;
+	char project[CHAT_PROJECT_MAX + 1];
 	struct evbuffer *input = req->body;
 	struct upstream_request request = { 0 };
 	bool has_query = query != NULL && query[0] != '\0';
@@ -170,6 +172,8 @@ server_pass_through(struct server *server, struct request *req, const struct cal
 	request.client_headers = &req->headers;
 	request.body = evbuffer_pullup(input, -1);
 	request.body_len = evbuffer_get_length(input);
+	chat_project_for(server->parts.chat, caller, route->id, route->id_len, query, project);
+	request.project_id = project;
 	/* Never the client's own key: one derived from it and the client. */
 	if (client_key != NULL && idempotency_key_is_valid(client_key)) {
 		unsigned char record_key[IDEMPOTENCY_RECORD_KEY_MAX];
@@ -290,7 +294,7 @@ server_route(struct request *req, void *arg)
 		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",
 		    request_method_name(method), path);
 	} else if (!server_route_chat(server, req, &caller, &route, query)) {
-		server_pass_through(server, req, &caller, method, path, query);
+		server_pass_through(server, req, &caller, &route, path, query);
 	}
 	free(owned_query);
 }

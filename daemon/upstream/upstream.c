@@ -146,6 +146,8 @@ upstream_finish(struct upstream_call *call, struct upstream_response *response)
 {
 	response->body = call->response_body;
 	response->headers = &call->response_headers;
+	if (response->error == UPSTREAM_OK)
+		upstream_key_outcome(call->upstream, call->key_project, response->status);
 	/* Remove before the callback, which may start new calls. */
 	curl_multi_remove_handle(call->upstream->multi, call->easy);
 	call->done(response, call->arg);
@@ -383,24 +385,8 @@ upstream_free(struct upstream *upstream)
 		event_free(upstream->wait_timer);
 	free(upstream->base_url);
 	free(upstream->ca_file);
-	upstream_set_key(upstream, NULL);
+	upstream_set_keys(upstream, NULL, NULL, NULL, 0);
 	free(upstream);
-}
-
-void
-upstream_set_key(struct upstream *upstream, char *key)
-{
-	if (upstream->key != NULL) {
-		explicit_bzero(upstream->key, strlen(upstream->key));
-		free(upstream->key);
-	}
-	upstream->key = key;
-}
-
-bool
-upstream_has_key(const struct upstream *upstream)
-{
-	return upstream->key != NULL;
 }
 
 long
@@ -414,10 +400,15 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 {
 	struct upstream_call *call;
 
-	if (upstream->key == NULL || upstream->in_flight >= upstream->settings.max_in_flight)
+	const char *key, *owner;
+
+	if ((key = upstream_pick_key(upstream, req->project_id, &owner)) == NULL ||
+	    upstream->in_flight >= upstream->settings.max_in_flight)
 		return NULL;
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NULL;
+	call->key = key; /* only until configured: a reload may free it later */
+	snprintf(call->key_project, sizeof(call->key_project), "%s", owner);
 	call->upstream = upstream;
 	call->done = done;
 	call->arg = arg;
@@ -439,6 +430,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 		upstream_call_free(call);
 		return NULL;
 	}
+	call->key = NULL; /* the header holds it now */
 	if (TAILQ_FIRST(&upstream->waiting) == call)
 		upstream_arm_wait_timer(upstream);
 	return call;

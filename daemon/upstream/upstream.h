@@ -66,6 +66,9 @@ struct upstream_request {
 	const struct upstream_stream *stream; /* NULL: collect the whole answer */
 	/* The Idempotency-Key to send (the client's own never goes); NULL: none. */
 	const char *idempotency_key;
+	/* Whose key the call goes with: a project id, or NULL/"" for the
+	 * default key (see upstream_set_keys). */
+	const char *project_id;
 };
 
 enum upstream_flow {
@@ -92,11 +95,36 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
 /* Cancels every call in flight (their callbacks do not run) and frees it. */
 void upstream_free(struct upstream *upstream);
 
-/* Takes ownership of key (from apikey_load(), may be NULL); the previous key
- * is wiped. Calls already in flight keep the header they were sent with. */
-void upstream_set_key(struct upstream *upstream, char *key);
+/* The keys calls are made with: default_key (may be NULL) for calls that
+ * name no project or one without a key of its own, and keys[i] for
+ * projects[i] (count of them, at most UPSTREAM_MAX_PROJECT_KEYS). Takes
+ * ownership of the keys (from apikey_load(); keys is left all NULL); the
+ * previous ones are wiped. Counters of a project's key carry over. Calls
+ * already in flight keep the header they were sent with. */
+#define UPSTREAM_MAX_PROJECT_KEYS 64
+void upstream_set_keys(
+    struct upstream *upstream, char *default_key, const char *const *projects, char **keys, size_t count);
+/* The same, keeping the default key in force (one from the environment,
+ * which cannot change under a running process). */
+void upstream_set_project_keys(struct upstream *upstream, const char *const *projects, char **keys, size_t count);
 
+/* True when any key is set. */
 bool upstream_has_key(const struct upstream *upstream);
+/* True when a call about project (NULL or "": none) has a key to go with:
+ * the project's own or the default. */
+bool upstream_has_key_for(const struct upstream *upstream, const char *project);
+
+/* What upstream made of each key, for /metrics and /healthz: the project
+ * ("default" for the default key), upstream's 401 and 403 answers, and the
+ * Unix seconds of the last success and rejection (0: never). No key
+ * material. index < upstream_key_count(). */
+struct upstream_key_info {
+	const char *project;
+	unsigned long long rejections;
+	double last_success_wall, last_rejection_wall;
+};
+size_t upstream_key_count(const struct upstream *upstream);
+void upstream_key_info(const struct upstream *upstream, size_t index, struct upstream_key_info *out);
 
 /* Starts a call. done runs exactly once, later, from the event loop, unless
  * the call is cancelled first. Returns NULL without calling done when no key

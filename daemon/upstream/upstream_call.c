@@ -208,7 +208,7 @@ upstream_build_headers(
     struct upstream_call *call, const struct http_headers *client_headers, const char *idempotency_key, bool has_body)
 {
 	char bearer[512], *authorization = bearer;
-	size_t size = strlen("Bearer ") + strlen(call->upstream->key) + 1;
+	size_t size = strlen("Bearer ") + strlen(call->key) + 1;
 	bool has_content_type = false;
 	int rc;
 
@@ -241,7 +241,7 @@ upstream_build_headers(
 	}
 	if (size > sizeof(bearer) && (authorization = malloc(size)) == NULL)
 		return -1;
-	snprintf(authorization, size, "Bearer %s", call->upstream->key);
+	snprintf(authorization, size, "Bearer %s", call->key);
 	rc = upstream_append_header(call, "Authorization", authorization);
 	explicit_bzero(authorization, size);
 	if (authorization != bearer)

@@ -12,6 +12,17 @@
 
 #include "upstream/upstream.h"
 
+/* One LlamaCloud API key: the default one (project "") or a project's,
+ * with what upstream made of it. */
+#define UPSTREAM_PROJECT_MAX 128
+struct upstream_key {
+	char project[UPSTREAM_PROJECT_MAX + 1]; /* "": the default key */
+	char *key; /* NULL: this slot has no key (the default may have none) */
+	unsigned long long rejections; /* upstream's 401 and 403 */
+	double last_success_wall, last_rejection_wall;
+	bool rejected_since_success; /* its first rejection after a success was logged */
+};
+
 struct upstream {
 	struct event_base *base;
 	CURLM *multi;
@@ -20,7 +31,9 @@ struct upstream {
 	char *base_url;
 	bool is_tls; /* https: HTTP/2 may multiplex calls */
 	char *ca_file;
-	char *key;
+	/* keys[0] is the default key; then the projects' (upstream_keys.c). */
+	struct upstream_key keys[1 + UPSTREAM_MAX_PROJECT_KEYS];
+	size_t key_count;
 	long in_flight;
 	/* Easy handles of finished calls, reset, for the next ones: a fresh
 	 * handle costs several allocations and a clean one nothing. */
@@ -64,7 +77,16 @@ struct upstream_call {
 	bool paused;
 	bool too_large;
 	char error_buffer[CURL_ERROR_SIZE];
+	const char *key; /* the key chosen for it, until configured */
+	char key_project[UPSTREAM_PROJECT_MAX + 1]; /* whose key it carries ("": the default) */
 };
+
+/* upstream_keys.c: the key for a call about project (NULL or "": none):
+ * the project's own, else the default one; NULL when neither exists.
+ * *owner gets the project whose key it is ("" for the default). */
+const char *upstream_pick_key(const struct upstream *upstream, const char *project, const char **owner);
+/* upstream_keys.c: what upstream answered a call made with owner's key. */
+void upstream_key_outcome(struct upstream *upstream, const char *owner, long status);
 
 /* upstream_call.c: sets a call's handle up for req; returns 0 or -1. */
 int upstream_configure(struct upstream_call *call, const struct upstream_request *req);

@@ -82,7 +82,7 @@ struct stream {
 
 static struct {
 	struct event_base *base;
-	const char *keys[4]; /* the keys it accepts */
+	const char *keys[8]; /* the keys it accepts */
 	int key_count;
 	json_t *sessions; /* id -> Session object */
 	json_t *histories; /* id -> array of events */
@@ -92,6 +92,8 @@ static struct {
 	long connections, api_requests, creates, summaries, histories_read, deletes;
 	long streams, streams_completed, streams_aborted, streams_held, stream_bytes, subresources;
 	json_t *idempotency; /* Idempotency-Key -> session id: creates dedupe on it */
+	json_t *session_keys; /* session id -> the Authorization it was created with */
+	long key_mismatches; /* calls about a session carrying another key than its create */
 	char last_session_id[64];
 	json_t *last;
 	struct fault faults[MAX_FAULTS]; /* a slot is free when its count is 0 */
@@ -229,6 +231,8 @@ handle_create(struct evhttp_request *req, long padding)
 		json_object_set_new(fake.histories, id, json_array());
 	}
 	fake.creates++;
+	json_object_set_new(fake.session_keys, id,
+	    json_string(evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization")));
 	if (key != NULL)
 		json_object_set_new(fake.idempotency, key, json_string(id));
 	snprintf(fake.last_session_id, sizeof(fake.last_session_id), "%s", id);
@@ -475,6 +479,11 @@ serve_api_path(struct evhttp_request *req, const char *path, const char *mode, l
 		return;
 	}
 	session = json_object_get(fake.sessions, id);
+	/* Every call about a session goes with the key of its project, the
+	 * one it was created with. */
+	if (json_object_get(fake.session_keys, id) != NULL &&
+	    strcmp(json_string_value(json_object_get(fake.session_keys, id)), auth) != 0)
+		fake.key_mismatches++;
 	/* A sub-resource the daemon has no handler for. */
 	if (strcmp(rest, "/files") == 0 && session != NULL) {
 		fake.subresources++;
@@ -668,14 +677,15 @@ handle_turn(struct evhttp_request *req)
 static json_t *
 stats(void)
 {
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:O}", "connections",
 	    (json_int_t)fake.connections, "api_requests", (json_int_t)fake.api_requests, "creates",
 	    (json_int_t)fake.creates, "summaries", (json_int_t)fake.summaries, "histories",
 	    (json_int_t)fake.histories_read, "deletes", (json_int_t)fake.deletes, "streams", (json_int_t)fake.streams,
 	    "streams_completed", (json_int_t)fake.streams_completed, "streams_aborted",
 	    (json_int_t)fake.streams_aborted, "streams_held", (json_int_t)fake.streams_held, "stream_bytes",
-	    (json_int_t)fake.stream_bytes, "subresources", (json_int_t)fake.subresources, "last_session_id",
-	    fake.last_session_id, "last", fake.last != NULL ? fake.last : json_null());
+	    (json_int_t)fake.stream_bytes, "subresources", (json_int_t)fake.subresources, "key_mismatches",
+	    (json_int_t)fake.key_mismatches, "last_session_id", fake.last_session_id, "last",
+	    fake.last != NULL ? fake.last : json_null());
 }
 
 static void
@@ -745,7 +755,7 @@ main(int argc, char **argv)
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (strcmp(argv[i], "--port-file") == 0)
 			port_file = argv[i + 1];
-		else if (strcmp(argv[i], "--key") == 0 && fake.key_count < 4)
+		else if (strcmp(argv[i], "--key") == 0 && fake.key_count < 8)
 			fake.keys[fake.key_count++] = argv[i + 1];
 	}
 	if (port_file == NULL || fake.key_count == 0) {
@@ -757,6 +767,7 @@ main(int argc, char **argv)
 	fake.sessions = json_object();
 	fake.histories = json_object();
 	fake.idempotency = json_object();
+	fake.session_keys = json_object();
 	http = evhttp_new(fake.base);
 	evhttp_set_allowed_methods(
 	    http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH);
@@ -793,6 +804,7 @@ main(int argc, char **argv)
 	json_decref(fake.sessions);
 	json_decref(fake.histories);
 	json_decref(fake.idempotency);
+	json_decref(fake.session_keys);
 	json_decref(fake.last);
 	for (int i = 0; i < MAX_FAULTS; i++)
 		free(fake.faults[i].body);

@@ -148,7 +148,7 @@ fake_start(struct fake_upstream *fake, const char *dir)
 {
 	char port_file[512], log_path[512];
 	char *argv[] = { (char *)env_or("FAKE_UPSTREAM_BIN", "fake_upstream"), "--port-file", port_file, "--key",
-		HARNESS_KEY, "--key", HARNESS_KEY2, NULL };
+		HARNESS_KEY, "--key", HARNESS_KEY2, "--key", HARNESS_KEY_A, "--key", HARNESS_KEY_B, NULL };
 
 	snprintf(fake->dir, sizeof(fake->dir), "%s", dir);
 	snprintf(port_file, sizeof(port_file), "%s/fake.port", dir);

@@ -10,6 +10,8 @@
 
 #define HARNESS_KEY "llx-real-upstream-key-7f3a9c"
 #define HARNESS_KEY2 "llx-rotated-upstream-key-0b41e2" /* the fake takes it too */
+#define HARNESS_KEY_A "llx-project-a-key-5d17c0" /* and these, a key per project */
+#define HARNESS_KEY_B "llx-project-b-key-93e4aa"
 
 struct fake_upstream {
 	pid_t pid;
