@@ -220,6 +220,16 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    (double)relay_engine_active(s->relays));
 	metrics_simple(out, "llamachatd_relayed_bytes_total", "counter", "Bytes of streamed answers sent to clients.",
 	    (double)relay_engine_bytes(s->relays));
+	metrics_header(out, "llamachatd_streams_cut_total", "counter",
+	    "Streamed answers cut short (closed without their proper end), by cause.");
+	evbuffer_add_printf(out,
+	    "llamachatd_streams_cut_total{cause=\"reset\"} %llu\n"
+	    "llamachatd_streams_cut_total{cause=\"timeout\"} %llu\n"
+	    "llamachatd_streams_cut_total{cause=\"shutdown\"} %llu\n",
+	    relay_engine_cuts(s->relays, RELAY_CUT_RESET), relay_engine_cuts(s->relays, RELAY_CUT_TIMEOUT),
+	    relay_engine_cuts(s->relays, RELAY_CUT_SHUTDOWN));
+	metrics_histogram(out, "llamachatd_stream_first_event_seconds",
+	    "Time from a stream's request to its first event relayed.", &chat->first_event);
 	if (store_stats(s->store, &entries, &used, &map) == STORE_OK) {
 		metrics_simple(out, "llamachatd_store_sessions", "gauge", "Sessions in the store.", (double)entries);
 		metrics_simple(

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "base/counters.h"
 #include "gate/caller.h"
 
 struct access_entry;
@@ -31,6 +32,7 @@ struct chat_counters {
 	unsigned long streams;
 	unsigned long takeovers_refused; /* creates answered with another client's session */
 	unsigned long unmetered_turns; /* turns whose usage could not be charged */
+	struct histogram first_event; /* a stream's request to its first event relayed */
 };
 
 struct chat_settings {

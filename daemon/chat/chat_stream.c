@@ -34,6 +34,9 @@ struct chat_stream {
 	struct store_write *write;
 	struct chat_key_hold *key; /* its Idempotency-Key; NULL: none */
 	bool ran; /* upstream answered 2xx: a turn runs, and is charged */
+	int cut; /* -1, or how upstream's stream broke off (enum relay_cut) */
+	double started; /* monotonic seconds when the request arrived */
+	bool relayed; /* its first event (byte) went out */
 };
 
 static void
@@ -86,6 +89,11 @@ stream_on_data(struct relay *relay, const char *data, size_t len, void *arg)
 	struct chat_stream *stream = arg;
 
 	(void)relay;
+	if (!stream->relayed) {
+		/* The latency a chat user feels: request to first event. */
+		stream->relayed = true;
+		histogram_observe(&stream->chat->counters.first_event, clock_monotonic_s() - stream->started);
+	}
 	if (stream->parser == NULL)
 		return;
 	if (sse_parser_feed(stream->parser, data, len, stream_on_event, stream) != 0) {
@@ -95,6 +103,16 @@ stream_on_data(struct relay *relay, const char *data, size_t len, void *arg)
 		sse_parser_free(stream->parser);
 		stream->parser = NULL;
 	}
+}
+
+/* Ends the client's answer: whole, or cut as upstream's was. */
+static void
+stream_end(struct relay *relay, int cut)
+{
+	if (cut < 0)
+		relay_finish(relay);
+	else
+		relay_cut(relay, (enum relay_cut)cut);
 }
 
 static void
@@ -107,7 +125,7 @@ stream_on_usage_stored(enum store_result result, void *arg)
 		stream->chat->counters.store_failures++;
 		log_warnx("chat: could not store the usage of session %s's turn", stream->session_id);
 	}
-	relay_finish(stream->relay);
+	stream_end(stream->relay, stream->cut);
 }
 
 /* A turn ran upstream and its usage cannot be charged: said, and counted. */
@@ -171,9 +189,10 @@ stream_record_usage(struct chat_stream *stream)
 }
 
 static void
-stream_on_upstream_done(struct relay *relay, bool complete, void *arg)
+stream_on_upstream_done(struct relay *relay, int cut, void *arg)
 {
 	struct chat_stream *stream = arg;
+	bool complete = cut < 0;
 
 	if (stream->parser == NULL && stream->stop == NULL && stream->ran)
 		stream_unmetered(stream, "its events could not be read (one was over limits.max_event_bytes)");
@@ -184,10 +203,11 @@ stream_on_upstream_done(struct relay *relay, bool complete, void *arg)
 	if (stream->stop != NULL) {
 		/* The turn ran: upstream's summary changed (title, usage). */
 		chat_refresh_summary(stream->chat, stream->session_id);
+		stream->cut = cut;
 		if (stream_record_usage(stream))
 			return;
 	}
-	relay_finish(relay);
+	stream_end(relay, cut);
 }
 
 static void
@@ -251,6 +271,8 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 		return;
 	}
 	stream->chat = chat;
+	stream->cut = -1;
+	stream->started = req->access.started > 0 ? req->access.started : clock_monotonic_s();
 	stream->caller = *caller;
 	stream->scope = scope;
 	memcpy(stream->session_id, id, sizeof(id));

@@ -14,11 +14,14 @@
  * anyway, and must be charged). */
 #include "chat/relay.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 
 #include "base/log.h"
+#include "http/http_headers.h"
 #include "http/reply.h"
 #include "chat/upstream_reply.h"
 #include "http/request.h"
@@ -32,6 +35,7 @@ struct relay_engine {
 	LIST_HEAD(, relay) relays;
 	long active;
 	unsigned long long bytes;
+	unsigned long long cuts[RELAY_CUT_CAUSES];
 };
 
 struct relay {
@@ -40,6 +44,7 @@ struct relay {
 	struct request *req; /* NULL once answered or gone */
 	struct upstream_call *call; /* NULL once upstream is done */
 	bool started; /* the client's answer has begun */
+	bool event_stream; /* upstream's answer is text/event-stream */
 	bool may_have_acted;
 	const struct relay_observer *observer;
 	void *arg;
@@ -103,6 +108,41 @@ relay_take_request(struct relay *relay)
 	return req;
 }
 
+static const char *const relay_cut_names[RELAY_CUT_CAUSES] = { "reset", "timeout", "shutdown" };
+
+enum relay_cut
+relay_cut_of(int upstream_error)
+{
+	return upstream_error == UPSTREAM_ERR_TIMEOUT ? RELAY_CUT_TIMEOUT : RELAY_CUT_RESET;
+}
+
+unsigned long long
+relay_engine_cuts(const struct relay_engine *engine, enum relay_cut cause)
+{
+	return engine->cuts[cause];
+}
+
+void
+relay_cut(struct relay *relay, enum relay_cut cause)
+{
+	struct request *req = relay_take_request(relay);
+
+	relay->engine->cuts[cause]++;
+	if (req != NULL) {
+		log_warnx("relay: the answer to request %s is cut short (%s)", req->access.request_id,
+		    relay_cut_names[cause]);
+		/* A reader of the event stream learns why before the close. */
+		if (relay->event_stream) {
+			char comment[96];
+			int n = snprintf(comment, sizeof(comment), ": upstream ended the stream early: %s\n\n",
+			    relay_cut_names[cause]);
+			request_send(req, comment, (size_t)n);
+		}
+		request_abort(req, relay_cut_names[cause]);
+	}
+	relay_free(relay);
+}
+
 void
 relay_finish(struct relay *relay)
 {
@@ -147,6 +187,9 @@ relay_on_headers(long status, const struct http_headers *headers, void *arg)
 	if (relay->req != NULL) {
 		for (size_t i = 0; i < headers->count; i++)
 			request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
+		if (http_headers_find(headers, "Content-Type") != NULL &&
+		    strncasecmp(http_headers_find(headers, "Content-Type"), "text/event-stream", 17) == 0)
+			relay->event_stream = true;
 		request_start(relay->req, (int)status);
 	}
 	relay->started = true;
@@ -189,7 +232,10 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 	if (!complete)
 		log_warnx("relay: upstream cut the answer short: %s", response->error_text);
 	if (relay->observer != NULL && relay->observer->on_upstream_done != NULL)
-		relay->observer->on_upstream_done(relay, complete, relay->arg);
+		relay->observer->on_upstream_done(
+		    relay, complete ? -1 : (int)relay_cut_of(response->error), relay->arg);
+	else if (!complete)
+		relay_cut(relay, relay_cut_of(response->error));
 	else
 		relay_finish(relay);
 }
@@ -246,7 +292,7 @@ relay_engine_free(struct relay_engine *engine)
 			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
 			relay_free(relay);
 		} else {
-			relay_finish(relay);
+			relay_cut(relay, RELAY_CUT_SHUTDOWN); /* past the drain: not a whole answer */
 		}
 	}
 	free(engine);

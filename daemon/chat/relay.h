@@ -19,10 +19,11 @@ struct relay_observer {
 	void (*on_start)(struct relay *relay, long status, void *arg);
 	/* Bytes on their way to the client, in order. */
 	void (*on_data)(struct relay *relay, const char *data, size_t len, void *arg);
-	/* Upstream is done (complete: its answer arrived whole). The client's
-	 * answer stays open until the observer calls relay_finish(), now or
-	 * later. Without this hook the relay finishes at once. */
-	void (*on_upstream_done)(struct relay *relay, bool complete, void *arg);
+	/* Upstream is done: cut is -1 when its answer arrived whole, else the
+	 * enum relay_cut of how it broke off. The client's answer stays open
+	 * until the observer calls relay_finish() or relay_cut(), now or later.
+	 * Without this hook the relay ends at once, cut when upstream's was. */
+	void (*on_upstream_done)(struct relay *relay, int cut, void *arg);
 	/* Last call: the relay is gone (finished, or the client went away). */
 	void (*on_close)(void *arg);
 	/* When the client goes away, upstream's answer is still read to its end
@@ -60,5 +61,24 @@ void relay_start(struct relay_engine *engine, struct request *req, const struct 
 
 /* Ends the client's answer and frees the relay (see on_upstream_done). */
 void relay_finish(struct relay *relay);
+
+/* Why an answer was cut short, for the metric and the access line. */
+enum relay_cut {
+	RELAY_CUT_RESET, /* upstream's connection broke off */
+	RELAY_CUT_TIMEOUT, /* upstream went quiet past its timeout */
+	RELAY_CUT_SHUTDOWN, /* the daemon stopped past its drain time */
+	RELAY_CUT_CAUSES,
+};
+
+/* Ends the client's answer as cut short (request_abort(): no proper end),
+ * after an SSE comment naming the cause when the answer is an event stream,
+ * and frees the relay. */
+void relay_cut(struct relay *relay, enum relay_cut cause);
+
+/* Answers cut short since start, by cause. */
+unsigned long long relay_engine_cuts(const struct relay_engine *engine, enum relay_cut cause);
+
+/* The cause of an upstream failure that ended an answer. */
+enum relay_cut relay_cut_of(int upstream_error);
 
 #endif

@@ -103,9 +103,10 @@ access_end(struct access_log *log, const struct request *req)
 			snprintf(upstream, sizeof(upstream), "-");
 		fprintf(log->out,
 		    "time=%s client=%s method=%s path=\"%s\" status=%d bytes=%llu duration=%.6f upstream=%s cache=%s "
-		    "request_id=%s\n",
+		    "request_id=%s%s%s\n",
 		    time_text, e->client, req->method_name, path, e->status, e->bytes, total, upstream,
-		    e->cache != NULL ? e->cache : "-", e->request_id[0] != '\0' ? e->request_id : "-");
+		    e->cache != NULL ? e->cache : "-", e->request_id[0] != '\0' ? e->request_id : "-",
+		    e->cut != NULL ? " cut=" : "", e->cut != NULL ? e->cut : "");
 	}
 	counters_observe_request(log->counters, e->route, e->status, total);
 }

@@ -285,6 +285,16 @@ request_end(struct request *req)
 	req->wire->answered(req->conn);
 }
 
+void
+request_abort(struct request *req, const char *cause)
+{
+	if (req->state != REQUEST_STREAMING)
+		return;
+	req->access.cut = cause;
+	req->close_after = true;
+	req->wire->answered(req->conn);
+}
+
 size_t
 request_unsent(const struct request *req)
 {

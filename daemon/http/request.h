@@ -71,6 +71,7 @@ struct access_entry {
 	double upstream_seconds; /* < 0: upstream not asked */
 	const char *cache; /* "HIT", "MISS" or NULL */
 	int status; /* of the answer; 499 when the client left first */
+	const char *cut; /* a static cause when the answer was cut short; NULL: whole */
 	unsigned long long bytes; /* of the answer's body */
 };
 
@@ -129,6 +130,12 @@ void request_start(struct request *req, int status);
 void request_send(struct request *req, const void *data, size_t len);
 /* Ends a started answer. Ends the handler's hold on req. */
 void request_end(struct request *req);
+
+/* Ends a started answer as cut short: what was written goes out, then the
+ * connection closes without the answer's proper end (no last chunk), so
+ * every HTTP client reports it incomplete. cause (static) goes into the
+ * access line. Ends the handler's hold on req. */
+void request_abort(struct request *req, const char *cause);
 
 /* Bytes of the answer written but not yet taken by the client's socket. */
 size_t request_unsent(const struct request *req);

@@ -422,7 +422,7 @@ test_stream_errors_before_and_during(void **state)
 	char id[64], ct[128];
 	long status = 0;
 	long aborted, log_at;
-	double unmetered;
+	double unmetered, cuts;
 
 	(void)state;
 	/* Before the stream starts: upstream's status and JSON body. */
@@ -440,21 +440,27 @@ test_stream_errors_before_and_during(void **state)
 	    call_json("POST", "/api/v1/chat/ses-1/messages/stream", "{\"prompt\":\"x\",\"index_ids\":[1]}", 422));
 	json_decref(call_json("POST", "/api/v1/chat/ses-1/messages/stream", "{\"prompt\":", 400));
 
-	/* Cut in the middle: the client's answer still ends cleanly, and the
-	 * turn that could not be charged is counted and said. */
+	/* Cut in the middle: the client's answer looks cut (no last chunk, so
+	 * curl reports a partial body), with a comment naming the cause; the
+	 * cut is counted and marked in the access line, and the turn that
+	 * could not be charged is counted and said. */
 	create(NULL, id, sizeof(id));
 	aborted = fake_count(&fake, "streams_aborted");
 	unmetered = daemon_metric(&daemon_proc, "llamachatd_unmetered_turns_total");
+	cuts = daemon_metric(&daemon_proc, "llamachatd_streams_cut_total{cause=\"reset\"}");
 	log_at = daemon_log_offset(&daemon_proc);
 	memset(&c, 0, sizeof(c));
 	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"cut\"}"), 0);
 	assert_int_equal(
-	    stream_turn(id, "{\"prompt\":\"hi\",\"index_ids\":[]}", &c, &status, ct, sizeof(ct)), CURLE_OK);
+	    stream_turn(id, "{\"prompt\":\"hi\",\"index_ids\":[]}", &c, &status, ct, sizeof(ct)), CURLE_PARTIAL_FILE);
 	assert_int_equal(status, 200);
 	assert_non_null(strstr(c.data, "\"content\":\"Hel\""));
+	assert_non_null(strstr(c.data, ": upstream ended the stream early: reset"));
 	assert_null(strstr(c.data, "\"type\":\"stop\""));
 	daemon_wait_log(&daemon_proc, log_at, "is not charged: upstream cut the stream off");
+	daemon_wait_log(&daemon_proc, log_at, "cut=reset");
 	assert_true(daemon_metric(&daemon_proc, "llamachatd_unmetered_turns_total") >= unmetered + 1);
+	assert_true(daemon_metric(&daemon_proc, "llamachatd_streams_cut_total{cause=\"reset\"}") >= cuts + 1);
 	(void)aborted;
 }
 
