@@ -42,6 +42,15 @@ health_reply(
 	                                  : "write failed",
 	    "upstream", "last_answer", health_time(up->last_answer_wall), "last_failure",
 	    health_time(up->last_failure_wall), "uptime_seconds", clock_monotonic_s() - started);
+	if (doc != NULL) {
+		/* The breaker says how upstream fares; the daemon still serves
+		 * its store, so this stays a 200. */
+		static const char *const states[] = { "closed", "open", "half_open" };
+		double since;
+		enum upstream_breaker_state state = upstream_breaker_state(upstream, &since);
+		json_object_set_new(json_object_get(doc, "upstream"), "breaker", json_string(states[state]));
+		json_object_set_new(json_object_get(doc, "upstream"), "breaker_since", health_time(since));
+	}
 	if (doc != NULL && show_counts) {
 		json_t *keys = json_array();
 		json_object_set_new(

@@ -404,6 +404,8 @@ daemon_start(struct daemon *d)
 		.max_in_flight = d->config->max_in_flight,
 		.max_idle_connections = d->config->max_idle_connections,
 		.max_connections = d->config->max_upstream_connections,
+		.breaker_failures = d->config->breaker_failures,
+		.breaker_open_ms = d->config->breaker_open_ms,
 	};
 	struct chat_settings chat_settings = {
 		.budgets = NULL, /* once created, below */

@@ -154,6 +154,12 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		evbuffer_add_printf(
 		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
 	evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"multi\"} %llu\n", up->multi_errors);
+	{
+		double since;
+		metrics_simple(out, "llamachatd_upstream_breaker_state", "gauge",
+		    "The upstream circuit breaker: 0 closed, 1 open, 2 half-open.",
+		    (double)upstream_breaker_state(s->upstream, &since));
+	}
 	metrics_header(out, "llamachatd_upstream_key_rejections_total", "counter",
 	    "Upstream's 401 and 403 answers, by the project whose key the call carried.");
 	for (size_t i = 0; i < upstream_key_count(s->upstream); i++) {

@@ -48,6 +48,8 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
 	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
 	{ "upstream", "project_keys", SETTING_PROJECT_KEYS, 0, 0, 0 },
+	{ "upstream.breaker", "failures", SETTING_INT, AT(breaker_failures), 0, 1000000 },
+	{ "upstream.breaker", "open_ms", SETTING_INT, AT(breaker_open_ms), 100, 600000 },
 	{ "upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000 },
 	{ "upstream", "request_timeout_ms", SETTING_INT, AT(request_timeout_ms), 1, 3600000 },
 	{ "upstream", "max_response_bytes", SETTING_INT, AT(max_response_bytes), 1024, 1L << 30 },
@@ -122,6 +124,8 @@ config_set_defaults(struct config *c)
 	c->stream_idle_timeout_ms = 300000;
 	c->idempotency_ttl_s = 86400;
 	c->tls_min_version = 12;
+	c->breaker_failures = 5;
+	c->breaker_open_ms = 5000;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
@@ -205,6 +209,13 @@ config_find_spec(const char *group, const char *name)
 			return s;
 	}
 	return NULL;
+}
+
+/* A group inside a group ("upstream.breaker"). */
+static bool
+config_is_nested(const char *name)
+{
+	return strcmp(name, "upstream.breaker") == 0;
 }
 
 static bool
@@ -374,7 +385,21 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 		int members = config_setting_length(s);
 		for (int j = 0; j < members; j++) {
 			config_setting_t *m = config_setting_get_elem(s, (unsigned)j);
+			char nested[64];
 			spec = config_find_spec(name, config_setting_name(m));
+			/* One level deeper: upstream.breaker = { ... }. */
+			snprintf(nested, sizeof(nested), "%s.%s", name, config_setting_name(m));
+			if (spec == NULL && config_setting_type(m) == CONFIG_TYPE_GROUP && config_is_nested(nested)) {
+				for (int k = 0; k < config_setting_length(m); k++) {
+					config_setting_t *inner = config_setting_get_elem(m, (unsigned)k);
+					spec = config_find_spec(nested, config_setting_name(inner));
+					if (spec == NULL)
+						config_setting_error(errors, c->path, inner, "unknown setting");
+					else
+						config_read_setting(c, spec, inner, errors);
+				}
+				continue;
+			}
 			if (spec == NULL)
 				config_setting_error(errors, c->path, m, "unknown setting");
 			else

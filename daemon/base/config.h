@@ -95,6 +95,8 @@ struct config {
 	long max_in_flight;
 	long max_idle_connections; /* upstream connections kept for reuse */
 	long max_upstream_connections; /* open to upstream at once; 0: no bound */
+	long breaker_failures; /* upstream.breaker.failures: consecutive failures that open it; 0: never */
+	long breaker_open_ms; /* upstream.breaker.open_ms: how long it stays open before a probe */
 
 	char *store_path;
 	long store_map_size_mb;

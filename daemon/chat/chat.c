@@ -367,15 +367,23 @@ chat_forward(struct chat_call *call, const char *method, const char *path, const
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,
 		.project_id = call->project,
 	};
-	struct request *req;
 
-	if (!upstream_has_key_for(call->chat->upstream, call->project)) {
-		if ((req = chat_call_take_request(call)) == NULL)
-			log_warnx("chat: no API key for project %s; a background refresh is not made", call->project);
-		else if (!reply_unless_key(req, call->chat->upstream, call->project))
-			reply_no_key(req); /* not reached: there is no key for it */
+	if (call->req != NULL && reply_unless_ready(call->req, call->chat->upstream, call->project)) {
+		/* Answered: no key for its project, or the breaker is open. */
+		chat_call_take_request(call);
 		chat_call_free(call);
 		return;
+	}
+	if (call->req == NULL) {
+		long retry_after;
+		double since;
+		if (!upstream_has_key_for(call->chat->upstream, call->project) ||
+		    !upstream_breaker_admits(call->chat->upstream, &retry_after, &since)) {
+			log_debug("chat: a background refresh of %s is not made now (no key, or upstream failing)",
+			    call->session_id);
+			chat_call_free(call);
+			return;
+		}
 	}
 	call->upstream = upstream_forward(call->chat->upstream, &request, chat_on_upstream_done, call);
 	if (call->upstream == NULL) {

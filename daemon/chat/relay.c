@@ -247,7 +247,7 @@ relay_start(struct relay_engine *engine, struct request *req, const struct upstr
 	struct upstream_request streamed = *ureq;
 	struct relay *relay;
 
-	if (reply_unless_key(req, engine->upstream, ureq->project_id))
+	if (reply_unless_ready(req, engine->upstream, ureq->project_id))
 		goto no_relay;
 	if ((relay = calloc(1, sizeof(*relay))) == NULL) {
 		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");

@@ -2,8 +2,13 @@
  * upstream or upstream's transfer failed. */
 #include "chat/upstream_reply.h"
 
+#include <time.h>
+
+#include <stdio.h>
+
 #include "base/log.h"
 #include "http/reply.h"
+#include "http/request.h"
 #include "upstream/upstream.h"
 
 void
@@ -45,10 +50,28 @@ reply_no_key(struct request *req)
 }
 
 bool
-reply_unless_key(struct request *req, const struct upstream *upstream, const char *project)
+reply_unless_ready(struct request *req, struct upstream *upstream, const char *project)
 {
-	if (upstream_has_key_for(upstream, project))
-		return false;
+	long retry_after = 1;
+	double since;
+
+	if (upstream_has_key_for(upstream, project)) {
+		char seconds[24], when[32];
+		time_t t;
+		struct tm tm;
+		if (upstream_breaker_admits(upstream, &retry_after, &since))
+			return false;
+		/* Failing fast beats every caller waiting out the timeout. */
+		t = (time_t)since;
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		snprintf(seconds, sizeof(seconds), "%ld", retry_after > 0 ? retry_after : 1);
+		request_add_header(req, "Retry-After", seconds);
+		reply_errorf(req, 503, REPLY_RETRY_MAY_HELP,
+		    "LlamaCloud upstream is failing (circuit breaker open since %s); nothing was sent; retry later",
+		    when);
+		return true;
+	}
 	if (!upstream_has_key(upstream))
 		reply_no_key(req);
 	else if (project != NULL && project[0] != '\0')

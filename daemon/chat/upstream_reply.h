@@ -12,11 +12,13 @@ struct upstream_response;
 /* 503: the daemon has no API key, with how to give it one. */
 void reply_no_key(struct request *req);
 
-/* When a call about project (NULL or "": none) has no key to go with,
- * answers req (503 without any key; else 403 naming the project, nothing
- * sent) and returns true; false when it has one. */
+/* When a call about project (NULL or "": none) may not go upstream now,
+ * answers req and returns true: 503 with Retry-After while the circuit
+ * breaker is open; 503 without any key; else 403 naming the project that
+ * has no key (nothing sent). False when it may go (half-open: it is then
+ * the breaker's probe, and must be forwarded at once). */
 struct upstream;
-bool reply_unless_key(struct request *req, const struct upstream *upstream, const char *project)
+bool reply_unless_ready(struct request *req, struct upstream *upstream, const char *project)
     __attribute__((warn_unused_result));
 
 /* Answers a call whose transfer failed before upstream answered: 504 for a

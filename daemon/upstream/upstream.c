@@ -148,6 +148,11 @@ upstream_finish(struct upstream_call *call, struct upstream_response *response)
 	response->headers = &call->response_headers;
 	if (response->error == UPSTREAM_OK)
 		upstream_key_outcome(call->upstream, call->key_project, response->status);
+	/* Upstream failing: it could not be reached, broke off, or said 5xx.
+	 * A call of ours that waited for a connection is no sign of it. */
+	if (response->error != UPSTREAM_ERR_NO_CONNECTION && response->error != UPSTREAM_ERR_TOO_LARGE)
+		upstream_breaker_outcome(
+		    call->upstream, call->probe, response->error != UPSTREAM_OK || response->status >= 500);
 	/* Remove before the callback, which may start new calls. */
 	curl_multi_remove_handle(call->upstream->multi, call->easy);
 	call->done(response, call->arg);
@@ -338,6 +343,7 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 		goto oom;
 	upstream->settings.base_url = upstream->base_url;
 	upstream->settings.ca_file = upstream->ca_file;
+	upstream->breaker.wait_ms = settings->breaker_open_ms;
 	upstream->multi = curl_multi_init();
 	upstream->timer = evtimer_new(base, upstream_on_timeout, upstream);
 	upstream->wait_timer = evtimer_new(base, upstream_on_wait_timeout, upstream);
@@ -408,6 +414,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NULL;
 	call->key = key; /* only until configured: a reload may free it later */
+	call->probe = upstream_breaker_take_probe(upstream);
 	snprintf(call->key_project, sizeof(call->key_project), "%s", owner);
 	call->upstream = upstream;
 	call->done = done;

@@ -25,6 +25,11 @@ struct upstream_settings {
 	long max_in_flight;
 	long max_idle_connections; /* kept open for reuse between calls */
 	long max_connections; /* to upstream at once; 0: no bound */
+	/* The circuit breaker: it opens after breaker_failures consecutive
+	 * failed calls (0: never) for breaker_open_ms, doubled after a failed
+	 * probe up to a minute. */
+	long breaker_failures;
+	long breaker_open_ms;
 };
 
 enum upstream_error {
@@ -107,6 +112,23 @@ void upstream_set_keys(
 /* The same, keeping the default key in force (one from the environment,
  * which cannot change under a running process). */
 void upstream_set_project_keys(struct upstream *upstream, const char *const *projects, char **keys, size_t count);
+
+/* The circuit breaker's state. */
+enum upstream_breaker_state {
+	UPSTREAM_BREAKER_CLOSED = 0,
+	UPSTREAM_BREAKER_OPEN = 1,
+	UPSTREAM_BREAKER_HALF_OPEN = 2,
+};
+
+/* Whether a call may go upstream now: false while the breaker is open (with
+ * the seconds until it lets a probe through in *retry_after_s, and since
+ * when it is open in *since_wall, Unix seconds); when it is half-open, true
+ * for one call (the probe, which the next upstream_forward() makes) and
+ * false for the others until the probe's answer. */
+bool upstream_breaker_admits(struct upstream *upstream, long *retry_after_s, double *since_wall);
+
+/* The breaker's state and since when (Unix seconds; 0: since start). */
+enum upstream_breaker_state upstream_breaker_state(const struct upstream *upstream, double *since_wall);
 
 /* True when any key is set. */
 bool upstream_has_key(const struct upstream *upstream);

@@ -23,6 +23,16 @@ struct upstream_key {
 	bool rejected_since_success; /* its first rejection after a success was logged */
 };
 
+struct upstream_breaker {
+	enum upstream_breaker_state state;
+	long failures; /* consecutive failed calls */
+	double since_wall; /* of the state */
+	double open_until; /* monotonic seconds; open: when a probe may go */
+	long wait_ms; /* the open period now */
+	bool probe_reserved; /* admitted, and the next forward is the probe */
+	double probe_started; /* monotonic, when the probe was admitted; 0: none */
+};
+
 struct upstream {
 	struct event_base *base;
 	CURLM *multi;
@@ -34,6 +44,7 @@ struct upstream {
 	/* keys[0] is the default key; then the projects' (upstream_keys.c). */
 	struct upstream_key keys[1 + UPSTREAM_MAX_PROJECT_KEYS];
 	size_t key_count;
+	struct upstream_breaker breaker;
 	long in_flight;
 	/* Easy handles of finished calls, reset, for the next ones: a fresh
 	 * handle costs several allocations and a clean one nothing. */
@@ -78,6 +89,7 @@ struct upstream_call {
 	bool too_large;
 	char error_buffer[CURL_ERROR_SIZE];
 	const char *key; /* the key chosen for it, until configured */
+	bool probe; /* the breaker's probe */
 	char key_project[UPSTREAM_PROJECT_MAX + 1]; /* whose key it carries ("": the default) */
 };
 
@@ -85,6 +97,12 @@ struct upstream_call {
  * the project's own, else the default one; NULL when neither exists.
  * *owner gets the project whose key it is ("" for the default). */
 const char *upstream_pick_key(const struct upstream *upstream, const char *project, const char **owner);
+/* upstream_breaker.c: a finished call's outcome, for the breaker. */
+void upstream_breaker_outcome(struct upstream *upstream, bool probe, bool failed);
+/* upstream_breaker.c: true (and the reservation taken) when the call about
+ * to start is the breaker's probe. */
+bool upstream_breaker_take_probe(struct upstream *upstream);
+
 /* upstream_keys.c: what upstream answered a call made with owner's key. */
 void upstream_key_outcome(struct upstream *upstream, const char *owner, long status);
 

@@ -1,0 +1,124 @@
+/* Integration: an upstream that fails. The circuit breaker opens after
+ * consecutive failures, answers at once while open (the store still
+ * serving), lets one probe through after its wait, and closes when the
+ * probe succeeds; one log line per change of state. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static struct fake_upstream fake;
+static struct daemon_process gw;
+static char *dir;
+
+static int
+start_all(void **state)
+{
+	(void)state;
+	dir = harness_make_dir("faults");
+	if (dir == NULL || fake_start(&fake, dir) != 0)
+		return -1;
+	daemon_write_config(&gw, dir, fake.port, "breaker = { failures = 5; open_ms = 8000; };", NULL, NULL);
+	return daemon_start(&gw, HARNESS_KEY);
+}
+
+static int
+stop_all(void **state)
+{
+	(void)state;
+	harness_suite_stop(&dir, &fake, &gw);
+	return 0;
+}
+
+/* How often needle occurs in the daemon's log after offset. */
+static int
+log_count_since(long offset, const char *needle)
+{
+	FILE *f = fopen(gw.log_path, "r");
+	char line[4096];
+	int count = 0;
+
+	if (f == NULL)
+		return 0;
+	fseek(f, offset, SEEK_SET);
+	while (fgets(line, sizeof(line), f) != NULL)
+		count += strstr(line, needle) != NULL;
+	fclose(f);
+	return count;
+}
+
+static bool
+probe_closed_it(void *arg)
+{
+	(void)arg;
+	return daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", NULL) == 200;
+}
+
+static void
+test_the_breaker_opens_sheds_load_and_closes_after_a_probe(void **state)
+{
+	char id[64], path[160], value[32];
+	struct http_response r;
+	long offset = daemon_log_offset(&gw), requests;
+	json_t *doc;
+
+	(void)state;
+	assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+
+	/* Five 5xx answers in a row open it. */
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":503,\"count\":5}"), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", NULL), 503);
+	daemon_wait_log(&gw, offset, "circuit breaker open");
+	assert_true(daemon_metric(&gw, "llamachatd_upstream_breaker_state") == 1);
+
+	/* While open (8 s: longer than the 200 calls take, even on a slow
+	 * machine), calls are answered at once and nothing goes upstream. */
+	requests = fake_count(&fake, "api_requests");
+	for (int i = 0; i < 200; i++) {
+		assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", &r), 503);
+		if (i == 0) {
+			assert_non_null(strstr(r.body, "circuit breaker open since"));
+			assert_non_null(http_header(&r, "Retry-After", value, sizeof(value)));
+		}
+		http_response_free(&r);
+	}
+	assert_int_equal(fake_count(&fake, "api_requests"), requests);
+	/* The store still answers. */
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, NULL), 200);
+	assert_int_equal(daemon_call(&gw, NULL, "GET", "/api/v1/chat", NULL, NULL), 200);
+	assert_int_equal(daemon_call(&gw, NULL, "GET", "/healthz", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"breaker\":\"open\""));
+	http_response_free(&r);
+
+	/* After its wait one probe goes through; upstream is well again, so
+	 * the breaker closes. */
+	harness_wait(probe_closed_it, NULL, 30000, "a probe to close the breaker");
+	assert_true(daemon_metric(&gw, "llamachatd_upstream_breaker_state") == 0);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
+	assert_int_equal(log_count_since(offset, "circuit breaker open"), 1);
+	assert_int_equal(log_count_since(offset, "circuit breaker half-open"), 1);
+	assert_int_equal(log_count_since(offset, "circuit breaker closed"), 1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_the_breaker_opens_sheds_load_and_closes_after_a_probe),
+	};
+	return cmocka_run_group_tests_name("integration: upstream faults", tests, start_all, stop_all);
+}
