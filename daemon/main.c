@@ -412,6 +412,10 @@ daemon_start(struct daemon *d)
 		.idempotency_ttl_s = &d->idempotency_ttl_s,
 		.max_body_bytes = d->config->max_body_bytes,
 		.max_event_bytes = (size_t)d->config->max_event_bytes,
+		.retries = d->config->retries,
+		.retry_base_ms = d->config->retry_base_ms,
+		.retry_max_wait_ms = d->config->retry_max_wait_ms,
+		.request_timeout_ms = d->config->request_timeout_ms,
 	};
 	enum apikey_source source;
 	char why[512];
@@ -460,6 +464,7 @@ daemon_start(struct daemon *d)
 		return -1;
 	}
 	chat_settings.budgets = d->budgets;
+	chat_settings.base = d->base;
 	d->max_age_days = d->config->store_max_age_days;
 	d->idempotency_ttl_s = d->config->idempotency_ttl_s;
 	if ((d->janitor = janitor_create(d->base, d->store, d->config->store_janitor_interval_s * 1000)) == NULL ||

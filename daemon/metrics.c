@@ -17,6 +17,7 @@
 #include "gate/idempotency.h"
 #include "store/janitor.h"
 #include "chat/relay.h"
+#include "chat/retry.h"
 #include "server/server.h"
 #include "store/session.h"
 #include "store/store.h"
@@ -160,6 +161,10 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		    "The upstream circuit breaker: 0 closed, 1 open, 2 half-open.",
 		    (double)upstream_breaker_state(s->upstream, &since));
 	}
+	metrics_header(out, "llamachatd_upstream_retries_total", "counter", "Upstream calls made again, by reason.");
+	for (int r = 0; r < RETRY_REASONS; r++)
+		evbuffer_add_printf(out, "llamachatd_upstream_retries_total{reason=\"%s\"} %llu\n",
+		    retry_reason_names[r], chat->retries[r]);
 	metrics_header(out, "llamachatd_upstream_key_rejections_total", "counter",
 	    "Upstream's 401 and 403 answers, by the project whose key the call carried.");
 	for (size_t i = 0; i < upstream_key_count(s->upstream); i++) {

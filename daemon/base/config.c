@@ -48,6 +48,9 @@ static const struct setting_spec config_specs[] = {
 	{ "upstream", "api_key_file", SETTING_STRING, AT(upstream_api_key_file), 0, 0 },
 	{ "upstream", "ca_file", SETTING_STRING, AT(upstream_ca_file), 0, 0 },
 	{ "upstream", "project_keys", SETTING_PROJECT_KEYS, 0, 0, 0 },
+	{ "upstream", "retries", SETTING_INT, AT(retries), 0, 10 },
+	{ "upstream", "retry_base_ms", SETTING_INT, AT(retry_base_ms), 1, 60000 },
+	{ "upstream", "retry_max_wait_ms", SETTING_INT, AT(retry_max_wait_ms), 0, 600000 },
 	{ "upstream.breaker", "failures", SETTING_INT, AT(breaker_failures), 0, 1000000 },
 	{ "upstream.breaker", "open_ms", SETTING_INT, AT(breaker_open_ms), 100, 600000 },
 	{ "upstream", "connect_timeout_ms", SETTING_INT, AT(connect_timeout_ms), 1, 600000 },
@@ -125,6 +128,9 @@ config_set_defaults(struct config *c)
 	c->idempotency_ttl_s = 86400;
 	c->tls_min_version = 12;
 	c->breaker_failures = 5;
+	c->retries = 2;
+	c->retry_base_ms = 100;
+	c->retry_max_wait_ms = 2000;
 	c->breaker_open_ms = 5000;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");

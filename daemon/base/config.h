@@ -96,6 +96,9 @@ struct config {
 	long max_idle_connections; /* upstream connections kept for reuse */
 	long max_upstream_connections; /* open to upstream at once; 0: no bound */
 	long breaker_failures; /* upstream.breaker.failures: consecutive failures that open it; 0: never */
+	long retries; /* upstream.retries: more attempts of a failed call where that is safe */
+	long retry_base_ms; /* the backoff's first step */
+	long retry_max_wait_ms; /* the longest Retry-After honoured */
 	long breaker_open_ms; /* upstream.breaker.open_ms: how long it stays open before a probe */
 
 	char *store_path;

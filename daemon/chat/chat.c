@@ -8,6 +8,7 @@
 #include "chat/chat.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "base/clock.h"
 #include "gate/budget.h"
 #include "chat/chat_private.h"
+#include "chat/retry.h"
 #include "base/config.h"
 #include "gate/gate.h"
 #include "base/log.h"
@@ -30,6 +32,8 @@
 #include "http/uri.h"
 
 _Static_assert(SESSION_LEDGER_FIELD_COUNT == STORE_LEDGER_FIELDS, "ledger fields of session and store differ");
+_Static_assert(RETRY_REASONS == sizeof(((struct chat_counters *)0)->retries) / sizeof(unsigned long long),
+    "retry reasons and their counters differ");
 
 enum chat_kind {
 	CHAT_CREATE, /* POST /api/v1/chat */
@@ -59,6 +63,14 @@ struct chat_call {
 	struct evbuffer *body;
 	struct chat_key_hold *key; /* a create's Idempotency-Key; NULL: none */
 	char project[SESSION_SCOPE_MAX + 1]; /* whose API key the call goes with ("": the default) */
+	/* What it sent, kept for a retry (retry.h), and the retries made. */
+	const char *method;
+	char *path;
+	void *sent_body;
+	size_t sent_len;
+	long attempts;
+	double first_started; /* monotonic seconds */
+	struct event *retry_ev;
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -138,6 +150,10 @@ static void
 chat_call_free(struct chat_call *call)
 {
 	upstream_cancel(call->upstream);
+	if (call->retry_ev != NULL)
+		event_free(call->retry_ev);
+	free(call->path);
+	free(call->sent_body);
 	store_write_forget(call->write);
 	chat_key_release(call->key);
 	evbuffer_free(call->body);
@@ -317,6 +333,48 @@ chat_store_final_refusal(struct chat_call *call)
 	return true;
 }
 
+static void chat_send(struct chat_call *call);
+
+static void
+chat_on_retry_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct chat_call *call = arg;
+
+	(void)fd;
+	(void)what;
+	chat_send(call);
+}
+
+/* Schedules the call again when its failure allows it (retry.h): it takes
+ * no rate or budget token, the call was paid for once. Returns true when
+ * it will go again. */
+static bool
+chat_maybe_retry(struct chat_call *call, const struct upstream_response *response)
+{
+	const struct chat_settings *s = &call->chat->settings;
+	struct retry_policy policy = { s->retries, s->retry_base_ms, s->retry_max_wait_ms, s->request_timeout_ms };
+	const char *retry_after =
+	    response->error == UPSTREAM_OK ? http_headers_find(response->headers, "retry-after") : NULL;
+	long elapsed = (long)((clock_monotonic_s() - call->first_started) * 1000), wait_ms;
+	enum retry_reason reason;
+	struct timeval tv;
+
+	if (s->base == NULL ||
+	    !retry_decide(&policy, call->kind != CHAT_CREATE, call->key != NULL, response, retry_after, call->attempts,
+	        elapsed, (double)random() / ((double)RAND_MAX + 1), &wait_ms, &reason))
+		return false;
+	if (call->retry_ev == NULL && (call->retry_ev = evtimer_new(s->base, chat_on_retry_due, call)) == NULL)
+		return false;
+	call->attempts++;
+	call->chat->counters.retries[reason]++;
+	if (call->req != NULL)
+		call->req->access.retries = (int)call->attempts;
+	log_debug("chat: retrying a call in %ld ms (%s)", wait_ms, retry_reason_names[reason]);
+	tv = clock_timeval_ms(wait_ms);
+	evtimer_add(call->retry_ev, &tv);
+	return true;
+}
+
 static void
 chat_on_upstream_done(const struct upstream_response *response, void *arg)
 {
@@ -326,6 +384,8 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	call->upstream = NULL;
 	if (call->req != NULL && call->caller.access != NULL)
 		call->caller.access->upstream_seconds = response->total_seconds;
+	if (chat_maybe_retry(call, response))
+		return;
 	if (response->error != UPSTREAM_OK) {
 		struct request *req = chat_call_take_request(call);
 		call->chat->counters.upstream_failures++;
@@ -354,16 +414,34 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	chat_store_answer(call);
 }
 
-/* Starts the upstream call; answers the client itself when it cannot. */
+/* Starts the upstream call; answers the client itself when it cannot. What
+ * it sends is kept for a retry. */
 static void
 chat_forward(struct chat_call *call, const char *method, const char *path, const void *body, size_t body_len)
 {
+	call->method = method;
+	call->first_started = clock_monotonic_s();
+	if ((call->path = strdup(path)) == NULL || (body_len > 0 && (call->sent_body = malloc(body_len)) == NULL)) {
+		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	if (body_len > 0)
+		memcpy(call->sent_body, body, body_len);
+	call->sent_len = body_len;
+	chat_send(call);
+}
+
+/* Sends the call's request upstream (again, for a retry). */
+static void
+chat_send(struct chat_call *call)
+{
 	struct upstream_request request = {
-		.method = method,
-		.path_and_query = path,
+		.method = call->method,
+		.path_and_query = call->path,
 		.client_headers = call->req != NULL ? &call->req->headers : NULL,
-		.body = body,
-		.body_len = body_len,
+		.body = call->sent_body,
+		.body_len = call->sent_len,
+		.is_retry = call->attempts > 0,
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,
 		.project_id = call->project,
 	};

@@ -33,6 +33,7 @@ struct chat_counters {
 	unsigned long takeovers_refused; /* creates answered with another client's session */
 	unsigned long unmetered_turns; /* turns whose usage could not be charged */
 	struct histogram first_event; /* a stream's request to its first event relayed */
+	unsigned long long retries[4]; /* by enum retry_reason */
 };
 
 struct chat_settings {
@@ -42,6 +43,10 @@ struct chat_settings {
 	/* How long an Idempotency-Key's answer is kept: the caller's value,
 	 * which a reload may change. */
 	const long *idempotency_ttl_s;
+	/* Retries of failed upstream calls where repeating is safe (retry.h),
+	 * and the loop their waits run on. */
+	struct event_base *base;
+	long retries, retry_base_ms, retry_max_wait_ms, request_timeout_ms;
 };
 
 /* Creates the handlers over upstream, store and relays, which the caller

@@ -88,7 +88,7 @@ access_end(struct access_log *log, const struct request *req)
 {
 	const struct access_entry *e = &req->access;
 	double total = clock_monotonic_s() - e->started;
-	char path[256], time_text[32], upstream[32];
+	char path[256], time_text[32], upstream[32], retries[24] = "";
 	struct timespec wall;
 	struct tm tm;
 
@@ -97,16 +97,18 @@ access_end(struct access_log *log, const struct request *req)
 		gmtime_r(&wall.tv_sec, &tm);
 		strftime(time_text, sizeof(time_text), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		access_clean_path(req->path, path, sizeof(path));
+		if (e->retries > 0)
+			snprintf(retries, sizeof(retries), " retries=%d", e->retries);
 		if (e->upstream_seconds >= 0)
 			snprintf(upstream, sizeof(upstream), "%.6f", e->upstream_seconds);
 		else
 			snprintf(upstream, sizeof(upstream), "-");
 		fprintf(log->out,
 		    "time=%s client=%s method=%s path=\"%s\" status=%d bytes=%llu duration=%.6f upstream=%s cache=%s "
-		    "request_id=%s%s%s\n",
+		    "request_id=%s%s%s%s\n",
 		    time_text, e->client, req->method_name, path, e->status, e->bytes, total, upstream,
 		    e->cache != NULL ? e->cache : "-", e->request_id[0] != '\0' ? e->request_id : "-",
-		    e->cut != NULL ? " cut=" : "", e->cut != NULL ? e->cut : "");
+		    e->cut != NULL ? " cut=" : "", e->cut != NULL ? e->cut : "", retries);
 	}
 	counters_observe_request(log->counters, e->route, e->status, total);
 }

@@ -72,6 +72,7 @@ struct access_entry {
 	const char *cache; /* "HIT", "MISS" or NULL */
 	int status; /* of the answer; 499 when the client left first */
 	const char *cut; /* a static cause when the answer was cut short; NULL: whole */
+	int retries; /* upstream calls made again for it */
 	unsigned long long bytes; /* of the answer's body */
 };
 

@@ -144,15 +144,19 @@ upstream_get_stats(const struct upstream *upstream)
 static void
 upstream_finish(struct upstream_call *call, struct upstream_response *response)
 {
+	bool failed;
+
 	response->body = call->response_body;
 	response->headers = &call->response_headers;
 	if (response->error == UPSTREAM_OK)
 		upstream_key_outcome(call->upstream, call->key_project, response->status);
 	/* Upstream failing: it could not be reached, broke off, or said 5xx.
 	 * A call of ours that waited for a connection is no sign of it. */
-	if (response->error != UPSTREAM_ERR_NO_CONNECTION && response->error != UPSTREAM_ERR_TOO_LARGE)
-		upstream_breaker_outcome(
-		    call->upstream, call->probe, response->error != UPSTREAM_OK || response->status >= 500);
+	failed = response->error != UPSTREAM_OK || response->status >= 500;
+	/* A call's retries count once: a retry's failure is not news. */
+	if (response->error != UPSTREAM_ERR_NO_CONNECTION && response->error != UPSTREAM_ERR_TOO_LARGE &&
+	    !(call->is_retry && failed))
+		upstream_breaker_outcome(call->upstream, call->probe, failed);
 	/* Remove before the callback, which may start new calls. */
 	curl_multi_remove_handle(call->upstream->multi, call->easy);
 	call->done(response, call->arg);
@@ -415,6 +419,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 		return NULL;
 	call->key = key; /* only until configured: a reload may free it later */
 	call->probe = upstream_breaker_take_probe(upstream);
+	call->is_retry = req->is_retry;
 	snprintf(call->key_project, sizeof(call->key_project), "%s", owner);
 	call->upstream = upstream;
 	call->done = done;

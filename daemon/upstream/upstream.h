@@ -74,6 +74,7 @@ struct upstream_request {
 	/* Whose key the call goes with: a project id, or NULL/"" for the
 	 * default key (see upstream_set_keys). */
 	const char *project_id;
+	bool is_retry; /* a retry: its failure is not counted again by the breaker */
 };
 
 enum upstream_flow {

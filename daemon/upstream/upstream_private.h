@@ -90,6 +90,7 @@ struct upstream_call {
 	char error_buffer[CURL_ERROR_SIZE];
 	const char *key; /* the key chosen for it, until configured */
 	bool probe; /* the breaker's probe */
+	bool is_retry;
 	char key_project[UPSTREAM_PROJECT_MAX + 1]; /* whose key it carries ("": the default) */
 };
 

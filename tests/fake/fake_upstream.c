@@ -66,6 +66,7 @@ struct fault {
 	char mode[16];
 	int status;
 	char *body;
+	char retry_after[16];
 	long ms;
 	long bytes;
 	int count;
@@ -590,7 +591,7 @@ apply_fault(struct evhttp_request *req)
 		struct evbuffer *body = evbuffer_new();
 		const char *text = f->body != NULL ? f->body : "{}";
 		evhttp_add_header(out, "Content-Type", "application/json");
-		evhttp_add_header(out, "Retry-After", "7");
+		evhttp_add_header(out, "Retry-After", f->retry_after[0] != '\0' ? f->retry_after : "7");
 		evhttp_add_header(out, "Set-Cookie", "upstream=secret");
 		if (f->status >= 300 && f->status < 400) /* a follower would come back here */
 			evhttp_add_header(out, "Location", "/api/v1/chat/ses-redirected/summary");
@@ -653,6 +654,9 @@ handle_fault(struct evhttp_request *req)
 	slot->count =
 	    json_object_get(doc, "count") != NULL ? (int)json_integer_value(json_object_get(doc, "count")) : 1;
 	slot->body = body != NULL ? strdup(body) : NULL;
+	if (json_string_value(json_object_get(doc, "retry_after")) != NULL)
+		snprintf(slot->retry_after, sizeof(slot->retry_after), "%s",
+		    json_string_value(json_object_get(doc, "retry_after")));
 	json_decref(doc);
 	send_json(req, 200, json_pack("{s:b}", "ok", 1));
 }

@@ -295,9 +295,11 @@ test_an_upstream_error_is_not_kept_and_a_final_refusal_is(void **state)
 	long creates = fake_count(&fake, "creates"), requests;
 
 	(void)state;
+	/* Three 503s: the first try and the daemon's own two retries of a
+	 * keyed create (upstream.retries). */
 	assert_int_equal(
 	    fake_fault(&fake, "POST", "/api/v1/chat",
-	        "{\"mode\":\"status\",\"status\":503,\"body\":\"{\\\"detail\\\":\\\"busy\\\"}\",\"count\":1}"),
+	        "{\"mode\":\"status\",\"status\":503,\"body\":\"{\\\"detail\\\":\\\"busy\\\"}\",\"count\":3}"),
 	    0);
 	assert_int_equal(post(ANN, "/api/v1/chat", "order-5xx", "{}", &r), 503);
 	http_response_free(&r);

@@ -114,10 +114,84 @@ test_the_breaker_opens_sheds_load_and_closes_after_a_probe(void **state)
 	assert_int_equal(log_count_since(offset, "circuit breaker closed"), 1);
 }
 
+/* A session the fake holds and the daemon's store does not: its id. */
+static void
+session_at_the_fake(char *id, size_t size)
+{
+	const char *headers[] = { "Authorization: Bearer " HARNESS_KEY, "Content-Type: application/json", NULL };
+	struct http_response r;
+	char url[256];
+	json_t *doc;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v1/chat", fake.port);
+	assert_int_equal(http_call("POST", url, headers, "{}", 2, &r), 0);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+}
+
+/* Calls that change nothing, or the same thing again, are retried where
+ * repeating is safe; a create only with an Idempotency-Key. */
+static void
+test_safe_calls_are_retried_and_only_they(void **state)
+{
+	char id[64], path[160];
+	long requests, creates, offset = daemon_log_offset(&gw);
+	double retries = daemon_metric(&gw, "llamachatd_upstream_retries_total{reason=\"5xx\"}");
+	const char *keyed[] = { "Content-Type: application/json", "Idempotency-Key: retry-me-1", NULL };
+	struct http_response r;
+	char url[256];
+
+	(void)state;
+	/* A summary miss meeting 503 twice, then 200. */
+	session_at_the_fake(id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	assert_int_equal(
+	    fake_fault(&fake, "GET", "/api/v1/chat/{id}/summary", "{\"mode\":\"status\",\"status\":503,\"count\":2}"),
+	    0);
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 3);
+	daemon_wait_log(&gw, offset, "retries=2");
+	assert_true(daemon_metric(&gw, "llamachatd_upstream_retries_total{reason=\"5xx\"}") >= retries + 2);
+
+	/* A 429 whose Retry-After is past upstream.retry_max_wait_ms passes
+	 * through at once; a short one is waited out. */
+	session_at_the_fake(id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(fake_fault(&fake, "GET", "/api/v1/chat/{id}",
+	                     "{\"mode\":\"status\",\"status\":429,\"retry_after\":\"30\"}"),
+	    0);
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, NULL), 429);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
+	assert_int_equal(
+	    fake_fault(&fake, "GET", "/api/v1/chat/{id}", "{\"mode\":\"status\",\"status\":429,\"retry_after\":\"1\"}"),
+	    0);
+	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 3);
+
+	/* A create without a key is never retried once it may have reached
+	 * upstream; with a key it is, and makes one session. */
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":503}"), 0);
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", NULL), 503);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":503}"), 0);
+	creates = fake_count(&fake, "creates");
+	assert_int_equal(http_call("POST", daemon_url(&gw, "/api/v1/chat", url, sizeof(url)), keyed, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 3);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_safe_calls_are_retried_and_only_they),
 		cmocka_unit_test(test_the_breaker_opens_sheds_load_and_closes_after_a_probe),
 	};
 	return cmocka_run_group_tests_name("integration: upstream faults", tests, start_all, stop_all);
