@@ -442,6 +442,8 @@ chat_send(struct chat_call *call)
 		.body = call->sent_body,
 		.body_len = call->sent_len,
 		.is_retry = call->attempts > 0,
+		/* A create without a key must not reach upstream twice. */
+		.send_once = call->kind == CHAT_CREATE && call->key == NULL,
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,
 		.project_id = call->project,
 	};

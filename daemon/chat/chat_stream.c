@@ -287,6 +287,7 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 	/* A turn goes with the key of the session's project. */
 	chat_session_project(chat, caller, id, project);
 	request.project_id = project;
+	request.send_once = true; /* a turn is never run twice */
 	/* A stream that reached upstream ran a turn: retrying would run another. */
 	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
 	free(path);

@@ -174,6 +174,9 @@ server_pass_through(struct server *server, struct request *req, const struct cal
 	request.body_len = evbuffer_get_length(input);
 	chat_project_for(server->parts.chat, caller, route->id, route->id_len, query, project);
 	request.project_id = project;
+	/* A call that may act upstream, without a key to dedupe it by, is never
+	 * sent twice. */
+	request.send_once = method != REQUEST_GET && method != REQUEST_DELETE && client_key == NULL;
 	/* Never the client's own key: one derived from it and the client. */
 	if (client_key != NULL && idempotency_key_is_valid(client_key)) {
 		unsigned char record_key[IDEMPOTENCY_RECORD_KEY_MAX];

@@ -187,6 +187,14 @@ upstream_collect_finished(struct upstream *upstream)
 		curl_easy_getinfo(call->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
 		curl_easy_getinfo(call->easy, CURLINFO_TOTAL_TIME, &response.total_seconds);
 		response.request_sent = pretransfer > 0 || response.status > 0;
+		if (call->resend_refused) {
+			/* curl wanted to send it again on a fresh connection, after the
+			 * one it went out on died: upstream may have acted on it. */
+			response.error = UPSTREAM_ERR_OTHER;
+			response.request_sent = true;
+			response.error_text = "the upstream connection died after the request went out; it may have "
+			                      "been acted on (a session may exist), so it is not sent again";
+		}
 		upstream_count(upstream, response.error, response.total_seconds);
 		if (response.error == UPSTREAM_OK)
 			upstream_deliver_headers(call);
@@ -262,11 +270,22 @@ upstream_sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose)
 int
 upstream_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
+	struct upstream_call *call = clientp;
+
 	(void)primary_ip;
 	(void)local_ip;
 	(void)primary_port;
 	(void)local_port;
-	upstream_stop_waiting(clientp);
+	upstream_stop_waiting(call);
+	/* curl calls this before each send of the request; a second one is its
+	 * own silent retry after a reused connection died. For a call that may
+	 * act upstream and has nothing to dedupe it by, that could act twice
+	 * (a second session, a second turn): refused, at no cost to the
+	 * calls whose first send goes through. */
+	if (call->once && ++call->sends > 1) {
+		call->resend_refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
 	return CURL_PREREQFUNC_OK;
 }
 
@@ -420,6 +439,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	call->key = key; /* only until configured: a reload may free it later */
 	call->probe = upstream_breaker_take_probe(upstream);
 	call->is_retry = req->is_retry;
+	call->once = req->send_once;
 	snprintf(call->key_project, sizeof(call->key_project), "%s", owner);
 	call->upstream = upstream;
 	call->done = done;

@@ -75,6 +75,11 @@ struct upstream_request {
 	 * default key (see upstream_set_keys). */
 	const char *project_id;
 	bool is_retry; /* a retry: its failure is not counted again by the breaker */
+	/* Never send it twice, not even by libcurl's own re-send on a fresh
+	 * connection after a reused one died: a create without an
+	 * Idempotency-Key, a stream's turn, any call that may act upstream with
+	 * nothing to dedupe it by. Such a call fails instead (may have acted). */
+	bool send_once;
 };
 
 enum upstream_flow {

@@ -91,6 +91,9 @@ struct upstream_call {
 	const char *key; /* the key chosen for it, until configured */
 	bool probe; /* the breaker's probe */
 	bool is_retry;
+	bool once; /* never sent twice (upstream_request.send_once) */
+	int sends; /* times curl was about to send it */
+	bool resend_refused; /* curl's own re-send was stopped */
 	char key_project[UPSTREAM_PROJECT_MAX + 1]; /* whose key it carries ("": the default) */
 };
 

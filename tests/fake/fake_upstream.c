@@ -30,6 +30,8 @@
  *                                   fast as it is read, then stops
  *                          cut      a stream sends one event, then drops the
  *                                   connection
+ *                          reset    the request is read, then the connection
+ *                                   is dropped without an answer
  *   POST /_fake/release  lets every held stream go on: {"released": n > 0,
  *                        "count": n}
  *   POST /_fake/now      from now on, sessions carry the real time (else a
@@ -598,6 +600,11 @@ apply_fault(struct evhttp_request *req)
 		evbuffer_add(body, text, strlen(text));
 		evhttp_send_reply(req, f->status, NULL, body);
 		evbuffer_free(body);
+		return true;
+	}
+	if (strcmp(f->mode, "reset") == 0) {
+		/* The request was read; the connection dies without an answer. */
+		evhttp_connection_free(evhttp_request_get_connection(req));
 		return true;
 	}
 	if (strcmp(f->mode, "invalid") == 0) {

@@ -187,11 +187,44 @@ test_safe_calls_are_retried_and_only_they(void **state)
 	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
 }
 
+/* A create without a key whose connection dies once the request went out
+ * is never sent again, not even by libcurl on a fresh connection: 502 that
+ * says a session may exist, and upstream saw it once. With a key it is
+ * retried and makes one session. */
+static void
+test_a_keyless_create_is_never_sent_twice(void **state)
+{
+	const char *keyed[] = { "Content-Type: application/json", "Idempotency-Key: reset-me-1", NULL };
+	struct http_response r;
+	long requests, creates;
+	char url[256], value[16];
+
+	(void)state;
+	/* A create first, so that the next goes on a reused connection. */
+	assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", NULL), 200);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"reset\"}"), 0);
+	requests = fake_count(&fake, "api_requests");
+	creates = fake_count(&fake, "creates");
+	assert_int_equal(daemon_call(&gw, NULL, "POST", "/api/v1/chat", "{}", &r), 502);
+	assert_non_null(strstr(r.body, "session may exist"));
+	assert_string_equal(http_header(&r, "x-should-retry", value, sizeof(value)), "false");
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
+	assert_int_equal(fake_count(&fake, "creates"), creates);
+
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"reset\"}"), 0);
+	assert_int_equal(http_call("POST", daemon_url(&gw, "/api/v1/chat", url, sizeof(url)), keyed, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_safe_calls_are_retried_and_only_they),
+		cmocka_unit_test(test_a_keyless_create_is_never_sent_twice),
 		cmocka_unit_test(test_the_breaker_opens_sheds_load_and_closes_after_a_probe),
 	};
 	return cmocka_run_group_tests_name("integration: upstream faults", tests, start_all, stop_all);
