@@ -134,8 +134,11 @@ relay_cut(struct relay *relay, enum relay_cut cause)
 		/* A reader of the event stream learns why before the close. */
 		if (relay->event_stream) {
 			char comment[96];
-			int n = snprintf(comment, sizeof(comment), ": upstream ended the stream early: %s\n\n",
-			    relay_cut_names[cause]);
+			int n = cause == RELAY_CUT_SHUTDOWN
+			    ? snprintf(comment, sizeof(comment),
+			          ": llamachatd stopped before the stream ended: shutdown\n\n")
+			    : snprintf(comment, sizeof(comment), ": upstream ended the stream early: %s\n\n",
+			          relay_cut_names[cause]);
 			request_send(req, comment, (size_t)n);
 		}
 		request_abort(req, relay_cut_names[cause]);

@@ -8,9 +8,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -25,7 +28,8 @@ start_all(void **state)
 	dir = harness_make_dir("faults");
 	if (dir == NULL || fake_start(&fake, dir) != 0)
 		return -1;
-	daemon_write_config(&gw, dir, fake.port, "breaker = { failures = 5; open_ms = 8000; };", NULL, NULL);
+	daemon_write_config(&gw, dir, fake.port,
+	    "stream_idle_timeout_ms = 1000;\nbreaker = { failures = 5; open_ms = 8000; };", NULL, NULL);
 	return daemon_start(&gw, HARNESS_KEY);
 }
 
@@ -219,12 +223,108 @@ test_a_keyless_create_is_never_sent_twice(void **state)
 	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
 }
 
+/* Starts a stream of a new session on d, held by the fake after its first
+ * event; returns the client's socket. */
+static int
+held_stream(struct daemon_process *d)
+{
+	static const char body[] = "{\"prompt\":\"hold\",\"index_ids\":[]}";
+	char request[1024], id[64];
+	struct http_response r;
+	long held = fake_count(&fake, "streams_held");
+	json_t *doc;
+	int fd, len;
+
+	assert_int_equal(daemon_call(d, NULL, "POST", "/api/v1/chat", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
+	len = snprintf(request, sizeof(request),
+	    "POST /api/v1/chat/%s/messages/stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s",
+	    id, strlen(body), body);
+	fd = harness_connect(d->port);
+	assert_int_equal(write(fd, request, (size_t)len), len);
+	fake_wait_count(&fake, "streams_held", held + 1);
+	return fd;
+}
+
+/* Reads the raw chunked answer to its end: it must stop without the last
+ * chunk, after a comment naming the cause. */
+static void
+expect_cut(int fd, const char *comment)
+{
+	char got[16384];
+	size_t have = 0;
+	ssize_t n;
+
+	while (have < sizeof(got) - 1 && (n = read(fd, got + have, sizeof(got) - 1 - have)) > 0)
+		have += (size_t)n;
+	got[have] = '\0';
+	close(fd);
+	assert_true(strncmp(got, "HTTP/1.1 200 ", 13) == 0);
+	assert_non_null(strstr(got, comment));
+	if (have >= 5 && strcmp(got + have - 5, "0\r\n\r\n") == 0)
+		fail_msg("a cut stream ended with the last chunk:\n%s", got);
+}
+
+/* A stream upstream lets go quiet past stream_idle_timeout_ms is cut, and
+ * looks cut. */
+static void
+test_a_stream_timed_out_upstream_looks_cut(void **state)
+{
+	double cuts = daemon_metric(&gw, "llamachatd_streams_cut_total{cause=\"timeout\"}");
+	long offset = daemon_log_offset(&gw);
+	int fd = held_stream(&gw);
+
+	(void)state;
+	expect_cut(fd, ": upstream ended the stream early: timeout");
+	daemon_wait_log(&gw, offset, "cut=timeout");
+	assert_true(daemon_metric(&gw, "llamachatd_streams_cut_total{cause=\"timeout\"}") >= cuts + 1);
+	fake_release(&fake);
+}
+
+/* A daemon stopped past its drain time cuts the streams it still holds. */
+static void
+test_a_stream_the_daemon_stops_past_its_drain_looks_cut(void **state)
+{
+	struct daemon_process d;
+	char sub[200];
+	FILE *f;
+	int fd;
+
+	(void)state;
+	snprintf(sub, sizeof(sub), "%s/drain", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(d.conf_path, sizeof(d.conf_path), "%s/llamachatd.conf", sub);
+	snprintf(d.log_path, sizeof(d.log_path), "%s/daemon.log", sub);
+	snprintf(d.dir, sizeof(d.dir), "%s", sub);
+	d.bin = NULL;
+	f = fopen(d.conf_path, "w");
+	fprintf(f,
+	    "listen = [ \"127.0.0.1:0\" ];\nupstream = { base_url = \"http://127.0.0.1:%d\"; };\n"
+	    "store = { path = \"%s/store\"; };\nlimits = { drain_timeout_ms = 300; };\nlog = { level = \"debug\"; };\n",
+	    fake.port, sub);
+	fclose(f);
+	assert_int_equal(daemon_start(&d, HARNESS_KEY), 0);
+	fd = held_stream(&d);
+	kill(d.pid, SIGTERM);
+	expect_cut(fd, ": llamachatd stopped before the stream ended: shutdown");
+	assert_true(daemon_log_contains(&d, "cut=shutdown"));
+	daemon_stop(&d);
+	fake_release(&fake);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_safe_calls_are_retried_and_only_they),
 		cmocka_unit_test(test_a_keyless_create_is_never_sent_twice),
+		cmocka_unit_test(test_a_stream_timed_out_upstream_looks_cut),
+		cmocka_unit_test(test_a_stream_the_daemon_stops_past_its_drain_looks_cut),
 		cmocka_unit_test(test_the_breaker_opens_sheds_load_and_closes_after_a_probe),
 	};
 	return cmocka_run_group_tests_name("integration: upstream faults", tests, start_all, stop_all);
