@@ -433,7 +433,7 @@ daemon_start(struct daemon *d)
 		return -1;
 	}
 	daemon_raise_file_limit(d->config);
-	if ((d->base = event_base_new()) == NULL) {
+	if ((d->base = event_base_new()) == NULL || event_base_priority_init(d->base, 2) != 0) {
 		apikey_free(key);
 		for (size_t i = 0; i < d->config->project_key_count; i++)
 			apikey_free(keys[i]);

@@ -287,6 +287,11 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family, bool tls)
 	}
 	c->server = s;
 	c->fd = fd;
+	/* Clients' I/O comes first on the loop: a lookup waits behind no
+	 * upstream work (curl's events keep the default, lower, priority). */
+	event_priority_set(c->read_ev, 0);
+	event_priority_set(c->write_ev, 0);
+	event_priority_set(c->resume_ev, 0);
 	if (tls && (s->tls == NULL || http_tls_conn_start(c, s->tls) != 0)) {
 		log_warnx("http: cannot start TLS on a new connection; closing it");
 		http_tls_conn_free(c);
