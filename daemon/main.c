@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "chat/relay.h"
+#include "chat/retry.h"
 #include "http/http_tls.h"
 #include "server/server.h"
 #include "store/store.h"
@@ -480,6 +481,11 @@ daemon_start(struct daemon *d)
 	    (d->chat = chat_create(d->upstream, d->store, d->relays, &chat_settings)) == NULL) {
 		log_errx("out of memory");
 		return -1;
+	}
+	{
+		struct retry_policy retry = { d->config->retries, d->config->retry_base_ms,
+			d->config->retry_max_wait_ms, d->config->request_timeout_ms };
+		relay_engine_set_retries(d->relays, &retry);
 	}
 	if ((d->access = access_log_create(d->config->access_log, &d->requests, why, sizeof(why))) == NULL) {
 		log_errx("%s", why);

@@ -164,7 +164,7 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_header(out, "llamachatd_upstream_retries_total", "counter", "Upstream calls made again, by reason.");
 	for (int r = 0; r < RETRY_REASONS; r++)
 		evbuffer_add_printf(out, "llamachatd_upstream_retries_total{reason=\"%s\"} %llu\n",
-		    retry_reason_names[r], chat->retries[r]);
+		    retry_reason_names[r], chat->retries[r] + relay_engine_retries(s->relays, r));
 	metrics_header(out, "llamachatd_upstream_key_rejections_total", "counter",
 	    "Upstream's 401 and 403 answers, by the project whose key the call carried.");
 	for (size_t i = 0; i < upstream_key_count(s->upstream); i++) {

@@ -14,6 +14,7 @@
  * anyway, and must be charged). */
 #include "chat/relay.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,8 @@
 #include <sys/queue.h>
 
 #include "base/log.h"
+#include "chat/retry.h"
+#include "base/clock.h"
 #include "http/http_headers.h"
 #include "http/reply.h"
 #include "chat/upstream_reply.h"
@@ -36,6 +39,8 @@ struct relay_engine {
 	long active;
 	unsigned long long bytes;
 	unsigned long long cuts[RELAY_CUT_CAUSES];
+	struct retry_policy retry; /* retries 0: none */
+	unsigned long long retries[RETRY_REASONS];
 };
 
 struct relay {
@@ -48,9 +53,76 @@ struct relay {
 	bool may_have_acted;
 	const struct relay_observer *observer;
 	void *arg;
+	/* A passed-through GET or DELETE may be made again before its answer
+	 * starts (retry.h): what it sent, and where its retries are. */
+	bool retryable;
+	struct upstream_request again; /* points at the two below */
+	char *again_path;
+	void *again_body;
+	long attempts;
+	double first_started;
+	bool retry_pending; /* this answer is dropped: a retry follows */
+	long retry_wait_ms;
+	struct event *retry_ev;
 };
 
 static void relay_on_headers(long status, const struct http_headers *headers, void *arg);
+static void relay_on_upstream_done(const struct upstream_response *response, void *arg);
+static void relay_free(struct relay *relay);
+static struct request *relay_take_request(struct relay *relay);
+
+/* Whether the relay's call, which just failed as response says, may go
+ * again: sets its wait. */
+static bool
+relay_may_retry(
+    struct relay *relay, const struct upstream_response *response, const char *retry_after, enum retry_reason *reason)
+{
+	long elapsed = (long)((clock_monotonic_s() - relay->first_started) * 1000);
+
+	return retry_decide(&relay->engine->retry, true, false, response, retry_after, relay->attempts, elapsed,
+	    (double)random() / ((double)RAND_MAX + 1), &relay->retry_wait_ms, reason);
+}
+
+static void
+relay_on_retry_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *relay = arg;
+	struct request *req;
+
+	(void)fd;
+	(void)what;
+	relay->retry_pending = false;
+	relay->again.is_retry = true;
+	if ((relay->call = upstream_forward(relay->engine->upstream, &relay->again, relay_on_upstream_done, relay)) ==
+	    NULL) {
+		if ((req = relay_take_request(relay)) != NULL)
+			reply_error(req, 503, REPLY_RETRY_MAY_HELP,
+			    "llamachatd is at its limit of upstream calls in flight; try again shortly");
+		relay_free(relay);
+	}
+}
+
+/* Makes the call again after its wait; the client still waits for its
+ * answer, and pays nothing more for it. */
+static void
+relay_schedule_retry(struct relay *relay)
+{
+	struct timeval tv = clock_timeval_ms(relay->retry_wait_ms);
+	struct request *req;
+
+	relay->retry_pending = true;
+	relay->attempts++;
+	if (relay->req != NULL)
+		relay->req->access.retries = (int)relay->attempts;
+	if (relay->retry_ev == NULL &&
+	    (relay->retry_ev = evtimer_new(relay->engine->base, relay_on_retry_due, relay)) == NULL) {
+		if ((req = relay_take_request(relay)) != NULL)
+			reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		relay_free(relay);
+		return;
+	}
+	evtimer_add(relay->retry_ev, &tv);
+}
 static enum upstream_flow relay_on_data(const char *data, size_t len, void *arg);
 
 struct relay_engine *
@@ -87,6 +159,10 @@ static void
 relay_free(struct relay *relay)
 {
 	upstream_cancel(relay->call);
+	if (relay->retry_ev != NULL)
+		event_free(relay->retry_ev);
+	free(relay->again_path);
+	free(relay->again_body);
 	LIST_REMOVE(relay, link);
 	relay->engine->active--;
 	if (relay->observer != NULL && relay->observer->on_close != NULL)
@@ -187,6 +263,16 @@ relay_on_headers(long status, const struct http_headers *headers, void *arg)
 {
 	struct relay *relay = arg;
 
+	/* A failing answer that may be asked again is not passed on. */
+	if (relay->retryable && !relay->started) {
+		struct upstream_response seen = { .error = UPSTREAM_OK, .status = status, .request_sent = true };
+		enum retry_reason reason;
+		if (relay_may_retry(relay, &seen, http_headers_find(headers, "retry-after"), &reason)) {
+			relay->retry_pending = true;
+			relay->engine->retries[reason]++;
+			return;
+		}
+	}
 	if (relay->req != NULL) {
 		for (size_t i = 0; i < headers->count; i++)
 			request_add_header(relay->req, headers->items[i].name, headers->items[i].value);
@@ -205,6 +291,8 @@ relay_on_data(const char *data, size_t len, void *arg)
 {
 	struct relay *relay = arg;
 
+	if (relay->retry_pending)
+		return UPSTREAM_FLOW_TAKEN; /* the answer a retry replaces */
 	if (relay->req != NULL && request_unsent(relay->req) >= relay->engine->buffer_bytes)
 		return UPSTREAM_FLOW_PAUSE;
 	if (relay->observer != NULL && relay->observer->on_data != NULL)
@@ -225,6 +313,15 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 	relay->call = NULL;
 	if (relay->req != NULL)
 		relay->req->access.upstream_seconds = response->total_seconds;
+	if (relay->req != NULL && !relay->started && relay->retryable) {
+		enum retry_reason reason;
+		if (relay->retry_pending || relay_may_retry(relay, response, NULL, &reason)) {
+			if (!relay->retry_pending)
+				relay->engine->retries[reason]++;
+			relay_schedule_retry(relay);
+			return;
+		}
+	}
 	if (!relay->started) {
 		struct request *req = relay_take_request(relay);
 		if (req != NULL)
@@ -265,6 +362,21 @@ relay_start(struct relay_engine *engine, struct request *req, const struct upstr
 	engine->active++;
 
 	streamed.stream = &engine->stream;
+	/* A passed-through GET or DELETE may be asked again; nothing else. */
+	if (observer == NULL && engine->retry.retries > 0 &&
+	    (strcmp(ureq->method, "GET") == 0 || strcmp(ureq->method, "DELETE") == 0)) {
+		relay->again = streamed;
+		relay->again_path = strdup(ureq->path_and_query);
+		relay->again_body = ureq->body_len > 0 ? malloc(ureq->body_len) : NULL;
+		if (relay->again_path != NULL && (ureq->body_len == 0 || relay->again_body != NULL)) {
+			if (ureq->body_len > 0)
+				memcpy(relay->again_body, ureq->body, ureq->body_len);
+			relay->again.path_and_query = relay->again_path;
+			relay->again.body = relay->again_body;
+			relay->retryable = true;
+			relay->first_started = clock_monotonic_s();
+		}
+	}
 	relay->call = upstream_forward(engine->upstream, &streamed, relay_on_upstream_done, relay);
 	if (relay->call == NULL) {
 		relay->req = NULL;
@@ -299,4 +411,16 @@ relay_engine_free(struct relay_engine *engine)
 		}
 	}
 	free(engine);
+}
+
+void
+relay_engine_set_retries(struct relay_engine *engine, const struct retry_policy *policy)
+{
+	engine->retry = *policy;
+}
+
+unsigned long long
+relay_engine_retries(const struct relay_engine *engine, int reason)
+{
+	return engine->retries[reason];
 }

@@ -75,6 +75,13 @@ enum relay_cut {
  * and frees the relay. */
 void relay_cut(struct relay *relay, enum relay_cut cause);
 
+/* Passed-through GETs and DELETEs are made again before their answer
+ * starts, as policy says (retry.h); none until this is called. */
+struct retry_policy;
+void relay_engine_set_retries(struct relay_engine *engine, const struct retry_policy *policy);
+/* Retries made since start, by reason (an enum retry_reason). */
+unsigned long long relay_engine_retries(const struct relay_engine *engine, int reason);
+
 /* Answers cut short since start, by cause. */
 unsigned long long relay_engine_cuts(const struct relay_engine *engine, enum relay_cut cause);
 

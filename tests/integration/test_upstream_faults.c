@@ -176,6 +176,18 @@ test_safe_calls_are_retried_and_only_they(void **state)
 	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, NULL), 200);
 	assert_int_equal(fake_count(&fake, "api_requests"), requests + 3);
 
+	/* A passed-through GET (a sub-resource no handler knows) meeting 502
+	 * once is asked again before its answer starts. */
+	session_at_the_fake(id, sizeof(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/files", id);
+	assert_int_equal(
+	    fake_fault(&fake, "GET", "/api/v1/chat/{id}/files", "{\"mode\":\"status\",\"status\":502}"), 0);
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(daemon_call(&gw, NULL, "GET", path, NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"files\""));
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 2);
+
 	/* A create without a key is never retried once it may have reached
 	 * upstream; with a key it is, and makes one session. */
 	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":503}"), 0);
