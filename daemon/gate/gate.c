@@ -122,7 +122,10 @@ gate_scope_is_single(struct request *req, const char *query)
 {
 	struct gate_scope_count n = { 0, 0 };
 
-	if (query == NULL || (strstr(query, "organization_id") == NULL && strstr(query, "project_id") == NULL))
+	/* Most queries name neither (nor spell a name with escapes). */
+	if (query == NULL ||
+	    (strstr(query, "organization_id") == NULL && strstr(query, "project_id") == NULL &&
+	        strchr(query, '%') == NULL))
 		return true;
 	if (uri_query_each(query, gate_count_scope, &n) != 0) {
 		reply_error(req, 400, REPLY_RETRY_WONT_HELP, "the query string is malformed");

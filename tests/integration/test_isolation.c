@@ -428,7 +428,7 @@ static void
 test_a_scope_given_twice_is_a_400(void **state)
 {
 	static const char *const queries[] = { "?project_id=a&project_id=b", "?organization_id=a&organization_id=a",
-		"?project_id=&project_id=b", "?project%5Fid=a&project_id=b" };
+		"?project_id=&project_id=b", "?project%5Fid=a&project_id=b", "?project%5Fid=a&project%5fid=b" };
 	long before = fake_count(&fake, "api_requests");
 	char path[160];
 
