@@ -13,6 +13,8 @@
  * the observer asked for it to drain (a turn runs upstream to its end
  * anyway, and must be charged). */
 #include "chat/relay.h"
+#include "gate/idempotency.h"
+#include "chat/chat.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -59,6 +61,8 @@ struct relay {
 	struct upstream_request again; /* points at the two below */
 	char *again_path;
 	void *again_body;
+	char again_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
+	char again_project[CHAT_PROJECT_MAX + 1];
 	long attempts;
 	double first_started;
 	bool retry_pending; /* this answer is dropped: a retry follows */
@@ -373,6 +377,15 @@ relay_start(struct relay_engine *engine, struct request *req, const struct upstr
 				memcpy(relay->again_body, ureq->body, ureq->body_len);
 			relay->again.path_and_query = relay->again_path;
 			relay->again.body = relay->again_body;
+			/* The caller's strings live no longer than this call. */
+			if (ureq->idempotency_key != NULL) {
+				snprintf(relay->again_key, sizeof(relay->again_key), "%s", ureq->idempotency_key);
+				relay->again.idempotency_key = relay->again_key;
+			}
+			if (ureq->project_id != NULL) {
+				snprintf(relay->again_project, sizeof(relay->again_project), "%s", ureq->project_id);
+				relay->again.project_id = relay->again_project;
+			}
 			relay->retryable = true;
 			relay->first_started = clock_monotonic_s();
 		}
