@@ -204,6 +204,8 @@ install-files: binaries
 	$(SUBST) man/llamachatctl.1 > $(DESTDIR)$(MANDIR)/man1/llamachatctl.1
 	install -m 0644 conf/llamachatd.conf $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample
 	install -m 0644 conf/haproxy.cfg $(DESTDIR)$(DOCDIR)/haproxy.cfg
+	install -D -m 0644 conf/grafana/llamachatd.json $(DESTDIR)$(DOCDIR)/grafana/llamachatd.json
+	install -D -m 0644 conf/prometheus/llamachatd-rules.yml $(DESTDIR)$(DOCDIR)/prometheus/llamachatd-rules.yml
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/llamachatd
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf ]; then \
 		echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/llamachatd/llamachatd.conf"; \
@@ -219,8 +221,9 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/llamachatd $(DESTDIR)$(BINDIR)/llamachatctl $(DESTDIR)$(UNITDIR)/llamachatd.service \
 	    $(DESTDIR)$(UNITDIR)/llamachatd.socket $(DESTDIR)$(MANDIR)/man8/llamachatd.8 \
 	    $(DESTDIR)$(MANDIR)/man5/llamachatd.conf.5 $(DESTDIR)$(MANDIR)/man1/llamachatctl.1 \
-	    $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample $(DESTDIR)$(DOCDIR)/haproxy.cfg
-	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	    $(DESTDIR)$(DOCDIR)/llamachatd.conf.sample $(DESTDIR)$(DOCDIR)/haproxy.cfg \
+	    $(DESTDIR)$(DOCDIR)/grafana/llamachatd.json $(DESTDIR)$(DOCDIR)/prometheus/llamachatd-rules.yml
+	-rmdir $(DESTDIR)$(DOCDIR)/grafana $(DESTDIR)$(DOCDIR)/prometheus $(DESTDIR)$(DOCDIR) 2>/dev/null
 	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/llamachatd (config and key) and /var/lib/llamachatd (the store)"
 
 clean:

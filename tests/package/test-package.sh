@@ -66,7 +66,8 @@ installed() {
 	    /lib/systemd/system/llamachatd.socket /etc/llamachatd/llamachatd.conf \
 	    /usr/share/man/man8/llamachatd.8.gz /usr/share/man/man5/llamachatd.conf.5.gz \
 	    /usr/share/man/man1/llamachatctl.1.gz /usr/share/doc/llamachatd/README.Debian \
-	    /usr/share/doc/llamachatd/haproxy.cfg; do
+	    /usr/share/doc/llamachatd/haproxy.cfg /usr/share/doc/llamachatd/grafana/llamachatd.json \
+	    /usr/share/doc/llamachatd/prometheus/llamachatd-rules.yml; do
 		[ -e "$f" ] || { echo "missing: $f"; return 1; }
 	done
 	dpkg-query -W -f='${Conffiles}\n' llamachatd | grep -q '/etc/llamachatd/llamachatd.conf'
