@@ -71,6 +71,7 @@ struct chat_call {
 	long attempts;
 	double first_started; /* monotonic seconds */
 	struct event *retry_ev;
+	char traceparent[56]; /* "": none (a background call) */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -121,6 +122,8 @@ chat_call_new(struct chat *chat, struct request *req, const struct caller *calle
 	call->req = req;
 	call->kind = kind;
 	call->caller = *caller;
+	if (req != NULL)
+		request_traceparent(req, call->traceparent);
 	http_headers_init(
 	    &call->headers, call->header_slots, sizeof(call->header_slots) / sizeof(call->header_slots[0]));
 	LIST_INSERT_HEAD(&chat->calls, call, link);
@@ -442,6 +445,7 @@ chat_send(struct chat_call *call)
 		.body = call->sent_body,
 		.body_len = call->sent_len,
 		.is_retry = call->attempts > 0,
+		.traceparent = call->traceparent[0] != '\0' ? call->traceparent : NULL,
 		/* A create without a key must not reach upstream twice. */
 		.send_once = call->kind == CHAT_CREATE && call->key == NULL,
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,

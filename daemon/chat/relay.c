@@ -62,6 +62,7 @@ struct relay {
 	char *again_path;
 	void *again_body;
 	char again_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
+	char traceparent[56];
 	char again_project[CHAT_PROJECT_MAX + 1];
 	long attempts;
 	double first_started;
@@ -366,6 +367,8 @@ relay_start(struct relay_engine *engine, struct request *req, const struct upstr
 	engine->active++;
 
 	streamed.stream = &engine->stream;
+	request_traceparent(req, relay->traceparent);
+	streamed.traceparent = relay->traceparent;
 	/* A passed-through GET or DELETE may be asked again; nothing else. */
 	if (observer == NULL && engine->retry.retries > 0 &&
 	    (strcmp(ureq->method, "GET") == 0 || strcmp(ureq->method, "DELETE") == 0)) {

@@ -105,10 +105,11 @@ access_end(struct access_log *log, const struct request *req)
 			snprintf(upstream, sizeof(upstream), "-");
 		fprintf(log->out,
 		    "time=%s client=%s method=%s path=\"%s\" status=%d bytes=%llu duration=%.6f upstream=%s cache=%s "
-		    "request_id=%s%s%s%s\n",
+		    "trace_id=%s request_id=%s%s%s%s\n",
 		    time_text, e->client, req->method_name, path, e->status, e->bytes, total, upstream,
-		    e->cache != NULL ? e->cache : "-", e->request_id[0] != '\0' ? e->request_id : "-",
-		    e->cut != NULL ? " cut=" : "", e->cut != NULL ? e->cut : "", retries);
+		    e->cache != NULL ? e->cache : "-", e->trace_id[0] != '\0' ? e->trace_id : "-",
+		    e->request_id[0] != '\0' ? e->request_id : "-", e->cut != NULL ? " cut=" : "",
+		    e->cut != NULL ? e->cut : "", retries);
 	}
 	counters_observe_request(log->counters, e->route, e->status, total);
 }
@@ -136,10 +137,36 @@ access_new_request_id(struct access_log *log, char *out)
 	out[16] = '\0';
 }
 
+/* True for a traceparent we take (W3C Trace Context): version 00 (or a
+ * later one, which may add fields), 32 and 16 lower-case hex digits not all
+ * zero, two of flags. */
+static bool
+access_traceparent_is_valid(const char *v)
+{
+	size_t len = v != NULL ? strlen(v) : 0;
+
+	if (len < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || strncmp(v, "ff", 2) == 0 ||
+	    (strncmp(v, "00", 2) == 0 ? len != 55 : len > 55 && v[55] != '-'))
+		return false;
+	for (size_t i = 0; i < 55; i++)
+		if (i != 2 && i != 35 && i != 52 && strchr("0123456789abcdef", v[i]) == NULL)
+			return false;
+	return strspn(v + 3, "0") < 32 && strspn(v + 36, "0") < 16;
+}
+
+/* A new trace id (32 hex digits) or span id (16). */
+static void
+access_new_id(struct access_log *log, char *out, size_t digits)
+{
+	for (size_t i = 0; i < digits; i += 16)
+		access_new_request_id(log, out + i);
+}
+
 void
 access_begin(struct access_log *log, struct request *req)
 {
 	const char *given = request_header(req, "X-Request-Id");
+	const char *parent = request_header(req, "traceparent");
 	struct http_headers *in = &req->headers;
 	size_t kept = 0;
 
@@ -158,4 +185,14 @@ access_begin(struct access_log *log, struct request *req)
 			    (struct http_header){ .name = "X-Request-Id", .value = req->access.request_id };
 	}
 	request_add_header(req, "X-Request-Id", req->access.request_id);
+	/* A malformed traceparent is ignored: a new trace, as the spec says. */
+	if (access_traceparent_is_valid(parent)) {
+		memcpy(req->access.trace_id, parent + 3, 32);
+		req->access.trace_id[32] = '\0';
+		req->access.sampled = (strtol(parent + 53, NULL, 16) & 1) != 0;
+	} else {
+		access_new_id(log, req->access.trace_id, 32);
+		req->access.sampled = true;
+	}
+	access_new_id(log, req->access.span_id, 16);
 }

@@ -315,6 +315,12 @@ request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg)
 	req->gone_arg = arg;
 }
 
+void
+request_traceparent(const struct request *req, char out[56])
+{
+	snprintf(out, 56, "00-%s-%s-%02x", req->access.trace_id, req->access.span_id, req->access.sampled ? 1 : 0);
+}
+
 const char *
 request_method_name(enum request_method method)
 {

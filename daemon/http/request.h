@@ -73,6 +73,12 @@ struct access_entry {
 	int status; /* of the answer; 499 when the client left first */
 	const char *cut; /* a static cause when the answer was cut short; NULL: whole */
 	int retries; /* upstream calls made again for it */
+	/* W3C trace context: the trace the request belongs to (the client's,
+	 * from a valid traceparent, else a new one), the span the daemon opens
+	 * for it, and whether it is sampled; lower-case hex. */
+	char trace_id[33];
+	char span_id[17];
+	bool sampled;
 	unsigned long long bytes; /* of the answer's body */
 };
 
@@ -147,6 +153,10 @@ void request_set_on_drained(struct request *req, void (*fn)(void *arg), void *ar
 /* Calls fn if the client goes away before the answer is done (NULL:
  * nobody). After fn runs the request is gone. */
 void request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg);
+
+/* The traceparent header value upstream calls of req carry, into out (56
+ * bytes): req's trace, with the daemon's span as the parent. */
+void request_traceparent(const struct request *req, char out[56]);
 
 /* A method's name, for logs and upstream. */
 const char *request_method_name(enum request_method method);

@@ -80,6 +80,8 @@ struct upstream_request {
 	 * Idempotency-Key, a stream's turn, any call that may act upstream with
 	 * nothing to dedupe it by. Such a call fails instead (may have acted). */
 	bool send_once;
+	/* The traceparent to send (the client's own never goes); NULL: none. */
+	const char *traceparent;
 };
 
 enum upstream_flow {

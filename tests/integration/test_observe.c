@@ -532,12 +532,67 @@ test_daemon_stops_cleanly(void **state)
 	assert_false(daemon_log_contains(&gw, HARNESS_KEY));
 }
 
+/* The traceparent upstream saw on the fake's last request ("" for none). */
+static void
+upstream_traceparent(char *out, size_t size)
+{
+	json_t *stats = fake_stats(&fake);
+	const char *tp = json_string_value(
+	    json_object_get(json_object_get(json_object_get(stats, "last"), "headers"), "traceparent"));
+
+	snprintf(out, size, "%s", tp != NULL ? tp : "");
+	json_decref(stats);
+}
+
+/* W3C trace context: a client's trace goes on upstream with the daemon's
+ * span as the parent; without one, or with a malformed one, a new trace
+ * starts. The access line carries the trace id. */
+static void
+test_trace_context_goes_upstream(void **state)
+{
+	static const char client_trace[] = "0af7651916cd43dd8448eb211c80319c";
+	const char *traced[] = { "Content-Type: application/json", WORKER,
+		"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", NULL };
+	const char *malformed[] = { "Content-Type: application/json", WORKER, "traceparent: 00-xyz-b7ad6b7169203331-01",
+		NULL };
+	const char *plain[] = { "Content-Type: application/json", WORKER, NULL };
+	char url[256], tp[128], line[2048], needle[64];
+	struct http_response r;
+	long offset = harness_file_offset(access_path);
+
+	(void)state;
+	daemon_url(&gw, "/api/v1/chat", url, sizeof(url));
+	assert_int_equal(http_call("POST", url, traced, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	http_response_free(&r);
+	upstream_traceparent(tp, sizeof(tp));
+	assert_int_equal(strlen(tp), 55);
+	assert_true(strncmp(tp, "00-0af7651916cd43dd8448eb211c80319c-", 36) == 0);
+	assert_null(strstr(tp, "b7ad6b7169203331")); /* the daemon's span is the parent now */
+	assert_string_equal(tp + 52, "-01");
+	snprintf(needle, sizeof(needle), "trace_id=%s ", client_trace);
+	harness_wait_file(access_path, offset, needle);
+	(void)line;
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(http_call("POST", url, i == 0 ? plain : malformed, "{}", 2, &r), 0);
+		assert_int_equal(r.status, 200);
+		http_response_free(&r);
+		upstream_traceparent(tp, sizeof(tp));
+		assert_int_equal(strlen(tp), 55);
+		assert_true(strncmp(tp, "00-", 3) == 0);
+		assert_false(strncmp(tp + 3, client_trace, 32) == 0);
+		assert_true(strspn(tp + 3, "0123456789abcdef") >= 32);
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_metrics_move_and_pass_promtool),
 		cmocka_unit_test(test_access_log_has_one_line_per_request_with_its_id),
+		cmocka_unit_test(test_trace_context_goes_upstream),
 		cmocka_unit_test(test_healthz),
 		cmocka_unit_test(test_healthz_turns_503_when_the_store_is_full_and_back),
 		cmocka_unit_test(test_llamachatctl_reads_the_store_the_daemon_writes),
