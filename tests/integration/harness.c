@@ -74,8 +74,8 @@ harness_remove_dir(const char *dir)
 		nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static char *
-read_file(const char *path)
+char *
+harness_read_file(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	char *text;
@@ -158,7 +158,7 @@ fake_start(struct fake_upstream *fake, const char *dir)
 	if (fake->pid < 0)
 		return -1;
 	for (long waited = 0; waited < START_WAIT_MS; waited += WAIT_STEP_MS) {
-		char *text = read_file(port_file);
+		char *text = harness_read_file(port_file);
 		if (text != NULL) {
 			fake->port = atoi(text);
 			free(text);
@@ -416,7 +416,7 @@ daemon_write_config(struct daemon_process *d, const char *dir, int upstream_port
 static int
 daemon_find_port(const struct daemon_process *d)
 {
-	char *log = read_file(d->log_path);
+	char *log = harness_read_file(d->log_path);
 	const char *at = log != NULL ? strstr(log, "listening on 127.0.0.1:") : NULL;
 	int port = at != NULL ? atoi(at + strlen("listening on 127.0.0.1:")) : 0;
 
@@ -427,7 +427,7 @@ daemon_find_port(const struct daemon_process *d)
 static void
 daemon_print_log(const struct daemon_process *d, const char *why)
 {
-	char *log = read_file(d->log_path);
+	char *log = harness_read_file(d->log_path);
 
 	fprintf(stderr, "---- %s; daemon log %s:\n%s----\n", why, d->log_path, log != NULL ? log : "(none)");
 	free(log);
@@ -516,7 +516,7 @@ daemon_kill(struct daemon_process *d)
 bool
 daemon_log_contains(const struct daemon_process *d, const char *needle)
 {
-	char *log = read_file(d->log_path);
+	char *log = harness_read_file(d->log_path);
 	bool found = log != NULL && strstr(log, needle) != NULL;
 
 	free(log);
@@ -757,7 +757,7 @@ run_command_input(char *const argv[], const char *input, const char *env_key, co
 		free(dir);
 		return -1;
 	}
-	*output = read_file(path);
+	*output = harness_read_file(path);
 	unlink(path);
 	unlink(in_path);
 	rmdir(dir);

@@ -44,6 +44,10 @@ char *harness_make_dir(const char *name);
 int harness_suite_start(const char *name, char **dir, struct fake_upstream *fake, struct daemon_process *d);
 void harness_suite_stop(char **dir, struct fake_upstream *fake, struct daemon_process *d);
 
+/* The whole file at path as a new string the caller frees; NULL when it
+ * cannot be read. */
+char *harness_read_file(const char *path);
+
 /* Removes dir and everything below it. */
 void harness_remove_dir(const char *dir);
 

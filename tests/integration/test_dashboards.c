@@ -23,27 +23,6 @@ static char *dir;
 
 #define LEAD "Authorization: Bearer tok-lead-dash-77"
 
-static char *
-slurp(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *text = NULL;
-	long size;
-
-	if (f == NULL)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	text = calloc(1, (size_t)size + 1);
-	if (text != NULL && fread(text, 1, (size_t)size, f) != (size_t)size) {
-		free(text);
-		text = NULL;
-	}
-	fclose(f);
-	return text;
-}
-
 static int
 shell(const char *line, char **out)
 {
@@ -166,9 +145,9 @@ test_every_metric_named_is_exposed(void **state)
 	(void)state;
 	assert_int_equal(daemon_call(&gw, LEAD, "GET", "/metrics", NULL, &r), 200);
 	snprintf(path, sizeof(path), "%s/conf/grafana/llamachatd.json", top);
-	dashboard = slurp(path);
+	dashboard = harness_read_file(path);
 	snprintf(path, sizeof(path), "%s/conf/prometheus/llamachatd-rules.yml", top);
-	rules = slurp(path);
+	rules = harness_read_file(path);
 	assert_non_null(dashboard);
 	assert_non_null(rules);
 	assert_true(check_names("the dashboard", dashboard, r.body) >= 20);
