@@ -30,6 +30,7 @@ void
 health_reply(
     struct request *req, struct store *store, const struct upstream *upstream, double started, bool show_counts)
 {
+	static const char *const states[] = { "closed", "open", "half_open" };
 	const struct upstream_stats *up = upstream_get_stats(upstream);
 	enum store_result probe = store_probe(store);
 	json_t *doc;
@@ -45,7 +46,6 @@ health_reply(
 	if (doc != NULL) {
 		/* The breaker says how upstream fares; the daemon still serves
 		 * its store, so this stays a 200. */
-		static const char *const states[] = { "closed", "open", "half_open" };
 		double since;
 		enum upstream_breaker_state state = upstream_breaker_state(upstream, &since);
 		json_object_set_new(json_object_get(doc, "upstream"), "breaker", json_string(states[state]));
@@ -60,9 +60,9 @@ health_reply(
 			struct upstream_key_info key;
 			upstream_key_info(upstream, i, &key);
 			json_array_append_new(keys,
-			    json_pack("{s:s,s:o,s:o}", "project", key.project, "last_success",
+			    json_pack("{s:s,s:o,s:o,s:s}", "project", key.project, "last_success",
 			        health_time(key.last_success_wall), "last_rejection",
-			        health_time(key.last_rejection_wall)));
+			        health_time(key.last_rejection_wall), "breaker", states[key.breaker]));
 		}
 		json_object_set_new(json_object_get(doc, "upstream"), "keys", keys);
 	}

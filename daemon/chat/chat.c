@@ -462,7 +462,7 @@ chat_send(struct chat_call *call)
 		long retry_after;
 		double since;
 		if (!upstream_has_key_for(call->chat->upstream, call->project) ||
-		    !upstream_breaker_admits(call->chat->upstream, &retry_after, &since)) {
+		    !upstream_breaker_admits(call->chat->upstream, call->project, &retry_after, &since)) {
 			log_debug("chat: a background refresh of %s is not made now (no key, or upstream failing)",
 			    call->session_id);
 			chat_call_free(call);

@@ -59,7 +59,7 @@ reply_unless_ready(struct request *req, struct upstream *upstream, const char *p
 		char seconds[24], when[32];
 		time_t t;
 		struct tm tm;
-		if (upstream_breaker_admits(upstream, &retry_after, &since))
+		if (upstream_breaker_admits(upstream, project, &retry_after, &since))
 			return false;
 		/* Failing fast beats every caller waiting out the timeout. */
 		t = (time_t)since;

@@ -156,7 +156,7 @@ upstream_finish(struct upstream_call *call, struct upstream_response *response)
 	/* A call's retries count once: a retry's failure is not news. */
 	if (response->error != UPSTREAM_ERR_NO_CONNECTION && response->error != UPSTREAM_ERR_TOO_LARGE &&
 	    !(call->is_retry && failed))
-		upstream_breaker_outcome(call->upstream, call->probe, failed);
+		upstream_breaker_outcome(call->upstream, call->key_project, call->probe, failed);
 	/* Remove before the callback, which may start new calls. */
 	curl_multi_remove_handle(call->upstream->multi, call->easy);
 	call->done(response, call->arg);
@@ -366,7 +366,6 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 		goto oom;
 	upstream->settings.base_url = upstream->base_url;
 	upstream->settings.ca_file = upstream->ca_file;
-	upstream->breaker.wait_ms = settings->breaker_open_ms;
 	upstream->multi = curl_multi_init();
 	upstream->timer = evtimer_new(base, upstream_on_timeout, upstream);
 	upstream->wait_timer = evtimer_new(base, upstream_on_wait_timeout, upstream);
@@ -437,7 +436,7 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 	if ((call = calloc(1, sizeof(*call))) == NULL)
 		return NULL;
 	call->key = key; /* only until configured: a reload may free it later */
-	call->probe = upstream_breaker_take_probe(upstream);
+	call->probe = upstream_breaker_take_probe(upstream, owner);
 	call->is_retry = req->is_retry;
 	call->once = req->send_once;
 	snprintf(call->key_project, sizeof(call->key_project), "%s", owner);

@@ -121,21 +121,16 @@ void upstream_set_keys(
  * which cannot change under a running process). */
 void upstream_set_project_keys(struct upstream *upstream, const char *const *projects, char **keys, size_t count);
 
-/* The circuit breaker's state. */
-enum upstream_breaker_state {
-	UPSTREAM_BREAKER_CLOSED = 0,
-	UPSTREAM_BREAKER_OPEN = 1,
-	UPSTREAM_BREAKER_HALF_OPEN = 2,
-};
-
-/* Whether a call may go upstream now: false while the breaker is open (with
+/* Whether a call about project (NULL or "": none) may go upstream now,
+ * by the breaker of the key it would carry: false while it is open (with
  * the seconds until it lets a probe through in *retry_after_s, and since
  * when it is open in *since_wall, Unix seconds); when it is half-open, true
  * for one call (the probe, which the next upstream_forward() makes) and
  * false for the others until the probe's answer. */
-bool upstream_breaker_admits(struct upstream *upstream, long *retry_after_s, double *since_wall);
+bool upstream_breaker_admits(struct upstream *upstream, const char *project, long *retry_after_s, double *since_wall);
 
-/* The breaker's state and since when (Unix seconds; 0: since start). */
+/* The worst state among the keys' breakers and since when (Unix seconds;
+ * 0: since start). */
 enum upstream_breaker_state upstream_breaker_state(const struct upstream *upstream, double *since_wall);
 
 /* True when any key is set. */
@@ -143,6 +138,13 @@ bool upstream_has_key(const struct upstream *upstream);
 /* True when a call about project (NULL or "": none) has a key to go with:
  * the project's own or the default. */
 bool upstream_has_key_for(const struct upstream *upstream, const char *project);
+
+/* The circuit breaker's state. */
+enum upstream_breaker_state {
+	UPSTREAM_BREAKER_CLOSED = 0,
+	UPSTREAM_BREAKER_OPEN = 1,
+	UPSTREAM_BREAKER_HALF_OPEN = 2,
+};
 
 /* What upstream made of each key, for /metrics and /healthz: the project
  * ("default" for the default key), upstream's 401 and 403 answers, and the
@@ -152,6 +154,7 @@ struct upstream_key_info {
 	const char *project;
 	unsigned long long rejections;
 	double last_success_wall, last_rejection_wall;
+	enum upstream_breaker_state breaker;
 };
 size_t upstream_key_count(const struct upstream *upstream);
 void upstream_key_info(const struct upstream *upstream, size_t index, struct upstream_key_info *out);

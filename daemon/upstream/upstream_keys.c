@@ -21,8 +21,7 @@ upstream_wipe_key(char *key)
 	}
 }
 
-/* The slot of project ("" for the default) among the keys, or NULL. */
-static struct upstream_key *
+struct upstream_key *
 upstream_find_key(const struct upstream *upstream, const char *project)
 {
 	for (size_t i = 0; i < upstream->key_count; i++)
@@ -47,6 +46,8 @@ upstream_set_keys(struct upstream *upstream, char *default_key, const char *cons
 		if (old != NULL)
 			fresh[n] = *old;
 		snprintf(fresh[n].project, sizeof(fresh[n].project), "%s", project);
+		if (old == NULL)
+			fresh[n].breaker.wait_ms = upstream->settings.breaker_open_ms;
 		fresh[n].key = i == 0 ? default_key : keys[i - 1];
 		if (i > 0)
 			keys[i - 1] = NULL;
@@ -138,4 +139,5 @@ upstream_key_info(const struct upstream *upstream, size_t index, struct upstream
 	out->rejections = k->rejections;
 	out->last_success_wall = k->last_success_wall;
 	out->last_rejection_wall = k->last_rejection_wall;
+	out->breaker = k->breaker.state;
 }

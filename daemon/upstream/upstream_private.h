@@ -12,6 +12,16 @@
 
 #include "upstream/upstream.h"
 
+struct upstream_breaker {
+	enum upstream_breaker_state state;
+	long failures; /* consecutive failed calls */
+	double since_wall; /* of the state */
+	double open_until; /* monotonic seconds; open: when a probe may go */
+	long wait_ms; /* the open period now */
+	bool probe_reserved; /* admitted, and the next forward is the probe */
+	double probe_started; /* monotonic, when the probe was admitted; 0: none */
+};
+
 /* One LlamaCloud API key: the default one (project "") or a project's,
  * with what upstream made of it. */
 #define UPSTREAM_PROJECT_MAX 128
@@ -21,16 +31,7 @@ struct upstream_key {
 	unsigned long long rejections; /* upstream's 401 and 403 */
 	double last_success_wall, last_rejection_wall;
 	bool rejected_since_success; /* its first rejection after a success was logged */
-};
-
-struct upstream_breaker {
-	enum upstream_breaker_state state;
-	long failures; /* consecutive failed calls */
-	double since_wall; /* of the state */
-	double open_until; /* monotonic seconds; open: when a probe may go */
-	long wait_ms; /* the open period now */
-	bool probe_reserved; /* admitted, and the next forward is the probe */
-	double probe_started; /* monotonic, when the probe was admitted; 0: none */
+	struct upstream_breaker breaker; /* one per key: a project's key can fail alone */
 };
 
 struct upstream {
@@ -44,7 +45,6 @@ struct upstream {
 	/* keys[0] is the default key; then the projects' (upstream_keys.c). */
 	struct upstream_key keys[1 + UPSTREAM_MAX_PROJECT_KEYS];
 	size_t key_count;
-	struct upstream_breaker breaker;
 	long in_flight;
 	/* Easy handles of finished calls, reset, for the next ones: a fresh
 	 * handle costs several allocations and a clean one nothing. */
@@ -101,11 +101,14 @@ struct upstream_call {
  * the project's own, else the default one; NULL when neither exists.
  * *owner gets the project whose key it is ("" for the default). */
 const char *upstream_pick_key(const struct upstream *upstream, const char *project, const char **owner);
-/* upstream_breaker.c: a finished call's outcome, for the breaker. */
-void upstream_breaker_outcome(struct upstream *upstream, bool probe, bool failed);
+/* upstream_breaker.c: a finished call's outcome, for the breaker of the key
+ * it carried (owner's: "" for the default). */
+void upstream_breaker_outcome(struct upstream *upstream, const char *owner, bool probe, bool failed);
 /* upstream_breaker.c: true (and the reservation taken) when the call about
- * to start is the breaker's probe. */
-bool upstream_breaker_take_probe(struct upstream *upstream);
+ * to start with owner's key is its breaker's probe. */
+bool upstream_breaker_take_probe(struct upstream *upstream, const char *owner);
+/* upstream_keys.c: the slot of owner's key ("" for the default), or NULL. */
+struct upstream_key *upstream_find_key(const struct upstream *upstream, const char *owner);
 
 /* upstream_keys.c: what upstream answered a call made with owner's key. */
 void upstream_key_outcome(struct upstream *upstream, const char *owner, long status);

@@ -416,6 +416,32 @@ test_no_key_shows_anywhere(void **state)
 	free(out);
 }
 
+/* A breaker per key: project B's key failing opens B's breaker alone;
+ * project A's calls go on. */
+static void
+test_one_projects_failing_key_opens_its_breaker_alone(void **state)
+{
+	struct http_response r;
+	long offset = daemon_log_offset(&gw), requests;
+
+	(void)state;
+	assert_int_equal(
+	    fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"status\",\"status\":503,\"count\":5}"), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(daemon_call(&gw, BEN, "POST", "/api/v1/chat", "{}", NULL), 503);
+	daemon_wait_log(&gw, offset, "circuit breaker open for the key of project proj-b");
+	requests = fake_count(&fake, "api_requests");
+	assert_int_equal(daemon_call(&gw, BEN, "POST", "/api/v1/chat", "{}", &r), 503);
+	assert_non_null(strstr(r.body, "circuit breaker open"));
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests);
+	assert_int_equal(daemon_call(&gw, ANN, "POST", "/api/v1/chat", "{}", NULL), 200);
+	assert_int_equal(fake_count(&fake, "api_requests"), requests + 1);
+	assert_int_equal(daemon_call(&gw, LEAD, "GET", "/healthz", NULL, &r), 200);
+	assert_non_null(strstr(r.body, "\"breaker\":\"open\""));
+	http_response_free(&r);
+}
+
 int
 main(void)
 {
@@ -426,6 +452,7 @@ main(void)
 		cmocka_unit_test(test_a_key_rotated_under_a_held_stream),
 		cmocka_unit_test(test_token_lifetimes_and_a_rotation),
 		cmocka_unit_test(test_no_key_shows_anywhere),
+		cmocka_unit_test(test_one_projects_failing_key_opens_its_breaker_alone),
 	};
 	return cmocka_run_group_tests_name(
 	    "integration: keys per project, tokens with lifetimes", tests, start_all, stop_all);
