@@ -216,6 +216,31 @@ http_server_update_accepting(struct http_server *s)
 	s->paused_at_cap = !want;
 }
 
+/* Frees what a connection holds, and the connection; safe on one that was
+ * only half built. The caller closes its fd and has taken it off the
+ * server's list. */
+static void
+http_conn_free(struct http_conn *c)
+{
+	http_tls_conn_free(c);
+	if (c->read_ev != NULL)
+		event_free(c->read_ev);
+	if (c->write_ev != NULL)
+		event_free(c->write_ev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	if (c->resume_ev != NULL)
+		event_free(c->resume_ev);
+	free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	if (c->req.body != NULL)
+		evbuffer_free(c->req.body);
+	free(c->head);
+	free(c->req.header_slots);
+	free(c);
+}
+
 void
 http_conn_close(struct http_conn *c)
 {
@@ -236,18 +261,8 @@ http_conn_close(struct http_conn *c)
 	}
 	LIST_REMOVE(c, link);
 	s->open--;
-	http_tls_conn_free(c);
-	event_free(c->read_ev);
-	event_free(c->write_ev);
-	event_free(c->timer);
-	event_free(c->resume_ev);
-	free(c->in);
-	evbuffer_free(c->out);
-	evbuffer_free(req->body);
 	close(c->fd);
-	free(c->head);
-	free(req->header_slots);
-	free(c);
+	http_conn_free(c);
 	if (s->accepting)
 		http_server_update_accepting(s);
 }
@@ -267,21 +282,8 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family, bool tls)
 	    (c->timer = evtimer_new(s->base, http_on_timer, c)) == NULL ||
 	    (c->resume_ev = event_new(s->base, -1, 0, http_on_resume, c)) == NULL) {
 		log_warnx("http: out of memory for a new connection; closing it");
-		if (c != NULL) {
-			if (c->read_ev)
-				event_free(c->read_ev);
-			if (c->write_ev)
-				event_free(c->write_ev);
-			if (c->timer)
-				event_free(c->timer);
-			free(c->in);
-			if (c->out)
-				evbuffer_free(c->out);
-			if (c->req.body)
-				evbuffer_free(c->req.body);
-			free(c->head);
-			free(c);
-		}
+		if (c != NULL)
+			http_conn_free(c);
 		close(fd);
 		return false;
 	}
@@ -294,15 +296,7 @@ http_conn_open(struct http_server *s, evutil_socket_t fd, int family, bool tls)
 	event_priority_set(c->resume_ev, 0);
 	if (tls && (s->tls == NULL || http_tls_conn_start(c, s->tls) != 0)) {
 		log_warnx("http: cannot start TLS on a new connection; closing it");
-		http_tls_conn_free(c);
-		event_free(c->read_ev);
-		event_free(c->write_ev);
-		event_free(c->timer);
-		event_free(c->resume_ev);
-		free(c->in);
-		evbuffer_free(c->out);
-		evbuffer_free(c->req.body);
-		free(c);
+		http_conn_free(c);
 		close(fd);
 		return false;
 	}

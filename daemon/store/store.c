@@ -87,22 +87,35 @@ store_make_directory(const char *path)
 	return rc;
 }
 
-struct store *
-store_open(
-    struct event_base *base, const char *path, size_t map_size_mb, size_t max_queued_writes, char *why, size_t why_size)
+/* A store with nothing open yet, for store_close to free whatever its
+ * opener gets to; NULL (and why) when out of memory. */
+static struct store *
+store_new(const char *path, char *why, size_t why_size)
 {
 	struct store *store = calloc(1, sizeof(*store));
-	MDB_txn *txn = NULL;
-	int dead = 0, rc;
 
 	if (store == NULL || (store->path = strdup(path)) == NULL) {
 		snprintf(why, why_size, "%s: out of memory", path);
-		goto fail;
+		free(store);
+		return NULL;
 	}
 	store->queue_tail = &store->queue_head;
 	store->done_tail = &store->done_head;
 	store->done_fd = -1;
 	store->lock_fd = -1;
+	return store;
+}
+
+struct store *
+store_open(
+    struct event_base *base, const char *path, size_t map_size_mb, size_t max_queued_writes, char *why, size_t why_size)
+{
+	struct store *store = store_new(path, why, why_size);
+	MDB_txn *txn = NULL;
+	int dead = 0, rc;
+
+	if (store == NULL)
+		return NULL;
 	store->max_queued = max_queued_writes;
 	if (store_make_directory(path) != 0) {
 		snprintf(why, why_size, "%s: cannot create the store directory: %s", path, strerror(errno));
@@ -231,19 +244,13 @@ store_check_fill(struct store *store)
 struct store *
 store_open_readonly(const char *path, char *why, size_t why_size)
 {
-	struct store *store = calloc(1, sizeof(*store));
+	struct store *store = store_new(path, why, why_size);
 	MDB_txn *txn = NULL;
 	struct stat st;
 	int rc;
 
-	if (store == NULL || (store->path = strdup(path)) == NULL) {
-		snprintf(why, why_size, "%s: out of memory", path);
-		goto fail;
-	}
-	store->queue_tail = &store->queue_head;
-	store->done_tail = &store->done_head;
-	store->done_fd = -1;
-	store->lock_fd = -1;
+	if (store == NULL)
+		return NULL;
 	store->readonly = true;
 	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		snprintf(why, why_size, "%s: no store here", path);
