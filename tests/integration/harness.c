@@ -562,6 +562,19 @@ daemon_call(const struct daemon_process *d, const char *who, const char *method,
 	return status;
 }
 
+void
+daemon_create_session(const struct daemon_process *d, const char *who, char *id, size_t size)
+{
+	struct http_response r;
+	json_t *doc;
+
+	assert_int_equal(daemon_call(d, who, "POST", "/api/v1/chat", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+}
+
 double
 harness_metric_sample(const char *text, const char *series)
 {

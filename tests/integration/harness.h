@@ -129,13 +129,14 @@ void http_response_free(struct http_response *r);
  * when absent. */
 const char *http_header(const struct http_response *r, const char *name, char *buf, size_t size);
 
-/* "http://127.0.0.1:PORT" + path, in a static buffer per call site. */
 /* One call to the daemon as a client: a JSON body (may be NULL) with
  * Content-Type: application/json, and who (an "Authorization: Bearer ..."
  * line, or NULL). Returns the status; the response goes into r (freed by
  * the caller) or, r NULL, is freed here. */
 long daemon_call(const struct daemon_process *d, const char *who, const char *method, const char *path,
     const char *body, struct http_response *r);
+/* Creates a session as who (asserting 200) and copies its id into id. */
+void daemon_create_session(const struct daemon_process *d, const char *who, char *id, size_t size);
 
 /* The value of one sample line ("name{labels}") of a /metrics text; -1
  * when absent. */

@@ -159,19 +159,6 @@ last_key(char *buf, size_t size)
 	return buf;
 }
 
-static void
-create_as(const char *who, char *id, size_t size)
-{
-	struct http_response r;
-	json_t *doc;
-
-	assert_int_equal(daemon_call(&gw, who, "POST", "/api/v1/chat", "{}", &r), 200);
-	doc = json_loads(r.body, 0, NULL);
-	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
-	json_decref(doc);
-	http_response_free(&r);
-}
-
 /* Every kind of call, for clients of project A, project B and none: each
  * carries its project's key, never another. */
 static void
@@ -184,7 +171,7 @@ test_every_call_carries_its_projects_key(void **state)
 
 	(void)state;
 	for (int i = 0; i < 3; i++) {
-		create_as(who[i], id, sizeof(id));
+		daemon_create_session(&gw, who[i], id, sizeof(id));
 		assert_string_equal(last_key(key, sizeof(key)), expect[i]);
 		snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
 		assert_int_equal(daemon_call(&gw, who[i], "GET", path, NULL, NULL), 200);
@@ -287,7 +274,7 @@ test_a_key_rotated_under_a_held_stream(void **state)
 	struct http_response r;
 
 	(void)state;
-	create_as(ANN, id, sizeof(id));
+	daemon_create_session(&gw, ANN, id, sizeof(id));
 	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
 	{
 		char request[1024], body[] = "{\"prompt\":\"held\",\"index_ids\":[]}";

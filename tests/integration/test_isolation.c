@@ -33,19 +33,6 @@ static char bob_id[64], alice_id[64];
 #define CAROL "Authorization: Bearer " CAROL_TOKEN
 #define DAVE "Authorization: Bearer " DAVE_TOKEN
 
-static void
-create_as(const char *who, char *id, size_t size)
-{
-	struct http_response r;
-	json_t *doc;
-
-	assert_int_equal(daemon_call(&gw, who, "POST", "/api/v1/chat", "{}", &r), 200);
-	doc = json_loads(r.body, 0, NULL);
-	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
-	json_decref(doc);
-	http_response_free(&r);
-}
-
 static int
 start_all(void **state)
 {
@@ -83,8 +70,8 @@ start_all(void **state)
 	fclose(f);
 	if (daemon_start(&gw, HARNESS_KEY) != 0)
 		return -1;
-	create_as(BOB, bob_id, sizeof(bob_id));
-	create_as(ALICE, alice_id, sizeof(alice_id));
+	daemon_create_session(&gw, BOB, bob_id, sizeof(bob_id));
+	daemon_create_session(&gw, ALICE, alice_id, sizeof(alice_id));
 	return 0;
 }
 
@@ -454,7 +441,7 @@ test_a_pin_holds_in_the_body_and_shares_the_project(void **state)
 	assert_int_equal(daemon_call(&gw, CAROL, "POST", "/api/v1/chat", "{\"organization_id\":7}", NULL), 200);
 	assert_int_equal(fake_count(&fake, "creates"), before + 1);
 	assert_int_equal(daemon_call(&gw, CAROL, "POST", "/api/v1/chat", "{\"project_id\":\"proj-c\"}", NULL), 200);
-	create_as(CAROL, id, sizeof(id));
+	daemon_create_session(&gw, CAROL, id, sizeof(id));
 	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
 	assert_int_equal(daemon_call(&gw, DAVE, "GET", path, NULL, NULL), 200);
 	assert_int_equal(daemon_call(&gw, ALICE, "GET", path, NULL, NULL), 404);
