@@ -43,13 +43,12 @@ upstream_breaker_enter(const struct upstream_key *key, struct upstream_breaker *
 bool
 upstream_breaker_admits(struct upstream *upstream, const char *project, long *retry_after_s, double *since_wall)
 {
-	const char *owner = "";
-	struct upstream_key *key;
+	struct upstream_key *key = upstream_key_slot_for(upstream, project);
 	struct upstream_breaker *b;
 	double now = clock_monotonic_s();
 
 	*since_wall = 0;
-	if (upstream_pick_key(upstream, project, &owner) == NULL || (key = upstream_find_key(upstream, owner)) == NULL)
+	if (key == NULL)
 		return true; /* no key: the caller answers that */
 	b = &key->breaker;
 	*since_wall = b->since_wall;

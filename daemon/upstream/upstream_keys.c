@@ -79,15 +79,22 @@ upstream_has_key(const struct upstream *upstream)
 	return false;
 }
 
+struct upstream_key *
+upstream_key_slot_for(const struct upstream *upstream, const char *project)
+{
+	struct upstream_key *k = project != NULL && project[0] != '\0' ? upstream_find_key(upstream, project) : NULL;
+
+	if (k == NULL || k->key == NULL)
+		k = upstream->key_count > 0 ? (struct upstream_key *)&upstream->keys[0] : NULL; /* the default */
+	return k != NULL && k->key != NULL ? k : NULL;
+}
+
 const char *
 upstream_pick_key(const struct upstream *upstream, const char *project, const char **owner)
 {
-	const struct upstream_key *k =
-	    project != NULL && project[0] != '\0' ? upstream_find_key(upstream, project) : NULL;
+	const struct upstream_key *k = upstream_key_slot_for(upstream, project);
 
-	if (k == NULL || k->key == NULL)
-		k = upstream->key_count > 0 ? &upstream->keys[0] : NULL; /* the default */
-	if (k == NULL || k->key == NULL)
+	if (k == NULL)
 		return NULL;
 	*owner = k->project;
 	return k->key;

@@ -109,6 +109,10 @@ void upstream_breaker_outcome(struct upstream *upstream, const char *owner, bool
 bool upstream_breaker_take_probe(struct upstream *upstream, const char *owner);
 /* upstream_keys.c: the slot of owner's key ("" for the default), or NULL. */
 struct upstream_key *upstream_find_key(const struct upstream *upstream, const char *owner);
+/* upstream_keys.c: the slot whose key a call of project (NULL or "": none)
+ * goes with: the project's own, else the default; NULL when neither has a
+ * key. */
+struct upstream_key *upstream_key_slot_for(const struct upstream *upstream, const char *project);
 
 /* upstream_keys.c: what upstream answered a call made with owner's key. */
 void upstream_key_outcome(struct upstream *upstream, const char *owner, long status);
