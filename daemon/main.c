@@ -38,6 +38,7 @@
 #include "server/server.h"
 #include "store/store.h"
 #include "upstream/upstream.h"
+#include "tracing.h"
 
 #ifndef LLAMACHATD_VERSION
 #define LLAMACHATD_VERSION "unknown"
@@ -60,6 +61,7 @@ struct daemon {
 	struct request_counters requests;
 	struct metrics_sources metrics;
 	struct access_log *access;
+	struct tracing tracing; /* OpenTelemetry spans; queue NULL: off */
 	struct chat *chat;
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
@@ -315,6 +317,8 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	if (budgets_sync(d->budgets, fresh, d->store, clock_unix_us()) != 0)
 		log_errx("reload: out of memory: the budgets in force stay");
 	daemon_warn_about_restart_settings(d->config, fresh);
+	tracing_warn_about_restart_settings(d->config, fresh);
+	access_log_set_tracing(d->access, d->tracing.queue, fresh->otel_sample_ratio);
 	/* The old keys are wiped; calls in flight keep the header they had. */
 	if (source != APIKEY_SOURCE_NONE || d->key_source != APIKEY_SOURCE_ENV) {
 		upstream_set_keys(d->upstream, key, projects, keys, fresh->project_key_count);
@@ -377,6 +381,7 @@ daemon_stop(struct daemon *d)
 	server_free(d->server);
 	access_log_free(d->access);
 	upstream_free(d->upstream);
+	tracing_stop(&d->tracing); /* nothing records spans any more */
 	janitor_free(d->janitor);
 	budgets_free(d->budgets);
 	store_close(d->store);
@@ -487,10 +492,13 @@ daemon_start(struct daemon *d)
 			d->config->retry_max_wait_ms, d->config->request_timeout_ms };
 		relay_engine_set_retries(d->relays, &retry);
 	}
-	if ((d->access = access_log_create(d->config->access_log, &d->requests, why, sizeof(why))) == NULL) {
+	if ((d->access = access_log_create(d->config->access_log, &d->requests, why, sizeof(why))) == NULL ||
+	    tracing_start(&d->tracing, d->config, why, sizeof(why)) != 0) {
 		log_errx("%s", why);
 		return -1;
 	}
+	access_log_set_tracing(d->access, d->tracing.queue, d->config->otel_sample_ratio);
+	upstream_set_spans(d->upstream, d->tracing.queue);
 	struct server_parts parts = {
 		.chat = d->chat,
 		.relays = d->relays,
@@ -515,6 +523,7 @@ daemon_start(struct daemon *d)
 		.upstream = d->upstream,
 		.server = d->server,
 		.config = &d->config,
+		.spans = d->tracing.queue,
 		.started = started,
 	};
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);

@@ -1,5 +1,6 @@
 /* metrics: the renderer of /metrics, in Prometheus text format. */
 #include "metrics.h"
+#include "base/trace.h"
 #include "gate/clients.h"
 #include "base/config.h"
 
@@ -136,12 +137,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	const struct request_counters *m = s->requests;
 	const struct chat_counters *chat = chat_get_counters(s->chat);
 	const struct upstream_stats *up = upstream_get_stats(s->upstream);
-	static const char *const error_kinds[] = { "ok", "connect", "timeout", "too_large", "tls", "other",
-		"no_connection" };
 	unsigned long long entries = 0, used = 0, map = 0;
 	struct server_tls_stats tls;
-	_Static_assert(
-	    sizeof(error_kinds) / sizeof(error_kinds[0]) == UPSTREAM_ERROR_KINDS, "an upstream error without a name");
 
 	metrics_header(out, "llamachatd_requests_total", "counter", "Client requests by route and status.");
 	for (size_t i = 0; i < m->series_count; i++)
@@ -152,8 +149,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_histogram(out, "llamachatd_upstream_duration_seconds", "Time of upstream calls.", &up->latency);
 	metrics_header(out, "llamachatd_upstream_errors_total", "counter", "Upstream calls that failed, by kind.");
 	for (int k = 1; k < UPSTREAM_ERROR_KINDS; k++)
-		evbuffer_add_printf(
-		    out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n", error_kinds[k], up->errors[k]);
+		evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"%s\"} %llu\n",
+		    upstream_error_name((enum upstream_error)k), up->errors[k]);
 	evbuffer_add_printf(out, "llamachatd_upstream_errors_total{kind=\"multi\"} %llu\n", up->multi_errors);
 	{
 		double since;
@@ -185,6 +182,14 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	metrics_simple(out, "llamachatd_unmetered_turns_total", "counter",
 	    "Turns whose usage could not be charged: upstream ended them without a stop event.",
 	    (double)chat->unmetered_turns);
+	metrics_simple(out, "llamachatd_otel_spans_exported_total", "counter",
+	    "Spans the OpenTelemetry collector took.", s->spans != NULL ? (double)span_queue_exported(s->spans) : 0);
+	metrics_simple(out, "llamachatd_otel_spans_dropped_total", "counter",
+	    "Spans never delivered: the queue (otel.max_queued_spans) was full, or the collector failed a batch "
+	    "twice.",
+	    s->spans != NULL ? (double)span_queue_dropped(s->spans) : 0);
+	metrics_simple(out, "llamachatd_otel_spans_queued", "gauge", "Spans waiting for the exporter.",
+	    s->spans != NULL ? (double)span_queue_length(s->spans) : 0);
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",
 	    (double)store_commits(s->store));

@@ -13,6 +13,7 @@ struct janitor;
 struct relay_engine;
 struct request_counters;
 struct server;
+struct span_queue;
 struct store;
 struct upstream;
 
@@ -27,6 +28,7 @@ struct metrics_sources {
 	struct upstream *upstream;
 	const struct server *server; /* connections open and accepted */
 	struct config *const *config; /* the config in force (a reload swaps it) */
+	struct span_queue *spans; /* NULL: otel is off */
 	double started; /* monotonic seconds at start */
 };
 

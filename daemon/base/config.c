@@ -24,6 +24,8 @@ enum setting_kind {
 	SETTING_TLS_LISTEN,
 	SETTING_PROJECT_KEYS,
 	SETTING_TLS_VERSION,
+	SETTING_RATIO, /* a number from 0 to 1, into a double */
+	SETTING_URL, /* an http:// or https:// URL */
 };
 
 /* One known setting: where it lives, its type, and its bounds. */
@@ -85,12 +87,18 @@ static const struct setting_spec config_specs[] = {
 	{ "tls", "key_file", SETTING_STRING, AT(tls_key_file), 0, 0 },
 	{ "tls", "client_ca_file", SETTING_STRING, AT(tls_client_ca_file), 0, 0 },
 	{ "tls", "min_version", SETTING_TLS_VERSION, AT(tls_min_version), 0, 0 },
+	{ "otel", "endpoint", SETTING_URL, AT(otel_endpoint), 0, 0 },
+	{ "otel", "service_name", SETTING_STRING, AT(otel_service_name), 0, 0 },
+	{ "otel", "sample_ratio", SETTING_RATIO, AT(otel_sample_ratio), 0, 0 },
+	{ "otel", "max_queued_spans", SETTING_INT, AT(otel_max_queued_spans), 16, 1000000 },
+	{ "otel", "export_interval_ms", SETTING_INT, AT(otel_export_interval_ms), 10, 60000 },
+	{ "otel", "timeout_ms", SETTING_INT, AT(otel_timeout_ms), 100, 60000 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
-static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket",
-	"tls" };
+static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket", "tls",
+	"otel" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -132,6 +140,11 @@ config_set_defaults(struct config *c)
 	c->retry_base_ms = 100;
 	c->retry_max_wait_ms = 2000;
 	c->breaker_open_ms = 5000;
+	c->otel_service_name = strdup("llamachatd");
+	c->otel_sample_ratio = 1.0;
+	c->otel_max_queued_spans = 8192;
+	c->otel_export_interval_ms = 1000;
+	c->otel_timeout_ms = 5000;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
@@ -356,6 +369,39 @@ config_read_setting(
 		*field = strdup(value);
 		return;
 	}
+	case SETTING_RATIO: {
+		double value;
+		if (type == CONFIG_TYPE_FLOAT)
+			value = config_setting_get_float(s);
+		else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
+			value = (double)config_setting_get_int64(s);
+		else
+			value = -1;
+		if (!(value >= 0.0 && value <= 1.0))
+			config_setting_error(errors, c->path, s, "must be a number from 0 to 1, e.g. 0.25");
+		else
+			*(double *)((char *)c + spec->offset) = value;
+		return;
+	}
+	case SETTING_URL: {
+		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		char **field = (char **)((char *)c + spec->offset);
+		size_t scheme = text == NULL            ? 0
+		    : strncmp(text, "http://", 7) == 0  ? 7
+		    : strncmp(text, "https://", 8) == 0 ? 8
+		                                        : 0;
+		if (scheme == 0 || text[scheme] == '\0' || text[scheme] == '/' ||
+		    text[strcspn(text, " \t\r\n\"<>\\^`{|}")] != '\0' ||
+		    memchr(text + scheme, '@', strcspn(text + scheme, "/")) != NULL) {
+			config_setting_error(errors, c->path, s,
+			    "must be an http:// or https:// URL with a host and no credentials, e.g. "
+			    "\"http://127.0.0.1:4318/v1/traces\"");
+			return;
+		}
+		free(*field);
+		*field = strdup(text);
+		return;
+	}
 	case SETTING_LOG_LEVEL:
 		if (type != CONFIG_TYPE_STRING || log_level_parse(config_setting_get_string(s), &c->log_level) != 0)
 			config_setting_error(
@@ -428,6 +474,9 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 				    text);
 		}
 	}
+	if (c->otel_endpoint == NULL && config_lookup(cfg, "otel") != NULL)
+		config_setting_error(errors, c->path, config_lookup(cfg, "otel"),
+		    "otel needs an endpoint (the collector's OTLP/HTTP traces URL)");
 	/* A TLS listener needs its certificate; the key may be the credential. */
 	if (c->tls_listen_count > 0 && c->tls_cert_file == NULL)
 		config_setting_error(errors, c->path, config_lookup(cfg, "tls.listen"),
@@ -527,6 +576,8 @@ config_free(struct config *c)
 	free(c->tls_cert_file);
 	free(c->tls_key_file);
 	free(c->tls_client_ca_file);
+	free(c->otel_endpoint);
+	free(c->otel_service_name);
 	config_free_routes(c);
 	config_free_clients(c);
 	for (size_t i = 0; i < c->project_key_count; i++) {

@@ -151,6 +151,17 @@ struct config {
 
 	enum log_level log_level;
 	char *access_log; /* "stderr", "off" or a file */
+
+	/* OpenTelemetry: where spans go over OTLP/HTTP (NULL: no spans are
+	 * recorded), the service name they carry, the share of new traces
+	 * sampled (a client's sampled flag is honoured), the queue's bound,
+	 * and the exporter's batch interval and deadline per POST. */
+	char *otel_endpoint;
+	char *otel_service_name;
+	double otel_sample_ratio;
+	long otel_max_queued_spans;
+	long otel_export_interval_ms;
+	long otel_timeout_ms;
 };
 
 /* Parses an RFC 3339 UTC time ("2027-03-01T00:00:00Z", fractions of a

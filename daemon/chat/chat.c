@@ -71,7 +71,7 @@ struct chat_call {
 	long attempts;
 	double first_started; /* monotonic seconds */
 	struct event *retry_ev;
-	char traceparent[56]; /* "": none (a background call) */
+	struct request_trace trace; /* trace_id "": none (a background call) */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -123,7 +123,7 @@ chat_call_new(struct chat *chat, struct request *req, const struct caller *calle
 	call->kind = kind;
 	call->caller = *caller;
 	if (req != NULL)
-		request_traceparent(req, call->traceparent);
+		request_trace_copy(req, &call->trace);
 	http_headers_init(
 	    &call->headers, call->header_slots, sizeof(call->header_slots) / sizeof(call->header_slots[0]));
 	LIST_INSERT_HEAD(&chat->calls, call, link);
@@ -286,6 +286,9 @@ chat_store_answer(struct chat_call *call)
 				log_warnx("chat: out of memory: the Idempotency-Key of session %s is not remembered",
 				    call->session_id);
 		}
+		if (call->req != NULL)
+			snprintf(
+			    call->req->access.session_id, sizeof(call->req->access.session_id), "%s", call->session_id);
 		if (call->kind == CHAT_CREATE && chat_owned_by_another(call->chat, &call->caller, call->session_id)) {
 			/* Upstream answered with a session made for someone else
 			 * (it deduped on a key, say): its owner keeps it. */
@@ -445,7 +448,8 @@ chat_send(struct chat_call *call)
 		.body = call->sent_body,
 		.body_len = call->sent_len,
 		.is_retry = call->attempts > 0,
-		.traceparent = call->traceparent[0] != '\0' ? call->traceparent : NULL,
+		.trace = &call->trace,
+		.attempt = (int)call->attempts + 1,
 		/* A create without a key must not reach upstream twice. */
 		.send_once = call->kind == CHAT_CREATE && call->key == NULL,
 		.idempotency_key = call->key != NULL ? call->key->upstream_key : NULL,

@@ -52,6 +52,10 @@ stream_on_event(const char *event, const char *data, size_t len, void *arg)
 	doc = json_loadb(data, len, 0, NULL);
 	if (json_is_object(doc) && json_is_string(json_object_get(doc, "type")) &&
 	    strcmp(json_string_value(json_object_get(doc, "type")), "stop") == 0) {
+		unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { 0 };
+		if (session_stop_usage(data, len, add) == 0)
+			relay_note_usage(stream->relay, (long long)add[SESSION_LEDGER_INPUT_TOKENS],
+			    (long long)add[SESSION_LEDGER_OUTPUT_TOKENS]);
 		free(stream->stop);
 		stream->stop = malloc(len);
 		if (stream->stop != NULL) {

@@ -62,7 +62,7 @@ struct relay {
 	char *again_path;
 	void *again_body;
 	char again_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
-	char traceparent[56];
+	struct request_trace trace;
 	char again_project[CHAT_PROJECT_MAX + 1];
 	long attempts;
 	double first_started;
@@ -98,6 +98,7 @@ relay_on_retry_due(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	relay->retry_pending = false;
 	relay->again.is_retry = true;
+	relay->again.attempt = (int)relay->attempts + 1;
 	if ((relay->call = upstream_forward(relay->engine->upstream, &relay->again, relay_on_upstream_done, relay)) ==
 	    NULL) {
 		if ((req = relay_take_request(relay)) != NULL)
@@ -346,6 +347,16 @@ relay_on_upstream_done(const struct upstream_response *response, void *arg)
 }
 
 void
+relay_note_usage(struct relay *relay, long long input_tokens, long long output_tokens)
+{
+	if (relay->req != NULL) {
+		relay->req->access.input_tokens = input_tokens;
+		relay->req->access.output_tokens = output_tokens;
+	}
+	upstream_note_usage(relay->call, input_tokens, output_tokens);
+}
+
+void
 relay_start(struct relay_engine *engine, struct request *req, const struct upstream_request *ureq, bool may_have_acted,
     const struct relay_observer *observer, void *arg)
 {
@@ -367,8 +378,9 @@ relay_start(struct relay_engine *engine, struct request *req, const struct upstr
 	engine->active++;
 
 	streamed.stream = &engine->stream;
-	request_traceparent(req, relay->traceparent);
-	streamed.traceparent = relay->traceparent;
+	request_trace_copy(req, &relay->trace);
+	streamed.trace = &relay->trace;
+	streamed.attempt = 1;
 	/* A passed-through GET or DELETE may be asked again; nothing else. */
 	if (observer == NULL && engine->retry.retries > 0 &&
 	    (strcmp(ureq->method, "GET") == 0 || strcmp(ureq->method, "DELETE") == 0)) {

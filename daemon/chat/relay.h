@@ -62,6 +62,10 @@ void relay_start(struct relay_engine *engine, struct request *req, const struct 
 /* Ends the client's answer and frees the relay (see on_upstream_done). */
 void relay_finish(struct relay *relay);
 
+/* The tokens the relayed turn used (from its stop event): into the spans
+ * of the client's request and of the upstream call. */
+void relay_note_usage(struct relay *relay, long long input_tokens, long long output_tokens);
+
 /* Why an answer was cut short, for the metric and the access line. */
 enum relay_cut {
 	RELAY_CUT_RESET, /* upstream's connection broke off */

@@ -4,25 +4,24 @@
 #include "http/access.h"
 
 #include <errno.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/counters.h"
+#include "base/trace.h"
 #include "http/request.h"
 
 struct access_log {
 	FILE *out; /* NULL: off */
 	bool owns_out;
 	struct request_counters *counters;
-	uint64_t sequence; /* request id generator state */
-	bool seeded;
+	struct span_queue *spans; /* NULL: no spans recorded */
+	double sample_ratio; /* of new traces */
 };
 
 struct access_log *
@@ -35,6 +34,7 @@ access_log_create(const char *path, struct request_counters *counters, char *why
 		return NULL;
 	}
 	log->counters = counters;
+	log->sample_ratio = 1.0;
 	if (strcmp(path, "stderr") == 0) {
 		log->out = stderr;
 	} else if (strcmp(path, "off") != 0) {
@@ -83,6 +83,87 @@ access_clean_path(const char *path, char *out, size_t size)
 	out[n] = '\0';
 }
 
+/* The route template of a route label (HTTP's http.route), or NULL for
+ * a path the daemon only passes on. */
+static const char *
+access_route_template(const char *route)
+{
+	static const struct {
+		const char *label, *path;
+	} templates[] = {
+		{ "create", "/api/v1/chat" },
+		{ "list", "/api/v1/chat" },
+		{ "history", "/api/v1/chat/{session_id}" },
+		{ "delete", "/api/v1/chat/{session_id}" },
+		{ "summary", "/api/v1/chat/{session_id}/summary" },
+		{ "stream", "/api/v1/chat/{session_id}/messages/stream" },
+		{ "healthz", "/healthz" },
+		{ "metrics", "/metrics" },
+	};
+
+	for (size_t i = 0; route != NULL && i < sizeof(templates) / sizeof(templates[0]); i++)
+		if (strcmp(route, templates[i].label) == 0)
+			return templates[i].path;
+	return NULL;
+}
+
+/* The request's server span, into the queue: HTTP's attributes and, for
+ * the chat resource, GenAI's. Never a header, a body, a query or a key. */
+static void
+access_record_span(struct access_log *log, const struct request *req, double total)
+{
+	const struct access_entry *e = &req->access;
+	const char *template = access_route_template(e->route);
+	struct span span;
+	char path[256];
+	long long now = (long long)clock_unix_us() * 1000;
+
+	span.attr_count = 0;
+	span.text_used = 0;
+	memcpy(span.trace_id, e->trace_id, sizeof(span.trace_id));
+	memcpy(span.span_id, e->span_id, sizeof(span.span_id));
+	span.parent_id[0] = '\0';
+	if (e->parent_id[0] != '\0')
+		memcpy(span.parent_id, e->parent_id, sizeof(span.parent_id));
+	span.kind = SPAN_KIND_SERVER;
+	span.end_unix_ns = now;
+	span.start_unix_ns = now - (long long)(total * 1e9);
+	span.error = e->status >= 500;
+	snprintf(span.name, sizeof(span.name), "%s%s%s", req->method_name, template != NULL ? " " : "",
+	    template != NULL ? template : "");
+	access_clean_path(req->path, path, sizeof(path));
+	span_add_string(&span, "http.request.method", req->method_name);
+	span_add_string(&span, "url.path", path);
+	if (template != NULL)
+		span_add_string(&span, "http.route", template);
+	span_add_int(&span, "http.response.status_code", e->status);
+	span_add_string(&span, "network.protocol.version", req->http_minor == 0 ? "1.0" : "1.1");
+	if (strcmp(e->client, "-") != 0)
+		span_add_string(&span, "enduser.id", e->client);
+	if (e->chat) {
+		span_add_string(&span, "gen_ai.operation.name", "chat");
+		if (e->session_id[0] != '\0')
+			span_add_string(&span, "gen_ai.conversation.id", e->session_id);
+		if (e->input_tokens >= 0)
+			span_add_int(&span, "gen_ai.usage.input_tokens", e->input_tokens);
+		if (e->output_tokens >= 0)
+			span_add_int(&span, "gen_ai.usage.output_tokens", e->output_tokens);
+	}
+	if (e->status >= 500) {
+		char status[12];
+		snprintf(status, sizeof(status), "%d", e->status);
+		span_add_string(&span, "error.type", status);
+	}
+	if (e->cache != NULL)
+		span_add_string(&span, "llamachatd.cache", e->cache);
+	if (e->cut != NULL)
+		span_add_string(&span, "llamachatd.cut", e->cut);
+	if (e->retries > 0)
+		span_add_int(&span, "llamachatd.retries", e->retries);
+	span_add_string(&span, "llamachatd.request_id", e->request_id);
+	span_queue_push(log->spans, &span);
+}
+
 void
 access_end(struct access_log *log, const struct request *req)
 {
@@ -112,29 +193,15 @@ access_end(struct access_log *log, const struct request *req)
 		    e->cut != NULL ? e->cut : "", retries);
 	}
 	counters_observe_request(log->counters, e->route, e->status, total);
+	if (log->spans != NULL && e->sampled && e->trace_id[0] != '\0')
+		access_record_span(log, req, total);
 }
 
-/* A fresh request id: 16 hex digits of a counter run through splitmix64,
- * seeded once from the kernel. Unique within a run and hard to guess, with
- * no system call per request. */
-static void
-access_new_request_id(struct access_log *log, char *out)
+void
+access_log_set_tracing(struct access_log *log, struct span_queue *spans, double sample_ratio)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint64_t z;
-
-	if (!log->seeded) {
-		if (getrandom(&log->sequence, sizeof(log->sequence), GRND_NONBLOCK) != (ssize_t)sizeof(log->sequence))
-			log->sequence = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
-		log->seeded = true;
-	}
-	z = (log->sequence += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	z ^= z >> 31;
-	for (int i = 15; i >= 0; i--, z >>= 4)
-		out[i] = hex[z & 0xf];
-	out[16] = '\0';
+	log->spans = spans;
+	log->sample_ratio = sample_ratio;
 }
 
 /* True for a traceparent we take (W3C Trace Context): version 00 (or a
@@ -154,14 +221,6 @@ access_traceparent_is_valid(const char *v)
 	return strspn(v + 3, "0") < 32 && strspn(v + 36, "0") < 16;
 }
 
-/* A new trace id (32 hex digits) or span id (16). */
-static void
-access_new_id(struct access_log *log, char *out, size_t digits)
-{
-	for (size_t i = 0; i < digits; i += 16)
-		access_new_request_id(log, out + i);
-}
-
 void
 access_begin(struct access_log *log, struct request *req)
 {
@@ -173,7 +232,7 @@ access_begin(struct access_log *log, struct request *req)
 	if (given != NULL && access_request_id_is_clean(given)) {
 		snprintf(req->access.request_id, sizeof(req->access.request_id), "%s", given);
 	} else {
-		access_new_request_id(log, req->access.request_id);
+		trace_new_id(req->access.request_id, 16);
 		/* Upstream gets the id through the forwarded headers: ours
 		 * replaces whatever the client sent. */
 		for (size_t i = 0; i < in->count; i++)
@@ -189,10 +248,12 @@ access_begin(struct access_log *log, struct request *req)
 	if (access_traceparent_is_valid(parent)) {
 		memcpy(req->access.trace_id, parent + 3, 32);
 		req->access.trace_id[32] = '\0';
+		memcpy(req->access.parent_id, parent + 36, 16);
+		req->access.parent_id[16] = '\0';
 		req->access.sampled = (strtol(parent + 53, NULL, 16) & 1) != 0;
 	} else {
-		access_new_id(log, req->access.trace_id, 32);
-		req->access.sampled = true;
+		trace_new_id(req->access.trace_id, TRACE_ID_HEX);
+		req->access.sampled = trace_sample(log->sample_ratio);
 	}
-	access_new_id(log, req->access.span_id, 16);
+	trace_new_id(req->access.span_id, TRACE_SPAN_ID_HEX);
 }

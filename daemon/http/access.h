@@ -19,6 +19,11 @@ struct access_log *access_log_create(const char *path, struct request_counters *
     __attribute__((warn_unused_result));
 void access_log_free(struct access_log *log);
 
+/* Records a server span per sampled request into spans (NULL: none), and
+ * samples new traces at sample_ratio (0 to 1). */
+struct span_queue;
+void access_log_set_tracing(struct access_log *log, struct span_queue *spans, double sample_ratio);
+
 /* A request's head is here: takes or makes its request id, puts it in the
  * request's headers (for upstream) and in its answer. */
 void access_begin(struct access_log *log, struct request *req);

@@ -83,6 +83,7 @@ http_request_reset(struct http_conn *c)
 	req->method_name = "-";
 	req->path = "-";
 	req->access.upstream_seconds = -1;
+	req->access.input_tokens = req->access.output_tokens = -1;
 	req->access.route = "other";
 	snprintf(req->access.client, sizeof(req->access.client), "-");
 	c->head_used = 0;

@@ -316,9 +316,16 @@ request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg)
 }
 
 void
-request_traceparent(const struct request *req, char out[56])
+request_trace_copy(const struct request *req, struct request_trace *out)
 {
-	snprintf(out, 56, "00-%s-%s-%02x", req->access.trace_id, req->access.span_id, req->access.sampled ? 1 : 0);
+	const struct access_entry *e = &req->access;
+
+	memcpy(out->trace_id, e->trace_id, sizeof(out->trace_id));
+	memcpy(out->span_id, e->span_id, sizeof(out->span_id));
+	out->sampled = e->sampled;
+	out->chat = e->chat;
+	memcpy(out->session_id, e->session_id, sizeof(out->session_id));
+	memcpy(out->client, e->client, sizeof(out->client));
 }
 
 const char *

@@ -41,6 +41,7 @@ struct request_wire {
 
 #define REQUEST_ID_MAX 64
 #define REQUEST_CLIENT_MAX 64
+#define REQUEST_SESSION_MAX 128 /* as SESSION_ID_MAX */
 #define REQUEST_OUT_HEADERS_MAX 1024 /* the answer's own header lines */
 
 enum request_method {
@@ -78,8 +79,15 @@ struct access_entry {
 	 * for it, and whether it is sampled; lower-case hex. */
 	char trace_id[33];
 	char span_id[17];
+	char parent_id[17]; /* the client's span ("": none) */
 	bool sampled;
 	unsigned long long bytes; /* of the answer's body */
+	/* For its span: whether it is a call of the chat resource, the
+	 * session it is about ("": none known), and the tokens of the turn it
+	 * ran, from the stream's stop event (-1: none). */
+	bool chat;
+	char session_id[REQUEST_SESSION_MAX + 1];
+	long long input_tokens, output_tokens;
 };
 
 struct request {
@@ -154,9 +162,20 @@ void request_set_on_drained(struct request *req, void (*fn)(void *arg), void *ar
  * nobody). After fn runs the request is gone. */
 void request_set_on_gone(struct request *req, void (*fn)(void *arg), void *arg);
 
-/* The traceparent header value upstream calls of req carry, into out (56
- * bytes): req's trace, with the daemon's span as the parent. */
-void request_traceparent(const struct request *req, char out[56]);
+/* What upstream calls made for a request need of its trace, copied out
+ * of the request so that a retry after the client left still has it: the
+ * trace, the daemon's span (their parent), whether it is sampled, and for
+ * the spans' attributes whether it is a chat call, its session ("": none)
+ * and its client ("-": none). */
+struct request_trace {
+	char trace_id[33];
+	char span_id[17];
+	bool sampled;
+	bool chat;
+	char session_id[REQUEST_SESSION_MAX + 1];
+	char client[REQUEST_CLIENT_MAX + 1];
+};
+void request_trace_copy(const struct request *req, struct request_trace *out);
 
 /* A method's name, for logs and upstream. */
 const char *request_method_name(enum request_method method);

@@ -276,6 +276,12 @@ server_route(struct request *req, void *arg)
 	default:
 		break;
 	}
+	/* For the spans: a call of the chat resource, and its session. */
+	access->chat = route.kind != ROUTE_API;
+	if (route.id != NULL && route.id_len <= REQUEST_SESSION_MAX) {
+		memcpy(access->session_id, route.id, route.id_len);
+		access->session_id[route.id_len] = '\0';
+	}
 	/* Who asks comes first: an unknown client learns nothing of the policy. */
 	if (!gate_admit(server->clients, req, &query, &owned_query, &caller))
 		return;

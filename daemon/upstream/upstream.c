@@ -88,6 +88,7 @@ upstream_call_free(struct upstream_call *call)
 		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(call->request_headers);
 	free(call->body_copy);
+	free(call->span);
 	if (call->response_body != NULL)
 		evbuffer_free(call->response_body);
 	LIST_REMOVE(call, link);
@@ -157,6 +158,8 @@ upstream_finish(struct upstream_call *call, struct upstream_response *response)
 	if (response->error != UPSTREAM_ERR_NO_CONNECTION && response->error != UPSTREAM_ERR_TOO_LARGE &&
 	    !(call->is_retry && failed))
 		upstream_breaker_outcome(call->upstream, call->key_project, call->probe, failed);
+	upstream_span_end(
+	    call, response->status, response->error == UPSTREAM_OK ? NULL : upstream_error_name(response->error));
 	/* Remove before the callback, which may start new calls. */
 	curl_multi_remove_handle(call->upstream->multi, call->easy);
 	call->done(response, call->arg);
@@ -348,6 +351,33 @@ upstream_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* The host and port of base_url, for the spans' server.address. */
+static void
+upstream_note_address(struct upstream *upstream)
+{
+	CURLU *url = curl_url();
+	char *host = NULL, *port = NULL;
+
+	if (url != NULL && curl_url_set(url, CURLUPART_URL, upstream->base_url, 0) == CURLUE_OK &&
+	    curl_url_get(url, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(url, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+		snprintf(upstream->host, sizeof(upstream->host), "%s", host);
+		upstream->port = strtol(port, NULL, 10);
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(url);
+}
+
+const char *
+upstream_error_name(enum upstream_error error)
+{
+	static const char *const names[UPSTREAM_ERROR_KINDS] = { "ok", "connect", "timeout", "too_large", "tls",
+		"other", "no_connection" };
+
+	return (unsigned)error < UPSTREAM_ERROR_KINDS ? names[error] : "other";
+}
+
 struct upstream *
 upstream_create(struct event_base *base, const struct upstream_settings *settings, char *why, size_t why_size)
 {
@@ -366,6 +396,7 @@ upstream_create(struct event_base *base, const struct upstream_settings *setting
 		goto oom;
 	upstream->settings.base_url = upstream->base_url;
 	upstream->settings.ca_file = upstream->ca_file;
+	upstream_note_address(upstream);
 	upstream->multi = curl_multi_init();
 	upstream->timer = evtimer_new(base, upstream_on_timeout, upstream);
 	upstream->wait_timer = evtimer_new(base, upstream_on_wait_timeout, upstream);
@@ -455,8 +486,8 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 
 	call->easy = upstream_take_handle(upstream);
 	call->response_body = evbuffer_new();
-	if (call->easy == NULL || call->response_body == NULL || upstream_configure(call, req) != 0 ||
-	    curl_multi_add_handle(upstream->multi, call->easy) != CURLM_OK) {
+	if (call->easy == NULL || call->response_body == NULL || upstream_span_begin(call, req) != 0 ||
+	    upstream_configure(call, req) != 0 || curl_multi_add_handle(upstream->multi, call->easy) != CURLM_OK) {
 		log_warnx("upstream: cannot start a %s call", req->method);
 		upstream_call_free(call);
 		return NULL;
@@ -470,8 +501,10 @@ upstream_forward(struct upstream *upstream, const struct upstream_request *req, 
 void
 upstream_cancel(struct upstream_call *call)
 {
-	if (call != NULL)
+	if (call != NULL) {
+		upstream_span_end(call, 0, "cancelled");
 		upstream_call_free(call);
+	}
 }
 
 void

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "http/http_headers.h"
+#include "http/request.h"
 #include "base/counters.h"
 
 struct event_base;
@@ -42,6 +43,10 @@ enum upstream_error {
 	UPSTREAM_ERR_NO_CONNECTION, /* waited connect_timeout_ms for a free connection or stream: nothing was sent */
 	UPSTREAM_ERROR_KINDS /* how many there are */
 };
+
+/* A short name of error ("ok", "connect", "timeout", ...), for metrics
+ * labels and spans. */
+const char *upstream_error_name(enum upstream_error error);
 
 /* What a finished call hands to its callback; everything in it belongs to the
  * call and is freed right after the callback returns. */
@@ -80,8 +85,12 @@ struct upstream_request {
 	 * Idempotency-Key, a stream's turn, any call that may act upstream with
 	 * nothing to dedupe it by. Such a call fails instead (may have acted). */
 	bool send_once;
-	/* The traceparent to send (the client's own never goes); NULL: none. */
-	const char *traceparent;
+	/* The trace the call belongs to (NULL: none, and no traceparent
+	 * goes), and which attempt of it this is (1: the first). The call gets
+	 * a span of its own (a client span, recorded when it ends if sampled),
+	 * which the traceparent upstream gets names as the parent. */
+	const struct request_trace *trace;
+	int attempt;
 };
 
 enum upstream_flow {
@@ -172,6 +181,14 @@ void upstream_cancel(struct upstream_call *call);
 /* Lets a streamed call that on_data paused flow again; on_data may run
  * before this returns. */
 void upstream_resume(struct upstream_call *call);
+
+/* The tokens a streamed call's turn used, from its stop event, for its
+ * span. */
+void upstream_note_usage(struct upstream_call *call, long long input_tokens, long long output_tokens);
+
+/* Records a client span per sampled call into spans (NULL: none). */
+struct span_queue;
+void upstream_set_spans(struct upstream *upstream, struct span_queue *spans);
 
 /* Number of calls in flight. */
 long upstream_in_flight(const struct upstream *upstream);

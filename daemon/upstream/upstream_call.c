@@ -35,7 +35,7 @@ static const struct {
 	DROPPED("trailer"), DROPPED("transfer-encoding"), DROPPED("upgrade"), DROPPED("http2-settings"),
 	DROPPED("host"), DROPPED("content-length"), DROPPED("expect"), DROPPED("accept-encoding"),
 	DROPPED("idempotency-key"), /* ours is derived: upstream_request.idempotency_key */
-	DROPPED("traceparent"), /* ours names the daemon's span: upstream_request.traceparent */
+	DROPPED("traceparent"), /* ours names the call's span: upstream_request.trace */
 };
 #undef DROPPED
 
@@ -205,8 +205,8 @@ upstream_append_header(struct upstream_call *call, const char *name, const char 
 
 /* Builds the header list: the client's forwardable headers, then the key. */
 static int
-upstream_build_headers(struct upstream_call *call, const struct http_headers *client_headers,
-    const char *idempotency_key, const char *traceparent, bool has_body)
+upstream_build_headers(
+    struct upstream_call *call, const struct http_headers *client_headers, const char *idempotency_key, bool has_body)
 {
 	char bearer[512], *authorization = bearer;
 	size_t size = strlen("Bearer ") + strlen(call->key) + 1;
@@ -226,7 +226,7 @@ upstream_build_headers(struct upstream_call *call, const struct http_headers *cl
 	}
 	if (idempotency_key != NULL && upstream_append_header(call, "Idempotency-Key", idempotency_key) != 0)
 		return -1;
-	if (traceparent != NULL && upstream_append_header(call, "traceparent", traceparent) != 0)
+	if (call->traceparent[0] != '\0' && upstream_append_header(call, "traceparent", call->traceparent) != 0)
 		return -1;
 	/* Keep curl from inventing headers the client did not send ("Name:"
 	 * with nothing after it removes one of curl's own). */
@@ -330,7 +330,7 @@ upstream_configure(struct upstream_call *call, const struct upstream_request *re
 	} else {
 		rc |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 	}
-	if (upstream_build_headers(call, req->client_headers, req->idempotency_key, req->traceparent, has_body) != 0)
+	if (upstream_build_headers(call, req->client_headers, req->idempotency_key, has_body) != 0)
 		return -1;
 	rc |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, call->request_headers);
 	return rc == CURLE_OK ? 0 : -1;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <sys/queue.h>
 
+#include "base/trace.h"
 #include "upstream/upstream.h"
 
 struct upstream_breaker {
@@ -59,6 +60,9 @@ struct upstream {
 	 * each such call connect_timeout_ms. */
 	TAILQ_HEAD(, upstream_call) waiting;
 	struct event *wait_timer;
+	struct span_queue *spans; /* NULL: no spans recorded */
+	char host[256]; /* of base_url, for the spans' server.address */
+	long port;
 };
 
 #define UPSTREAM_KEPT_HEADERS 4 /* upstream_kept_response_headers */
@@ -95,7 +99,30 @@ struct upstream_call {
 	int sends; /* times curl was about to send it */
 	bool resend_refused; /* curl's own re-send was stopped */
 	char key_project[UPSTREAM_PROJECT_MAX + 1]; /* whose key it carries ("": the default) */
+	struct upstream_call_span *span; /* NULL: not traced, or not sampled */
+	char traceparent[TRACEPARENT_LEN + 1]; /* "": none goes */
 };
+
+/* What a traced call's client span needs when it ends (upstream_span.c). */
+struct upstream_call_span {
+	char trace_id[TRACE_ID_HEX + 1], span_id[TRACE_SPAN_ID_HEX + 1], parent_id[TRACE_SPAN_ID_HEX + 1];
+	long long start_unix_ns;
+	char method[16];
+	char path[256]; /* no query */
+	int attempt;
+	bool chat;
+	char conversation_id[REQUEST_SESSION_MAX + 1];
+	char enduser[REQUEST_CLIENT_MAX + 1];
+	long long input_tokens, output_tokens; /* -1: none */
+};
+
+/* upstream_span.c: gives call its place in trace (its span id and the
+ * traceparent it sends); the span is recorded only when sampled. Returns
+ * 0, or -1 when out of memory. */
+int upstream_span_begin(struct upstream_call *call, const struct upstream_request *req);
+/* upstream_span.c: the call ended: its span goes to the queue (error:
+ * how it failed, NULL when an answer came with status). Frees the span. */
+void upstream_span_end(struct upstream_call *call, long status, const char *error);
 
 /* upstream_keys.c: the key for a call about project (NULL or "": none):
  * the project's own, else the default one; NULL when neither exists.
