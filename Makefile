@@ -36,6 +36,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 IT_TESTS := $(patsubst tests/integration/test_%.c,$(BUILD)/tests/it_%,$(wildcard tests/integration/test_*.c))
 IT_OBJS := $(BUILD)/tests/integration/harness.o
 FAKE := $(BUILD)/tests/fake_upstream
+COLLECTOR := $(BUILD)/tests/fake_collector
 # The test build of the daemon: its large calloc()s fail on demand
 # (tests/support/failalloc.c), and its writer thread can be held before a
 # commit (tests/support/hold_writer.c).
@@ -101,13 +102,16 @@ $(BUILD)/tests/it_%: $(BUILD)/tests/integration/test_%.o $(IT_OBJS) $(CORE_OBJS)
 $(FAKE): $(BUILD)/tests/fake/fake_upstream.o
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+$(COLLECTOR): $(BUILD)/tests/fake/fake_collector.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 $(TEST_DAEMON): $(BUILD)/daemon/main.o $(CORE_OBJS) $(BUILD)/tests/support/failalloc.o $(BUILD)/tests/support/hold_writer.o
 	$(CC) $(ALL_LDFLAGS) -Wl,--wrap=calloc -o $@ $^ $(PKG_LIBS)
 
 tests: deps-tests
 	@$(MAKE) --no-print-directory test-binaries
 
-test-binaries: binaries $(FAKE) $(TEST_DAEMON) $(UNIT_TESTS) $(IT_TESTS)
+test-binaries: binaries $(FAKE) $(COLLECTOR) $(TEST_DAEMON) $(UNIT_TESTS) $(IT_TESTS)
 
 # Runs every suite; the last line is "N passed, M failed".
 test: tests

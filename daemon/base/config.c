@@ -474,7 +474,7 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 				    text);
 		}
 	}
-	if (c->otel_endpoint == NULL && config_lookup(cfg, "otel") != NULL)
+	if (config_lookup(cfg, "otel.endpoint") == NULL && config_lookup(cfg, "otel") != NULL)
 		config_setting_error(errors, c->path, config_lookup(cfg, "otel"),
 		    "otel needs an endpoint (the collector's OTLP/HTTP traces URL)");
 	/* A TLS listener needs its certificate; the key may be the credential. */

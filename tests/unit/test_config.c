@@ -180,6 +180,49 @@ test_values_out_of_range(void **state)
 	expect_one_error("store = { path = \"\"; };\n", "store.path", "empty");
 }
 
+/* The otel group: defaults, a ratio as a float or an integer, and clear
+ * errors for what would never export. */
+static void
+test_otel_settings(void **state)
+{
+	struct config_errors errors;
+	struct config *c;
+
+	(void)state;
+	c = load("", &errors);
+	assert_non_null(c);
+	assert_null(c->otel_endpoint);
+	assert_string_equal(c->otel_service_name, "llamachatd");
+	assert_true(c->otel_sample_ratio == 1.0);
+	assert_int_equal(c->otel_max_queued_spans, 8192);
+	config_free(c);
+	c = load("otel = { endpoint = \"http://10.0.0.7:4318/v1/traces\"; service_name = \"gw-a\"; "
+	         "sample_ratio = 0.25; max_queued_spans = 100; };\n",
+	    &errors);
+	assert_non_null(c);
+	assert_string_equal(c->otel_endpoint, "http://10.0.0.7:4318/v1/traces");
+	assert_string_equal(c->otel_service_name, "gw-a");
+	assert_true(c->otel_sample_ratio == 0.25);
+	assert_int_equal(c->otel_max_queued_spans, 100);
+	config_free(c);
+	c = load("otel = { endpoint = \"https://collector.example/v1/traces\"; sample_ratio = 0; };\n", &errors);
+	assert_non_null(c);
+	assert_true(c->otel_sample_ratio == 0.0);
+	config_free(c);
+	expect_one_error("otel = { sample_ratio = 0.5; };\n", "otel", "needs an endpoint");
+	expect_one_error(
+	    "otel = { endpoint = \"http://h:4318/v1/traces\"; sample_ratio = 1.5; };\n", "otel.sample_ratio", "0 to 1");
+	expect_one_error("otel = { endpoint = \"http://h:4318/v1/traces\"; sample_ratio = \"all\"; };\n",
+	    "otel.sample_ratio", "0 to 1");
+	expect_one_error("otel = { endpoint = \"ftp://h/v1/traces\"; };\n", "otel.endpoint", "http://");
+	expect_one_error("otel = { endpoint = \"http://\"; };\n", "otel.endpoint", "host");
+	expect_one_error("otel = { endpoint = \"http://u:p@h:4318/v1/traces\"; };\n", "otel.endpoint", "credentials");
+	expect_one_error("otel = { endpoint = \"http://h:4318/v1 traces\"; };\n", "otel.endpoint", "URL");
+	expect_one_error("otel = { endpoint = \"http://h:4318/\"; max_queued_spans = 0; };\n", "otel.max_queued_spans",
+	    "must be from");
+	expect_one_error("otel = { endpoint = \"http://h:4318/\"; headers = \"x\"; };\n", "otel.headers", "unknown");
+}
+
 static void
 test_bad_addresses_and_urls(void **state)
 {
@@ -307,6 +350,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_every_error_is_reported_at_once, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_routes, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_bad_routes, make_path, remove_path),
+		cmocka_unit_test_setup_teardown(test_otel_settings, make_path, remove_path),
 		cmocka_unit_test(test_missing_file),
 	};
 	return cmocka_run_group_tests_name("unit: config", tests, NULL, NULL);
