@@ -123,12 +123,13 @@ run: all
 	exec $(BUILD)/llamachatd -c conf/llamachatd.conf
 
 # Every benchmark against nginx (needs wrk, nginx, python3 and valgrind):
-# cached lookups, creates (rates, then instructions under callgrind),
+# cached lookups (and with otel on), creates (rates, then instructions under callgrind),
 # lookups beside creates, streams held at once. Numbers, not tests;
 # BENCH_SECONDS a run (default 5).
 BENCH_SECONDS ?= 5
 bench: all tests
 	bench/lookup.sh $(BENCH_SECONDS)
+	bench/otel.sh $(BENCH_SECONDS)
 	bench/create.sh $(BENCH_SECONDS)
 	bench/create-instructions.sh
 	bench/mixed.sh $(BENCH_SECONDS)

@@ -48,6 +48,24 @@ clock_unix_s(void)
 	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
+long long
+clock_unix_ns_of_monotonic(double monotonic_s)
+{
+	static long long offset_ns;
+	static double next_read;
+
+	if (monotonic_s >= next_read) {
+		struct timespec real, mono;
+		clock_gettime(CLOCK_REALTIME, &real);
+		clock_gettime(CLOCK_MONOTONIC, &mono);
+		offset_ns =
+		    ((long long)real.tv_sec - (long long)mono.tv_sec) * 1000000000LL + (real.tv_nsec - mono.tv_nsec);
+		next_read = (double)mono.tv_sec + (double)mono.tv_nsec / 1e9 + 1.0;
+	}
+	/* In integers: Unix nanoseconds are past what a double holds exactly. */
+	return (long long)(monotonic_s * 1e9) + offset_ns;
+}
+
 struct timeval
 clock_timeval_ms(long long ms)
 {

@@ -160,10 +160,11 @@ span_queue_push(struct span_queue *q, const struct span *s)
 }
 
 size_t
-span_queue_take(struct span_queue *q, struct span *out, size_t max, size_t want, long wait_ms)
+span_queue_drain(struct span_queue *q, size_t max, size_t want, long wait_ms,
+    void (*each)(const struct span *span, void *arg), void *arg)
 {
 	struct timespec deadline;
-	size_t n = 0;
+	size_t n, start;
 
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += wait_ms / 1000;
@@ -178,11 +179,17 @@ span_queue_take(struct span_queue *q, struct span *out, size_t max, size_t want,
 		if (pthread_cond_timedwait(&q->ready, &q->lock, &deadline) != 0)
 			break;
 	q->want = 0;
-	while (n < max && q->length > 0) {
-		memcpy(&out[n++], &q->ring[q->head], sizeof(*out));
-		q->head = (q->head + 1) % q->capacity;
-		q->length--;
-	}
+	n = q->length < max ? q->length : max;
+	start = q->head;
+	pthread_mutex_unlock(&q->lock);
+	/* Read without the lock: the slots stay counted as taken until
+	 * released below, so a push never writes into them, and the loop
+	 * never waits on the reading. One taker only. */
+	for (size_t i = 0; i < n; i++)
+		each(&q->ring[(start + i) % q->capacity], arg);
+	pthread_mutex_lock(&q->lock);
+	q->head = (q->head + n) % q->capacity;
+	q->length -= n;
 	pthread_mutex_unlock(&q->lock);
 	return n;
 }

@@ -70,9 +70,12 @@ void span_queue_free(struct span_queue *q);
 /* Copies s in; false (and counted as dropped) when the queue is full. */
 bool span_queue_push(struct span_queue *q, const struct span *s);
 
-/* Moves up to max spans into out, waiting up to wait_ms for at least
- * want of them (or for span_queue_close()); returns how many. */
-size_t span_queue_take(struct span_queue *q, struct span *out, size_t max, size_t want, long wait_ms);
+/* Waits up to wait_ms for at least want spans (or span_queue_close()),
+ * then hands up to max of them, oldest first, to each(span, arg), read in
+ * place without the lock, and removes them; returns how many. For one
+ * taking thread only. */
+size_t span_queue_drain(struct span_queue *q, size_t max, size_t want, long wait_ms,
+    void (*each)(const struct span *span, void *arg), void *arg);
 
 /* Wakes a waiting taker for good: takes stop waiting from now on. */
 void span_queue_close(struct span_queue *q);

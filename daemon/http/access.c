@@ -110,13 +110,12 @@ access_route_template(const char *route)
 /* The request's server span, into the queue: HTTP's attributes and, for
  * the chat resource, GenAI's. Never a header, a body, a query or a key. */
 static void
-access_record_span(struct access_log *log, const struct request *req, double total)
+access_record_span(struct access_log *log, const struct request *req, double now)
 {
 	const struct access_entry *e = &req->access;
 	const char *template = access_route_template(e->route);
 	struct span span;
 	char path[256];
-	long long now = (long long)clock_unix_us() * 1000;
 
 	span.attr_count = 0;
 	span.text_used = 0;
@@ -126,8 +125,8 @@ access_record_span(struct access_log *log, const struct request *req, double tot
 	if (e->parent_id[0] != '\0')
 		memcpy(span.parent_id, e->parent_id, sizeof(span.parent_id));
 	span.kind = SPAN_KIND_SERVER;
-	span.end_unix_ns = now;
-	span.start_unix_ns = now - (long long)(total * 1e9);
+	span.end_unix_ns = clock_unix_ns_of_monotonic(now);
+	span.start_unix_ns = clock_unix_ns_of_monotonic(e->started);
 	span.error = e->status >= 500;
 	snprintf(span.name, sizeof(span.name), "%s%s%s", req->method_name, template != NULL ? " " : "",
 	    template != NULL ? template : "");
@@ -137,7 +136,6 @@ access_record_span(struct access_log *log, const struct request *req, double tot
 	if (template != NULL)
 		span_add_string(&span, "http.route", template);
 	span_add_int(&span, "http.response.status_code", e->status);
-	span_add_string(&span, "network.protocol.version", req->http_minor == 0 ? "1.0" : "1.1");
 	if (strcmp(e->client, "-") != 0)
 		span_add_string(&span, "enduser.id", e->client);
 	if (e->chat) {
@@ -168,7 +166,7 @@ void
 access_end(struct access_log *log, const struct request *req)
 {
 	const struct access_entry *e = &req->access;
-	double total = clock_monotonic_s() - e->started;
+	double now = clock_monotonic_s(), total = now - e->started;
 	char path[256], time_text[32], upstream[32], retries[24] = "";
 	struct timespec wall;
 	struct tm tm;
@@ -194,7 +192,7 @@ access_end(struct access_log *log, const struct request *req)
 	}
 	counters_observe_request(log->counters, e->route, e->status, total);
 	if (log->spans != NULL && e->sampled && e->trace_id[0] != '\0')
-		access_record_span(log, req, total);
+		access_record_span(log, req, now);
 }
 
 void

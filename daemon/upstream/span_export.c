@@ -2,8 +2,8 @@
 #include "upstream/span_export.h"
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,92 +12,249 @@
 #include "base/log.h"
 #include "base/trace.h"
 
+/* The most one span's JSON can take: its name and text escaped at six bytes
+ * a byte at worst, and each attribute's key, number and framing. */
+#define SPAN_JSON_MAX (512 + 6 * (sizeof(((struct span *)0)->name) + SPAN_TEXT_MAX) + SPAN_ATTRS_MAX * 160)
+
+/* The JSON body being written. Room is made once per span (span_json_room),
+ * then the writers below append without checking: encoding is most of
+ * what the exporter's thread does, and it runs beside the loop. */
+struct span_json {
+	char *data;
+	size_t len, cap;
+	bool failed; /* out of memory: nothing more is written */
+	size_t spans; /* in the body */
+};
+
 struct span_exporter {
 	struct span_queue *queue;
 	struct span_export_settings settings; /* strings owned below */
 	char *endpoint, *service_name, *service_instance;
 	pthread_t thread;
-	struct span *batch; /* batch_max spans, the thread's own */
+	struct span_json body; /* the batch being sent, its buffer kept for the next */
 };
 
-/* {"key": key, "value": {"stringValue": ...}}; NULL when text is not UTF-8. */
-static json_t *
-span_export_string_attr(const char *key, const char *text, size_t len)
+/* Makes room for need more bytes; false once out of memory. */
+static bool
+span_json_room(struct span_json *j, size_t need)
 {
-	json_t *value = json_stringn(text, len);
+	size_t cap = j->cap > 0 ? j->cap : 64 * 1024;
+	char *grown;
 
-	return value != NULL ? json_pack("{s:s,s:{s:o}}", "key", key, "value", "stringValue", value) : NULL;
-}
-
-static json_t *
-span_export_attrs(const struct span *s)
-{
-	json_t *attrs = json_array();
-
-	for (size_t i = 0; attrs != NULL && i < s->attr_count; i++) {
-		const struct span_attr *a = &s->attrs[i];
-		json_t *attr;
-		if (a->is_int) {
-			/* OTLP's JSON carries 64-bit integers as strings. */
-			char number[24];
-			snprintf(number, sizeof(number), "%lld", a->number);
-			attr = json_pack("{s:s,s:{s:s}}", "key", a->key, "value", "intValue", number);
-		} else {
-			attr = span_export_string_attr(a->key, span_attr_text(s, a), a->len);
-		}
-		if (attr != NULL)
-			json_array_append_new(attrs, attr);
+	if (j->failed)
+		return false;
+	if (j->len + need + 1 <= j->cap)
+		return true;
+	while (cap < j->len + need + 1)
+		cap *= 2;
+	if ((grown = realloc(j->data, cap)) == NULL) {
+		j->failed = true;
+		return false;
 	}
-	return attrs;
+	j->data = grown;
+	j->cap = cap;
+	return true;
 }
 
-static json_t *
-span_export_span(const struct span *s)
+static void
+span_json_raw(struct span_json *j, const char *text, size_t len)
 {
-	char start[24], end[24];
-	json_t *span;
+	memcpy(j->data + j->len, text, len);
+	j->len += len;
+}
 
-	snprintf(start, sizeof(start), "%lld", s->start_unix_ns);
-	snprintf(end, sizeof(end), "%lld", s->end_unix_ns);
-	span = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId", s->trace_id, "spanId", s->span_id, "name",
-	    s->name, "kind", (int)s->kind, "startTimeUnixNano", start, "endTimeUnixNano", end, "attributes",
-	    span_export_attrs(s), "status", "code", s->error ? 2 : 0);
-	if (span != NULL && s->parent_id[0] != '\0')
-		json_object_set_new(span, "parentSpanId", json_string(s->parent_id));
-	return span;
+#define SPAN_JSON_LITERAL(j, text) span_json_raw((j), (text), sizeof(text) - 1)
+
+static void
+span_json_int(struct span_json *j, long long value)
+{
+	char digits[24], *p = digits + sizeof(digits);
+	unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) > 0);
+	if (value < 0)
+		*--p = '-';
+	span_json_raw(j, p, (size_t)(digits + sizeof(digits) - p));
+}
+
+/* True when text is well-formed UTF-8 (no overlong forms, surrogates or
+ * code points past U+10FFFF): JSON can carry it as it is. */
+static bool
+span_json_is_utf8(const unsigned char *p, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		unsigned char c = p[i];
+		size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+		unsigned long cp = n == 1 ? c : n == 2 ? c & 0x1f : n == 3 ? c & 0x0f : c & 0x07;
+		if (n == 0 || i + n > len)
+			return false;
+		for (size_t k = 1; k < n; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/* A JSON string of len bytes of text (well-formed UTF-8), quoted. */
+static void
+span_json_string(struct span_json *j, const char *text, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	char *out = j->data + j->len;
+
+	*out++ = '"';
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			*out++ = (char)c;
+		} else if (c == '"' || c == '\\') {
+			*out++ = '\\';
+			*out++ = (char)c;
+		} else {
+			memcpy(out, "\\u00", 4);
+			out[4] = hex[c >> 4];
+			out[5] = hex[c & 0xf];
+			out += 6;
+		}
+	}
+	*out++ = '"';
+	j->len = (size_t)(out - j->data);
+}
+
+/* {"key":...,"value":{"stringValue":...}}, or an intValue (a string, as
+ * OTLP's JSON carries 64-bit integers). key is the daemon's own (nothing to
+ * escape). A value that is not UTF-8 is left out; returns whether one was
+ * written. */
+static bool
+span_json_attr(struct span_json *j, bool comma, const char *key, const char *text, size_t len, const long long *number)
+{
+	if (number == NULL && !span_json_is_utf8((const unsigned char *)text, len))
+		return false;
+	if (comma)
+		SPAN_JSON_LITERAL(j, ",");
+	SPAN_JSON_LITERAL(j, "{\"key\":\"");
+	span_json_raw(j, key, strlen(key));
+	if (number != NULL) {
+		SPAN_JSON_LITERAL(j, "\",\"value\":{\"intValue\":\"");
+		span_json_int(j, *number);
+		SPAN_JSON_LITERAL(j, "\"}}");
+	} else {
+		SPAN_JSON_LITERAL(j, "\",\"value\":{\"stringValue\":");
+		span_json_string(j, text, len);
+		SPAN_JSON_LITERAL(j, "}}");
+	}
+	return true;
+}
+
+static void
+span_json_span(struct span_json *j, const struct span *s)
+{
+	bool any = false;
+	size_t name_len = strlen(s->name);
+
+	if (!span_json_room(j, SPAN_JSON_MAX))
+		return;
+	/* The ids are hex digits the daemon made or checked: no escaping. */
+	SPAN_JSON_LITERAL(j, "{\"traceId\":\"");
+	span_json_raw(j, s->trace_id, TRACE_ID_HEX);
+	SPAN_JSON_LITERAL(j, "\",\"spanId\":\"");
+	span_json_raw(j, s->span_id, TRACE_SPAN_ID_HEX);
+	if (s->parent_id[0] != '\0') {
+		SPAN_JSON_LITERAL(j, "\",\"parentSpanId\":\"");
+		span_json_raw(j, s->parent_id, TRACE_SPAN_ID_HEX);
+	}
+	SPAN_JSON_LITERAL(j, "\",\"kind\":");
+	span_json_int(j, (long long)s->kind);
+	SPAN_JSON_LITERAL(j, ",\"name\":");
+	if (span_json_is_utf8((const unsigned char *)s->name, name_len))
+		span_json_string(j, s->name, name_len);
+	else
+		SPAN_JSON_LITERAL(j, "\"-\"");
+	SPAN_JSON_LITERAL(j, ",\"startTimeUnixNano\":\"");
+	span_json_int(j, s->start_unix_ns);
+	SPAN_JSON_LITERAL(j, "\",\"endTimeUnixNano\":\"");
+	span_json_int(j, s->end_unix_ns);
+	SPAN_JSON_LITERAL(j, "\",\"attributes\":[");
+	for (size_t i = 0; i < s->attr_count; i++) {
+		const struct span_attr *a = &s->attrs[i];
+		any |= span_json_attr(j, any, a->key, span_attr_text(s, a), a->len, a->is_int ? &a->number : NULL);
+	}
+	/* A status is sent only for an error: unset is OTLP's default. */
+	if (s->error)
+		SPAN_JSON_LITERAL(j, "],\"status\":{\"code\":2}}");
+	else
+		SPAN_JSON_LITERAL(j, "]}");
+}
+
+/* Starts a body: the resource and the scope. False once out of memory. */
+static bool
+span_json_begin(struct span_json *j, const struct span_export_settings *settings)
+{
+	const char *instance = settings->service_instance;
+	bool any;
+
+	j->len = 0;
+	j->failed = false;
+	/* The resource's strings are the operator's: bounded here. */
+	if (strlen(settings->service_name) > 256 || (instance != NULL && strlen(instance) > 256) ||
+	    !span_json_room(j, SPAN_JSON_MAX))
+		return false;
+	SPAN_JSON_LITERAL(j, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+	any = span_json_attr(j, false, "service.name", settings->service_name, strlen(settings->service_name), NULL);
+	any |= span_json_attr(j, any, "service.version", LLAMACHATD_VERSION, strlen(LLAMACHATD_VERSION), NULL);
+	if (instance != NULL)
+		span_json_attr(j, any, "service.instance.id", instance, strlen(instance), NULL);
+	SPAN_JSON_LITERAL(j, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"llamachatd\",\"version\":");
+	span_json_string(j, LLAMACHATD_VERSION, strlen(LLAMACHATD_VERSION));
+	SPAN_JSON_LITERAL(j, "},\"spans\":[");
+	j->spans = 0;
+	return true;
+}
+
+/* Adds a span to a begun body. */
+static void
+span_json_add(const struct span *s, void *arg)
+{
+	struct span_json *j = arg;
+
+	if (j->spans++ > 0 && span_json_room(j, 1))
+		SPAN_JSON_LITERAL(j, ",");
+	span_json_span(j, s);
+}
+
+/* Ends the body: NUL-terminated in j->data (j->len bytes); false once out
+ * of memory. */
+static bool
+span_json_end(struct span_json *j)
+{
+	if (j->failed || !span_json_room(j, 16))
+		return false;
+	SPAN_JSON_LITERAL(j, "]}]}]}");
+	j->data[j->len] = '\0';
+	return true;
 }
 
 char *
 span_export_encode(const struct span_export_settings *settings, const struct span *spans, size_t n)
 {
-	json_t *list = json_array(), *resource = json_array(), *doc;
-	char *text;
+	struct span_json j = { 0 };
 
-	if (list == NULL || resource == NULL) {
-		json_decref(list);
-		json_decref(resource);
-		return NULL;
+	if (span_json_begin(&j, settings)) {
+		for (size_t i = 0; i < n; i++)
+			span_json_add(&spans[i], &j);
+		if (span_json_end(&j))
+			return j.data;
 	}
-	for (size_t i = 0; i < n; i++) {
-		json_t *span = span_export_span(&spans[i]);
-		if (span != NULL)
-			json_array_append_new(list, span);
-	}
-	json_array_append_new(
-	    resource, span_export_string_attr("service.name", settings->service_name, strlen(settings->service_name)));
-	json_array_append_new(
-	    resource, span_export_string_attr("service.version", LLAMACHATD_VERSION, strlen(LLAMACHATD_VERSION)));
-	if (settings->service_instance != NULL)
-		json_array_append_new(resource,
-		    span_export_string_attr(
-		        "service.instance.id", settings->service_instance, strlen(settings->service_instance)));
-	doc = json_pack("{s:[{s:{s:o},s:[{s:{s:s,s:s},s:o}]}]}", "resourceSpans", "resource", "attributes", resource,
-	    "scopeSpans", "scope", "name", "llamachatd", "version", LLAMACHATD_VERSION, "spans", list);
-	if (doc == NULL)
-		return NULL;
-	text = json_dumps(doc, JSON_COMPACT);
-	json_decref(doc);
-	return text;
+	free(j.data);
+	return NULL;
 }
 
 static size_t
@@ -139,25 +296,23 @@ span_export_post(
 	return true;
 }
 
-/* Sends n spans, and once more if that fails. Returns true when delivered;
- * else they are counted as dropped. */
+/* Sends the body of n spans, and once more if that fails. Returns true
+ * when delivered; else they are counted as dropped. */
 static bool
 span_export_batch(struct span_exporter *e, CURL *easy, struct curl_slist *headers, size_t n)
 {
 	static bool failing; /* the thread's own: one log line per change */
-	char *body = span_export_encode(&e->settings, e->batch, n);
-	char why[CURL_ERROR_SIZE + 64] = "out of memory";
+	char why[CURL_ERROR_SIZE + 64] = "";
 	bool sent = false;
 
-	for (int attempt = 0; body != NULL && attempt < 2 && !sent; attempt++) {
+	for (int attempt = 0; attempt < 2 && !sent; attempt++) {
 		if (attempt > 0) {
 			/* A short pause: a collector restarting gets a moment. */
 			struct timespec pause = { .tv_sec = 0, .tv_nsec = 200 * 1000000L };
 			nanosleep(&pause, NULL);
 		}
-		sent = span_export_post(e, easy, headers, body, why, sizeof(why));
+		sent = span_export_post(e, easy, headers, e->body.data, why, sizeof(why));
 	}
-	free(body);
 	if (sent) {
 		span_queue_count_exported(e->queue, n);
 		if (failing)
@@ -173,30 +328,47 @@ span_export_batch(struct span_exporter *e, CURL *easy, struct curl_slist *header
 	return sent;
 }
 
+/* For spans that are dropped unread. */
+static void
+span_export_skip(const struct span *s, void *arg)
+{
+	(void)s;
+	(void)arg;
+}
+
 static void *
 span_export_run(void *arg)
 {
 	struct span_exporter *e = arg;
 	CURL *easy = curl_easy_init();
-	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
+	/* No "Expect: 100-continue": curl would wait up to a second for a
+	 * collector's go-ahead before each large batch. */
+	struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json"), *expect;
+	size_t max = e->settings.batch_max;
+
+	if (headers != NULL && (expect = curl_slist_append(headers, "Expect:")) != NULL)
+		headers = expect;
 
 	for (;;) {
 		bool closed = span_queue_closed(e->queue);
-		size_t n = span_queue_take(
-		    e->queue, e->batch, e->settings.batch_max, e->settings.batch_max, e->settings.interval_ms);
+		/* Encoded straight from the queue, as they are taken. */
+		bool begun = span_json_begin(&e->body, &e->settings);
+		size_t n = span_queue_drain(
+		    e->queue, max, max, e->settings.interval_ms, begun ? span_json_add : span_export_skip, &e->body);
 		if (n == 0) {
 			if (closed)
 				break;
 			continue;
 		}
-		if (easy == NULL || headers == NULL) {
+		if (!begun || !span_json_end(&e->body) || easy == NULL || headers == NULL) {
+			log_warnx("otel: out of memory: %zu spans dropped", n);
 			span_queue_count_dropped(e->queue, n);
 			continue;
 		}
 		if (!span_export_batch(e, easy, headers, n) && closed) {
 			/* Stopping, and the collector does not answer: what is
 			 * left is dropped rather than keep the stop waiting. */
-			while ((n = span_queue_take(e->queue, e->batch, e->settings.batch_max, 0, 0)) > 0)
+			while ((n = span_queue_drain(e->queue, max, 0, 0, span_export_skip, NULL)) > 0)
 				span_queue_count_dropped(e->queue, n);
 			break;
 		}
@@ -215,8 +387,7 @@ span_exporter_start(struct span_queue *q, const struct span_export_settings *set
 	if (e == NULL || (e->endpoint = strdup(settings->endpoint)) == NULL ||
 	    (e->service_name = strdup(settings->service_name)) == NULL ||
 	    (settings->service_instance != NULL &&
-	        (e->service_instance = strdup(settings->service_instance)) == NULL) ||
-	    (e->batch = calloc(settings->batch_max, sizeof(*e->batch))) == NULL) {
+	        (e->service_instance = strdup(settings->service_instance)) == NULL)) {
 		snprintf(why, why_size, "otel: out of memory");
 		goto fail;
 	}
@@ -235,7 +406,7 @@ fail:
 		free(e->endpoint);
 		free(e->service_name);
 		free(e->service_instance);
-		free(e->batch);
+		free(e->body.data);
 		free(e);
 	}
 	return NULL;
@@ -251,6 +422,6 @@ span_exporter_stop(struct span_exporter *e)
 	free(e->endpoint);
 	free(e->service_name);
 	free(e->service_instance);
-	free(e->batch);
+	free(e->body.data);
 	free(e);
 }

@@ -34,7 +34,7 @@ upstream_span_begin(struct upstream_call *call, const struct upstream_request *r
 	snprintf(span->trace_id, sizeof(span->trace_id), "%s", t->trace_id);
 	memcpy(span->span_id, span_id, sizeof(span->span_id));
 	memcpy(span->parent_id, t->span_id, sizeof(span->parent_id));
-	span->start_unix_ns = (long long)clock_unix_us() * 1000;
+	span->start_unix_ns = clock_unix_ns_of_monotonic(call->started_at);
 	snprintf(span->method, sizeof(span->method), "%s", req->method);
 	/* The path without its query: a page token is nobody's business. */
 	snprintf(span->path, sizeof(span->path), "%.*s", (int)strcspn(req->path_and_query, "?"), req->path_and_query);
@@ -74,7 +74,7 @@ upstream_span_end(struct upstream_call *call, long status, const char *error)
 		memcpy(span.parent_id, c->parent_id, sizeof(span.parent_id));
 		span.kind = SPAN_KIND_CLIENT;
 		span.start_unix_ns = c->start_unix_ns;
-		span.end_unix_ns = (long long)clock_unix_us() * 1000;
+		span.end_unix_ns = clock_unix_ns_of_monotonic(clock_monotonic_s());
 		span.error = error != NULL || status >= 500;
 		snprintf(span.name, sizeof(span.name), "%s", c->method);
 		span_add_string(&span, "http.request.method", c->method);

@@ -8,8 +8,11 @@
  *   GET  /_fake/raw    every body received, one after another
  *   POST /_fake/fail?count=N  answers the next N posts 503
  * A post that is not OTLP JSON is answered 400 and counted in "bad".
- * Usage: fake_collector --port-file FILE */
+ * With --discard (for benchmarks, where a real collector would run on
+ * another machine) a post is counted and answered without being read.
+ * Usage: fake_collector --port-file FILE [--discard] */
 #include <event2/buffer.h>
+#include <event2/listener.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -20,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 static struct {
 	struct event_base *base;
@@ -27,6 +32,7 @@ static struct {
 	json_t *resource;
 	struct evbuffer *raw;
 	long posts, bad, fail;
+	bool discard;
 } collector;
 
 /* {"key": k, "value": {"stringValue"|"intValue"|...: v}} ... into {k: v}. */
@@ -143,6 +149,9 @@ route(struct evhttp_request *req, void *arg)
 		if (collector.fail > 0) {
 			collector.fail--;
 			reply(req, 503, json_pack("{s:s}", "error", "failing on purpose"));
+		} else if (collector.discard) {
+			collector.posts++;
+			reply(req, 200, json_object());
 		} else {
 			take_traces(req);
 		}
@@ -168,6 +177,92 @@ route(struct evhttp_request *req, void *arg)
 	}
 }
 
+/* --discard: each connection's requests are read to their Content-Length
+ * and answered 200 at once, with nothing parsed or kept but the count:
+ * plain read()s of 256 KiB, so the stand-in costs the machine little. */
+struct discard_conn {
+	struct event *ev;
+	char head[8192];
+	size_t head_len;
+	size_t body_left;
+	bool in_body;
+};
+
+static void
+discard_close(struct discard_conn *c)
+{
+	close(event_get_fd(c->ev));
+	event_free(c->ev);
+	free(c);
+}
+
+static void
+discard_read(evutil_socket_t fd, short what, void *arg)
+{
+	static char buf[256 * 1024];
+	static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+	struct discard_conn *c = arg;
+	ssize_t got = read(fd, buf, sizeof(buf));
+
+	(void)what;
+	if (got <= 0) {
+		discard_close(c);
+		return;
+	}
+	for (size_t at = 0; at < (size_t)got;) {
+		if (c->in_body) {
+			size_t n = (size_t)got - at < c->body_left ? (size_t)got - at : c->body_left;
+			at += n;
+			c->body_left -= n;
+		} else {
+			char *end;
+			size_t n = (size_t)got - at < sizeof(c->head) - 1 - c->head_len
+			    ? (size_t)got - at
+			    : sizeof(c->head) - 1 - c->head_len;
+			memcpy(c->head + c->head_len, buf + at, n);
+			c->head_len += n;
+			c->head[c->head_len] = '\0';
+			if ((end = strstr(c->head, "\r\n\r\n")) == NULL) {
+				if (c->head_len == sizeof(c->head) - 1) {
+					discard_close(c);
+					return;
+				}
+				at += n;
+				continue;
+			}
+			/* What of this read belongs to the body. */
+			at += n - (c->head_len - (size_t)(end + 4 - c->head));
+			c->body_left = 0;
+			for (char *p = c->head; p < end; p++)
+				if (strncasecmp(p, "\ncontent-length:", 16) == 0)
+					c->body_left = strtoul(p + 16, NULL, 10);
+			c->in_body = true;
+			c->head_len = 0;
+		}
+		if (c->in_body && c->body_left == 0) {
+			collector.posts++;
+			c->in_body = false;
+			if (write(fd, ok, sizeof(ok) - 1) != (ssize_t)sizeof(ok) - 1) {
+				discard_close(c);
+				return;
+			}
+		}
+	}
+}
+
+static void
+discard_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr, int len, void *arg)
+{
+	struct discard_conn *c = calloc(1, sizeof(*c));
+
+	(void)listener;
+	(void)addr;
+	(void)len;
+	(void)arg;
+	c->ev = event_new(collector.base, fd, EV_READ | EV_PERSIST, discard_read, c);
+	event_add(c->ev, NULL);
+}
+
 static void
 on_stop(evutil_socket_t sig, short what, void *arg)
 {
@@ -180,15 +275,18 @@ on_stop(evutil_socket_t sig, short what, void *arg)
 int
 main(int argc, char **argv)
 {
-	const char *port_file = argc == 3 && strcmp(argv[1], "--port-file") == 0 ? argv[2] : NULL;
+	const char *port_file = argc >= 3 && strcmp(argv[1], "--port-file") == 0 ? argv[2] : NULL;
 	struct evhttp *http;
 	struct evhttp_bound_socket *bound;
+	struct evconnlistener *listener = NULL;
+	evutil_socket_t fd = -1;
 	struct event *stop;
 	char tmp[4096];
 	FILE *f;
 
-	if (port_file == NULL) {
-		fprintf(stderr, "usage: fake_collector --port-file FILE\n");
+	collector.discard = argc == 4 && strcmp(argv[3], "--discard") == 0;
+	if (port_file == NULL || argc > 4 || (argc == 4 && !collector.discard)) {
+		fprintf(stderr, "usage: fake_collector --port-file FILE [--discard]\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -198,14 +296,23 @@ main(int argc, char **argv)
 	http = evhttp_new(collector.base);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
 	evhttp_set_gencb(http, route, NULL);
-	if ((bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0)) == NULL) {
+	if (collector.discard) {
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = 0 };
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		listener = evconnlistener_new_bind(collector.base, discard_accept, NULL,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 128, (struct sockaddr *)&sin, sizeof(sin));
+		fd = listener != NULL ? evconnlistener_get_fd(listener) : -1;
+	} else if ((bound = evhttp_bind_socket_with_handle(http, "127.0.0.1", 0)) != NULL) {
+		fd = evhttp_bound_socket_get_fd(bound);
+	}
+	if (fd < 0) {
 		perror("fake_collector: bind");
 		return 1;
 	}
 	{
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len);
+		getsockname(fd, (struct sockaddr *)&ss, &len);
 		/* Written then renamed, so a reader never sees half a number. */
 		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
 		f = fopen(tmp, "w");
@@ -218,6 +325,8 @@ main(int argc, char **argv)
 	event_base_dispatch(collector.base);
 	event_free(stop);
 	evhttp_free(http);
+	if (listener != NULL)
+		evconnlistener_free(listener);
 	json_decref(collector.spans);
 	json_decref(collector.resource);
 	evbuffer_free(collector.raw);

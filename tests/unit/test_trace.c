@@ -66,12 +66,26 @@ test_attributes_that_do_not_fit_are_left_out(void **state)
 	assert_memory_equal(span_attr_text(&s, &s.attrs[0]), "short", 5);
 }
 
+struct collected {
+	char names[8][64];
+	size_t n;
+};
+
+static void
+collect(const struct span *s, void *arg)
+{
+	struct collected *c = arg;
+
+	snprintf(c->names[c->n++], sizeof(c->names[0]), "%s", s->name);
+}
+
 /* A full queue drops, and counts what it dropped; takes come out in order. */
 static void
 test_a_full_queue_drops_and_counts(void **state)
 {
 	struct span_queue *q = span_queue_create(4);
-	struct span s = { 0 }, out[8];
+	struct span s = { 0 };
+	struct collected got = { 0 };
 
 	(void)state;
 	assert_non_null(q);
@@ -81,13 +95,20 @@ test_a_full_queue_drops_and_counts(void **state)
 	}
 	assert_int_equal(span_queue_dropped(q), 2);
 	assert_int_equal(span_queue_length(q), 4);
-	/* Fewer than wanted: the take gives what there is after its wait. */
-	assert_int_equal(span_queue_take(q, out, 8, 8, 10), 4);
-	assert_string_equal(out[0].name, "span-0");
-	assert_string_equal(out[3].name, "span-3");
+	/* Fewer than wanted: the drain gives what there is after its wait. */
+	assert_int_equal(span_queue_drain(q, 3, 8, 10, collect, &got), 3);
+	assert_int_equal(span_queue_drain(q, 3, 8, 10, collect, &got), 1);
+	assert_int_equal(got.n, 4);
+	assert_string_equal(got.names[0], "span-0");
+	assert_string_equal(got.names[3], "span-3");
+	assert_int_equal(span_queue_length(q), 0);
+	/* Room again, and the ring wraps. */
+	assert_true(span_queue_push(q, &s));
+	assert_int_equal(span_queue_drain(q, 8, 1, 10, collect, &got), 1);
+	assert_string_equal(got.names[4], "span-5");
 	/* A closed queue never waits. */
 	span_queue_close(q);
-	assert_int_equal(span_queue_take(q, out, 8, 8, 60000), 0);
+	assert_int_equal(span_queue_drain(q, 8, 8, 60000, collect, &got), 0);
 	span_queue_free(q);
 }
 
@@ -112,6 +133,7 @@ test_the_export_body_is_otlp_json(void **state)
 	span_add_string(&spans[0], "http.request.method", "GET");
 	span_add_int(&spans[0], "http.response.status_code", 503);
 	span_add_string(&spans[0], "bad", "\xff\xfe");
+	span_add_string(&spans[0], "quoted", "a\"b\\c\x01d\xc3\xa9");
 	spans[1] = spans[0];
 	snprintf(spans[1].parent_id, sizeof(spans[1].parent_id), "%s", "00f067aa0ba902b7");
 	text = span_export_encode(&settings, spans, 2);
@@ -127,10 +149,14 @@ test_the_export_body_is_otlp_json(void **state)
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(span, "status"), "code")), 2);
 	assert_null(json_object_get(span, "parentSpanId"));
 	attrs = json_object_get(span, "attributes");
-	assert_int_equal(json_array_size(attrs), 2); /* "bad" left out */
+	assert_int_equal(json_array_size(attrs), 3); /* "bad" left out */
+	assert_string_equal(json_string_value(dig(attrs, "2.value.stringValue")), "a\"b\\c\x01d\xc3\xa9");
 	assert_string_equal(
 	    json_string_value(json_object_get(json_object_get(json_array_get(attrs, 1), "value"), "intValue")), "503");
 	assert_null(strstr(text, "bad"));
+	assert_string_equal(
+	    json_string_value(dig(json_array_get(dig(doc, "resourceSpans.0.scopeSpans.0.spans"), 1), "parentSpanId")),
+	    "00f067aa0ba902b7");
 	free(text);
 	json_decref(doc);
 }
