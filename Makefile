@@ -5,7 +5,7 @@
 VERSION := $(shell cat VERSION)
 CC ?= cc
 SANITIZE ?=
-PKGS := libevent libcurl jansson lmdb libconfig libssl libcrypto libsystemd
+PKGS := libevent libcurl jansson lmdb libconfig libssl libcrypto libsystemd hiredis
 
 # Each compiler and sanitizer setting builds into its own tree.
 BUILD := build/$(notdir $(CC))$(if $(SANITIZE),-sanitize)

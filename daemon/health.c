@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "http/request.h"
 #include "store/store.h"
+#include "shared/shared.h"
 #include "upstream/upstream.h"
 
 /* An ISO-8601 UTC time, or JSON null for "never". */
@@ -27,8 +28,8 @@ health_time(double wall)
 }
 
 void
-health_reply(
-    struct request *req, struct store *store, const struct upstream *upstream, double started, bool show_counts)
+health_reply(struct request *req, struct store *store, const struct upstream *upstream, const struct shared *shared,
+    double started, bool show_counts)
 {
 	static const char *const states[] = { "closed", "open", "half_open" };
 	const struct upstream_stats *up = upstream_get_stats(upstream);
@@ -50,6 +51,14 @@ health_reply(
 		enum upstream_breaker_state state = upstream_breaker_state(upstream, &since);
 		json_object_set_new(json_object_get(doc, "upstream"), "breaker", json_string(states[state]));
 		json_object_set_new(json_object_get(doc, "upstream"), "breaker_since", health_time(since));
+	}
+	if (doc != NULL && shared != NULL) {
+		/* Redis away is no reason to leave the balancer: every instance
+		 * would leave at once. The state says it; the status stays. */
+		double since;
+		bool redis_up = shared_is_up(shared, &since);
+		json_object_set_new(doc, "shared",
+		    json_pack("{s:s,s:o}", "state", redis_up ? "up" : "down", "since", health_time(since)));
 	}
 	if (doc != NULL && show_counts) {
 		json_t *keys = json_array();

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 struct request;
+struct shared;
 struct store;
 struct upstream;
 
@@ -12,8 +13,9 @@ struct upstream;
  * and failure, uptime), or 503 when the store cannot be written. Cheap: the
  * store is probed at most once per second. started is the monotonic time of
  * the start, in seconds. */
-/* The store's session count is shown only when show_counts. */
-void health_reply(
-    struct request *req, struct store *store, const struct upstream *upstream, double started, bool show_counts);
+/* The store's session count is shown only when show_counts; the state of
+ * Redis when shared is not NULL. */
+void health_reply(struct request *req, struct store *store, const struct upstream *upstream,
+    const struct shared *shared, double started, bool show_counts);
 
 #endif

@@ -39,6 +39,7 @@
 #include "store/store.h"
 #include "upstream/upstream.h"
 #include "tracing.h"
+#include "shared/shared.h"
 
 #ifndef LLAMACHATD_VERSION
 #define LLAMACHATD_VERSION "unknown"
@@ -62,6 +63,7 @@ struct daemon {
 	struct metrics_sources metrics;
 	struct access_log *access;
 	struct tracing tracing; /* OpenTelemetry spans; queue NULL: off */
+	struct shared *shared; /* state shared through Redis; NULL: none */
 	struct chat *chat;
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
@@ -130,7 +132,7 @@ daemon_answer_health(struct request *req, bool show_counts, void *arg)
 {
 	struct daemon *d = arg;
 
-	health_reply(req, d->store, d->upstream, d->metrics.started, show_counts);
+	health_reply(req, d->store, d->upstream, d->shared, d->metrics.started, show_counts);
 }
 
 /* The STATUS= line systemd shows. */
@@ -318,6 +320,14 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 		log_errx("reload: out of memory: the budgets in force stay");
 	daemon_warn_about_restart_settings(d->config, fresh);
 	tracing_warn_about_restart_settings(d->config, fresh);
+	if ((d->config->shared_redis == NULL) != (fresh->shared_redis == NULL) ||
+	    (fresh->shared_redis != NULL &&
+	        (strcmp(d->config->shared_redis, fresh->shared_redis) != 0 ||
+	            strcmp(d->config->shared_instance, fresh->shared_instance) != 0 ||
+	            d->config->shared_timeout_ms != fresh->shared_timeout_ms ||
+	            d->config->shared_max_in_flight != fresh->shared_max_in_flight ||
+	            d->config->shared_breaker_failures != fresh->shared_breaker_failures)))
+		log_warnx("reload: shared settings changed; they take effect at the next restart");
 	access_log_set_tracing(d->access, d->tracing.queue, fresh->otel_sample_ratio);
 	/* The old keys are wiped; calls in flight keep the header they had. */
 	if (source != APIKEY_SOURCE_NONE || d->key_source != APIKEY_SOURCE_ENV) {
@@ -375,7 +385,9 @@ daemon_stop(struct daemon *d)
 	sigaddset(&stops, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &stops, NULL);
 	/* Waiting clients are answered before their connections close; writes
-	 * already queued commit when the store closes. */
+	 * already queued commit when the store closes. Requests waiting on
+	 * Redis first, while everything they go on to is still there. */
+	shared_free(d->shared);
 	relay_engine_free(d->relays);
 	chat_free(d->chat);
 	server_free(d->server);
@@ -499,6 +511,20 @@ daemon_start(struct daemon *d)
 	}
 	access_log_set_tracing(d->access, d->tracing.queue, d->config->otel_sample_ratio);
 	upstream_set_spans(d->upstream, d->tracing.queue);
+	if (d->config->shared_redis != NULL) {
+		struct shared_settings shared_settings = {
+			.redis = d->config->shared_redis,
+			.instance = d->config->shared_instance,
+			.timeout_ms = d->config->shared_timeout_ms,
+			.max_in_flight = d->config->shared_max_in_flight,
+			.breaker_failures = d->config->shared_breaker_failures,
+		};
+		if ((d->shared = shared_create(d->base, &shared_settings, why, sizeof(why))) == NULL) {
+			log_errx("%s", why);
+			return -1;
+		}
+		chat_set_shared(d->chat, d->shared);
+	}
 	struct server_parts parts = {
 		.chat = d->chat,
 		.relays = d->relays,
@@ -507,6 +533,7 @@ daemon_start(struct daemon *d)
 		.answer_health = daemon_answer_health,
 		.render_arg = d,
 		.budgets = d->budgets,
+		.owners_shared = d->shared != NULL,
 	};
 	double started = clock_monotonic_s();
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
@@ -524,6 +551,7 @@ daemon_start(struct daemon *d)
 		.server = d->server,
 		.config = &d->config,
 		.spans = d->tracing.queue,
+		.shared = d->shared,
 		.started = started,
 	};
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);

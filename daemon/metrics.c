@@ -1,6 +1,7 @@
 /* metrics: the renderer of /metrics, in Prometheus text format. */
 #include "metrics.h"
 #include "base/trace.h"
+#include "shared/shared.h"
 #include "gate/clients.h"
 #include "base/config.h"
 
@@ -30,18 +31,32 @@ metrics_header(struct evbuffer *out, const char *name, const char *type, const c
 	evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One histogram's series, with labels ("a=\"b\"") before le, or none. */
+static void
+metrics_histogram_series(struct evbuffer *out, const char *name, const char *labels, const struct histogram *h)
+{
+	unsigned long long cumulative = 0;
+	const char *comma = labels != NULL ? "," : "";
+
+	labels = labels != NULL ? labels : "";
+	for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
+		cumulative += h->counts[i];
+		evbuffer_add_printf(
+		    out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, comma, histogram_bounds[i], cumulative);
+	}
+	evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, comma, h->count);
+	if (labels[0] != '\0')
+		evbuffer_add_printf(
+		    out, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, h->sum, name, labels, h->count);
+	else
+		evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, h->count);
+}
+
 static void
 metrics_histogram(struct evbuffer *out, const char *name, const char *help, const struct histogram *h)
 {
-	unsigned long long cumulative = 0;
-
 	metrics_header(out, name, "histogram", help);
-	for (size_t i = 0; i < HISTOGRAM_BUCKETS; i++) {
-		cumulative += h->counts[i];
-		evbuffer_add_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, histogram_bounds[i], cumulative);
-	}
-	evbuffer_add_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name,
-	    h->sum, name, h->count);
+	metrics_histogram_series(out, name, NULL, h);
 }
 
 static void
@@ -131,6 +146,28 @@ metrics_ledger_line(const void *key, size_t key_len, const unsigned long long *c
 
 #define LEDGER_SCRAPE_LIMIT 10000
 
+/* The state shared through Redis: up or not, calls by kind, errors. */
+static void
+metrics_shared(struct evbuffer *out, const struct shared *shared)
+{
+	const struct shared_stats *st = shared_get_stats(shared);
+
+	metrics_simple(out, "llamachatd_shared_up", "gauge",
+	    "1 while Redis, the state shared with other instances, answers.", shared_is_up(shared, NULL) ? 1 : 0);
+	metrics_header(
+	    out, "llamachatd_shared_op_duration_seconds", "histogram", "Redis calls that were answered, by operation.");
+	for (int k = 0; k < SHARED_OP_KINDS; k++) {
+		char labels[64];
+		snprintf(labels, sizeof(labels), "op=\"%s\"", shared_op_name((enum shared_op_kind)k));
+		metrics_histogram_series(out, "llamachatd_shared_op_duration_seconds", labels, &st->duration[k]);
+	}
+	metrics_header(out, "llamachatd_shared_errors_total", "counter",
+	    "Redis calls that failed: timeout, connection, reply (an error answer), busy (max_in_flight reached).");
+	for (int k = 0; k < SHARED_ERROR_KINDS; k++)
+		evbuffer_add_printf(out, "llamachatd_shared_errors_total{kind=\"%s\"} %llu\n",
+		    shared_error_name((enum shared_error_kind)k), st->errors[k]);
+}
+
 void
 metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 {
@@ -190,6 +227,8 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    s->spans != NULL ? (double)span_queue_dropped(s->spans) : 0);
 	metrics_simple(out, "llamachatd_otel_spans_queued", "gauge", "Spans waiting for the exporter.",
 	    s->spans != NULL ? (double)span_queue_length(s->spans) : 0);
+	if (s->shared != NULL)
+		metrics_shared(out, s->shared);
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",
 	    (double)store_commits(s->store));

@@ -13,6 +13,7 @@ struct janitor;
 struct relay_engine;
 struct request_counters;
 struct server;
+struct shared;
 struct span_queue;
 struct store;
 struct upstream;
@@ -29,6 +30,7 @@ struct metrics_sources {
 	const struct server *server; /* connections open and accepted */
 	struct config *const *config; /* the config in force (a reload swaps it) */
 	struct span_queue *spans; /* NULL: otel is off */
+	const struct shared *shared; /* NULL: no shared state */
 	double started; /* monotonic seconds at start */
 };
 

@@ -10,7 +10,7 @@
 #   6  top       daemon/*.c (main, metrics, health, notify) and ctl/
 #   5  server    daemon/server/
 #   4  chat      daemon/chat/
-#   3  gate      daemon/gate/       3  upstream  daemon/upstream/
+#   3  gate      daemon/gate/       3  upstream  daemon/upstream/    3  shared  daemon/shared/
 #   2  http      daemon/http/       2  store     daemon/store/
 #   1  base      daemon/base/
 set -eu
@@ -37,7 +37,7 @@ function module_of(path,   n, parts, name) {
 	return layer_of(path) "/" name
 }
 BEGIN {
-	rank["top"] = 6; rank["server"] = 5; rank["chat"] = 4; rank["gate"] = 3; rank["upstream"] = 3
+	rank["top"] = 6; rank["server"] = 5; rank["chat"] = 4; rank["gate"] = 3; rank["upstream"] = 3; rank["shared"] = 3
 	rank["http"] = 2; rank["store"] = 2; rank["base"] = 1
 	bad = 0
 }

@@ -5,12 +5,12 @@
 set -eu
 
 packages="gcc make pkg-config ca-certificates libevent-dev libcurl4-openssl-dev \
-libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev node-llhttp \
+libjansson-dev liblmdb-dev libconfig-dev libcmocka-dev libssl-dev libsystemd-dev libhiredis-dev node-llhttp \
 systemd man-db"
 for flag in "$@"; do
 	case "$flag" in
 	--with-clang) packages="$packages clang clang-format" ;;
-	--for-tests) packages="$packages prometheus haproxy nginx-light openssl" ;; # promtool; the balancer test; a TLS upstream
+	--for-tests) packages="$packages prometheus haproxy nginx-light openssl redis-server" ;; # promtool; the balancer test; a TLS upstream; shared state
 	--for-package) packages="$packages debhelper dpkg-dev lintian" ;; # make deb, make test-package
 	*) echo "deps: unknown flag $flag" >&2; exit 2 ;;
 	esac
@@ -36,6 +36,7 @@ if [ "$(id -u)" -eq 0 ]; then
 			nginx-light) systemctl disable --now nginx.service >/dev/null 2>&1 || true ;;
 			haproxy) systemctl disable --now haproxy.service >/dev/null 2>&1 || true ;;
 			prometheus) systemctl disable --now prometheus.service >/dev/null 2>&1 || true ;;
+			redis-server) systemctl disable --now redis-server.service >/dev/null 2>&1 || true ;;
 			esac
 		done
 	fi

@@ -93,12 +93,17 @@ static const struct setting_spec config_specs[] = {
 	{ "otel", "max_queued_spans", SETTING_INT, AT(otel_max_queued_spans), 16, 1000000 },
 	{ "otel", "export_interval_ms", SETTING_INT, AT(otel_export_interval_ms), 10, 60000 },
 	{ "otel", "timeout_ms", SETTING_INT, AT(otel_timeout_ms), 100, 60000 },
+	{ "shared", "redis", SETTING_STRING, AT(shared_redis), 0, 0 },
+	{ "shared", "instance", SETTING_STRING, AT(shared_instance), 0, 0 },
+	{ "shared", "timeout_ms", SETTING_INT, AT(shared_timeout_ms), 1, 10000 },
+	{ "shared", "max_in_flight", SETTING_INT, AT(shared_max_in_flight), 1, 100000 },
+	{ "shared", "breaker_failures", SETTING_INT, AT(shared_breaker_failures), 1, 1000 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
 
 static const char *const config_groups[] = { "upstream", "store", "limits", "idempotency", "log", "unix_socket", "tls",
-	"otel" };
+	"otel", "shared" };
 #define GROUP_COUNT (sizeof(config_groups) / sizeof(config_groups[0]))
 
 /* Fills the defaults; returns -1 only when out of memory. */
@@ -145,6 +150,9 @@ config_set_defaults(struct config *c)
 	c->otel_max_queued_spans = 8192;
 	c->otel_export_interval_ms = 1000;
 	c->otel_timeout_ms = 5000;
+	c->shared_timeout_ms = 50;
+	c->shared_max_in_flight = 1024;
+	c->shared_breaker_failures = 3;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;
@@ -474,6 +482,21 @@ config_read_all(struct config *c, config_t *cfg, struct config_errors *errors)
 				    text);
 		}
 	}
+	if (config_lookup(cfg, "shared") != NULL && config_lookup(cfg, "shared.redis") == NULL)
+		config_setting_error(errors, c->path, config_lookup(cfg, "shared"),
+		    "shared needs redis (\"unix:/path\" or \"address:port\")");
+	if (config_lookup(cfg, "shared") != NULL && config_lookup(cfg, "shared.instance") == NULL)
+		config_setting_error(errors, c->path, config_lookup(cfg, "shared"),
+		    "shared needs instance (this daemon's name, unique among those sharing the Redis)");
+	if (c->shared_instance != NULL &&
+	    (strlen(c->shared_instance) > 64 ||
+	        strspn(c->shared_instance, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+	            strlen(c->shared_instance)))
+		config_setting_error(
+		    errors, c->path, config_lookup(cfg, "shared.instance"), "must be 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (c->shared_redis != NULL && c->client_count == 0)
+		config_setting_error(errors, c->path, config_lookup(cfg, "shared.redis"),
+		    "shared state is for a team gateway: it needs clients");
 	if (config_lookup(cfg, "otel.endpoint") == NULL && config_lookup(cfg, "otel") != NULL)
 		config_setting_error(errors, c->path, config_lookup(cfg, "otel"),
 		    "otel needs an endpoint (the collector's OTLP/HTTP traces URL)");
@@ -578,6 +601,8 @@ config_free(struct config *c)
 	free(c->tls_client_ca_file);
 	free(c->otel_endpoint);
 	free(c->otel_service_name);
+	free(c->shared_redis);
+	free(c->shared_instance);
 	config_free_routes(c);
 	config_free_clients(c);
 	for (size_t i = 0; i < c->project_key_count; i++) {

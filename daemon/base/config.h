@@ -162,6 +162,15 @@ struct config {
 	long otel_max_queued_spans;
 	long otel_export_interval_ms;
 	long otel_timeout_ms;
+
+	/* State shared with other daemons through Redis (NULL redis: none):
+	 * its address, this daemon's name among them, each call's deadline,
+	 * calls in flight at most, and failures in a row that count it down. */
+	char *shared_redis;
+	char *shared_instance;
+	long shared_timeout_ms;
+	long shared_max_in_flight;
+	long shared_breaker_failures;
 };
 
 /* Parses an RFC 3339 UTC time ("2027-03-01T00:00:00Z", fractions of a

@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "gate/budget.h"
 #include "chat/chat_private.h"
+#include "shared/shared.h"
 #include "chat/retry.h"
 #include "base/config.h"
 #include "gate/gate.h"
@@ -72,6 +73,7 @@ struct chat_call {
 	double first_started; /* monotonic seconds */
 	struct event *retry_ev;
 	struct request_trace trace; /* trace_id "": none (a background call) */
+	char granted_owner[CALLER_NAME_MAX + 1]; /* the session's owner by its shared record; "": none */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -92,6 +94,31 @@ chat_create(
 	LIST_INIT(&chat->calls);
 	LIST_INIT(&chat->held_keys);
 	return chat;
+}
+
+void
+chat_set_shared(struct chat *chat, struct shared *shared)
+{
+	chat->shared = shared;
+}
+
+/* Publishes who owns a session the store just took (or removes the record
+ * of one deleted), for the other daemons of a shared gateway. */
+static void
+chat_publish_owner(struct chat_call *call)
+{
+	struct shared_owner owner;
+
+	if (call->chat->shared == NULL || call->session_id[0] == '\0')
+		return;
+	if (call->kind == CHAT_DELETE) {
+		shared_delete_owner(call->chat->shared, call->session_id);
+	} else if (call->kind == CHAT_CREATE && call->caller.name[0] != '\0') {
+		snprintf(owner.owner, sizeof(owner.owner), "%s", call->caller.name);
+		snprintf(owner.organization_id, sizeof(owner.organization_id), "%s", call->scope.organization_id);
+		snprintf(owner.project_id, sizeof(owner.project_id), "%s", call->scope.project_id);
+		shared_put_owner(call->chat->shared, call->session_id, &owner);
+	}
 }
 
 long
@@ -122,6 +149,10 @@ chat_call_new(struct chat *chat, struct request *req, const struct caller *calle
 	call->req = req;
 	call->kind = kind;
 	call->caller = *caller;
+	/* The grant points into the request: its owner is copied instead. */
+	if (caller->granted != NULL)
+		snprintf(call->granted_owner, sizeof(call->granted_owner), "%s", caller->granted->owner);
+	call->caller.granted = NULL;
 	if (req != NULL)
 		request_trace_copy(req, &call->trace);
 	http_headers_init(
@@ -214,6 +245,7 @@ chat_on_stored(enum store_result result, void *arg)
 	call->write = NULL;
 	if (result == STORE_OK) {
 		log_debug("chat: stored session %s", call->session_id[0] ? call->session_id : "-");
+		chat_publish_owner(call);
 	} else {
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
@@ -309,6 +341,9 @@ chat_store_answer(struct chat_call *call)
 			    call->scope.project_id, add, &usage);
 			summary.new_owner = call->caller.name;
 			summary.usage = &usage;
+		} else if (call->granted_owner[0] != '\0') {
+			/* Read through, and held for its owner, by its shared record. */
+			summary.new_owner = call->granted_owner;
 		}
 		call->write = chat_store_summary(call->chat, &summary, chat_on_stored, call);
 		chat_key_write_done(&key_write);
@@ -600,7 +635,7 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 	store_peek_done(chat->store);
 	if (found == STORE_OK)
 		log_warnx("chat: the stored record of session %s is damaged; it will be read through", id);
-	if (!caller->see_all) {
+	if (!caller->see_all && !chat_caller_granted(caller, id)) {
 		chat_reply_not_found(req);
 		return;
 	}

@@ -77,10 +77,37 @@ void chat_handle_stream(struct chat *chat, struct request *req, const struct cal
 /* The check every path that names a session passes before anything else
  * (any method, known endpoint or not): raw_id is the id as it stands in the
  * path. Answers 400 for an unusable id and 404 for a session the caller may
- * not see (the same answer as for one that does not exist) and returns
- * false; true when the request may go on. */
-bool chat_may_name_session(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
-    size_t raw_len) __attribute__((warn_unused_result));
+ * not see (the same answer as for one that does not exist). */
+enum chat_naming {
+	CHAT_NAMING_MAY, /* the request may go on */
+	CHAT_NAMING_ANSWERED, /* the client got its 400 or 404 */
+	/* Not held here, and in shared mode: its owner record decides
+	 * (chat_ask_owner). Nothing answered yet. */
+	CHAT_NAMING_ASK_OWNER,
+};
+enum chat_naming chat_may_name_session(struct chat *chat, struct request *req, const struct caller *caller,
+    const char *raw_id, size_t raw_len) __attribute__((warn_unused_result));
+
+/* The 404 a caller gets for a session it may not see (the same as for
+ * one that does not exist). */
+void chat_reply_not_found(struct request *req);
+
+/* What a session's shared owner record says of a caller. */
+enum chat_owner_verdict {
+	CHAT_OWNER_GRANTS, /* the caller may touch it (caller.granted): its owner, or pinned to its project */
+	CHAT_OWNER_NOT_CALLER, /* another's, or no record: 404 */
+	CHAT_OWNER_UNAVAILABLE, /* Redis cannot say now: 503, never a false 404 */
+};
+/* Asks the owner record of raw_id (a session id chat_may_name_session()
+ * took) for caller; then(verdict, owner, arg) runs exactly once, later,
+ * with the session's owner when it grants. Returns NULL, without calling
+ * then, when out of memory. */
+struct shared_op *chat_ask_owner(struct chat *chat, const struct caller *caller, const char *raw_id, size_t raw_len,
+    void (*then)(enum chat_owner_verdict verdict, const char *owner, void *arg), void *arg);
+
+/* Shares session owners through shared (NULL: not shared). */
+struct shared;
+void chat_set_shared(struct chat *chat, struct shared *shared);
 
 /* The project whose API key a passed-through call goes with, into out
  * (CHAT_PROJECT_MAX + 1 bytes): for a path under session raw_id (NULL:

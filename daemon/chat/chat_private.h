@@ -36,6 +36,7 @@ struct chat {
 	struct upstream *upstream;
 	struct store *store;
 	struct relay_engine *relays;
+	struct shared *shared; /* NULL: owners are not shared */
 	struct chat_settings settings;
 	LIST_HEAD(, chat_call) calls;
 	LIST_HEAD(, chat_key_hold) held_keys;
@@ -106,8 +107,11 @@ struct store_write *chat_store_summary(struct chat *chat, const struct chat_summ
 enum chat_visibility {
 	CHAT_SESSION_OWN, /* stored, and the caller may touch it */
 	CHAT_SESSION_HIDDEN, /* someone else's, or unknown to a caller who sees only its own: 404 */
-	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller may ask upstream */
+	CHAT_SESSION_UNKNOWN, /* not stored; a see-all caller (or the owner it was granted to) may ask upstream */
 };
+
+/* True when caller was granted id by its shared owner record. */
+bool chat_caller_granted(const struct caller *caller, const char *id);
 
 /* The project whose API key a call about session id goes with, into out:
  * the one the session is stored with; for a session not stored here, the
@@ -123,9 +127,6 @@ bool chat_caller_may_touch(const struct caller *caller, const struct session_rec
 
 /* Looks id up for caller, reading the stored record in place. */
 enum chat_visibility chat_visibility_of(struct chat *chat, const struct caller *caller, const char *id);
-
-/* The 404 a caller gets for a session it may not see. */
-void chat_reply_not_found(struct request *req);
 
 /* Checks a JSON body's shape; see session_check_create_body(). */
 typedef enum session_body_check (*chat_body_check)(const char *body, size_t len, const char **why);

@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "gate/budget.h"
 #include "chat/chat_private.h"
+#include "shared/shared.h"
 #include "base/config.h"
 #include "gate/gate.h"
 #include "base/log.h"
@@ -146,24 +147,96 @@ chat_visibility_of(struct chat *chat, const struct caller *caller, const char *i
 	    session_record_decode(stored, stored_len, &rec) == 0)
 		result = chat_caller_may_touch(caller, &rec) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
 	else
-		result = caller->see_all ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
+		result =
+		    caller->see_all || chat_caller_granted(caller, id) ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
 	store_peek_done(chat->store);
 	return result;
 }
 
 bool
+chat_caller_granted(const struct caller *caller, const char *id)
+{
+	return caller->granted != NULL && strcmp(caller->granted->session, id) == 0;
+}
+
+enum chat_naming
 chat_may_name_session(
     struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id, size_t raw_len)
 {
 	char id[SESSION_ID_MAX + 1];
+	struct session_record rec;
+	const void *stored;
+	size_t stored_len;
+	bool held;
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id))
-		return false;
-	if (chat_visibility_of(chat, caller, id) == CHAT_SESSION_HIDDEN) {
-		chat_reply_not_found(req);
-		return false;
+		return CHAT_NAMING_ANSWERED;
+	switch (chat_visibility_of(chat, caller, id)) {
+	case CHAT_SESSION_HIDDEN:
+		break;
+	default:
+		return CHAT_NAMING_MAY;
 	}
-	return true;
+	/* Not the caller's here. Held by another, it is a 404; not held at
+	 * all, in shared mode its owner record decides (another instance may
+	 * have made it). */
+	held = store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
+	    session_record_decode(stored, stored_len, &rec) == 0;
+	store_peek_done(chat->store);
+	if (!held && chat->shared != NULL && caller->name[0] != '\0')
+		return CHAT_NAMING_ASK_OWNER;
+	chat_reply_not_found(req);
+	return CHAT_NAMING_ANSWERED;
+}
+
+/* A question to the owner records, for chat_ask_owner(). */
+struct chat_owner_question {
+	char caller[CALLER_NAME_MAX + 1];
+	char pinned_project[SESSION_SCOPE_MAX + 1]; /* "": no pin */
+	void (*then)(enum chat_owner_verdict verdict, const char *owner, void *arg);
+	void *arg;
+};
+
+static void
+chat_on_owner(enum shared_result result, const struct shared_owner *owner, void *arg)
+{
+	struct chat_owner_question *q = arg;
+	enum chat_owner_verdict verdict = CHAT_OWNER_NOT_CALLER;
+
+	if (result == SHARED_UNAVAILABLE)
+		verdict = CHAT_OWNER_UNAVAILABLE;
+	/* The rule chat_caller_may_touch() applies to a stored record: the
+	 * owner, or a client pinned to the session's project. */
+	else if (result == SHARED_FOUND &&
+	    (strcmp(owner->owner, q->caller) == 0 ||
+	        (q->pinned_project[0] != '\0' && strcmp(owner->project_id, q->pinned_project) == 0)))
+		verdict = CHAT_OWNER_GRANTS;
+	q->then(verdict, verdict == CHAT_OWNER_GRANTS ? owner->owner : NULL, q->arg);
+	free(q);
+}
+
+struct shared_op *
+chat_ask_owner(struct chat *chat, const struct caller *caller, const char *raw_id, size_t raw_len,
+    void (*then)(enum chat_owner_verdict verdict, const char *owner, void *arg), void *arg)
+{
+	struct chat_owner_question *q = calloc(1, sizeof(*q));
+	char id[SESSION_ID_MAX + 1];
+	struct shared_op *op;
+
+	if (q == NULL || raw_len > SESSION_ID_MAX) {
+		free(q);
+		return NULL;
+	}
+	memcpy(id, raw_id, raw_len);
+	id[raw_len] = '\0';
+	snprintf(q->caller, sizeof(q->caller), "%s", caller->name);
+	if (caller->client != NULL && caller->client->project_id != NULL)
+		snprintf(q->pinned_project, sizeof(q->pinned_project), "%s", caller->client->project_id);
+	q->then = then;
+	q->arg = arg;
+	if ((op = shared_get_owner(chat->shared, id, chat_on_owner, q)) == NULL)
+		free(q);
+	return op;
 }
 
 void

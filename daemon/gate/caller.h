@@ -23,6 +23,16 @@ struct caller {
 	struct clients *clients;
 	const struct config_client *client;
 	const struct budgets *budgets; /* lives as long as the daemon */
+	/* A session this store does not hold that its owner record (shared
+	 * mode) lets this caller touch: a miss of it reads through and is
+	 * stored with that owner. NULL: none. Valid only while the handler
+	 * runs. */
+	const struct caller_grant *granted;
+};
+
+struct caller_grant {
+	const char *session;
+	const char *owner;
 };
 
 #endif

@@ -241,10 +241,86 @@ server_own_endpoint(
 	evbuffer_free(body);
 }
 
+static void server_route_as(struct server *server, struct request *req, const struct caller_grant *granted);
+
+/* A request waiting for a session's owner record (shared mode). */
+struct server_wait {
+	struct server *server;
+	struct request *req; /* NULL once its client left */
+	char id[REQUEST_SESSION_MAX + 1];
+	char owner[CALLER_NAME_MAX + 1];
+};
+
+static void
+server_on_wait_gone(void *arg)
+{
+	struct server_wait *wait = arg;
+
+	wait->req = NULL;
+}
+
+static void
+server_on_owner(enum chat_owner_verdict verdict, const char *owner, void *arg)
+{
+	struct server_wait *wait = arg;
+	struct request *req = wait->req;
+
+	if (req != NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		if (verdict == CHAT_OWNER_GRANTS) {
+			/* Routed again from the start (a reload may have come
+			 * meanwhile), with the session granted. */
+			struct caller_grant grant = { wait->id, wait->owner };
+			snprintf(wait->owner, sizeof(wait->owner), "%s", owner);
+			server_route_as(wait->server, req, &grant);
+		} else if (verdict == CHAT_OWNER_NOT_CALLER) {
+			chat_reply_not_found(req);
+		} else {
+			/* Never a false 404: the owner may be this very client. */
+			request_add_header(req, "Retry-After", "1");
+			reply_error(req, 503, REPLY_RETRY_MAY_HELP,
+			    "llamachatd cannot tell now who owns this session (the state it shares with other "
+			    "instances, in Redis, is unavailable); retry shortly");
+		}
+	}
+	free(wait);
+}
+
+/* Holds req until the owner record of the session route names answers. */
+static void
+server_wait_for_owner(
+    struct server *server, struct request *req, const struct caller *caller, const struct route_match *route)
+{
+	struct server_wait *wait = calloc(1, sizeof(*wait));
+
+	if (wait == NULL || route->id_len > REQUEST_SESSION_MAX) {
+		free(wait);
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	wait->server = server;
+	wait->req = req;
+	memcpy(wait->id, route->id, route->id_len);
+	wait->id[route->id_len] = '\0';
+	request_set_on_gone(req, server_on_wait_gone, wait);
+	if (chat_ask_owner(server->parts.chat, caller, route->id, route->id_len, server_on_owner, wait) == NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		free(wait);
+		reply_error(req, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+	}
+}
+
 static void
 server_route(struct request *req, void *arg)
 {
-	struct server *server = arg;
+	server_route_as(arg, req, NULL);
+}
+
+/* Routes req; granted names a session its shared owner record lets the
+ * caller touch, and its owner (NULL: none). */
+static void
+server_route_as(struct server *server, struct request *req, const struct caller_grant *granted)
+{
 	enum request_method method = req->method;
 	const char *path = req->path;
 	const char *query = req->query;
@@ -294,10 +370,17 @@ server_route(struct request *req, void *arg)
 	 * so that another client's session answers exactly as a missing one.
 	 * A summary's GET is checked by its handler on the record it serves
 	 * (so the hit path reads the store once). */
-	if (route_names_session(route.kind) && !(route.kind == ROUTE_SUMMARY && method == REQUEST_GET) &&
-	    !chat_may_name_session(server->parts.chat, req, &caller, route.id, route.id_len)) {
-		free(owned_query);
-		return;
+	caller.granted = granted;
+	if (route_names_session(route.kind) &&
+	    (!(route.kind == ROUTE_SUMMARY && method == REQUEST_GET) || server->parts.owners_shared)) {
+		enum chat_naming naming =
+		    chat_may_name_session(server->parts.chat, req, &caller, route.id, route.id_len);
+		if (naming == CHAT_NAMING_ASK_OWNER)
+			server_wait_for_owner(server, req, &caller, &route);
+		if (naming != CHAT_NAMING_MAY) {
+			free(owned_query);
+			return;
+		}
 	}
 	if (!server_policy_allows(server->config, path, method)) {
 		reply_errorf(req, 403, REPLY_RETRY_WONT_HELP, "llamachatd's route policy does not allow %s %s",

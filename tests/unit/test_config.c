@@ -223,6 +223,41 @@ test_otel_settings(void **state)
 	expect_one_error("otel = { endpoint = \"http://h:4318/\"; headers = \"x\"; };\n", "otel.headers", "unknown");
 }
 
+/* The shared group: needs redis, an instance name and clients. */
+static void
+test_shared_settings(void **state)
+{
+	static const char clients[] = "clients = ( { name = \"a\"; token_sha256 = "
+	                              "\"0000000000000000000000000000000000000000000000000000000000000000\"; } );\n";
+	struct config_errors errors;
+	struct config *c;
+	char text[1024];
+
+	(void)state;
+	c = load("", &errors);
+	assert_non_null(c);
+	assert_null(c->shared_redis);
+	assert_int_equal(c->shared_timeout_ms, 50);
+	config_free(c);
+	snprintf(text, sizeof(text), "%sshared = { redis = \"unix:/run/redis/redis.sock\"; instance = \"gw-a\"; };\n",
+	    clients);
+	c = load(text, &errors);
+	assert_non_null(c);
+	assert_string_equal(c->shared_redis, "unix:/run/redis/redis.sock");
+	assert_string_equal(c->shared_instance, "gw-a");
+	config_free(c);
+	snprintf(text, sizeof(text), "%sshared = { instance = \"gw-a\"; };\n", clients);
+	expect_one_error(text, "shared", "needs redis");
+	snprintf(text, sizeof(text), "%sshared = { redis = \"10.0.0.5:6379\"; };\n", clients);
+	expect_one_error(text, "shared", "needs instance");
+	snprintf(text, sizeof(text), "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"gw a\"; };\n", clients);
+	expect_one_error(text, "shared.instance", "A-Z");
+	snprintf(text, sizeof(text), "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; timeout_ms = 0; };\n",
+	    clients);
+	expect_one_error(text, "shared.timeout_ms", "must be from");
+	expect_one_error("shared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; };\n", "shared.redis", "clients");
+}
+
 static void
 test_bad_addresses_and_urls(void **state)
 {
@@ -351,6 +386,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_routes, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_bad_routes, make_path, remove_path),
 		cmocka_unit_test_setup_teardown(test_otel_settings, make_path, remove_path),
+		cmocka_unit_test_setup_teardown(test_shared_settings, make_path, remove_path),
 		cmocka_unit_test(test_missing_file),
 	};
 	return cmocka_run_group_tests_name("unit: config", tests, NULL, NULL);

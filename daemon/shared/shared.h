@@ -1,0 +1,92 @@
+/* shared: the state several daemons share through Redis, driven from the
+ * event loop with hiredis's async API and its libevent adapter.
+ * Layer shared (daemon/shared/): may include base/ only; chat/ and above
+ * use it. This version shares who owns each session (llamachatd:own:{id}).
+ *
+ * Every call has a deadline (timeout_ms) and the calls in flight are
+ * bounded; after breaker_failures failures in a row the connection counts
+ * as down and calls fail at once until a PING answers in time. A cached
+ * lookup never waits on Redis: only a local miss asks it. */
+#ifndef LLAMACHATD_SHARED_H
+#define LLAMACHATD_SHARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/counters.h"
+
+struct event_base;
+struct shared;
+struct shared_op;
+
+struct shared_settings {
+	const char *redis; /* "unix:/path" or "IPv4:port" / "[IPv6]:port" */
+	const char *instance; /* this daemon's name among the others */
+	long timeout_ms; /* every call's deadline */
+	long max_in_flight; /* calls waiting for Redis at once */
+	long breaker_failures; /* failures in a row that make it down */
+};
+
+/* Creates the client on base and starts connecting (a Redis that is down
+ * is no failure: the daemon serves and keeps trying). Returns NULL with a
+ * reason in why when the settings cannot work. Free with shared_free(),
+ * which answers every caller still waiting "unavailable". */
+struct shared *shared_create(struct event_base *base, const struct shared_settings *settings, char *why,
+    size_t why_size) __attribute__((warn_unused_result));
+void shared_free(struct shared *shared);
+
+/* Whether Redis answers now, and since when (Unix seconds). */
+bool shared_is_up(const struct shared *shared, double *since_wall);
+
+/* Who owns a session, as the instance that made it published it. */
+#define SHARED_NAME_MAX 64
+#define SHARED_SCOPE_MAX 128
+struct shared_owner {
+	char owner[SHARED_NAME_MAX + 1];
+	char organization_id[SHARED_SCOPE_MAX + 1];
+	char project_id[SHARED_SCOPE_MAX + 1];
+};
+
+enum shared_result {
+	SHARED_FOUND,
+	SHARED_ABSENT, /* Redis answered: no such record */
+	SHARED_UNAVAILABLE, /* down, too busy, past the deadline, or a bad answer */
+};
+
+/* Asks for the owner of session; cb runs exactly once, later, from the
+ * loop (owner NULL unless found), or from shared_free() (unavailable).
+ * Returns NULL, without calling cb, only when out of memory. */
+typedef void (*shared_owner_cb)(enum shared_result result, const struct shared_owner *owner, void *arg);
+struct shared_op *shared_get_owner(struct shared *shared, const char *session, shared_owner_cb cb, void *arg);
+
+/* Publishes or removes a session's owner record, in the background: a
+ * failure is counted (and a change of state logged); the record then
+ * lives only in this daemon's store. */
+void shared_put_owner(struct shared *shared, const char *session, const struct shared_owner *owner);
+void shared_delete_owner(struct shared *shared, const char *session);
+
+/* What the client saw, for /metrics. */
+enum shared_op_kind {
+	SHARED_OP_GET_OWNER,
+	SHARED_OP_PUT_OWNER,
+	SHARED_OP_DELETE_OWNER,
+	SHARED_OP_PING,
+	SHARED_OP_KINDS
+};
+enum shared_error_kind {
+	SHARED_ERR_TIMEOUT, /* no answer within timeout_ms */
+	SHARED_ERR_CONNECTION, /* not connected, or the connection dropped */
+	SHARED_ERR_REPLY, /* Redis answered with an error or an answer we cannot read */
+	SHARED_ERR_BUSY, /* max_in_flight calls were waiting already */
+	SHARED_ERROR_KINDS
+};
+struct shared_stats {
+	struct histogram duration[SHARED_OP_KINDS]; /* of calls that were answered */
+	unsigned long long errors[SHARED_ERROR_KINDS];
+	long in_flight;
+};
+const struct shared_stats *shared_get_stats(const struct shared *shared);
+const char *shared_op_name(enum shared_op_kind kind);
+const char *shared_error_name(enum shared_error_kind kind);
+
+#endif

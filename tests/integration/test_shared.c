@@ -1,0 +1,421 @@
+/* Integration: session owners shared through Redis (the shared group), with
+ * a real redis-server on a unix socket in the test's directory, two daemons
+ * and the fake. A session made on one instance is its owner's on the
+ * other, and nobody else's; while Redis cannot answer, a miss that needs
+ * an owner is a 503, never a 404 and never a leak, and lookups of what an
+ * instance holds go on. Skipped, saying so, where redis-server is missing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct fake_upstream fake;
+static struct daemon_process a, b;
+static char *dir;
+static char redis_sock[400];
+static pid_t redis_pid = -1;
+
+#define ALICE "Authorization: Bearer tok-alice-shared-3f1"
+#define BOB "Authorization: Bearer tok-bob-shared-9c4"
+#define WATCHER "Authorization: Bearer tok-watcher-shared-77e"
+#define CAROL "Authorization: Bearer tok-carol-shared-5aa" /* pinned to project proj-shared-1 */
+
+/* Starts redis-server on its unix socket (no TCP, no persistence). */
+static void
+redis_start(void)
+{
+	char log_path[512];
+	char *argv[] = { "redis-server", "--port", "0", "--unixsocket", redis_sock, "--unixsocketperm", "700", "--save",
+		"", "--appendonly", "no", "--dir", dir, NULL };
+	struct stat st;
+
+	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
+	unlink(redis_sock);
+	redis_pid = harness_spawn(argv, log_path);
+	assert_true(redis_pid > 0);
+	for (int i = 0; i < 1000 && stat(redis_sock, &st) != 0; i++)
+		usleep(10000);
+	assert_int_equal(stat(redis_sock, &st), 0);
+}
+
+/* The value of key in Redis as a new string (caller frees), or NULL. */
+static char *
+redis_get(const char *key)
+{
+	redisContext *c = redisConnectUnix(redis_sock);
+	redisReply *r;
+	char *value = NULL;
+
+	if (c == NULL || c->err != 0) {
+		redisFree(c);
+		return NULL;
+	}
+	r = redisCommand(c, "GET %s", key);
+	if (r != NULL && r->type == REDIS_REPLY_STRING)
+		value = strdup(r->str);
+	freeReplyObject(r);
+	redisFree(c);
+	return value;
+}
+
+struct key_wait {
+	char key[256];
+	char *value;
+};
+
+static bool
+key_present(void *arg)
+{
+	struct key_wait *w = arg;
+
+	free(w->value);
+	w->value = redis_get(w->key);
+	return w->value != NULL;
+}
+
+/* Waits until session id's owner record is in Redis; returns its value. */
+static char *
+wait_owner_record(const char *id)
+{
+	struct key_wait w = { .value = NULL };
+
+	snprintf(w.key, sizeof(w.key), "llamachatd:own:%s", id);
+	harness_wait(key_present, &w, HARNESS_WAIT_MS, w.key);
+	return w.value;
+}
+
+static void
+write_shared_config(struct daemon_process *d, const char *where, const char *instance)
+{
+	char extra[1600], alice[65], bob[65], watcher[65], carol[65];
+	FILE *f;
+
+	daemon_write_config(d, where, fake.port, NULL, NULL, NULL);
+	harness_token_hex("tok-alice-shared-3f1", alice);
+	harness_token_hex("tok-bob-shared-9c4", bob);
+	harness_token_hex("tok-watcher-shared-77e", watcher);
+	harness_token_hex("tok-carol-shared-5aa", carol);
+	snprintf(extra, sizeof(extra),
+	    "clients = ( { name = \"alice\"; token_sha256 = \"%s\"; },\n"
+	    "            { name = \"bob\"; token_sha256 = \"%s\"; },\n"
+	    "            { name = \"carol\"; token_sha256 = \"%s\"; project_id = \"proj-shared-1\"; },\n"
+	    "            { name = \"watcher\"; token_sha256 = \"%s\"; metrics = true; } );\n"
+	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2; };\n",
+	    alice, bob, carol, watcher, redis_sock, instance);
+	f = fopen(d->conf_path, "a");
+	assert_non_null(f);
+	fputs(extra, f);
+	fclose(f);
+}
+
+static int
+start_all(void **state)
+{
+	char where[600];
+
+	(void)state;
+	dir = harness_make_dir("shared");
+	if (dir == NULL || fake_start(&fake, dir) != 0)
+		return -1;
+	snprintf(redis_sock, sizeof(redis_sock), "%s/redis.sock", dir);
+	redis_start();
+	snprintf(where, sizeof(where), "%s/a", dir);
+	mkdir(where, 0700);
+	write_shared_config(&a, where, "gw-a");
+	snprintf(where, sizeof(where), "%s/b", dir);
+	mkdir(where, 0700);
+	write_shared_config(&b, where, "gw-b");
+	return daemon_start(&a, HARNESS_KEY) == 0 && daemon_start(&b, HARNESS_KEY) == 0 ? 0 : -1;
+}
+
+static int
+stop_all(void **state)
+{
+	(void)state;
+	daemon_kill(&a);
+	daemon_kill(&b);
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGCONT);
+		harness_stop_process(redis_pid);
+	}
+	fake_stop(&fake);
+	harness_remove_dir(dir);
+	free(dir);
+	return 0;
+}
+
+static long
+get_summary(const struct daemon_process *d, const char *who, const char *id, struct http_response *r)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", id);
+	return daemon_call(d, who, "GET", path, NULL, r);
+}
+
+struct state_wait {
+	const struct daemon_process *d;
+	const char *state;
+};
+
+static bool
+shared_state_is(void *arg)
+{
+	struct state_wait *w = arg;
+	struct http_response r;
+	json_t *doc;
+	bool is;
+
+	if (daemon_call(w->d, NULL, "GET", "/healthz", NULL, &r) != 200) {
+		http_response_free(&r);
+		return false;
+	}
+	doc = json_loads(r.body, 0, NULL);
+	is = json_string_value(json_object_get(json_object_get(doc, "shared"), "state")) != NULL &&
+	    strcmp(json_string_value(json_object_get(json_object_get(doc, "shared"), "state")), w->state) == 0;
+	json_decref(doc);
+	http_response_free(&r);
+	return is;
+}
+
+/* Waits until d's /healthz (a 200) says Redis is state ("up", "down"). */
+static void
+wait_shared_state(const struct daemon_process *d, const char *state)
+{
+	struct state_wait w = { d, state };
+
+	harness_wait(shared_state_is, &w, HARNESS_WAIT_MS, state);
+}
+
+/* Alice makes a session on A; A dies; on B it is hers (read through, then
+ * held), and Bob gets the same 404 as for a session that does not exist,
+ * under every path that names it. */
+static void
+test_a_session_made_on_one_instance_is_its_owners_on_another(void **state)
+{
+	struct http_response r, missing;
+	char id[160], path[256], *record;
+	json_t *doc;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&a, ALICE, id, sizeof(id));
+	record = wait_owner_record(id);
+	doc = json_loads(record, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(doc, "owner")), "alice");
+	assert_string_equal(json_string_value(json_object_get(doc, "instance")), "gw-a");
+	json_decref(doc);
+	free(record);
+	daemon_kill(&a);
+
+	/* Bob first: nothing of it may reach B's store through him. */
+	assert_int_equal(get_summary(&b, BOB, id, &r), 404);
+	assert_int_equal(get_summary(&b, BOB, "ses-never-made-anywhere", &missing), 404);
+	assert_string_equal(r.body, missing.body);
+	http_response_free(&r);
+	http_response_free(&missing);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(daemon_call(&b, BOB, "GET", path, NULL, NULL), 404);
+	assert_int_equal(daemon_call(&b, BOB, "DELETE", path, NULL, NULL), 404);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/files", id);
+	assert_int_equal(daemon_call(&b, BOB, "GET", path, NULL, NULL), 404);
+
+	/* Alice: read through once, then held by B as hers. */
+	assert_int_equal(get_summary(&b, ALICE, id, &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(doc, "session_id")), id);
+	json_decref(doc);
+	http_response_free(&r);
+	assert_int_equal(get_summary(&b, ALICE, id, &r), 200);
+	{
+		char cache[16];
+		assert_string_equal(http_header(&r, "X-Cache", cache, sizeof(cache)), "HIT");
+	}
+	http_response_free(&r);
+	assert_int_equal(daemon_call(&b, ALICE, "GET", "/api/v1/chat", NULL, &r), 200);
+	assert_non_null(strstr(r.body, id));
+	http_response_free(&r);
+	/* And still Bob's 404, now that B holds it. */
+	assert_int_equal(get_summary(&b, BOB, id, NULL), 404);
+	assert_int_equal(daemon_start(&a, HARNESS_KEY), 0);
+}
+
+/* A project pin holds across instances as it does on one: Carol, pinned
+ * to a project, may touch Alice's session in it on an instance that never
+ * held it; and B then holds it as Alice's. */
+static void
+test_a_project_pin_holds_across_instances(void **state)
+{
+	struct http_response r;
+	char id[160], *record;
+	json_t *doc;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	assert_int_equal(daemon_call(&a, ALICE, "POST", "/api/v1/chat?project_id=proj-shared-1", "{}", &r), 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+	record = wait_owner_record(id);
+	assert_non_null(strstr(record, "\"project_id\":\"proj-shared-1\""));
+	free(record);
+	assert_int_equal(get_summary(&b, BOB, id, NULL), 404);
+	assert_int_equal(get_summary(&b, CAROL, id, NULL), 200);
+	/* Held by B now, as Alice's: hers is a HIT. */
+	assert_int_equal(get_summary(&b, ALICE, id, &r), 200);
+	{
+		char cache[16];
+		assert_string_equal(http_header(&r, "X-Cache", cache, sizeof(cache)), "HIT");
+	}
+	http_response_free(&r);
+}
+
+static bool
+key_absent(void *arg)
+{
+	struct key_wait *w = arg;
+
+	free(w->value);
+	w->value = redis_get(w->key);
+	return w->value == NULL;
+}
+
+/* A deleted session's owner record goes with it. */
+static void
+test_a_delete_removes_the_owner_record(void **state)
+{
+	char id[160], path[256];
+	struct key_wait w = { .value = NULL };
+
+	(void)state;
+	wait_shared_state(&b, "up");
+	daemon_create_session(&b, ALICE, id, sizeof(id));
+	free(wait_owner_record(id));
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(daemon_call(&b, ALICE, "DELETE", path, NULL, NULL), 204);
+	snprintf(w.key, sizeof(w.key), "llamachatd:own:%s", id);
+	harness_wait(key_absent, &w, HARNESS_WAIT_MS, "the owner record of a deleted session gone");
+	/* And another instance no longer gives it to its owner. */
+	assert_int_equal(get_summary(&a, ALICE, id, NULL), 404);
+}
+
+/* Redis gone: what an instance holds is served, a miss that needs an owner
+ * is a 503 with Retry-After for everyone (the owner may be the caller: no
+ * false 404; it may not: no leak), /healthz stays 200 and says it. Redis
+ * back: the state comes back up and owners are published again. */
+static void
+test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
+{
+	struct http_response r;
+	char held[160], elsewhere[160], fresh[160], retry[16];
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&b, ALICE, held, sizeof(held));
+	daemon_create_session(&a, ALICE, elsewhere, sizeof(elsewhere));
+	free(wait_owner_record(elsewhere));
+
+	harness_stop_process(redis_pid);
+	redis_pid = -1;
+	wait_shared_state(&b, "down");
+	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_up"), 0);
+
+	assert_int_equal(get_summary(&b, ALICE, held, &r), 200);
+	http_response_free(&r);
+	assert_int_equal(get_summary(&b, ALICE, elsewhere, &r), 503);
+	assert_non_null(http_header(&r, "Retry-After", retry, sizeof(retry)));
+	http_response_free(&r);
+	assert_int_equal(get_summary(&b, BOB, elsewhere, &r), 503);
+	http_response_free(&r);
+	/* Someone else's session held here is still a plain 404. */
+	assert_int_equal(get_summary(&b, BOB, held, NULL), 404);
+
+	redis_start();
+	wait_shared_state(&b, "up");
+	daemon_create_session(&b, ALICE, fresh, sizeof(fresh));
+	free(wait_owner_record(fresh));
+	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_up"), 1);
+	assert_true(daemon_metric_as(&b, WATCHER, "llamachatd_shared_errors_total{kind=\"connection\"}") > 0);
+}
+
+struct up_wait {
+	const struct daemon_process *d;
+	double want;
+};
+
+static bool
+shared_up_is(void *arg)
+{
+	struct up_wait *w = arg;
+
+	return daemon_metric_as(w->d, WATCHER, "llamachatd_shared_up") == w->want;
+}
+
+/* Redis stopped (SIGSTOP): a miss waits no longer than the deadline (plus a
+ * generous margin for a loaded machine) and is a 503; the breaker counts it
+ * down; SIGCONT: a probe finds it and owners answer again. */
+static void
+test_a_stopped_redis_costs_a_miss_its_deadline_only(void **state)
+{
+	struct http_response r;
+	struct up_wait w = { &b, 0 };
+	char elsewhere[160];
+	struct timespec t0, t1;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&a, ALICE, elsewhere, sizeof(elsewhere));
+	free(wait_owner_record(elsewhere));
+	kill(redis_pid, SIGSTOP);
+	for (int i = 0; i < 3; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		assert_int_equal(get_summary(&b, ALICE, elsewhere, &r), 503);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		http_response_free(&r);
+		/* timeout_ms is 200: a stuck Redis never holds a request long. */
+		assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 3000);
+	}
+	harness_wait(shared_up_is, &w, HARNESS_WAIT_MS, "llamachatd_shared_up 0 (the breaker open)");
+	assert_true(daemon_metric_as(&b, WATCHER, "llamachatd_shared_errors_total{kind=\"timeout\"}") >= 2);
+	kill(redis_pid, SIGCONT);
+	w.want = 1;
+	harness_wait(shared_up_is, &w, HARNESS_WAIT_MS, "llamachatd_shared_up 1 (a probe answered)");
+	assert_int_equal(get_summary(&b, ALICE, elsewhere, NULL), 200);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_a_session_made_on_one_instance_is_its_owners_on_another),
+		cmocka_unit_test(test_a_project_pin_holds_across_instances),
+		cmocka_unit_test(test_a_delete_removes_the_owner_record),
+		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
+		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
+	};
+
+	if (system("command -v redis-server >/dev/null 2>&1") != 0) {
+		printf("it_shared: skipped: redis-server is not installed (apt-get install redis-server; make test "
+		       "installs it as root)\n");
+		return 0;
+	}
+	return cmocka_run_group_tests_name(
+	    "integration: session owners shared through Redis", tests, start_all, stop_all);
+}
