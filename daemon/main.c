@@ -40,6 +40,7 @@
 #include "upstream/upstream.h"
 #include "tracing.h"
 #include "shared/shared.h"
+#include "sharing.h"
 
 #ifndef LLAMACHATD_VERSION
 #define LLAMACHATD_VERSION "unknown"
@@ -64,6 +65,7 @@ struct daemon {
 	struct access_log *access;
 	struct tracing tracing; /* OpenTelemetry spans; queue NULL: off */
 	struct shared *shared; /* state shared through Redis; NULL: none */
+	struct sharing *sharing; /* budgets summed through it */
 	struct chat *chat;
 	struct server *server;
 	struct event *sigterm, *sigint, *sighup;
@@ -388,6 +390,7 @@ daemon_stop(struct daemon *d)
 	 * already queued commit when the store closes. Requests waiting on
 	 * Redis first, while everything they go on to is still there. */
 	shared_free(d->shared);
+	sharing_free(d->sharing); /* after: it takes shared's last answers */
 	relay_engine_free(d->relays);
 	chat_free(d->chat);
 	server_free(d->server);
@@ -524,6 +527,10 @@ daemon_start(struct daemon *d)
 			return -1;
 		}
 		chat_set_shared(d->chat, d->shared);
+		if ((d->sharing = sharing_create(d->base, d->shared, d->budgets)) == NULL) {
+			log_errx("out of memory");
+			return -1;
+		}
 	}
 	struct server_parts parts = {
 		.chat = d->chat,

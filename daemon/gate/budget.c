@@ -15,12 +15,15 @@
 struct budget_entry {
 	char name[65]; /* config client names are at most 64 bytes */
 	struct budget_limits limits;
-	struct budget_usage usage;
+	struct budget_usage usage; /* this instance's own */
+	struct budget_usage others; /* the other instances', last known (shared mode) */
 };
 
 struct budgets {
 	struct budget_entry *entries; /* in config order */
 	size_t count;
+	void (*on_add)(const char *client, void *arg);
+	void *on_add_arg;
 };
 
 unsigned
@@ -135,9 +138,10 @@ budgets_sync(struct budgets *budgets, const struct config *config, struct store 
 		snprintf(fresh[i].name, sizeof(fresh[i].name), "%s", client->name);
 		fresh[i].limits.max_tokens_per_day = client->max_tokens_per_day;
 		fresh[i].limits.max_sessions_per_day = client->max_sessions_per_day;
-		if (known != NULL)
+		if (known != NULL) {
 			fresh[i].usage = known->usage;
-		else
+			fresh[i].others = known->others;
+		} else
 			budgets_read_today(store, client->name, today, &fresh[i].usage);
 	}
 	if (config->client_count > 1)
@@ -154,8 +158,68 @@ budgets_add(struct budgets *budgets, const char *client, uint64_t now_us, unsign
 {
 	struct budget_entry *e;
 
-	if (budgets != NULL && (e = budgets_find(budgets, client)) != NULL)
+	if (budgets != NULL && (e = budgets_find(budgets, client)) != NULL) {
 		budget_usage_add(&e->usage, budget_day(now_us), tokens, sessions);
+		if (budgets->on_add != NULL)
+			budgets->on_add(client, budgets->on_add_arg);
+	}
+}
+
+/* What a client's budgets count on today: its own use and, in shared
+ * mode, the other instances' last known. */
+static struct budget_usage
+budgets_counted(const struct budget_entry *e, unsigned today)
+{
+	struct budget_usage sum = { today, 0, 0 };
+
+	if (e->usage.day == today) {
+		sum.tokens += e->usage.tokens;
+		sum.sessions += e->usage.sessions;
+	}
+	if (e->others.day == today) {
+		sum.tokens += e->others.tokens;
+		sum.sessions += e->others.sessions;
+	}
+	return sum;
+}
+
+void
+budgets_set_on_add(struct budgets *budgets, void (*fn)(const char *client, void *arg), void *arg)
+{
+	budgets->on_add = fn;
+	budgets->on_add_arg = arg;
+}
+
+size_t
+budgets_count(const struct budgets *budgets)
+{
+	return budgets->count;
+}
+
+const char *
+budgets_own(const struct budgets *budgets, size_t index, uint64_t now_us, struct budget_usage *usage, bool *has_limits)
+{
+	const struct budget_entry *e = &budgets->entries[index];
+	unsigned today = budget_day(now_us);
+
+	usage->day = today;
+	usage->tokens = e->usage.day == today ? e->usage.tokens : 0;
+	usage->sessions = e->usage.day == today ? e->usage.sessions : 0;
+	*has_limits = e->limits.max_tokens_per_day > 0 || e->limits.max_sessions_per_day > 0;
+	return e->name;
+}
+
+void
+budgets_set_others(
+    struct budgets *budgets, const char *client, unsigned day, unsigned long long tokens, unsigned long long sessions)
+{
+	struct budget_entry *e;
+
+	if (budgets != NULL && (e = budgets_find(budgets, client)) != NULL) {
+		e->others.day = day;
+		e->others.tokens = tokens;
+		e->others.sessions = sessions;
+	}
 }
 
 long
@@ -163,8 +227,12 @@ budgets_check(const struct budgets *budgets, const char *client, uint64_t now_us
 {
 	const struct budget_entry *e;
 
-	if (budgets == NULL || (e = budgets_find(budgets, client)) == NULL ||
-	    !budget_exceeded(&e->limits, &e->usage, budget_day(now_us), why, why_size))
+	struct budget_usage counted;
+
+	if (budgets == NULL || (e = budgets_find(budgets, client)) == NULL)
+		return 0;
+	counted = budgets_counted(e, budget_day(now_us));
+	if (!budget_exceeded(&e->limits, &counted, budget_day(now_us), why, why_size))
 		return 0;
 	return budget_seconds_to_next_day(now_us);
 }
@@ -191,10 +259,10 @@ budgets_render(const struct budgets *budgets, uint64_t now_us, struct evbuffer *
 	    "# TYPE llamachatd_budget_used gauge\n");
 	for (size_t i = 0; i < budgets->count; i++) {
 		const struct budget_entry *e = &budgets->entries[i];
-		bool current = e->usage.day == today;
-		evbuffer_add_printf(out, "llamachatd_budget_used{client=\"%s\",budget=\"tokens\"} %llu\n", e->name,
-		    current ? e->usage.tokens : 0);
-		evbuffer_add_printf(out, "llamachatd_budget_used{client=\"%s\",budget=\"sessions\"} %llu\n", e->name,
-		    current ? e->usage.sessions : 0);
+		struct budget_usage counted = budgets_counted(e, today);
+		evbuffer_add_printf(
+		    out, "llamachatd_budget_used{client=\"%s\",budget=\"tokens\"} %llu\n", e->name, counted.tokens);
+		evbuffer_add_printf(
+		    out, "llamachatd_budget_used{client=\"%s\",budget=\"sessions\"} %llu\n", e->name, counted.sessions);
 	}
 }

@@ -4,7 +4,8 @@
  * The day turns at midnight UTC, as the usage ledger counts days. What a
  * client used today lives in memory (one entry per configured client),
  * seeded at start from the store's daily totals and added to as each
- * session and stream stop is queued for the store; a reload keeps it. */
+ * session and stream stop is queued for the store; a reload keeps it. In
+ * shared mode the other instances' use, last known, counts too. */
 #ifndef LLAMACHATD_BUDGET_H
 #define LLAMACHATD_BUDGET_H
 
@@ -67,6 +68,18 @@ void budgets_add(struct budgets *budgets, const char *client, uint64_t now_us, u
  * has no budget, or is unknown), else the seconds until the day turns, with
  * why filled as budget_exceeded() does. */
 long budgets_check(const struct budgets *budgets, const char *client, uint64_t now_us, char *why, size_t why_size);
+
+/* Shared mode (several instances): the other instances' use of client on
+ * day, last known, which the budgets then count with this one's own. */
+void budgets_set_others(
+    struct budgets *budgets, const char *client, unsigned day, unsigned long long tokens, unsigned long long sessions);
+/* Calls fn(client, arg) after each budgets_add() (NULL: nobody). */
+void budgets_set_on_add(struct budgets *budgets, void (*fn)(const char *client, void *arg), void *arg);
+/* The clients in the table, and the name, own use today and whether it has
+ * a budget of the one at index (< budgets_count()). */
+size_t budgets_count(const struct budgets *budgets);
+const char *budgets_own(
+    const struct budgets *budgets, size_t index, uint64_t now_us, struct budget_usage *usage, bool *has_limits);
 
 /* Appends the budget metrics (limit and use per client and budget) to out,
  * in Prometheus text format. */

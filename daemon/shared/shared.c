@@ -26,6 +26,7 @@ struct shared_op {
 	LIST_ENTRY(shared_op) link;
 	enum shared_op_kind kind;
 	shared_owner_cb cb; /* NULL: nobody waits (a publication, a probe) */
+	shared_usage_cb usage_cb; /* for SHARED_OP_SYNC_USAGE */
 	void *arg;
 	struct event *deadline;
 	double started; /* monotonic seconds */
@@ -57,7 +58,8 @@ struct shared {
 const char *
 shared_op_name(enum shared_op_kind kind)
 {
-	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping" };
+	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
+		"sync_usage" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -107,6 +109,8 @@ shared_op_answer(struct shared_op *op, enum shared_result result, const struct s
 	evtimer_del(op->deadline);
 	if (op->cb != NULL)
 		op->cb(result, owner, op->arg);
+	else if (op->usage_cb != NULL)
+		op->usage_cb(result, 0, 0, op->arg);
 }
 
 static void
@@ -170,6 +174,37 @@ shared_parse_owner(const char *text, size_t len, struct shared_owner *owner)
 	return ok;
 }
 
+/* Sums the other instances' fields of a usage hash (HGETALL's flat array
+ * of names and values) into others (tokens, sessions). */
+static bool
+shared_read_others(const struct shared *shared, const redisReply *reply, unsigned long long others[2])
+{
+	size_t own = strlen(shared->instance);
+
+	others[0] = others[1] = 0;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0)
+		return false;
+	for (size_t i = 0; i < reply->elements; i += 2) {
+		const redisReply *name = reply->element[i], *value = reply->element[i + 1];
+		const char *colon;
+		char *end;
+		unsigned long long n;
+		if (name->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING ||
+		    (colon = memchr(name->str, ':', name->len)) == NULL)
+			return false;
+		n = strtoull(value->str, &end, 10);
+		if (end == value->str)
+			return false;
+		if ((size_t)(colon - name->str) == own && memcmp(name->str, shared->instance, own) == 0)
+			continue; /* ours */
+		if (strcmp(colon + 1, "tokens") == 0)
+			others[0] += n;
+		else if (strcmp(colon + 1, "sessions") == 0)
+			others[1] += n;
+	}
+	return true;
+}
+
 static void
 shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -199,6 +234,17 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	} else if (op->answered) {
 		/* Past its deadline: too late for the caller, but Redis lives. */
 		shared->failures = 0;
+	} else if (op->kind == SHARED_OP_SYNC_USAGE) {
+		unsigned long long others[2];
+		if (shared_read_others(shared, reply, others)) {
+			shared_succeeded(shared, op);
+			op->answered = true;
+			evtimer_del(op->deadline);
+			op->usage_cb(SHARED_FOUND, others[0], others[1], op->arg);
+		} else {
+			shared_failed(shared, SHARED_ERR_REPLY, "a usage hash is not readable");
+			shared_op_answer(op, SHARED_UNAVAILABLE, NULL);
+		}
 	} else if (op->kind == SHARED_OP_GET_OWNER) {
 		if (reply->type == REDIS_REPLY_NIL) {
 			shared_succeeded(shared, op);
@@ -524,4 +570,43 @@ shared_delete_owner(struct shared *shared, const char *session)
 		size_t lens[2] = { 3, strlen(key) };
 		shared_send(shared, op, 2, argv, lens);
 	}
+}
+
+/* Raises this instance's fields of a usage hash to the totals given (never
+ * lowers them: a stale or repeated write cannot undo a newer one), keeps
+ * the hash two days, and returns it whole. */
+static const char shared_usage_script[] = "local function raise(field, value)\n"
+                                          "  local now = tonumber(redis.call('HGET', KEYS[1], field) or '0')\n"
+                                          "  if value > now then redis.call('HSET', KEYS[1], field, value) end\n"
+                                          "end\n"
+                                          "raise(ARGV[1] .. ':tokens', tonumber(ARGV[2]))\n"
+                                          "raise(ARGV[1] .. ':sessions', tonumber(ARGV[3]))\n"
+                                          "redis.call('EXPIRE', KEYS[1], 172800)\n"
+                                          "return redis.call('HGETALL', KEYS[1])\n";
+
+struct shared_op *
+shared_sync_usage(struct shared *shared, const char *client, const char *day, unsigned long long tokens,
+    unsigned long long sessions, shared_usage_cb cb, void *arg)
+{
+	struct shared_op *op = shared_op_new(shared, SHARED_OP_SYNC_USAGE, NULL, arg);
+	char key[256], tokens_text[24], sessions_text[24];
+	int n = snprintf(key, sizeof(key), SHARED_KEY_PREFIX "budget:%s:%s", client, day);
+	const char *argv[7] = { "EVAL", shared_usage_script, "1", key, shared->instance, tokens_text, sessions_text };
+	size_t lens[7];
+
+	if (op == NULL)
+		return NULL;
+	op->usage_cb = cb;
+	snprintf(tokens_text, sizeof(tokens_text), "%llu", tokens);
+	snprintf(sessions_text, sizeof(sessions_text), "%llu", sessions);
+	for (int i = 0; i < 7; i++)
+		lens[i] = strlen(argv[i]);
+	if (n <= 0 || (size_t)n >= sizeof(key)) {
+		op->early = SHARED_UNAVAILABLE;
+		struct timeval tv = clock_timeval_ms(0);
+		evtimer_add(op->deadline, &tv);
+		return op;
+	}
+	shared_send(shared, op, 7, argv, lens);
+	return op;
 }

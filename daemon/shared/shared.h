@@ -65,12 +65,24 @@ struct shared_op *shared_get_owner(struct shared *shared, const char *session, s
 void shared_put_owner(struct shared *shared, const char *session, const struct shared_owner *owner);
 void shared_delete_owner(struct shared *shared, const char *session);
 
+/* A client's use of one UTC day, summed over instances, never added to:
+ * each instance writes its own running totals into the day's hash
+ * (llamachatd:budget:{client}:{YYYY-MM-DD}, fields {instance}:tokens and
+ * {instance}:sessions), only ever raising them (a script), so a retry, a
+ * restart or a republication cannot inflate the sum. cb gets the other
+ * instances' totals (what this one wrote is its own to know). */
+typedef void (*shared_usage_cb)(
+    enum shared_result result, unsigned long long others_tokens, unsigned long long others_sessions, void *arg);
+struct shared_op *shared_sync_usage(struct shared *shared, const char *client, const char *day,
+    unsigned long long tokens, unsigned long long sessions, shared_usage_cb cb, void *arg);
+
 /* What the client saw, for /metrics. */
 enum shared_op_kind {
 	SHARED_OP_GET_OWNER,
 	SHARED_OP_PUT_OWNER,
 	SHARED_OP_DELETE_OWNER,
 	SHARED_OP_PING,
+	SHARED_OP_SYNC_USAGE,
 	SHARED_OP_KINDS
 };
 enum shared_error_kind {

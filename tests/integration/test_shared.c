@@ -31,6 +31,7 @@ static pid_t redis_pid = -1;
 #define BOB "Authorization: Bearer tok-bob-shared-9c4"
 #define WATCHER "Authorization: Bearer tok-watcher-shared-77e"
 #define CAROL "Authorization: Bearer tok-carol-shared-5aa" /* pinned to project proj-shared-1 */
+#define DAVE "Authorization: Bearer tok-dave-shared-0d2" /* max_sessions_per_day = 5 */
 
 /* Starts redis-server on its unix socket (no TCP, no persistence). */
 static void
@@ -99,7 +100,7 @@ wait_owner_record(const char *id)
 static void
 write_shared_config(struct daemon_process *d, const char *where, const char *instance)
 {
-	char extra[1600], alice[65], bob[65], watcher[65], carol[65];
+	char extra[1800], alice[65], bob[65], watcher[65], carol[65], dave[65];
 	FILE *f;
 
 	daemon_write_config(d, where, fake.port, NULL, NULL, NULL);
@@ -107,13 +108,15 @@ write_shared_config(struct daemon_process *d, const char *where, const char *ins
 	harness_token_hex("tok-bob-shared-9c4", bob);
 	harness_token_hex("tok-watcher-shared-77e", watcher);
 	harness_token_hex("tok-carol-shared-5aa", carol);
+	harness_token_hex("tok-dave-shared-0d2", dave);
 	snprintf(extra, sizeof(extra),
 	    "clients = ( { name = \"alice\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"bob\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"carol\"; token_sha256 = \"%s\"; project_id = \"proj-shared-1\"; },\n"
+	    "            { name = \"dave\"; token_sha256 = \"%s\"; max_sessions_per_day = 5; },\n"
 	    "            { name = \"watcher\"; token_sha256 = \"%s\"; metrics = true; } );\n"
 	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2; };\n",
-	    alice, bob, carol, watcher, redis_sock, instance);
+	    alice, bob, carol, dave, watcher, redis_sock, instance);
 	f = fopen(d->conf_path, "a");
 	assert_non_null(f);
 	fputs(extra, f);
@@ -285,6 +288,103 @@ test_a_project_pin_holds_across_instances(void **state)
 	http_response_free(&r);
 }
 
+/* A field of a hash in Redis as a number; -1 when absent. */
+static long
+redis_hget(const char *key, const char *field)
+{
+	redisContext *c = redisConnectUnix(redis_sock);
+	redisReply *r;
+	long value = -1;
+
+	if (c == NULL || c->err != 0) {
+		redisFree(c);
+		return -1;
+	}
+	r = redisCommand(c, "HGET %s %s", key, field);
+	if (r != NULL && r->type == REDIS_REPLY_STRING)
+		value = atol(r->str);
+	freeReplyObject(r);
+	redisFree(c);
+	return value;
+}
+
+struct hash_wait {
+	char key[128];
+	const char *field;
+	long want;
+};
+
+static bool
+hash_field_is(void *arg)
+{
+	struct hash_wait *w = arg;
+
+	return redis_hget(w->key, w->field) == w->want;
+}
+
+struct metric_wait {
+	const struct daemon_process *d;
+	const char *series;
+	double want;
+};
+
+static bool
+metric_is(void *arg)
+{
+	struct metric_wait *w = arg;
+
+	return daemon_metric_as(w->d, WATCHER, w->series) == w->want;
+}
+
+#define DAVE_SESSIONS "llamachatd_budget_used{client=\"dave\",budget=\"sessions\"}"
+
+/* A budget holds for the cluster: what Dave used on A counts on B, so his
+ * five sessions a day are five, not five per instance; and a restart
+ * republishes B's totals without adding them again. */
+static void
+test_a_budget_is_summed_over_instances(void **state)
+{
+	struct hash_wait h;
+	struct metric_wait m = { &b, DAVE_SESSIONS, 3 };
+	long creates = fake_count(&fake, "creates");
+	char id[160], today[16];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	(void)state;
+	gmtime_r(&now, &tm);
+	strftime(today, sizeof(today), "%Y-%m-%d", &tm);
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	for (int i = 0; i < 3; i++)
+		daemon_create_session(&a, DAVE, id, sizeof(id));
+	snprintf(h.key, sizeof(h.key), "llamachatd:budget:dave:%s", today);
+	h.field = "gw-a:sessions";
+	h.want = 3;
+	harness_wait(hash_field_is, &h, HARNESS_WAIT_MS, "A's sessions of Dave in Redis");
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "B counting Dave's sessions made on A");
+	daemon_create_session(&b, DAVE, id, sizeof(id));
+	m.want = 4;
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "B counting its own session of Dave");
+	daemon_create_session(&b, DAVE, id, sizeof(id));
+	assert_int_equal(daemon_call(&b, DAVE, "POST", "/api/v1/chat", "{}", NULL), 429);
+	/* A learns of B's two as well. */
+	m.d = &a;
+	m.want = 5;
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "A counting Dave's sessions made on B");
+	assert_int_equal(daemon_call(&a, DAVE, "POST", "/api/v1/chat", "{}", NULL), 429);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 5);
+
+	/* Summed, never added to: B restarts and writes its totals again. */
+	assert_int_equal(daemon_stop(&b), 0);
+	assert_int_equal(daemon_start(&b, HARNESS_KEY), 0);
+	m.d = &b;
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "B counting all five after its restart");
+	assert_int_equal(redis_hget(h.key, "gw-b:sessions"), 2);
+	assert_int_equal(redis_hget(h.key, "gw-a:sessions"), 3);
+	assert_int_equal(daemon_call(&b, DAVE, "POST", "/api/v1/chat", "{}", NULL), 429);
+}
+
 static bool
 key_absent(void *arg)
 {
@@ -407,6 +507,7 @@ main(void)
 		cmocka_unit_test(test_a_session_made_on_one_instance_is_its_owners_on_another),
 		cmocka_unit_test(test_a_project_pin_holds_across_instances),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
+		cmocka_unit_test(test_a_budget_is_summed_over_instances),
 		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
 		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
 	};

@@ -1,0 +1,22 @@
+/* sharing: what the top wires between the gate's budgets and the state
+ * shared through Redis (shared/shared.h): each client's running totals of
+ * the day are written to Redis when they change and every second (which
+ * also republishes them after Redis lost its data), and the other
+ * instances' totals come back with each write, for the budgets to count.
+ * A call never waits on it: a check counts the last known sums plus this
+ * instance's own use since. */
+#ifndef LLAMACHATD_SHARING_H
+#define LLAMACHATD_SHARING_H
+
+struct budgets;
+struct event_base;
+struct shared;
+struct sharing;
+
+/* Starts it; NULL when out of memory. shared and budgets must outlive
+ * it; free it after shared_free() (whose last answers it still takes). */
+struct sharing *sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets)
+    __attribute__((warn_unused_result));
+void sharing_free(struct sharing *sharing);
+
+#endif
