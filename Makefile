@@ -130,6 +130,7 @@ BENCH_SECONDS ?= 5
 bench: all tests
 	bench/lookup.sh $(BENCH_SECONDS)
 	bench/otel.sh $(BENCH_SECONDS)
+	bench/shared.sh $(BENCH_SECONDS)
 	bench/create.sh $(BENCH_SECONDS)
 	bench/create-instructions.sh
 	bench/mixed.sh $(BENCH_SECONDS)

@@ -540,7 +540,6 @@ daemon_start(struct daemon *d)
 		.answer_health = daemon_answer_health,
 		.render_arg = d,
 		.budgets = d->budgets,
-		.owners_shared = d->shared != NULL,
 	};
 	double started = clock_monotonic_s();
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {

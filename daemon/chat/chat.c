@@ -603,7 +603,7 @@ chat_refresh_summary(struct chat *chat, const char *id)
 	chat_start_session_call(chat, NULL, &chat_daemon_itself, CHAT_REFRESH, id, NULL);
 }
 
-void
+enum chat_naming
 chat_handle_summary(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
 {
@@ -614,7 +614,7 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 	enum store_result found;
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id))
-		return;
+		return CHAT_NAMING_ANSWERED;
 	/* The hit path: the stored JSON goes out straight from the map, with
 	 * no copy and no allocation; the read closes right after. */
 	found = store_peek(chat->store, id, strlen(id), &stored, &stored_len);
@@ -626,21 +626,25 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 			request_reply(req, 200, rec.json, rec.json_len);
 			store_peek_done(chat->store);
 			chat->counters.cache_hits++;
-			return;
+			return CHAT_NAMING_MAY;
 		}
 		store_peek_done(chat->store);
 		chat_reply_not_found(req);
-		return;
+		return CHAT_NAMING_ANSWERED;
 	}
 	store_peek_done(chat->store);
 	if (found == STORE_OK)
 		log_warnx("chat: the stored record of session %s is damaged; it will be read through", id);
 	if (!caller->see_all && !chat_caller_granted(caller, id)) {
+		/* Not held here: in shared mode its owner record decides. */
+		if (found != STORE_OK && chat->shared != NULL && caller->name[0] != '\0')
+			return CHAT_NAMING_ASK_OWNER;
 		chat_reply_not_found(req);
-		return;
+		return CHAT_NAMING_ANSWERED;
 	}
 	chat->counters.cache_misses++;
 	chat_start_session_call(chat, req, caller, CHAT_SUMMARY, id, query);
+	return CHAT_NAMING_MAY;
 }
 
 /* History and delete: forwarded for a session the caller may touch. */

@@ -59,14 +59,27 @@ struct chat *chat_create(struct upstream *upstream, struct store *store, struct 
  * first, so that streams end before their handlers go. */
 void chat_free(struct chat *chat);
 
+/* What a check of a path that names a session decided. */
+enum chat_naming {
+	CHAT_NAMING_MAY, /* the request may go on */
+	CHAT_NAMING_ANSWERED, /* the client got its 400 or 404 */
+	/* Not held here, and in shared mode: its owner record decides
+	 * (chat_ask_owner). Nothing answered yet. */
+	CHAT_NAMING_ASK_OWNER,
+};
+
 /* The handlers. query is the raw query string or NULL; id is the session id
  * as it stands in the path (checked here). A caller who may not see all
  * sessions gets 404 for any session it did not create, without upstream
  * being asked, just as for one that does not exist. */
 void chat_handle_create(struct chat *chat, struct request *req, const struct caller *caller, const char *query);
 void chat_handle_list(struct chat *chat, struct request *req, const struct caller *caller, const char *query);
-void chat_handle_summary(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
-    size_t id_len, const char *query);
+/* The summary: answered, unless the session is not held here and, in
+ * shared mode, its owner record must decide (CHAT_NAMING_ASK_OWNER, with
+ * nothing answered: the same as chat_may_name_session()); the hit path
+ * reads the store once. */
+enum chat_naming chat_handle_summary(struct chat *chat, struct request *req, const struct caller *caller,
+    const char *id, size_t id_len, const char *query);
 void chat_handle_history(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
     size_t id_len, const char *query);
 void chat_handle_delete(struct chat *chat, struct request *req, const struct caller *caller, const char *id,
@@ -78,13 +91,6 @@ void chat_handle_stream(struct chat *chat, struct request *req, const struct cal
  * (any method, known endpoint or not): raw_id is the id as it stands in the
  * path. Answers 400 for an unusable id and 404 for a session the caller may
  * not see (the same answer as for one that does not exist). */
-enum chat_naming {
-	CHAT_NAMING_MAY, /* the request may go on */
-	CHAT_NAMING_ANSWERED, /* the client got its 400 or 404 */
-	/* Not held here, and in shared mode: its owner record decides
-	 * (chat_ask_owner). Nothing answered yet. */
-	CHAT_NAMING_ASK_OWNER,
-};
 enum chat_naming chat_may_name_session(struct chat *chat, struct request *req, const struct caller *caller,
     const char *raw_id, size_t raw_len) __attribute__((warn_unused_result));
 

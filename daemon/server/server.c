@@ -70,6 +70,9 @@ server_label(const struct caller *caller, const char *route)
 		caller->access->route = route;
 }
 
+static void server_wait_for_owner(
+    struct server *server, struct request *req, const struct caller *caller, const struct route_match *route);
+
 /* Hands the chat resource's own endpoints to their handlers, by the kind
  * of path route_classify() found; returns false for any other path, which
  * is then passed through. */
@@ -100,9 +103,11 @@ server_route_chat(struct server *server, struct request *req, const struct calle
 		return true;
 	case ROUTE_SUMMARY:
 		server_label(caller, "summary");
-		if (method == REQUEST_GET)
-			chat_handle_summary(server->parts.chat, req, caller, route->id, route->id_len, query);
-		else
+		if (method == REQUEST_GET) {
+			if (chat_handle_summary(server->parts.chat, req, caller, route->id, route->id_len, query) ==
+			    CHAT_NAMING_ASK_OWNER)
+				server_wait_for_owner(server, req, caller, route);
+		} else
 			server_reply_method_not_allowed(req, "GET");
 		return true;
 	case ROUTE_STREAM:
@@ -371,8 +376,7 @@ server_route_as(struct server *server, struct request *req, const struct caller_
 	 * A summary's GET is checked by its handler on the record it serves
 	 * (so the hit path reads the store once). */
 	caller.granted = granted;
-	if (route_names_session(route.kind) &&
-	    (!(route.kind == ROUTE_SUMMARY && method == REQUEST_GET) || server->parts.owners_shared)) {
+	if (route_names_session(route.kind) && !(route.kind == ROUTE_SUMMARY && method == REQUEST_GET)) {
 		enum chat_naming naming =
 		    chat_may_name_session(server->parts.chat, req, &caller, route.id, route.id_len);
 		if (naming == CHAT_NAMING_ASK_OWNER)

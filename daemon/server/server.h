@@ -29,9 +29,6 @@ struct server_parts {
 	void (*answer_health)(struct request *req, bool show_counts, void *arg);
 	void *render_arg;
 	const struct budgets *budgets; /* may be NULL */
-	/* Session owners are shared with other daemons (chat_set_shared): a
-	 * summary's miss asks too. */
-	bool owners_shared;
 };
 
 /* Binds every listen address of config (or serves the sockets systemd
