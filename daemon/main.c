@@ -540,6 +540,7 @@ daemon_start(struct daemon *d)
 		.answer_health = daemon_answer_health,
 		.render_arg = d,
 		.budgets = d->budgets,
+		.instances = d->sharing != NULL ? sharing_instances(d->sharing) : NULL,
 	};
 	double started = clock_monotonic_s();
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {
@@ -558,6 +559,7 @@ daemon_start(struct daemon *d)
 		.config = &d->config,
 		.spans = d->tracing.queue,
 		.shared = d->shared,
+		.instances = d->sharing != NULL ? sharing_instances(d->sharing) : NULL,
 		.started = started,
 	};
 	d->sigterm = evsignal_new(d->base, SIGTERM, daemon_on_stop_signal, d);

@@ -227,8 +227,12 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 	    s->spans != NULL ? (double)span_queue_dropped(s->spans) : 0);
 	metrics_simple(out, "llamachatd_otel_spans_queued", "gauge", "Spans waiting for the exporter.",
 	    s->spans != NULL ? (double)span_queue_length(s->spans) : 0);
-	if (s->shared != NULL)
+	if (s->shared != NULL) {
 		metrics_shared(out, s->shared);
+		metrics_simple(out, "llamachatd_shared_instances", "gauge",
+		    "Instances live by Redis, last known; each takes its part of every client's rate limit.",
+		    s->instances != NULL ? (double)*s->instances : 1);
+	}
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",
 	    (double)store_commits(s->store));

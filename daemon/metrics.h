@@ -31,6 +31,7 @@ struct metrics_sources {
 	struct config *const *config; /* the config in force (a reload swaps it) */
 	struct span_queue *spans; /* NULL: otel is off */
 	const struct shared *shared; /* NULL: no shared state */
+	const long *instances; /* live instances sharing it; NULL with shared */
 	double started; /* monotonic seconds at start */
 };
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "gate/budget.h"
 #include "shared/shared.h"
 
@@ -28,6 +29,8 @@ struct sharing {
 	struct event *tick;
 	struct sharing_client *clients;
 	size_t count, size;
+	long instances; /* live ones, last known (at least 1: this one) */
+	bool heartbeat_in_flight;
 };
 
 /* What one write waits with. */
@@ -122,6 +125,26 @@ sharing_on_add(const char *client, void *arg)
 }
 
 static void
+sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsigned long long unused, void *arg)
+{
+	struct sharing *sharing = arg;
+
+	(void)unused;
+	sharing->heartbeat_in_flight = false;
+	/* Unavailable: the last count stands (each keeps its part). */
+	if (result == SHARED_FOUND && (long)count != sharing->instances) {
+		log_info("shared: %llu instance(s) live; each takes 1/%llu of every client's rate limit", count, count);
+		sharing->instances = (long)count;
+	}
+}
+
+const long *
+sharing_instances(const struct sharing *sharing)
+{
+	return &sharing->instances;
+}
+
+static void
 sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct sharing *sharing = arg;
@@ -130,6 +153,11 @@ sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	if (!sharing->heartbeat_in_flight) {
+		sharing->heartbeat_in_flight = true;
+		if (shared_heartbeat(sharing->shared, sharing_on_heartbeat, sharing) == NULL)
+			sharing->heartbeat_in_flight = false;
+	}
 	for (size_t i = 0; i < budgets_count(sharing->budgets); i++) {
 		struct budget_usage own;
 		bool has_limits;
@@ -154,6 +182,7 @@ sharing_create(struct event_base *base, struct shared *shared, struct budgets *b
 	}
 	sharing->shared = shared;
 	sharing->budgets = budgets;
+	sharing->instances = 1;
 	budgets_set_on_add(budgets, sharing_on_add, sharing);
 	evtimer_add(sharing->tick, &now);
 	return sharing;

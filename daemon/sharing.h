@@ -4,7 +4,8 @@
  * also republishes them after Redis lost its data), and the other
  * instances' totals come back with each write, for the budgets to count.
  * A call never waits on it: a check counts the last known sums plus this
- * instance's own use since. */
+ * instance's own use since. Every second it also says this instance is
+ * live and learns how many are, for the rate limits. */
 #ifndef LLAMACHATD_SHARING_H
 #define LLAMACHATD_SHARING_H
 
@@ -18,5 +19,10 @@ struct sharing;
 struct sharing *sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets)
     __attribute__((warn_unused_result));
 void sharing_free(struct sharing *sharing);
+
+/* The instances live, last known (1 until Redis said; the last count while
+ * it cannot say): each takes that part of every client's rate limit. The
+ * pointer lives as long as sharing. */
+const long *sharing_instances(const struct sharing *sharing);
 
 #endif

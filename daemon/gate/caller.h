@@ -23,6 +23,9 @@ struct caller {
 	struct clients *clients;
 	const struct config_client *client;
 	const struct budgets *budgets; /* lives as long as the daemon */
+	/* The daemons that share the client's rate limit (shared mode: those
+	 * seen live), each taking its part; 0 or 1: this one alone. */
+	long instances;
 	/* A session this store does not hold that its owner record (shared
 	 * mode) lets this caller touch: a miss of it reads through and is
 	 * stored with that owner. NULL: none. Valid only while the handler

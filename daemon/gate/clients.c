@@ -122,24 +122,30 @@ clients_authenticate(const struct clients *clients, const char *authorization, c
 }
 
 long
-clients_take(struct clients *clients, const struct config_client *client, long long now_ms)
+clients_take(struct clients *clients, const struct config_client *client, long long now_ms, long share)
 {
 	size_t i = (size_t)(client - clients->config->clients);
 	struct bucket *b;
+	double rate, burst;
 
 	if (client->rate_per_s <= 0 || i >= clients->config->client_count)
 		return 0;
+	/* Shared by share instances: each takes its part of the rate and
+	 * of the burst (at least one call at once). */
+	share = share > 1 ? share : 1;
+	rate = client->rate_per_s / (double)share;
+	burst = client->burst / (double)share < 1 ? 1 : client->burst / (double)share;
 	b = &clients->buckets[i];
 	if (b->last_ms != 0 && now_ms > b->last_ms)
-		b->tokens += (double)(now_ms - b->last_ms) * client->rate_per_s / 1000.0;
-	if (b->tokens > client->burst)
-		b->tokens = client->burst;
+		b->tokens += (double)(now_ms - b->last_ms) * rate / 1000.0;
+	if (b->tokens > burst)
+		b->tokens = burst;
 	b->last_ms = now_ms;
 	if (b->tokens >= 1) {
 		b->tokens -= 1;
 		return 0;
 	}
-	return (long)ceil((1 - b->tokens) / client->rate_per_s);
+	return (long)ceil((1 - b->tokens) / rate);
 }
 
 int

@@ -34,9 +34,11 @@ enum clients_refusal { CLIENTS_UNKNOWN, CLIENTS_EXPIRED, CLIENTS_NOT_YET_VALID }
 const struct config_client *clients_authenticate(const struct clients *clients, const char *authorization,
     const unsigned char *cert_sha256, long long now_s, enum clients_refusal *refusal);
 
-/* Takes one request from the client's bucket at time now_ms (monotonic).
- * Returns 0 when it may go on, else the whole seconds to wait. */
-long clients_take(struct clients *clients, const struct config_client *client, long long now_ms);
+/* Takes one request from the client's bucket at time now_ms (monotonic),
+ * the bucket holding 1/share of the client's rate and burst (share daemons
+ * serve it together; 0 or 1: this one alone). Returns 0 when it may go on,
+ * else the whole seconds to wait. */
+long clients_take(struct clients *clients, const struct config_client *client, long long now_ms, long share);
 
 /* SHA-256 of a token, as token_sha256 holds it. */
 void clients_hash_token(const char *token, size_t len, unsigned char out[32]);

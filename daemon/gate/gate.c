@@ -198,7 +198,7 @@ gate_may_go_upstream(struct request *req, const struct caller *caller)
 		reply_errorf(req, 429, REPLY_RETRY_WONT_HELP, "client %s: %s", client->name, why);
 		return false;
 	}
-	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms())) > 0) {
+	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms(), caller->instances)) > 0) {
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
 		request_add_header(req, "Retry-After", seconds);
 		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",

@@ -368,6 +368,7 @@ server_route_as(struct server *server, struct request *req, const struct caller_
 		return;
 	caller.access = access;
 	caller.budgets = server->parts.budgets;
+	caller.instances = server->parts.instances != NULL ? *server->parts.instances : 1;
 	if (caller.name[0] != '\0')
 		snprintf(access->client, sizeof(access->client), "%s", caller.name);
 	/* Every path that names a session is that session's, whatever the

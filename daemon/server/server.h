@@ -29,6 +29,9 @@ struct server_parts {
 	void (*answer_health)(struct request *req, bool show_counts, void *arg);
 	void *render_arg;
 	const struct budgets *budgets; /* may be NULL */
+	/* The daemons that share each client's rate limit (shared mode),
+	 * kept current by the top; NULL: this one alone. */
+	const long *instances;
 };
 
 /* Binds every listen address of config (or serves the sockets systemd

@@ -59,7 +59,7 @@ const char *
 shared_op_name(enum shared_op_kind kind)
 {
 	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
-		"sync_usage" };
+		"sync_usage", "heartbeat" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -234,6 +234,16 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	} else if (op->answered) {
 		/* Past its deadline: too late for the caller, but Redis lives. */
 		shared->failures = 0;
+	} else if (op->kind == SHARED_OP_HEARTBEAT) {
+		if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
+			shared_succeeded(shared, op);
+			op->answered = true;
+			evtimer_del(op->deadline);
+			op->usage_cb(SHARED_FOUND, (unsigned long long)reply->integer, 0, op->arg);
+		} else {
+			shared_failed(shared, SHARED_ERR_REPLY, "the instance count is not readable");
+			shared_op_answer(op, SHARED_UNAVAILABLE, NULL);
+		}
 	} else if (op->kind == SHARED_OP_SYNC_USAGE) {
 		unsigned long long others[2];
 		if (shared_read_others(shared, reply, others)) {
@@ -608,5 +618,31 @@ shared_sync_usage(struct shared *shared, const char *client, const char *day, un
 		return op;
 	}
 	shared_send(shared, op, 7, argv, lens);
+	return op;
+}
+
+/* Records this instance's word (by Redis's own clock, so the instances'
+ * clocks need not agree), forgets instances silent for 5 s, and counts
+ * the rest. */
+static const char shared_heartbeat_script[] = "local t = redis.call('TIME')\n"
+                                              "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                                              "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+                                              "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 5000)\n"
+                                              "redis.call('PEXPIRE', KEYS[1], 60000)\n"
+                                              "return redis.call('ZCARD', KEYS[1])\n";
+
+struct shared_op *
+shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg)
+{
+	struct shared_op *op = shared_op_new(shared, SHARED_OP_HEARTBEAT, NULL, arg);
+	const char *argv[5] = { "EVAL", shared_heartbeat_script, "1", SHARED_KEY_PREFIX "instances", shared->instance };
+	size_t lens[5];
+
+	if (op == NULL)
+		return NULL;
+	op->usage_cb = cb;
+	for (int i = 0; i < 5; i++)
+		lens[i] = strlen(argv[i]);
+	shared_send(shared, op, 5, argv, lens);
 	return op;
 }

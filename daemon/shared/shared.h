@@ -76,6 +76,12 @@ typedef void (*shared_usage_cb)(
 struct shared_op *shared_sync_usage(struct shared *shared, const char *client, const char *day,
     unsigned long long tokens, unsigned long long sessions, shared_usage_cb cb, void *arg);
 
+/* Says this instance is live (a sorted set, llamachatd:instances, scored
+ * by the time of each instance's last word) and counts those heard from
+ * within the last 5 seconds: cb gets the count (in others_tokens; the
+ * usage callback's shape). */
+struct shared_op *shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg);
+
 /* What the client saw, for /metrics. */
 enum shared_op_kind {
 	SHARED_OP_GET_OWNER,
@@ -83,6 +89,7 @@ enum shared_op_kind {
 	SHARED_OP_DELETE_OWNER,
 	SHARED_OP_PING,
 	SHARED_OP_SYNC_USAGE,
+	SHARED_OP_HEARTBEAT,
 	SHARED_OP_KINDS
 };
 enum shared_error_kind {

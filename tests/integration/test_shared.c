@@ -32,6 +32,7 @@ static pid_t redis_pid = -1;
 #define WATCHER "Authorization: Bearer tok-watcher-shared-77e"
 #define CAROL "Authorization: Bearer tok-carol-shared-5aa" /* pinned to project proj-shared-1 */
 #define DAVE "Authorization: Bearer tok-dave-shared-0d2" /* max_sessions_per_day = 5 */
+#define ERIN "Authorization: Bearer tok-erin-shared-61b" /* burst 10, next to no refill */
 
 /* Starts redis-server on its unix socket (no TCP, no persistence). */
 static void
@@ -100,7 +101,7 @@ wait_owner_record(const char *id)
 static void
 write_shared_config(struct daemon_process *d, const char *where, const char *instance)
 {
-	char extra[1800], alice[65], bob[65], watcher[65], carol[65], dave[65];
+	char extra[2000], alice[65], bob[65], watcher[65], carol[65], dave[65], erin[65];
 	FILE *f;
 
 	daemon_write_config(d, where, fake.port, NULL, NULL, NULL);
@@ -109,14 +110,16 @@ write_shared_config(struct daemon_process *d, const char *where, const char *ins
 	harness_token_hex("tok-watcher-shared-77e", watcher);
 	harness_token_hex("tok-carol-shared-5aa", carol);
 	harness_token_hex("tok-dave-shared-0d2", dave);
+	harness_token_hex("tok-erin-shared-61b", erin);
 	snprintf(extra, sizeof(extra),
 	    "clients = ( { name = \"alice\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"bob\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"carol\"; token_sha256 = \"%s\"; project_id = \"proj-shared-1\"; },\n"
 	    "            { name = \"dave\"; token_sha256 = \"%s\"; max_sessions_per_day = 5; },\n"
+	    "            { name = \"erin\"; token_sha256 = \"%s\"; rate_per_s = 0.001; burst = 10; },\n"
 	    "            { name = \"watcher\"; token_sha256 = \"%s\"; metrics = true; } );\n"
 	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2; };\n",
-	    alice, bob, carol, dave, watcher, redis_sock, instance);
+	    alice, bob, carol, dave, erin, watcher, redis_sock, instance);
 	f = fopen(d->conf_path, "a");
 	assert_non_null(f);
 	fputs(extra, f);
@@ -385,6 +388,41 @@ test_a_budget_is_summed_over_instances(void **state)
 	assert_int_equal(daemon_call(&b, DAVE, "POST", "/api/v1/chat", "{}", NULL), 429);
 }
 
+/* Creates as who on d until the first 429 (at most limit tries); returns
+ * how many were admitted. */
+static int
+admitted_until_429(const struct daemon_process *d, const char *who, int limit)
+{
+	int admitted = 0;
+
+	for (int i = 0; i < limit; i++) {
+		long status = daemon_call(d, who, "POST", "/api/v1/chat", "{}", NULL);
+		if (status == 429)
+			break;
+		assert_int_equal(status, 200);
+		admitted++;
+	}
+	return admitted;
+}
+
+/* A rate limit holds for the cluster: with two instances live, each takes
+ * half of Erin's burst of 10, so the two together admit 10, not 20. */
+static void
+test_a_rate_limit_is_split_between_the_instances_live(void **state)
+{
+	struct metric_wait m = { &a, "llamachatd_shared_instances", 2 };
+	int on_a, on_b;
+
+	(void)state;
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "A counting two instances live");
+	m.d = &b;
+	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "B counting two instances live");
+	on_a = admitted_until_429(&a, ERIN, 20);
+	on_b = admitted_until_429(&b, ERIN, 20);
+	assert_int_equal(on_a, 5);
+	assert_int_equal(on_b, 5);
+}
+
 static bool
 key_absent(void *arg)
 {
@@ -508,6 +546,7 @@ main(void)
 		cmocka_unit_test(test_a_project_pin_holds_across_instances),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
+		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
 		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
 		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
 	};
