@@ -8,6 +8,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,18 @@ struct shared_op {
 	bool answered; /* the caller has its result (or cancelled) */
 	bool with_redis; /* hiredis holds it: freed by its reply callback */
 	enum shared_result early; /* for an op failed before it was sent */
+	/* A script call: sent by its SHA-1 (EVALSHA), and once more whole
+	 * (EVAL) when Redis does not know it (NOSCRIPT: a restart, a
+	 * FLUSHALL, a new primary). Its key and arguments are kept for that. */
+	const struct shared_script *script;
+	bool sent_whole;
+	int script_argc; /* the key, then the arguments */
+	char script_args[4][192];
+};
+
+struct shared_script {
+	const char *text;
+	char sha1[41]; /* "": not computed yet */
 };
 
 struct shared {
@@ -205,6 +218,29 @@ shared_read_others(const struct shared *shared, const redisReply *reply, unsigne
 	return true;
 }
 
+static void shared_on_reply(redisAsyncContext *ac, void *r, void *privdata);
+
+/* Sends op's script with its key and arguments: by its SHA-1, or whole
+ * once Redis said it does not know it. */
+static int
+shared_send_script(struct shared *shared, struct shared_op *op)
+{
+	const char *argv[3 + 4];
+	size_t lens[3 + 4];
+	int argc = 0;
+
+	if (shared->ac == NULL)
+		return REDIS_ERR;
+	argv[argc++] = op->sent_whole ? "EVAL" : "EVALSHA";
+	argv[argc++] = op->sent_whole ? op->script->text : op->script->sha1;
+	argv[argc++] = "1";
+	for (int i = 0; i < op->script_argc; i++)
+		argv[argc++] = op->script_args[i];
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	return redisAsyncCommandArgv(shared->ac, shared_on_reply, op, argc, argv, lens);
+}
+
 static void
 shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -220,6 +256,12 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	}
 	if (op->kind == SHARED_OP_PING)
 		shared->probing = false;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR && op->script != NULL && !op->sent_whole &&
+	    !op->answered && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+		op->sent_whole = true;
+		if (shared_send_script(shared, op) == REDIS_OK)
+			return; /* the same op, its deadline running */
+	}
 	if (reply == NULL) {
 		/* The connection ended before the answer. */
 		if (!op->answered)
@@ -307,7 +349,9 @@ shared_send(struct shared *shared, struct shared_op *op, int argc, const char **
 	if (shared->ac != NULL && shared->connected && (shared->up || op->kind == SHARED_OP_PING)) {
 		if (shared->stats.in_flight >= shared->settings.max_in_flight) {
 			refusal = SHARED_ERR_BUSY;
-		} else if (redisAsyncCommandArgv(shared->ac, shared_on_reply, op, argc, argv, lens) == REDIS_OK) {
+		} else if ((op->script != NULL ? shared_send_script(shared, op)
+		                               : redisAsyncCommandArgv(
+		                                     shared->ac, shared_on_reply, op, argc, argv, lens)) == REDIS_OK) {
 			op->with_redis = true;
 			shared->stats.in_flight++;
 			evtimer_add(op->deadline, &tv);
@@ -582,67 +626,92 @@ shared_delete_owner(struct shared *shared, const char *session)
 	}
 }
 
+/* The script's SHA-1, as EVALSHA names it, computed once. */
+static const struct shared_script *
+shared_script_ready(struct shared_script *script)
+{
+	unsigned char digest[SHA_DIGEST_LENGTH];
+
+	if (script->sha1[0] == '\0') {
+		SHA1((const unsigned char *)script->text, strlen(script->text), digest);
+		for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+			snprintf(script->sha1 + 2 * i, 3, "%02x", digest[i]);
+	}
+	return script;
+}
+
+/* Sets op up as a call of script with key and up to three arguments. */
+static void
+shared_op_script(
+    struct shared_op *op, struct shared_script *script, const char *key, const char *a1, const char *a2, const char *a3)
+{
+	const char *args[4] = { key, a1, a2, a3 };
+
+	op->script = shared_script_ready(script);
+	op->script_argc = 0;
+	for (int i = 0; i < 4 && args[i] != NULL; i++)
+		snprintf(op->script_args[op->script_argc++], sizeof(op->script_args[0]), "%s", args[i]);
+}
+
 /* Raises this instance's fields of a usage hash to the totals given (never
  * lowers them: a stale or repeated write cannot undo a newer one), keeps
  * the hash two days, and returns it whole. */
-static const char shared_usage_script[] = "local function raise(field, value)\n"
-                                          "  local now = tonumber(redis.call('HGET', KEYS[1], field) or '0')\n"
-                                          "  if value > now then redis.call('HSET', KEYS[1], field, value) end\n"
-                                          "end\n"
-                                          "raise(ARGV[1] .. ':tokens', tonumber(ARGV[2]))\n"
-                                          "raise(ARGV[1] .. ':sessions', tonumber(ARGV[3]))\n"
-                                          "redis.call('EXPIRE', KEYS[1], 172800)\n"
-                                          "return redis.call('HGETALL', KEYS[1])\n";
+static struct shared_script shared_usage_script = {
+	.text = "local function raise(field, value)\n"
+	        "  local now = tonumber(redis.call('HGET', KEYS[1], field) or '0')\n"
+	        "  if value > now then redis.call('HSET', KEYS[1], field, value) end\n"
+	        "end\n"
+	        "raise(ARGV[1] .. ':tokens', tonumber(ARGV[2]))\n"
+	        "raise(ARGV[1] .. ':sessions', tonumber(ARGV[3]))\n"
+	        "redis.call('EXPIRE', KEYS[1], 172800)\n"
+	        "return redis.call('HGETALL', KEYS[1])\n",
+};
 
 struct shared_op *
 shared_sync_usage(struct shared *shared, const char *client, const char *day, unsigned long long tokens,
     unsigned long long sessions, shared_usage_cb cb, void *arg)
 {
 	struct shared_op *op = shared_op_new(shared, SHARED_OP_SYNC_USAGE, NULL, arg);
-	char key[256], tokens_text[24], sessions_text[24];
+	char key[192], tokens_text[24], sessions_text[24];
 	int n = snprintf(key, sizeof(key), SHARED_KEY_PREFIX "budget:%s:%s", client, day);
-	const char *argv[7] = { "EVAL", shared_usage_script, "1", key, shared->instance, tokens_text, sessions_text };
-	size_t lens[7];
 
 	if (op == NULL)
 		return NULL;
 	op->usage_cb = cb;
-	snprintf(tokens_text, sizeof(tokens_text), "%llu", tokens);
-	snprintf(sessions_text, sizeof(sessions_text), "%llu", sessions);
-	for (int i = 0; i < 7; i++)
-		lens[i] = strlen(argv[i]);
 	if (n <= 0 || (size_t)n >= sizeof(key)) {
 		op->early = SHARED_UNAVAILABLE;
 		struct timeval tv = clock_timeval_ms(0);
 		evtimer_add(op->deadline, &tv);
 		return op;
 	}
-	shared_send(shared, op, 7, argv, lens);
+	snprintf(tokens_text, sizeof(tokens_text), "%llu", tokens);
+	snprintf(sessions_text, sizeof(sessions_text), "%llu", sessions);
+	shared_op_script(op, &shared_usage_script, key, shared->instance, tokens_text, sessions_text);
+	shared_send(shared, op, 0, NULL, NULL);
 	return op;
 }
 
 /* Records this instance's word (by Redis's own clock, so the instances'
  * clocks need not agree), forgets instances silent for 5 s, and counts
  * the rest. */
-static const char shared_heartbeat_script[] = "local t = redis.call('TIME')\n"
-                                              "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-                                              "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
-                                              "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 5000)\n"
-                                              "redis.call('PEXPIRE', KEYS[1], 60000)\n"
-                                              "return redis.call('ZCARD', KEYS[1])\n";
+static struct shared_script shared_heartbeat_script = {
+	.text = "local t = redis.call('TIME')\n"
+	        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	        "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+	        "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 5000)\n"
+	        "redis.call('PEXPIRE', KEYS[1], 60000)\n"
+	        "return redis.call('ZCARD', KEYS[1])\n",
+};
 
 struct shared_op *
 shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg)
 {
 	struct shared_op *op = shared_op_new(shared, SHARED_OP_HEARTBEAT, NULL, arg);
-	const char *argv[5] = { "EVAL", shared_heartbeat_script, "1", SHARED_KEY_PREFIX "instances", shared->instance };
-	size_t lens[5];
 
 	if (op == NULL)
 		return NULL;
 	op->usage_cb = cb;
-	for (int i = 0; i < 5; i++)
-		lens[i] = strlen(argv[i]);
-	shared_send(shared, op, 5, argv, lens);
+	shared_op_script(op, &shared_heartbeat_script, SHARED_KEY_PREFIX "instances", shared->instance, NULL, NULL);
+	shared_send(shared, op, 0, NULL, NULL);
 	return op;
 }
