@@ -74,6 +74,7 @@ struct chat_call {
 	struct event *retry_ev;
 	struct request_trace trace; /* trace_id "": none (a background call) */
 	char granted_owner[CALLER_NAME_MAX + 1]; /* the session's owner by its shared record; "": none */
+	bool claim_shared; /* its Idempotency-Key is claimed in Redis for it */
 	struct http_headers headers; /* the few of upstream's that pass on */
 	struct http_header header_slots[8];
 	char header_store[1024];
@@ -189,6 +190,9 @@ chat_call_free(struct chat_call *call)
 	free(call->path);
 	free(call->sent_body);
 	store_write_forget(call->write);
+	/* A claim still this instance's goes back; an answer stays. */
+	if (call->claim_shared && call->key != NULL)
+		chat_key_release_shared(call->chat, call->key);
 	chat_key_release(call->key);
 	evbuffer_free(call->body);
 	LIST_REMOVE(call, link);
@@ -246,6 +250,9 @@ chat_on_stored(enum store_result result, void *arg)
 	if (result == STORE_OK) {
 		log_debug("chat: stored session %s", call->session_id[0] ? call->session_id : "-");
 		chat_publish_owner(call);
+		if (call->claim_shared && call->key != NULL && call->kind == CHAT_CREATE)
+			chat_key_answer_shared(call->chat, call->key, (int)call->status,
+			    (const char *)evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body));
 	} else {
 		/* The session exists upstream: an error here would make the SDK
 		 * retry and create a duplicate. A later lookup reads it through. */
@@ -455,21 +462,72 @@ chat_on_upstream_done(const struct upstream_response *response, void *arg)
 	chat_store_answer(call);
 }
 
-/* Starts the upstream call; answers the client itself when it cannot. What
- * it sends is kept for a retry. */
-static void
-chat_forward(struct chat_call *call, const char *method, const char *path, const void *body, size_t body_len)
+/* Keeps what the call sends, for its first try and its retries. Returns
+ * false (the client answered, call freed) when out of memory. */
+static bool
+chat_forward_prepare(struct chat_call *call, const char *method, const char *path, const void *body, size_t body_len)
 {
 	call->method = method;
 	call->first_started = clock_monotonic_s();
 	if ((call->path = strdup(path)) == NULL || (body_len > 0 && (call->sent_body = malloc(body_len)) == NULL)) {
 		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
-		return;
+		return false;
 	}
 	if (body_len > 0)
 		memcpy(call->sent_body, body, body_len);
 	call->sent_len = body_len;
-	chat_send(call);
+	return true;
+}
+
+/* Starts the upstream call; answers the client itself when it cannot. What
+ * it sends is kept for a retry. */
+static void
+chat_forward(struct chat_call *call, const char *method, const char *path, const void *body, size_t body_len)
+{
+	if (chat_forward_prepare(call, method, path, body, body_len))
+		chat_send(call);
+}
+
+/* What the shared Idempotency-Key record said of a create's key. */
+static void
+chat_on_claimed(enum shared_claim result, int status, const char *body, size_t len, void *arg)
+{
+	struct chat_call *call = arg;
+	struct request *req;
+
+	if (call->req == NULL) {
+		/* Its client left before it went anywhere: nothing to do. */
+		call->claim_shared = result == SHARED_CLAIMED;
+		chat_call_free(call);
+		return;
+	}
+	switch (result) {
+	case SHARED_CLAIMED:
+		call->claim_shared = true;
+		/* fall through */
+	case SHARED_CLAIM_UNAVAILABLE: /* claimed here alone, as without Redis */
+		chat_send(call);
+		return;
+	case SHARED_CLAIM_BUSY:
+		req = chat_call_take_request(call);
+		request_add_header(req, "Retry-After", "1");
+		reply_error(req, 409, REPLY_RETRY_MAY_HELP,
+		    "a request with this Idempotency-Key is still in flight; retry shortly");
+		break;
+	case SHARED_CLAIM_MISMATCH:
+		req = chat_call_take_request(call);
+		reply_error(req, 422, REPLY_RETRY_WONT_HELP,
+		    "this Idempotency-Key was used for a different request; use a new key");
+		break;
+	case SHARED_CLAIM_ANSWERED:
+		req = chat_call_take_request(call);
+		request_add_header(req, "Content-Type", "application/json");
+		request_add_header(req, "Idempotent-Replayed", "true");
+		req->access.cache = "REPLAY";
+		request_reply(req, status, body, len);
+		break;
+	}
+	chat_call_free(call);
 }
 
 /* Sends the call's request upstream (again, for a retry). */
@@ -556,6 +614,18 @@ chat_handle_create(struct chat *chat, struct request *req, const struct caller *
 	if (keyed == CHAT_KEY_NEW && (call->key = chat_key_hold(chat, &key)) == NULL) {
 		free(path);
 		chat_call_fail(call, 503, REPLY_RETRY_MAY_HELP, "llamachatd is out of memory");
+		return;
+	}
+	if (call->key != NULL && chat->shared != NULL) {
+		/* The key is every instance's: claimed (or answered) in Redis
+		 * first, in one round trip. */
+		bool ready = chat_forward_prepare(call, "POST", path, body, body_len);
+		free(path);
+		if (!ready)
+			return;
+		request_set_on_gone(req, chat_on_client_gone, call);
+		if (chat_key_claim_shared(chat, call->key, chat_on_claimed, call) == NULL)
+			chat_send(call);
 		return;
 	}
 	chat_forward(call, "POST", path, body, body_len);

@@ -231,3 +231,48 @@ chat_key_write_done(struct chat_key_write *w)
 	free(w->encoded);
 	w->encoded = NULL;
 }
+
+/* The client a hold's key belongs to (its record key is client, NUL,
+ * key) and the fingerprint in hex. */
+static const char *
+chat_key_shared_names(const struct chat_key_hold *hold, char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < IDEMPOTENCY_FINGERPRINT_BYTES; i++) {
+		fingerprint[2 * i] = hex[hold->fingerprint[i] >> 4];
+		fingerprint[2 * i + 1] = hex[hold->fingerprint[i] & 0xf];
+	}
+	fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES] = '\0';
+	return (const char *)hold->key;
+}
+
+struct shared_op *
+chat_key_claim_shared(struct chat *chat, const struct chat_key_hold *hold,
+    void (*then)(enum shared_claim result, int status, const char *body, size_t len, void *arg), void *arg)
+{
+	char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
+	const char *client = chat_key_shared_names(hold, fingerprint);
+	/* Held as long as the call may run: every attempt, and a margin. */
+	long lease_ms = chat->settings.request_timeout_ms * (chat->settings.retries + 1) + 10000;
+
+	return shared_claim_key(chat->shared, client, hold->upstream_key, fingerprint, lease_ms, then, arg);
+}
+
+void
+chat_key_answer_shared(struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len)
+{
+	char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
+	const char *client = chat_key_shared_names(hold, fingerprint);
+
+	shared_answer_key(chat->shared, client, hold->upstream_key, fingerprint, status, body, len,
+	    *chat->settings.idempotency_ttl_s * 1000);
+}
+
+void
+chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold)
+{
+	char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
+
+	shared_release_key(chat->shared, chat_key_shared_names(hold, fingerprint), hold->upstream_key);
+}

@@ -9,6 +9,7 @@
 
 #include "chat/chat.h"
 #include "gate/idempotency.h"
+#include "shared/shared.h"
 #include "store/session.h"
 #include "store/store.h"
 
@@ -193,5 +194,15 @@ struct chat_key_write {
 int chat_key_write_init(struct chat_key_write *w, const struct chat_key_hold *hold, enum idempotency_kind kind,
     int status, const void *body, size_t body_len) __attribute__((warn_unused_result));
 void chat_key_write_done(struct chat_key_write *w);
+
+/* Shared mode: hold's key of a create, for every instance (shared/): a
+ * claim before going upstream (then runs exactly once, later), the
+ * answer once it is stored, or the claim given back when the call ends
+ * with no answer to keep. */
+struct shared_op *chat_key_claim_shared(struct chat *chat, const struct chat_key_hold *hold,
+    void (*then)(enum shared_claim result, int status, const char *body, size_t len, void *arg), void *arg);
+void chat_key_answer_shared(
+    struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len);
+void chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold);
 
 #endif

@@ -2,6 +2,7 @@
  * with a deadline per call, a bound on calls in flight, a breaker, and the
  * owner records. */
 #include "shared/shared.h"
+#include "shared/shared_private.h"
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -17,62 +18,15 @@
 #include "base/clock.h"
 #include "base/log.h"
 
-#define SHARED_KEY_PREFIX "llamachatd:"
 #define SHARED_RECONNECT_MIN_MS 100
 #define SHARED_RECONNECT_MAX_MS 5000
 #define SHARED_PROBE_MS 500
-
-struct shared_op {
-	struct shared *shared;
-	LIST_ENTRY(shared_op) link;
-	enum shared_op_kind kind;
-	shared_owner_cb cb; /* NULL: nobody waits (a publication, a probe) */
-	shared_usage_cb usage_cb; /* for SHARED_OP_SYNC_USAGE */
-	void *arg;
-	struct event *deadline;
-	double started; /* monotonic seconds */
-	bool answered; /* the caller has its result (or cancelled) */
-	bool with_redis; /* hiredis holds it: freed by its reply callback */
-	enum shared_result early; /* for an op failed before it was sent */
-	/* A script call: sent by its SHA-1 (EVALSHA), and once more whole
-	 * (EVAL) when Redis does not know it (NOSCRIPT: a restart, a
-	 * FLUSHALL, a new primary). Its key and arguments are kept for that. */
-	const struct shared_script *script;
-	bool sent_whole;
-	int script_argc; /* the key, then the arguments */
-	char script_args[4][192];
-};
-
-struct shared_script {
-	const char *text;
-	char sha1[41]; /* "": not computed yet */
-};
-
-struct shared {
-	struct event_base *base;
-	struct shared_settings settings; /* strings owned below */
-	char *redis, *instance;
-	char *unix_path; /* NULL: TCP */
-	char host[64];
-	int port;
-	redisAsyncContext *ac; /* NULL: not connected */
-	bool connected;
-	bool up; /* connected, and the breaker closed */
-	double since_wall; /* of up's value */
-	long failures; /* in a row */
-	long reconnect_ms;
-	struct event *reconnect, *probe;
-	bool probing;
-	LIST_HEAD(, shared_op) ops; /* every op not yet freed */
-	struct shared_stats stats;
-	bool stopping;
-};
 
 const char *
 shared_op_name(enum shared_op_kind kind)
 {
 	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
-		"sync_usage", "heartbeat" };
+		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -124,6 +78,8 @@ shared_op_answer(struct shared_op *op, enum shared_result result, const struct s
 		op->cb(result, owner, op->arg);
 	else if (op->usage_cb != NULL)
 		op->usage_cb(result, 0, 0, op->arg);
+	else if (op->claim_cb != NULL)
+		op->claim_cb(SHARED_CLAIM_UNAVAILABLE, 0, NULL, 0, op->arg);
 }
 
 static void
@@ -276,6 +232,17 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	} else if (op->answered) {
 		/* Past its deadline: too late for the caller, but Redis lives. */
 		shared->failures = 0;
+	} else if (op->read_reply != NULL) {
+		/* Marked answered first: the reader hands the caller its result. */
+		bool good;
+		op->answered = true;
+		evtimer_del(op->deadline);
+		if ((good = op->read_reply(op, reply)))
+			shared_succeeded(shared, op);
+		else
+			shared_failed(shared, SHARED_ERR_REPLY, "an answer is not readable");
+		if (!good && op->claim_cb != NULL)
+			op->claim_cb(SHARED_CLAIM_UNAVAILABLE, 0, NULL, 0, op->arg);
 	} else if (op->kind == SHARED_OP_HEARTBEAT) {
 		if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
 			shared_succeeded(shared, op);
@@ -317,7 +284,7 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 }
 
 /* A new op of kind; it answers cb (may be NULL) once. */
-static struct shared_op *
+struct shared_op *
 shared_op_new(struct shared *shared, enum shared_op_kind kind, shared_owner_cb cb, void *arg)
 {
 	struct shared_op *op = calloc(1, sizeof(*op));
@@ -339,7 +306,7 @@ shared_op_new(struct shared *shared, enum shared_op_kind kind, shared_owner_cb c
 
 /* Sends op's command (argv of argc strings with lengths); on any failure
  * to send, op answers SHARED_UNAVAILABLE from the loop, later. */
-static void
+void
 shared_send(struct shared *shared, struct shared_op *op, int argc, const char **argv, const size_t *lens)
 {
 	struct timeval tv = clock_timeval_ms(shared->settings.timeout_ms);
@@ -641,7 +608,7 @@ shared_script_ready(struct shared_script *script)
 }
 
 /* Sets op up as a call of script with key and up to three arguments. */
-static void
+void
 shared_op_script(
     struct shared_op *op, struct shared_script *script, const char *key, const char *a1, const char *a2, const char *a3)
 {

@@ -82,6 +82,29 @@ struct shared_op *shared_sync_usage(struct shared *shared, const char *client, c
  * usage callback's shape). */
 struct shared_op *shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg);
 
+/* Idempotency-Keys of creates, for every instance (shared_keys.c). A
+ * key's record, llamachatd:idem:{client}:{key hash}, is a claim (in
+ * flight on some instance, for lease_ms at most) or an answer (status and
+ * body, for ttl_ms). */
+enum shared_claim {
+	SHARED_CLAIMED, /* ours now: go upstream */
+	SHARED_CLAIM_BUSY, /* another request with it is in flight: 409 */
+	SHARED_CLAIM_MISMATCH, /* used for a different request: 422 */
+	SHARED_CLAIM_ANSWERED, /* done: replay status and body */
+	SHARED_CLAIM_UNAVAILABLE, /* Redis cannot say: claim it locally */
+};
+typedef void (*shared_claim_cb)(enum shared_claim result, int status, const char *body, size_t len, void *arg);
+/* Claims, replays or refuses in one round trip (a script). key_hash and
+ * fingerprint are hex. cb runs exactly once, later. */
+struct shared_op *shared_claim_key(struct shared *shared, const char *client, const char *key_hash,
+    const char *fingerprint, long lease_ms, shared_claim_cb cb, void *arg);
+/* The claimed key's answer, kept ttl_ms (background). */
+void shared_answer_key(struct shared *shared, const char *client, const char *key_hash, const char *fingerprint,
+    int status, const char *body, size_t len, long ttl_ms);
+/* Gives a claim of this instance back (background): the call ended with no
+ * answer to keep. */
+void shared_release_key(struct shared *shared, const char *client, const char *key_hash);
+
 /* What the client saw, for /metrics. */
 enum shared_op_kind {
 	SHARED_OP_GET_OWNER,
@@ -90,6 +113,9 @@ enum shared_op_kind {
 	SHARED_OP_PING,
 	SHARED_OP_SYNC_USAGE,
 	SHARED_OP_HEARTBEAT,
+	SHARED_OP_CLAIM_KEY,
+	SHARED_OP_ANSWER_KEY,
+	SHARED_OP_RELEASE_KEY,
 	SHARED_OP_KINDS
 };
 enum shared_error_kind {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -423,6 +424,117 @@ test_a_rate_limit_is_split_between_the_instances_live(void **state)
 	assert_int_equal(on_b, 5);
 }
 
+/* How many keys match pattern in Redis. */
+static size_t
+redis_count_keys(const char *pattern)
+{
+	redisContext *c = redisConnectUnix(redis_sock);
+	redisReply *r;
+	size_t n = 0;
+
+	if (c == NULL || c->err != 0) {
+		redisFree(c);
+		return 0;
+	}
+	r = redisCommand(c, "KEYS %s", pattern);
+	if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+		n = r->elements;
+	freeReplyObject(r);
+	redisFree(c);
+	return n;
+}
+
+struct claim_wait {
+	CURLM *multi;
+	size_t before;
+};
+
+/* Pumps the create in flight on A until its key's claim is in Redis. */
+static bool
+claim_seen(void *arg)
+{
+	struct claim_wait *w = arg;
+	int running;
+
+	curl_multi_perform(w->multi, &running);
+	return redis_count_keys("llamachatd:idem:alice:*") > w->before;
+}
+
+/* One Idempotency-Key, any instance: sent to A (upstream held), then to B:
+ * B answers 409 while A's is in flight, then replays A's answer byte for
+ * byte; a different body with it is a 422; upstream made one session. */
+static void
+test_an_idempotency_key_holds_on_every_instance(void **state)
+{
+	static struct harness_body first;
+	const char *headers_b[] = { "Content-Type: application/json", ALICE, "Idempotency-Key: shared-key-1", NULL };
+	struct curl_slist *headers = NULL;
+	struct claim_wait w = { curl_multi_init(), redis_count_keys("llamachatd:idem:alice:*") };
+	long creates = fake_count(&fake, "creates");
+	CURL *easy = curl_easy_init();
+	struct http_response r;
+	char url[256], replayed[16];
+	int running = 1;
+	long status = 0;
+	const char *a_body;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat", "{\"mode\":\"delay\",\"ms\":1500,\"count\":1}"), 0);
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	headers = curl_slist_append(headers, ALICE);
+	headers = curl_slist_append(headers, "Idempotency-Key: shared-key-1");
+	curl_easy_setopt(easy, CURLOPT_URL, daemon_url(&a, "/api/v1/chat", url, sizeof(url)));
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "{}");
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, harness_body_sink);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &first);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_multi_add_handle(w.multi, easy);
+	harness_wait(claim_seen, &w, HARNESS_WAIT_MS, "A's claim of the key in Redis");
+
+	/* B, while A's create is held upstream. */
+	daemon_url(&b, "/api/v1/chat", url, sizeof(url));
+	assert_int_equal(http_call("POST", url, headers_b, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 409);
+	assert_non_null(http_header(&r, "Retry-After", replayed, sizeof(replayed)));
+	http_response_free(&r);
+
+	while (running > 0) {
+		curl_multi_perform(w.multi, &running);
+		if (running > 0)
+			curl_multi_poll(w.multi, NULL, 0, 1000, NULL);
+	}
+	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+	assert_int_equal(status, 200);
+	first.data[first.len] = '\0';
+	a_body = first.data;
+
+	/* B replays A's answer byte for byte (once A's answer is shared). */
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(http_call("POST", url, headers_b, "{}", 2, &r), 0);
+		if (r.status != 409)
+			break;
+		http_response_free(&r);
+		usleep(10000);
+	}
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, a_body);
+	assert_string_equal(http_header(&r, "Idempotent-Replayed", replayed, sizeof(replayed)), "true");
+	http_response_free(&r);
+	/* The key with another request: 422. */
+	assert_int_equal(http_call("POST", url, headers_b, "{\"name\":\"other\"}", 16, &r), 0);
+	assert_int_equal(r.status, 422);
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "creates"), creates + 1);
+	curl_multi_remove_handle(w.multi, easy);
+	curl_easy_cleanup(easy);
+	curl_multi_cleanup(w.multi);
+	curl_slist_free_all(headers);
+}
+
 static bool
 key_absent(void *arg)
 {
@@ -547,6 +659,7 @@ main(void)
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
 		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
+		cmocka_unit_test(test_an_idempotency_key_holds_on_every_instance),
 		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
 		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
 	};
