@@ -526,8 +526,8 @@ daemon_start(struct daemon *d)
 			log_errx("%s", why);
 			return -1;
 		}
-		chat_set_shared(d->chat, d->shared);
-		if ((d->sharing = sharing_create(d->base, d->shared, d->budgets)) == NULL) {
+		chat_set_shared(d->chat, d->shared, d->config->shared_max_in_flight);
+		if ((d->sharing = sharing_create(d->base, d->shared, d->budgets, d->chat)) == NULL) {
 			log_errx("out of memory");
 			return -1;
 		}

@@ -11,6 +11,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "chat/chat.h"
 #include "gate/budget.h"
 #include "shared/shared.h"
 
@@ -31,6 +32,10 @@ struct sharing {
 	size_t count, size;
 	long instances; /* live ones, last known (at least 1: this one) */
 	bool heartbeat_in_flight;
+	struct event_base *base;
+	struct chat *chat;
+	bool was_up; /* at the last tick */
+	unsigned long long tick_count;
 };
 
 /* What one write waits with. */
@@ -125,12 +130,14 @@ sharing_on_add(const char *client, void *arg)
 }
 
 static void
-sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsigned long long unused, void *arg)
+sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsigned long long unknown, void *arg)
 {
 	struct sharing *sharing = arg;
 
-	(void)unused;
 	sharing->heartbeat_in_flight = false;
+	/* Redis did not know this instance: its data is new (or gone). */
+	if (result == SHARED_FOUND && unknown)
+		chat_republish_owners(sharing->chat, sharing->base);
 	/* Unavailable: the last count stands (each keeps its part). */
 	if (result == SHARED_FOUND && (long)count != sharing->instances) {
 		log_info("shared: %llu instance(s) live; each takes 1/%llu of every client's rate limit", count, count);
@@ -153,6 +160,12 @@ sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	/* Back after being away: what was published meanwhile was lost. */
+	if (shared_is_up(sharing->shared, NULL) && !sharing->was_up && sharing->instances > 0 &&
+	    sharing->tick_count > 0)
+		chat_republish_owners(sharing->chat, sharing->base);
+	sharing->was_up = shared_is_up(sharing->shared, NULL);
+	sharing->tick_count++;
 	if (!sharing->heartbeat_in_flight) {
 		sharing->heartbeat_in_flight = true;
 		if (shared_heartbeat(sharing->shared, sharing_on_heartbeat, sharing) == NULL)
@@ -171,7 +184,7 @@ sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 struct sharing *
-sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets)
+sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets, struct chat *chat)
 {
 	struct sharing *sharing = calloc(1, sizeof(*sharing));
 	struct timeval now = clock_timeval_ms(0);
@@ -183,6 +196,8 @@ sharing_create(struct event_base *base, struct shared *shared, struct budgets *b
 	sharing->shared = shared;
 	sharing->budgets = budgets;
 	sharing->instances = 1;
+	sharing->base = base;
+	sharing->chat = chat;
 	budgets_set_on_add(budgets, sharing_on_add, sharing);
 	evtimer_add(sharing->tick, &now);
 	return sharing;

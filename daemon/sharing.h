@@ -5,19 +5,22 @@
  * instances' totals come back with each write, for the budgets to count.
  * A call never waits on it: a check counts the last known sums plus this
  * instance's own use since. Every second it also says this instance is
- * live and learns how many are, for the rate limits. */
+ * live and learns how many are, for the rate limits; and when Redis comes
+ * back after being away, or did not know this instance (it lost its data),
+ * it has the chat republish every owner record it holds. */
 #ifndef LLAMACHATD_SHARING_H
 #define LLAMACHATD_SHARING_H
 
 struct budgets;
+struct chat;
 struct event_base;
 struct shared;
 struct sharing;
 
 /* Starts it; NULL when out of memory. shared and budgets must outlive
  * it; free it after shared_free() (whose last answers it still takes). */
-struct sharing *sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets)
-    __attribute__((warn_unused_result));
+struct sharing *sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets,
+    struct chat *chat) __attribute__((warn_unused_result));
 void sharing_free(struct sharing *sharing);
 
 /* The instances live, last known (1 until Redis said; the last count while

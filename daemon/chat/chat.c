@@ -98,9 +98,10 @@ chat_create(
 }
 
 void
-chat_set_shared(struct chat *chat, struct shared *shared)
+chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight)
 {
 	chat->shared = shared;
+	chat->shared_max_in_flight = max_in_flight;
 }
 
 /* Publishes who owns a session the store just took (or removes the record
@@ -754,5 +755,6 @@ chat_free(struct chat *chat)
 	while (!LIST_EMPTY(&chat->calls))
 		chat_call_fail(LIST_FIRST(&chat->calls), 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
 	chat_key_release_kept(chat);
+	chat_republish_free(chat);
 	free(chat);
 }

@@ -111,9 +111,16 @@ enum chat_owner_verdict {
 struct shared_op *chat_ask_owner(struct chat *chat, const struct caller *caller, const char *raw_id, size_t raw_len,
     void (*then)(enum chat_owner_verdict verdict, const char *owner, void *arg), void *arg);
 
-/* Shares session owners through shared (NULL: not shared). */
+/* Shares session owners through shared (NULL: not shared), which takes at
+ * most max_in_flight calls at once. */
 struct shared;
-void chat_set_shared(struct chat *chat, struct shared *shared);
+void chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight);
+
+/* Publishes the owner record of every session held with an owner again,
+ * in short paced steps on base's loop (a pass under way starts over):
+ * after Redis was away or lost its data. */
+struct event_base;
+void chat_republish_owners(struct chat *chat, struct event_base *base);
 
 /* The project whose API key a passed-through call goes with, into out
  * (CHAT_PROJECT_MAX + 1 bytes): for a path under session raw_id (NULL:

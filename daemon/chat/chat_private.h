@@ -38,6 +38,8 @@ struct chat {
 	struct store *store;
 	struct relay_engine *relays;
 	struct shared *shared; /* NULL: owners are not shared */
+	long shared_max_in_flight; /* of shared: republishing leaves room */
+	struct chat_republish *republish; /* NULL: none yet (chat_republish.c) */
 	struct chat_settings settings;
 	LIST_HEAD(, chat_call) calls;
 	LIST_HEAD(, chat_key_hold) held_keys;
@@ -204,5 +206,8 @@ struct shared_op *chat_key_claim_shared(struct chat *chat, const struct chat_key
 void chat_key_answer_shared(
     struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len);
 void chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold);
+
+/* chat_republish.c: frees what republishing holds. */
+void chat_republish_free(struct chat *chat);
 
 #endif

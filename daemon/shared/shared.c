@@ -244,11 +244,14 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 		if (!good && op->claim_cb != NULL)
 			op->claim_cb(SHARED_CLAIM_UNAVAILABLE, 0, NULL, 0, op->arg);
 	} else if (op->kind == SHARED_OP_HEARTBEAT) {
-		if (reply->type == REDIS_REPLY_INTEGER && reply->integer >= 1) {
+		if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+		    reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer >= 1 &&
+		    reply->element[1]->type == REDIS_REPLY_INTEGER) {
 			shared_succeeded(shared, op);
 			op->answered = true;
 			evtimer_del(op->deadline);
-			op->usage_cb(SHARED_FOUND, (unsigned long long)reply->integer, 0, op->arg);
+			op->usage_cb(SHARED_FOUND, (unsigned long long)reply->element[0]->integer,
+			    (unsigned long long)reply->element[1]->integer, op->arg);
 		} else {
 			shared_failed(shared, SHARED_ERR_REPLY, "the instance count is not readable");
 			shared_op_answer(op, SHARED_UNAVAILABLE, NULL);
@@ -660,14 +663,21 @@ shared_sync_usage(struct shared *shared, const char *client, const char *day, un
 
 /* Records this instance's word (by Redis's own clock, so the instances'
  * clocks need not agree), forgets instances silent for 5 s, and counts
- * the rest. */
+ * the rest; and says whether this instance's marker was missing (a first
+ * word, or Redis lost its data: the instance then republishes). */
 static struct shared_script shared_heartbeat_script = {
 	.text = "local t = redis.call('TIME')\n"
 	        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 	        "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
 	        "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 5000)\n"
 	        "redis.call('PEXPIRE', KEYS[1], 60000)\n"
-	        "return redis.call('ZCARD', KEYS[1])\n",
+	        "local marker = 'llamachatd:seen:' .. ARGV[1]\n"
+	        "local fresh = 0\n"
+	        "if redis.call('EXISTS', marker) == 0 then\n"
+	        "  redis.call('SET', marker, now)\n"
+	        "  fresh = 1\n"
+	        "end\n"
+	        "return {redis.call('ZCARD', KEYS[1]), fresh}\n",
 };
 
 struct shared_op *

@@ -79,7 +79,9 @@ struct shared_op *shared_sync_usage(struct shared *shared, const char *client, c
 /* Says this instance is live (a sorted set, llamachatd:instances, scored
  * by the time of each instance's last word) and counts those heard from
  * within the last 5 seconds: cb gets the count (in others_tokens; the
- * usage callback's shape). */
+ * usage callback's shape) and, in others_sessions, 1 when Redis did not
+ * know this instance (its marker llamachatd:seen:{instance} was missing:
+ * the first word, or Redis lost its data), else 0. */
 struct shared_op *shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg);
 
 /* Idempotency-Keys of creates, for every instance (shared_keys.c). A

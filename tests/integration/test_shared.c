@@ -535,6 +535,33 @@ test_an_idempotency_key_holds_on_every_instance(void **state)
 	curl_slist_free_all(headers);
 }
 
+/* Redis loses its data (FLUSHALL): every instance publishes again the
+ * owners of what it holds, so a failover still finds them. */
+static void
+test_owners_are_republished_after_redis_loses_its_data(void **state)
+{
+	char id[160], *record;
+	redisContext *c;
+	redisReply *r;
+
+	(void)state;
+	wait_shared_state(&b, "up");
+	daemon_create_session(&b, ALICE, id, sizeof(id));
+	free(wait_owner_record(id));
+	c = redisConnectUnix(redis_sock);
+	assert_true(c != NULL && c->err == 0);
+	r = redisCommand(c, "FLUSHALL");
+	assert_non_null(r);
+	freeReplyObject(r);
+	redisFree(c);
+	record = wait_owner_record(id);
+	assert_non_null(strstr(record, "\"owner\":\"alice\""));
+	free(record);
+	/* A, which never held it, gives it to Alice and to nobody else. */
+	assert_int_equal(get_summary(&a, BOB, id, NULL), 404);
+	assert_int_equal(get_summary(&a, ALICE, id, NULL), 200);
+}
+
 static bool
 key_absent(void *arg)
 {
@@ -600,6 +627,8 @@ test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, fresh, sizeof(fresh));
 	free(wait_owner_record(fresh));
+	/* The new Redis knows nothing: B publishes again what it holds. */
+	free(wait_owner_record(held));
 	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_up"), 1);
 	assert_true(daemon_metric_as(&b, WATCHER, "llamachatd_shared_errors_total{kind=\"connection\"}") > 0);
 }
@@ -660,6 +689,7 @@ main(void)
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
 		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
 		cmocka_unit_test(test_an_idempotency_key_holds_on_every_instance),
+		cmocka_unit_test(test_owners_are_republished_after_redis_loses_its_data),
 		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
 		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
 	};
