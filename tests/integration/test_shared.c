@@ -53,23 +53,32 @@ redis_start(void)
 	assert_int_equal(stat(redis_sock, &st), 0);
 }
 
+/* Runs one command on the test's Redis (a printf-like format, one
+ * connection of its own); its reply (freeReplyObject) or NULL. */
+static redisReply *
+redis_run(const char *format, ...)
+{
+	redisContext *c = redisConnectUnix(redis_sock);
+	redisReply *r = NULL;
+	va_list args;
+
+	if (c != NULL && c->err == 0) {
+		va_start(args, format);
+		r = redisvCommand(c, format, args);
+		va_end(args);
+	}
+	redisFree(c);
+	return r;
+}
+
 /* The value of key in Redis as a new string (caller frees), or NULL. */
 static char *
 redis_get(const char *key)
 {
-	redisContext *c = redisConnectUnix(redis_sock);
-	redisReply *r;
-	char *value = NULL;
+	redisReply *r = redis_run("GET %s", key);
+	char *value = r != NULL && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
 
-	if (c == NULL || c->err != 0) {
-		redisFree(c);
-		return NULL;
-	}
-	r = redisCommand(c, "GET %s", key);
-	if (r != NULL && r->type == REDIS_REPLY_STRING)
-		value = strdup(r->str);
 	freeReplyObject(r);
-	redisFree(c);
 	return value;
 }
 
@@ -296,19 +305,10 @@ test_a_project_pin_holds_across_instances(void **state)
 static long
 redis_hget(const char *key, const char *field)
 {
-	redisContext *c = redisConnectUnix(redis_sock);
-	redisReply *r;
-	long value = -1;
+	redisReply *r = redis_run("HGET %s %s", key, field);
+	long value = r != NULL && r->type == REDIS_REPLY_STRING ? atol(r->str) : -1;
 
-	if (c == NULL || c->err != 0) {
-		redisFree(c);
-		return -1;
-	}
-	r = redisCommand(c, "HGET %s %s", key, field);
-	if (r != NULL && r->type == REDIS_REPLY_STRING)
-		value = atol(r->str);
 	freeReplyObject(r);
-	redisFree(c);
 	return value;
 }
 
@@ -428,19 +428,10 @@ test_a_rate_limit_is_split_between_the_instances_live(void **state)
 static size_t
 redis_count_keys(const char *pattern)
 {
-	redisContext *c = redisConnectUnix(redis_sock);
-	redisReply *r;
-	size_t n = 0;
+	redisReply *r = redis_run("KEYS %s", pattern);
+	size_t n = r != NULL && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
 
-	if (c == NULL || c->err != 0) {
-		redisFree(c);
-		return 0;
-	}
-	r = redisCommand(c, "KEYS %s", pattern);
-	if (r != NULL && r->type == REDIS_REPLY_ARRAY)
-		n = r->elements;
 	freeReplyObject(r);
-	redisFree(c);
 	return n;
 }
 
@@ -541,19 +532,15 @@ static void
 test_owners_are_republished_after_redis_loses_its_data(void **state)
 {
 	char id[160], *record;
-	redisContext *c;
 	redisReply *r;
 
 	(void)state;
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, id, sizeof(id));
 	free(wait_owner_record(id));
-	c = redisConnectUnix(redis_sock);
-	assert_true(c != NULL && c->err == 0);
-	r = redisCommand(c, "FLUSHALL");
+	r = redis_run("FLUSHALL");
 	assert_non_null(r);
 	freeReplyObject(r);
-	redisFree(c);
 	record = wait_owner_record(id);
 	assert_non_null(strstr(record, "\"owner\":\"alice\""));
 	free(record);
