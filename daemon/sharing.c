@@ -34,8 +34,6 @@ struct sharing {
 	bool heartbeat_in_flight;
 	struct event_base *base;
 	struct chat *chat;
-	bool was_up; /* at the last tick */
-	unsigned long long tick_count;
 };
 
 /* What one write waits with. */
@@ -137,12 +135,23 @@ sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsign
 	sharing->heartbeat_in_flight = false;
 	/* Redis did not know this instance: its data is new (or gone). */
 	if (result == SHARED_FOUND && unknown)
-		chat_republish_owners(sharing->chat, sharing->base);
+		chat_republish_owners(sharing->chat, sharing->base, 0);
 	/* Unavailable: the last count stands (each keeps its part). */
 	if (result == SHARED_FOUND && (long)count != sharing->instances) {
 		log_info("shared: %llu instance(s) live; each takes 1/%llu of every client's rate limit", count, count);
 		sharing->instances = (long)count;
 	}
+}
+
+/* Back after being away: what was published meanwhile was lost (with a
+ * minute's margin before it went away, for calls then in flight). */
+static void
+sharing_on_up(double down_since_wall, void *arg)
+{
+	struct sharing *sharing = arg;
+	double since = down_since_wall - 60;
+
+	chat_republish_owners(sharing->chat, sharing->base, since > 0 ? (uint64_t)(since * 1e6) : 0);
 }
 
 const long *
@@ -160,12 +169,6 @@ sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	/* Back after being away: what was published meanwhile was lost. */
-	if (shared_is_up(sharing->shared, NULL) && !sharing->was_up && sharing->instances > 0 &&
-	    sharing->tick_count > 0)
-		chat_republish_owners(sharing->chat, sharing->base);
-	sharing->was_up = shared_is_up(sharing->shared, NULL);
-	sharing->tick_count++;
 	if (!sharing->heartbeat_in_flight) {
 		sharing->heartbeat_in_flight = true;
 		if (shared_heartbeat(sharing->shared, sharing_on_heartbeat, sharing) == NULL)
@@ -198,6 +201,7 @@ sharing_create(struct event_base *base, struct shared *shared, struct budgets *b
 	sharing->instances = 1;
 	sharing->base = base;
 	sharing->chat = chat;
+	shared_set_on_up(shared, sharing_on_up, sharing);
 	budgets_set_on_add(budgets, sharing_on_add, sharing);
 	evtimer_add(sharing->tick, &now);
 	return sharing;

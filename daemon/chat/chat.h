@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/counters.h"
 #include "gate/caller.h"
@@ -116,11 +117,12 @@ struct shared_op *chat_ask_owner(struct chat *chat, const struct caller *caller,
 struct shared;
 void chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight);
 
-/* Publishes the owner record of every session held with an owner again,
- * in short paced steps on base's loop (a pass under way starts over):
- * after Redis was away or lost its data. */
+/* Publishes the owner record of every session held with an owner and
+ * stored since since_us (Unix microseconds; 0: all) again, in short paced
+ * steps on base's loop (a pass under way starts over): after Redis was
+ * away (those stored meanwhile) or lost its data (all). */
 struct event_base;
-void chat_republish_owners(struct chat *chat, struct event_base *base);
+void chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since_us);
 
 /* The project whose API key a passed-through call goes with, into out
  * (CHAT_PROJECT_MAX + 1 bytes): for a path under session raw_id (NULL:

@@ -4,6 +4,7 @@
  * on the loop, paced so that it never fills the calls Redis may have in
  * flight. */
 #include <event2/event.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct chat_republish {
 	size_t after_len; /* 0: from the start */
 	size_t seen; /* in this step */
 	unsigned long long published; /* in this pass */
+	uint64_t since_us; /* only records stored since then (0: all) */
 };
 
 static int
@@ -42,8 +44,8 @@ chat_republish_one(const char *key, size_t key_len, const void *value, size_t va
 		r->after_len = index_key_len;
 	}
 	if (key_len > SESSION_ID_MAX || session_record_decode(value, value_len, &rec) != 0 || rec.owner_len == 0 ||
-	    rec.owner_len > SHARED_NAME_MAX || rec.organization_id_len > SHARED_SCOPE_MAX ||
-	    rec.project_id_len > SHARED_SCOPE_MAX)
+	    rec.stored_at_us < r->since_us || rec.owner_len > SHARED_NAME_MAX ||
+	    rec.organization_id_len > SHARED_SCOPE_MAX || rec.project_id_len > SHARED_SCOPE_MAX)
 		return 0;
 	memcpy(id, key, key_len);
 	id[key_len] = '\0';
@@ -90,7 +92,7 @@ chat_republish_step(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-chat_republish_owners(struct chat *chat, struct event_base *base)
+chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since_us)
 {
 	struct chat_republish *r = chat->republish;
 	struct timeval now = clock_timeval_ms(0);
@@ -107,7 +109,10 @@ chat_republish_owners(struct chat *chat, struct event_base *base)
 		r->chat = chat;
 		chat->republish = r;
 	}
-	/* A pass from the start, whether or not one was under way. */
+	/* A pass from the start, whether or not one was under way; one for
+	 * every record wins over one for the recent ones. */
+	if (r->after_len == 0 || since_us < r->since_us)
+		r->since_us = since_us;
 	r->after_len = 0;
 	r->published = 0;
 	evtimer_add(r->timer, &now);

@@ -45,10 +45,14 @@ static void shared_connect(struct shared *shared);
 static void
 shared_set_up(struct shared *shared, bool up, const char *why)
 {
+	double down_since = shared->since_wall;
+
 	if (shared->up == up)
 		return;
 	shared->up = up;
 	shared->since_wall = clock_unix_s();
+	if (up && shared->on_up != NULL)
+		shared->on_up(down_since, shared->on_up_arg);
 	if (up)
 		log_info("shared: Redis at %s is up", shared->redis);
 	else
@@ -516,6 +520,13 @@ shared_free(struct shared *shared)
 	free(shared->instance);
 	free(shared->unix_path);
 	free(shared);
+}
+
+void
+shared_set_on_up(struct shared *shared, void (*fn)(double down_since_wall, void *arg), void *arg)
+{
+	shared->on_up = fn;
+	shared->on_up_arg = arg;
 }
 
 bool
