@@ -328,7 +328,8 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	            strcmp(d->config->shared_instance, fresh->shared_instance) != 0 ||
 	            d->config->shared_timeout_ms != fresh->shared_timeout_ms ||
 	            d->config->shared_max_in_flight != fresh->shared_max_in_flight ||
-	            d->config->shared_breaker_failures != fresh->shared_breaker_failures)))
+	            d->config->shared_breaker_failures != fresh->shared_breaker_failures ||
+	            d->config->shared_budgets_refuse != fresh->shared_budgets_refuse)))
 		log_warnx("reload: shared settings changed; they take effect at the next restart");
 	access_log_set_tracing(d->access, d->tracing.queue, fresh->otel_sample_ratio);
 	/* The old keys are wiped; calls in flight keep the header they had. */
@@ -527,7 +528,8 @@ daemon_start(struct daemon *d)
 			return -1;
 		}
 		chat_set_shared(d->chat, d->shared, d->config->shared_max_in_flight);
-		if ((d->sharing = sharing_create(d->base, d->shared, d->budgets, d->chat)) == NULL) {
+		if ((d->sharing = sharing_create(
+		         d->base, d->shared, d->budgets, d->chat, d->config->shared_budgets_refuse)) == NULL) {
 			log_errx("out of memory");
 			return -1;
 		}

@@ -31,6 +31,7 @@ struct sharing {
 	struct sharing_client *clients;
 	size_t count, size;
 	long instances; /* live ones, last known (at least 1: this one) */
+	bool refuse_when_unavailable; /* shared.budgets_when_unavailable = "refuse" */
 	bool heartbeat_in_flight;
 	struct event_base *base;
 	struct chat *chat;
@@ -143,15 +144,18 @@ sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsign
 	}
 }
 
-/* Back after being away: what was published meanwhile was lost (with a
- * minute's margin before it went away, for calls then in flight). */
+/* Redis starts or stops answering. Back after being away: what was
+ * published meanwhile was lost (with a minute's margin before it went away,
+ * for calls then in flight). Away: budgets refuse, if so configured. */
 static void
-sharing_on_up(double down_since_wall, void *arg)
+sharing_on_change(bool up, double since_wall, void *arg)
 {
 	struct sharing *sharing = arg;
-	double since = down_since_wall - 60;
+	double since = since_wall - 60;
 
-	chat_republish_owners(sharing->chat, sharing->base, since > 0 ? (uint64_t)(since * 1e6) : 0);
+	budgets_set_unshared(sharing->budgets, !up && sharing->refuse_when_unavailable);
+	if (up)
+		chat_republish_owners(sharing->chat, sharing->base, since > 0 ? (uint64_t)(since * 1e6) : 0);
 }
 
 const long *
@@ -187,7 +191,8 @@ sharing_on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 struct sharing *
-sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets, struct chat *chat)
+sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets, struct chat *chat,
+    bool refuse_when_unavailable)
 {
 	struct sharing *sharing = calloc(1, sizeof(*sharing));
 	struct timeval now = clock_timeval_ms(0);
@@ -201,7 +206,10 @@ sharing_create(struct event_base *base, struct shared *shared, struct budgets *b
 	sharing->instances = 1;
 	sharing->base = base;
 	sharing->chat = chat;
-	shared_set_on_up(shared, sharing_on_up, sharing);
+	sharing->refuse_when_unavailable = refuse_when_unavailable;
+	/* Not connected yet: unavailable until the first answer. */
+	budgets_set_unshared(budgets, refuse_when_unavailable);
+	shared_set_on_change(shared, sharing_on_change, sharing);
 	budgets_set_on_add(budgets, sharing_on_add, sharing);
 	evtimer_add(sharing->tick, &now);
 	return sharing;
@@ -213,6 +221,7 @@ sharing_free(struct sharing *sharing)
 	if (sharing == NULL)
 		return;
 	budgets_set_on_add(sharing->budgets, NULL, NULL);
+	budgets_set_unshared(sharing->budgets, false);
 	event_free(sharing->tick);
 	free(sharing->clients);
 	free(sharing);

@@ -11,16 +11,19 @@
 #ifndef LLAMACHATD_SHARING_H
 #define LLAMACHATD_SHARING_H
 
+#include <stdbool.h>
+
 struct budgets;
 struct chat;
 struct event_base;
 struct shared;
 struct sharing;
 
-/* Starts it; NULL when out of memory. shared and budgets must outlive
+/* Starts it; NULL when out of memory. With refuse_when_unavailable, every
+ * client with a budget is refused (429) while Redis cannot answer. shared and budgets must outlive
  * it; free it after shared_free() (whose last answers it still takes). */
 struct sharing *sharing_create(struct event_base *base, struct shared *shared, struct budgets *budgets,
-    struct chat *chat) __attribute__((warn_unused_result));
+    struct chat *chat, bool refuse_when_unavailable) __attribute__((warn_unused_result));
 void sharing_free(struct sharing *sharing);
 
 /* The instances live, last known (1 until Redis said; the last count while

@@ -26,6 +26,7 @@ enum setting_kind {
 	SETTING_TLS_VERSION,
 	SETTING_RATIO, /* a number from 0 to 1, into a double */
 	SETTING_URL, /* an http:// or https:// URL */
+	SETTING_BUDGETS_WHEN_UNAVAILABLE,
 };
 
 /* One known setting: where it lives, its type, and its bounds. */
@@ -98,6 +99,7 @@ static const struct setting_spec config_specs[] = {
 	{ "shared", "timeout_ms", SETTING_INT, AT(shared_timeout_ms), 1, 10000 },
 	{ "shared", "max_in_flight", SETTING_INT, AT(shared_max_in_flight), 1, 100000 },
 	{ "shared", "breaker_failures", SETTING_INT, AT(shared_breaker_failures), 1, 1000 },
+	{ "shared", "budgets_when_unavailable", SETTING_BUDGETS_WHEN_UNAVAILABLE, 0, 0, 0 },
 };
 #undef AT
 #define SPEC_COUNT (sizeof(config_specs) / sizeof(config_specs[0]))
@@ -375,6 +377,14 @@ config_read_setting(
 		}
 		free(*field);
 		*field = strdup(value);
+		return;
+	}
+	case SETTING_BUDGETS_WHEN_UNAVAILABLE: {
+		const char *text = type == CONFIG_TYPE_STRING ? config_setting_get_string(s) : NULL;
+		if (text != NULL && (strcmp(text, "local") == 0 || strcmp(text, "refuse") == 0))
+			c->shared_budgets_refuse = strcmp(text, "refuse") == 0;
+		else
+			config_setting_error(errors, c->path, s, "must be \"local\" or \"refuse\"");
 		return;
 	}
 	case SETTING_RATIO: {

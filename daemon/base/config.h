@@ -171,6 +171,7 @@ struct config {
 	long shared_timeout_ms;
 	long shared_max_in_flight;
 	long shared_breaker_failures;
+	bool shared_budgets_refuse; /* budgets_when_unavailable = "refuse" (else "local") */
 };
 
 /* Parses an RFC 3339 UTC time ("2027-03-01T00:00:00Z", fractions of a

@@ -19,11 +19,15 @@ struct budget_entry {
 	struct budget_usage others; /* the other instances', last known (shared mode) */
 };
 
+/* The Retry-After of a refusal while the shared sums cannot be read. */
+#define BUDGET_UNSHARED_RETRY_S 5
+
 struct budgets {
 	struct budget_entry *entries; /* in config order */
 	size_t count;
 	void (*on_add)(const char *client, void *arg);
 	void *on_add_arg;
+	bool refuse_unshared; /* the other instances' use cannot be known now: refuse */
 };
 
 unsigned
@@ -222,15 +226,29 @@ budgets_set_others(
 	}
 }
 
+void
+budgets_set_unshared(struct budgets *budgets, bool refuse)
+{
+	budgets->refuse_unshared = refuse;
+}
+
 long
-budgets_check(const struct budgets *budgets, const char *client, uint64_t now_us, char *why, size_t why_size)
+budgets_check(
+    const struct budgets *budgets, const char *client, uint64_t now_us, char *why, size_t why_size, bool *may_retry)
 {
 	const struct budget_entry *e;
-
 	struct budget_usage counted;
 
+	*may_retry = false;
 	if (budgets == NULL || (e = budgets_find(budgets, client)) == NULL)
 		return 0;
+	if (budgets->refuse_unshared && (e->limits.max_tokens_per_day > 0 || e->limits.max_sessions_per_day > 0)) {
+		snprintf(why, why_size,
+		    "its budgets are counted with the other instances' through Redis, which cannot answer now "
+		    "(shared.budgets_when_unavailable is \"refuse\"); retry shortly");
+		*may_retry = true;
+		return BUDGET_UNSHARED_RETRY_S;
+	}
 	counted = budgets_counted(e, budget_day(now_us));
 	if (!budget_exceeded(&e->limits, &counted, budget_day(now_us), why, why_size))
 		return 0;

@@ -66,8 +66,15 @@ void budgets_add(struct budgets *budgets, const char *client, uint64_t now_us, u
 
 /* Whether client may start another upstream call now: 0 when it may (or
  * has no budget, or is unknown), else the seconds until the day turns, with
- * why filled as budget_exceeded() does. */
-long budgets_check(const struct budgets *budgets, const char *client, uint64_t now_us, char *why, size_t why_size);
+ * why filled as budget_exceeded() does; or, while the shared sums cannot
+ * be read and the config says to refuse, a few seconds with *may_retry. */
+long budgets_check(
+    const struct budgets *budgets, const char *client, uint64_t now_us, char *why, size_t why_size, bool *may_retry);
+
+/* Shared mode: whether to refuse every budgeted client now (the other
+ * instances' use cannot be read, and shared.budgets_when_unavailable is
+ * "refuse"). */
+void budgets_set_unshared(struct budgets *budgets, bool refuse);
 
 /* Shared mode (several instances): the other instances' use of client on
  * day, last known, which the budgets then count with this one's own. */

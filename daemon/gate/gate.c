@@ -187,15 +187,17 @@ gate_may_go_upstream(struct request *req, const struct caller *caller)
 {
 	const struct config_client *client = caller->client;
 	char seconds[24], why[256];
+	bool may_retry;
 	long wait;
 
 	if (client == NULL || req == NULL)
 		return true;
 	/* A budget used up: no retry helps before the day turns. */
-	if ((wait = budgets_check(caller->budgets, client->name, clock_unix_us(), why, sizeof(why))) > 0) {
+	if ((wait = budgets_check(caller->budgets, client->name, clock_unix_us(), why, sizeof(why), &may_retry)) > 0) {
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
 		request_add_header(req, "Retry-After", seconds);
-		reply_errorf(req, 429, REPLY_RETRY_WONT_HELP, "client %s: %s", client->name, why);
+		reply_errorf(req, 429, may_retry ? REPLY_RETRY_MAY_HELP : REPLY_RETRY_WONT_HELP, "client %s: %s",
+		    client->name, why);
 		return false;
 	}
 	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms(), caller->instances)) > 0) {

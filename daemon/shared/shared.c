@@ -45,14 +45,14 @@ static void shared_connect(struct shared *shared);
 static void
 shared_set_up(struct shared *shared, bool up, const char *why)
 {
-	double down_since = shared->since_wall;
+	double down_since = shared->since_wall; /* of the state it leaves */
 
 	if (shared->up == up)
 		return;
 	shared->up = up;
 	shared->since_wall = clock_unix_s();
-	if (up && shared->on_up != NULL)
-		shared->on_up(down_since, shared->on_up_arg);
+	if (shared->on_change != NULL)
+		shared->on_change(up, down_since, shared->on_change_arg);
 	if (up)
 		log_info("shared: Redis at %s is up", shared->redis);
 	else
@@ -523,10 +523,10 @@ shared_free(struct shared *shared)
 }
 
 void
-shared_set_on_up(struct shared *shared, void (*fn)(double down_since_wall, void *arg), void *arg)
+shared_set_on_change(struct shared *shared, void (*fn)(bool up, double since_wall, void *arg), void *arg)
 {
-	shared->on_up = fn;
-	shared->on_up_arg = arg;
+	shared->on_change = fn;
+	shared->on_change_arg = arg;
 }
 
 bool

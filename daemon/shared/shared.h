@@ -35,9 +35,10 @@ struct shared *shared_create(struct event_base *base, const struct shared_settin
     size_t why_size) __attribute__((warn_unused_result));
 void shared_free(struct shared *shared);
 
-/* Calls fn each time Redis answers after it did not (the first
- * connection too), with since when it did not (Unix seconds). */
-void shared_set_on_up(struct shared *shared, void (*fn)(double down_since_wall, void *arg), void *arg);
+/* Calls fn each time Redis starts or stops answering (the first
+ * connection too), with since when it was in the state it leaves (Unix
+ * seconds). */
+void shared_set_on_change(struct shared *shared, void (*fn)(bool up, double since_wall, void *arg), void *arg);
 
 /* Whether Redis answers now, and since when (Unix seconds). */
 bool shared_is_up(const struct shared *shared, double *since_wall);

@@ -63,8 +63,8 @@ struct shared {
 	LIST_HEAD(, shared_op) ops; /* every op not yet freed */
 	struct shared_stats stats;
 	bool stopping;
-	void (*on_up)(double down_since_wall, void *arg); /* shared_set_on_up */
-	void *on_up_arg;
+	void (*on_change)(bool up, double since_wall, void *arg); /* shared_set_on_change */
+	void *on_change_arg;
 };
 
 /* A new op of kind; it answers cb (may be NULL) once. NULL: out of memory. */

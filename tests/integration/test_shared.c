@@ -34,6 +34,7 @@ static pid_t redis_pid = -1;
 #define CAROL "Authorization: Bearer tok-carol-shared-5aa" /* pinned to project proj-shared-1 */
 #define DAVE "Authorization: Bearer tok-dave-shared-0d2" /* max_sessions_per_day = 5 */
 #define ERIN "Authorization: Bearer tok-erin-shared-61b" /* burst 10, next to no refill */
+#define FRANK "Authorization: Bearer tok-frank-shared-2c8" /* a budget far from used */
 
 /* Starts redis-server on its unix socket (no TCP; an append-only file in
  * the test's directory). */
@@ -110,10 +111,12 @@ wait_owner_record(const char *id)
 	return w.value;
 }
 
+/* A daemon of the pair; with refuse, its budgets refuse while Redis cannot
+ * answer (budgets_when_unavailable). */
 static void
-write_shared_config(struct daemon_process *d, const char *where, const char *instance)
+write_shared_config(struct daemon_process *d, const char *where, const char *instance, bool refuse)
 {
-	char extra[2000], alice[65], bob[65], watcher[65], carol[65], dave[65], erin[65];
+	char extra[2200], alice[65], bob[65], watcher[65], carol[65], dave[65], erin[65], frank[65];
 	FILE *f;
 
 	daemon_write_config(d, where, fake.port, NULL, NULL, NULL);
@@ -123,15 +126,18 @@ write_shared_config(struct daemon_process *d, const char *where, const char *ins
 	harness_token_hex("tok-carol-shared-5aa", carol);
 	harness_token_hex("tok-dave-shared-0d2", dave);
 	harness_token_hex("tok-erin-shared-61b", erin);
+	harness_token_hex("tok-frank-shared-2c8", frank);
 	snprintf(extra, sizeof(extra),
 	    "clients = ( { name = \"alice\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"bob\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"carol\"; token_sha256 = \"%s\"; project_id = \"proj-shared-1\"; },\n"
 	    "            { name = \"dave\"; token_sha256 = \"%s\"; max_sessions_per_day = 5; },\n"
 	    "            { name = \"erin\"; token_sha256 = \"%s\"; rate_per_s = 0.001; burst = 10; },\n"
+	    "            { name = \"frank\"; token_sha256 = \"%s\"; max_tokens_per_day = 100000000; },\n"
 	    "            { name = \"watcher\"; token_sha256 = \"%s\"; metrics = true; } );\n"
-	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2; };\n",
-	    alice, bob, carol, dave, erin, watcher, redis_sock, instance);
+	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2;\n"
+	    "           budgets_when_unavailable = \"%s\"; };\n",
+	    alice, bob, carol, dave, erin, frank, watcher, redis_sock, instance, refuse ? "refuse" : "local");
 	f = fopen(d->conf_path, "a");
 	assert_non_null(f);
 	fputs(extra, f);
@@ -151,10 +157,10 @@ start_all(void **state)
 	redis_start();
 	snprintf(where, sizeof(where), "%s/a", dir);
 	mkdir(where, 0700);
-	write_shared_config(&a, where, "gw-a");
+	write_shared_config(&a, where, "gw-a", false);
 	snprintf(where, sizeof(where), "%s/b", dir);
 	mkdir(where, 0700);
-	write_shared_config(&b, where, "gw-b");
+	write_shared_config(&b, where, "gw-b", true);
 	return daemon_start(&a, HARNESS_KEY) == 0 && daemon_start(&b, HARNESS_KEY) == 0 ? 0 : -1;
 }
 
@@ -614,11 +620,20 @@ test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 	assert_int_equal(get_summary(&b, BOB, held, NULL), 404);
 	/* Made while Redis is away: its owner record cannot go out now. */
 	daemon_create_session(&b, ALICE, during, sizeof(during));
+	/* A budgeted client: B refuses (budgets_when_unavailable = "refuse"),
+	 * A counts on its last known sums ("local"). */
+	wait_shared_state(&a, "down");
+	assert_int_equal(daemon_call(&b, FRANK, "POST", "/api/v1/chat", "{}", &r), 429);
+	assert_non_null(strstr(r.body, "cannot answer now"));
+	assert_string_equal(http_header(&r, "Retry-After", retry, sizeof(retry)), "5");
+	http_response_free(&r);
+	assert_int_equal(daemon_call(&a, FRANK, "POST", "/api/v1/chat", "{}", NULL), 200);
 
 	redis_start();
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, fresh, sizeof(fresh));
 	free(wait_owner_record(fresh));
+	assert_int_equal(daemon_call(&b, FRANK, "POST", "/api/v1/chat", "{}", NULL), 200);
 	/* Redis kept its data; what B made meanwhile is published on its
 	 * return. */
 	free(wait_owner_record(during));

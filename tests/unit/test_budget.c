@@ -20,6 +20,12 @@
 /* 2026-12-01T23:59:58.5Z */
 #define LATE (20788ull * DAY_US + 86398ull * 1000000u + 500000u)
 
+#define ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
+#define ONES "1111111111111111111111111111111111111111111111111111111111111111"
+
+/* Whether a refusal said a retry may help (budgets_check's last word). */
+static bool may_retry;
+
 static void
 test_the_day_turns_at_midnight_utc(void **state)
 {
@@ -104,11 +110,11 @@ test_each_of_many_clients_finds_its_own_budget(void **state)
 			if ((k * 7) % 40 == i)
 				limit = k + 1;
 		budgets_add(b, name, LATE, 0, (unsigned long long)limit - 1);
-		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why)), 0);
+		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why), &may_retry), 0);
 		budgets_add(b, name, LATE, 0, 1);
-		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why)), 2);
+		assert_int_equal(budgets_check(b, name, LATE, why, sizeof(why), &may_retry), 2);
 	}
-	assert_int_equal(budgets_check(b, "c40", LATE, why, sizeof(why)), 0); /* not a client: no budget */
+	assert_int_equal(budgets_check(b, "c40", LATE, why, sizeof(why), &may_retry), 0); /* not a client: no budget */
 	budgets_free(b);
 	config_free(config);
 }
@@ -125,19 +131,19 @@ test_a_reload_mid_day_keeps_the_use_and_takes_the_new_budget(void **state)
 	(void)state;
 	assert_non_null(b);
 	assert_int_equal(budgets_sync(b, before, NULL, LATE), 0);
-	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why)), 0);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 0);
 	budgets_add(b, "al", LATE, 10, 1);
 	budgets_add(b, "nobody", LATE, 10, 1); /* unknown: ignored */
-	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why)), 2);
-	assert_int_equal(budgets_check(b, "bo", LATE, why, sizeof(why)), 0);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 2);
+	assert_int_equal(budgets_check(b, "bo", LATE, why, sizeof(why), &may_retry), 0);
 	/* Raised at a reload: one used, three allowed. */
 	assert_int_equal(budgets_sync(b, after, NULL, LATE), 0);
-	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why)), 0);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 0);
 	budgets_add(b, "al", LATE, 0, 2);
-	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why)), 2);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 2);
 	assert_non_null(strstr(why, "3 of 3 sessions"));
 	/* After midnight the day starts over. */
-	assert_int_equal(budgets_check(b, "al", LATE + 2000000u, why, sizeof(why)), 0);
+	assert_int_equal(budgets_check(b, "al", LATE + 2000000u, why, sizeof(why), &may_retry), 0);
 	budgets_free(b);
 	config_free(before);
 	config_free(after);
@@ -170,7 +176,7 @@ test_a_new_client_reads_today_from_the_store_and_metrics_show_it(void **state)
 	assert_int_equal(store_apply(store, &change), STORE_OK);
 	assert_int_equal(store_apply(store, &old), STORE_OK);
 	assert_int_equal(budgets_sync(b, config, store, LATE), 0);
-	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why)), 2);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 2);
 	assert_non_null(strstr(why, "500 of 500 tokens"));
 	budgets_render(b, LATE, out);
 	evbuffer_add(out, "", 1);
@@ -186,6 +192,38 @@ test_a_new_client_reads_today_from_the_store_and_metrics_show_it(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Shared mode: the other instances' use counts with this one's, and while
+ * it cannot be read a budgeted client may be refused, with a retry. */
+static void
+test_the_other_instances_use_counts_and_unshared_refuses(void **state)
+{
+	struct budgets *b = budgets_create();
+	struct config *config = load("{ name = \"al\"; token_sha256 = \"" ZEROS "\"; max_sessions_per_day = 3; },"
+	                             "{ name = \"bo\"; token_sha256 = \"" ONES "\"; }");
+	char why[256];
+
+	(void)state;
+	assert_int_equal(budgets_sync(b, config, NULL, LATE), 0);
+	budgets_add(b, "al", LATE, 0, 1);
+	budgets_set_others(b, "al", budget_day(LATE), 0, 1);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 0);
+	budgets_set_others(b, "al", budget_day(LATE), 0, 2);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 2);
+	assert_false(may_retry);
+	/* Others' use of another day counts as nothing. */
+	budgets_set_others(b, "al", budget_day(LATE) - 1, 0, 2);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 0);
+	budgets_set_unshared(b, true);
+	assert_true(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry) > 0);
+	assert_true(may_retry);
+	assert_non_null(strstr(why, "refuse"));
+	assert_int_equal(budgets_check(b, "bo", LATE, why, sizeof(why), &may_retry), 0); /* no budget */
+	budgets_set_unshared(b, false);
+	assert_int_equal(budgets_check(b, "al", LATE, why, sizeof(why), &may_retry), 0);
+	budgets_free(b);
+	config_free(config);
+}
+
 int
 main(void)
 {
@@ -193,6 +231,7 @@ main(void)
 		cmocka_unit_test(test_the_day_turns_at_midnight_utc),
 		cmocka_unit_test(test_usage_of_an_earlier_day_counts_as_nothing),
 		cmocka_unit_test(test_each_of_many_clients_finds_its_own_budget),
+		cmocka_unit_test(test_the_other_instances_use_counts_and_unshared_refuses),
 		cmocka_unit_test(test_a_reload_mid_day_keeps_the_use_and_takes_the_new_budget),
 		cmocka_unit_test(test_a_new_client_reads_today_from_the_store_and_metrics_show_it),
 	};

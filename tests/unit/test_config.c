@@ -245,7 +245,19 @@ test_shared_settings(void **state)
 	assert_non_null(c);
 	assert_string_equal(c->shared_redis, "unix:/run/redis/redis.sock");
 	assert_string_equal(c->shared_instance, "gw-a");
+	assert_false(c->shared_budgets_refuse);
 	config_free(c);
+	snprintf(text, sizeof(text),
+	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"refuse\"; };\n",
+	    clients);
+	c = load(text, &errors);
+	assert_non_null(c);
+	assert_true(c->shared_budgets_refuse);
+	config_free(c);
+	snprintf(text, sizeof(text),
+	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"maybe\"; };\n",
+	    clients);
+	expect_one_error(text, "shared.budgets_when_unavailable", "\"refuse\"");
 	snprintf(text, sizeof(text), "%sshared = { instance = \"gw-a\"; };\n", clients);
 	expect_one_error(text, "shared", "needs redis");
 	snprintf(text, sizeof(text), "%sshared = { redis = \"10.0.0.5:6379\"; };\n", clients);
