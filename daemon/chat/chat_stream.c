@@ -37,6 +37,14 @@ struct chat_stream {
 	int cut; /* -1, or how upstream's stream broke off (enum relay_cut) */
 	double started; /* monotonic seconds when the request arrived */
 	bool relayed; /* its first event (byte) went out */
+	/* Shared mode: its key is claimed in Redis (given back at the end
+	 * unless the turn ran), and while the claim is asked, what the relay
+	 * will need. */
+	bool claim_shared;
+	bool turn_ran_shared; /* the key's use is recorded in Redis */
+	struct request *waiting; /* the client's request while the claim is asked; NULL: none (gone) */
+	char *path;
+	char project[CHAT_PROJECT_MAX + 1];
 };
 
 static void
@@ -77,6 +85,10 @@ stream_on_start(struct relay *relay, long status, void *arg)
 	stream->ran = true;
 	stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
 	/* The turn runs: its key is used for good, whatever comes next. */
+	if (stream->key != NULL && stream->claim_shared) {
+		chat_key_answer_shared(stream->chat, stream->key, (int)status, "", 0);
+		stream->turn_ran_shared = true;
+	}
 	if (stream->key != NULL) {
 		struct chat_key_write w;
 		if (chat_key_write_init(&w, stream->key, IDEMPOTENCY_TURN, 0, NULL, 0) != 0 ||
@@ -220,7 +232,10 @@ stream_on_close(void *arg)
 	struct chat_stream *stream = arg;
 
 	store_write_forget(stream->write); /* it still commits */
+	if (stream->claim_shared && !stream->turn_ran_shared && stream->key != NULL)
+		chat_key_release_shared(stream->chat, stream->key);
 	chat_key_release(stream->key);
+	free(stream->path);
 	sse_parser_free(stream->parser);
 	free(stream->stop);
 	stream->chat->pending--;
@@ -236,6 +251,64 @@ static const struct relay_observer stream_observer = {
 	.drain_when_client_gone = true,
 };
 
+/* Starts the relay of the turn: upstream's stream goes to req's client. */
+static void
+stream_relay(struct chat_stream *stream, struct request *req)
+{
+	struct upstream_request request = { 0 };
+	size_t body_len = evbuffer_get_length(req->body);
+
+	request.method = "POST";
+	request.path_and_query = stream->path;
+	request.client_headers = &req->headers;
+	request.body = evbuffer_pullup(req->body, -1);
+	request.body_len = body_len;
+	request.idempotency_key = stream->key != NULL ? stream->key->upstream_key : NULL;
+	request.project_id = stream->project;
+	request.send_once = true; /* a turn is never run twice */
+	/* A stream that reached upstream ran a turn: retrying would run another. */
+	relay_start(stream->chat->relays, req, &request, true, &stream_observer, stream);
+}
+
+/* The client left while the key's claim was asked: nothing ran. */
+static void
+stream_on_gone_while_claiming(void *arg)
+{
+	struct chat_stream *stream = arg;
+
+	stream->waiting = NULL;
+}
+
+/* What the shared record said of the turn's key. */
+static void
+stream_on_claimed(enum shared_claim result, int status, const char *body, size_t len, void *arg)
+{
+	struct chat_stream *stream = arg;
+	struct request *req = stream->waiting;
+
+	(void)status;
+	(void)body;
+	(void)len;
+	stream->waiting = NULL;
+	stream->claim_shared = result == SHARED_CLAIMED;
+	if (req != NULL)
+		request_set_on_gone(req, NULL, NULL);
+	if (req != NULL && (result == SHARED_CLAIMED || result == SHARED_CLAIM_UNAVAILABLE)) {
+		stream_relay(stream, req);
+		return;
+	}
+	if (req != NULL) {
+		/* A turn cannot be replayed: running, used, or another request's. */
+		if (result == SHARED_CLAIM_BUSY)
+			request_add_header(req, "Retry-After", "1");
+		reply_error(req, 409, result == SHARED_CLAIM_BUSY ? REPLY_RETRY_MAY_HELP : REPLY_RETRY_WONT_HELP,
+		    result == SHARED_CLAIM_BUSY
+		        ? "a turn with this Idempotency-Key is running; a turn cannot be replayed"
+		        : "this Idempotency-Key was used already; a turn cannot be replayed");
+	}
+	stream_on_close(stream);
+}
+
 void
 chat_handle_stream(struct chat *chat, struct request *req, const struct caller *caller, const char *raw_id,
     size_t raw_len, const char *query)
@@ -244,8 +317,7 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 	const char *body, *why = NULL;
 	struct chat_stream *stream;
 	struct chat_scope scope;
-	struct upstream_request request = { 0 };
-	char id[SESSION_ID_MAX + 1], project[SESSION_SCOPE_MAX + 1];
+	char id[SESSION_ID_MAX + 1];
 	struct chat_key_hold key;
 	enum chat_key_result keyed;
 	char *path;
@@ -278,21 +350,22 @@ chat_handle_stream(struct chat *chat, struct request *req, const struct caller *
 	stream->cut = -1;
 	stream->started = req->access.started > 0 ? req->access.started : clock_monotonic_s();
 	stream->caller = *caller;
+	stream->caller.granted = NULL; /* it points into the request */
 	stream->scope = scope;
 	memcpy(stream->session_id, id, sizeof(id));
 	chat->pending++;
 	chat->counters.streams++;
-	request.method = "POST";
-	request.path_and_query = path;
-	request.client_headers = &req->headers;
-	request.body = body;
-	request.body_len = body_len;
-	request.idempotency_key = stream->key != NULL ? stream->key->upstream_key : NULL;
+	stream->path = path;
 	/* A turn goes with the key of the session's project. */
-	chat_session_project(chat, caller, id, project);
-	request.project_id = project;
-	request.send_once = true; /* a turn is never run twice */
-	/* A stream that reached upstream ran a turn: retrying would run another. */
-	relay_start(chat->relays, req, &request, true, &stream_observer, stream);
-	free(path);
+	chat_session_project(chat, caller, id, stream->project);
+	if (stream->key != NULL && chat->shared != NULL) {
+		/* The key is every instance's: claimed in Redis first. */
+		stream->waiting = req;
+		request_set_on_gone(req, stream_on_gone_while_claiming, stream);
+		if (chat_key_claim_shared(chat, stream->key, stream_on_claimed, stream) != NULL)
+			return;
+		stream->waiting = NULL;
+		request_set_on_gone(req, NULL, NULL);
+	}
+	stream_relay(stream, req);
 }

@@ -534,6 +534,71 @@ test_an_idempotency_key_holds_on_every_instance(void **state)
 	curl_slist_free_all(headers);
 }
 
+/* A turn's Idempotency-Key holds on every instance too: while the turn
+ * runs on A, and after it, B answers 409 (a turn cannot be replayed);
+ * upstream ran one turn. */
+static void
+test_a_turns_idempotency_key_holds_on_every_instance(void **state)
+{
+	static struct harness_body held;
+	const char *headers_b[] = { "Content-Type: application/json", ALICE, "Idempotency-Key: shared-turn-1", NULL };
+	struct curl_slist *headers = NULL;
+	CURLM *multi = curl_multi_init();
+	CURL *easy = curl_easy_init();
+	long streams = fake_count(&fake, "streams"), held_before = fake_count(&fake, "streams_held");
+	struct http_response r;
+	char id[160], path[256], url[512];
+	const char *body = "{\"prompt\":\"hello\",\"index_ids\":[]}";
+	int running = 1;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&a, ALICE, id, sizeof(id));
+	free(wait_owner_record(id));
+	assert_int_equal(fake_fault(&fake, "POST", "/api/v1/chat/{id}/messages/stream", "{\"mode\":\"hold\"}"), 0);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s/messages/stream", id);
+	headers = curl_slist_append(headers, "Content-Type: application/json");
+	headers = curl_slist_append(headers, ALICE);
+	headers = curl_slist_append(headers, "Idempotency-Key: shared-turn-1");
+	curl_easy_setopt(easy, CURLOPT_URL, daemon_url(&a, path, url, sizeof(url)));
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, harness_body_sink);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &held);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_multi_add_handle(multi, easy);
+	for (int i = 0; i < 1000 && fake_count(&fake, "streams_held") <= held_before; i++) {
+		curl_multi_perform(multi, &running);
+		curl_multi_poll(multi, NULL, 0, 10, NULL);
+	}
+	assert_true(fake_count(&fake, "streams_held") > held_before);
+
+	daemon_url(&b, path, url, sizeof(url));
+	assert_int_equal(http_call("POST", url, headers_b, body, strlen(body), &r), 0);
+	/* Upstream answered A's turn: its key is used, for every instance. */
+	assert_int_equal(r.status, 409);
+	assert_non_null(strstr(r.body, "cannot be replayed"));
+	http_response_free(&r);
+
+	assert_true(fake_release(&fake) > 0);
+	while (running > 0) {
+		curl_multi_perform(multi, &running);
+		if (running > 0)
+			curl_multi_poll(multi, NULL, 0, 1000, NULL);
+	}
+	assert_int_equal(http_call("POST", url, headers_b, body, strlen(body), &r), 0);
+	assert_int_equal(r.status, 409);
+	assert_non_null(strstr(r.body, "used already"));
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "streams"), streams + 1);
+	curl_multi_remove_handle(multi, easy);
+	curl_easy_cleanup(easy);
+	curl_multi_cleanup(multi);
+	curl_slist_free_all(headers);
+}
+
 /* Redis loses its data (FLUSHALL): every instance publishes again the
  * owners of what it holds, so a failover still finds them. */
 static void
@@ -698,6 +763,7 @@ main(void)
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
 		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
 		cmocka_unit_test(test_an_idempotency_key_holds_on_every_instance),
+		cmocka_unit_test(test_a_turns_idempotency_key_holds_on_every_instance),
 		cmocka_unit_test(test_owners_are_republished_after_redis_loses_its_data),
 		cmocka_unit_test(test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served),
 		cmocka_unit_test(test_a_stopped_redis_costs_a_miss_its_deadline_only),
