@@ -690,7 +690,8 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 	 * no copy and no allocation; the read closes right after. */
 	found = store_peek(chat->store, id, strlen(id), &stored, &stored_len);
 	if (found == STORE_OK && session_record_decode(stored, stored_len, &rec) == 0) {
-		if (chat_caller_may_touch(caller, &rec)) {
+		bool unowned = rec.owner_len == 0;
+		if (chat_caller_may_touch_id(caller, &rec, id)) {
 			request_add_header(req, "Content-Type", "application/json");
 			request_add_header(req, "X-Cache", "HIT");
 			req->access.cache = "HIT";
@@ -700,6 +701,8 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 			return CHAT_NAMING_MAY;
 		}
 		store_peek_done(chat->store);
+		if (chat_must_ask_owner(chat, caller, true, unowned))
+			return CHAT_NAMING_ASK_OWNER;
 		chat_reply_not_found(req);
 		return CHAT_NAMING_ANSWERED;
 	}
@@ -708,7 +711,7 @@ chat_handle_summary(struct chat *chat, struct request *req, const struct caller 
 		log_warnx("chat: the stored record of session %s is damaged; it will be read through", id);
 	if (!caller->see_all && !chat_caller_granted(caller, id)) {
 		/* Not held here: in shared mode its owner record decides. */
-		if (found != STORE_OK && chat->shared != NULL && caller->name[0] != '\0')
+		if (found != STORE_OK && chat_must_ask_owner(chat, caller, false, false))
 			return CHAT_NAMING_ASK_OWNER;
 		chat_reply_not_found(req);
 		return CHAT_NAMING_ANSWERED;

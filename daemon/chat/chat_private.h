@@ -116,6 +116,17 @@ enum chat_visibility {
 /* True when caller was granted id by its shared owner record. */
 bool chat_caller_granted(const struct caller *caller, const char *id);
 
+/* True when caller may touch rec, the stored record of id: its owner, a
+ * see-all client, a client pinned to its project, or, for a record stored
+ * without an owner (read through by a see-all client), one its shared
+ * owner record granted it to. */
+bool chat_caller_may_touch_id(const struct caller *caller, const struct session_record *rec, const char *id);
+
+/* True when a session the caller may not touch here must be asked of its
+ * shared owner record: it is not held (held false) or held without an
+ * owner (unowned), shared mode is on, and the caller is a named client. */
+bool chat_must_ask_owner(const struct chat *chat, const struct caller *caller, bool held, bool unowned);
+
 /* The project whose API key a call about session id goes with, into out:
  * the one the session is stored with; for a session not stored here, the
  * caller's pinned project; else "" (the default key). */

@@ -145,7 +145,7 @@ chat_visibility_of(struct chat *chat, const struct caller *caller, const char *i
 	 * record of someone else's as for none at all. */
 	if (store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
 	    session_record_decode(stored, stored_len, &rec) == 0)
-		result = chat_caller_may_touch(caller, &rec) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
+		result = chat_caller_may_touch_id(caller, &rec, id) ? CHAT_SESSION_OWN : CHAT_SESSION_HIDDEN;
 	else
 		result =
 		    caller->see_all || chat_caller_granted(caller, id) ? CHAT_SESSION_UNKNOWN : CHAT_SESSION_HIDDEN;
@@ -167,26 +167,40 @@ chat_may_name_session(
 	struct session_record rec;
 	const void *stored;
 	size_t stored_len;
-	bool held;
+	bool held, may = false, unowned = false;
 
 	if (!chat_take_session_id(req, raw_id, raw_len, id))
 		return CHAT_NAMING_ANSWERED;
-	switch (chat_visibility_of(chat, caller, id)) {
-	case CHAT_SESSION_HIDDEN:
-		break;
-	default:
-		return CHAT_NAMING_MAY;
-	}
-	/* Not the caller's here. Held by another, it is a 404; not held at
-	 * all, in shared mode its owner record decides (another instance may
-	 * have made it). */
+	/* Read in place, never copied: the answer costs the same for a large
+	 * record of someone else's as for none at all. */
 	held = store_peek(chat->store, id, strlen(id), &stored, &stored_len) == STORE_OK &&
 	    session_record_decode(stored, stored_len, &rec) == 0;
+	if (held) {
+		may = chat_caller_may_touch_id(caller, &rec, id);
+		unowned = rec.owner_len == 0;
+	}
 	store_peek_done(chat->store);
-	if (!held && chat->shared != NULL && caller->name[0] != '\0')
+	if (held ? may : caller->see_all || chat_caller_granted(caller, id))
+		return CHAT_NAMING_MAY;
+	/* Held as another's, it is a 404. Not held, or held with no owner (a
+	 * see-all client read it through): in shared mode its owner record
+	 * decides (another instance may have made it). */
+	if (chat_must_ask_owner(chat, caller, held, unowned))
 		return CHAT_NAMING_ASK_OWNER;
 	chat_reply_not_found(req);
 	return CHAT_NAMING_ANSWERED;
+}
+
+bool
+chat_must_ask_owner(const struct chat *chat, const struct caller *caller, bool held, bool unowned)
+{
+	return (!held || unowned) && chat->shared != NULL && caller->name[0] != '\0';
+}
+
+bool
+chat_caller_may_touch_id(const struct caller *caller, const struct session_record *rec, const char *id)
+{
+	return chat_caller_may_touch(caller, rec) || (rec->owner_len == 0 && chat_caller_granted(caller, id));
 }
 
 /* A question to the owner records, for chat_ask_owner(). */

@@ -35,6 +35,7 @@ static pid_t redis_pid = -1;
 #define DAVE "Authorization: Bearer tok-dave-shared-0d2" /* max_sessions_per_day = 5 */
 #define ERIN "Authorization: Bearer tok-erin-shared-61b" /* burst 10, next to no refill */
 #define FRANK "Authorization: Bearer tok-frank-shared-2c8" /* a budget far from used */
+#define LEAD "Authorization: Bearer tok-lead-shared-4e0" /* see_all */
 
 /* Starts redis-server on its unix socket (no TCP; an append-only file in
  * the test's directory). */
@@ -116,7 +117,7 @@ wait_owner_record(const char *id)
 static void
 write_shared_config(struct daemon_process *d, const char *where, const char *instance, bool refuse)
 {
-	char extra[2200], alice[65], bob[65], watcher[65], carol[65], dave[65], erin[65], frank[65];
+	char extra[2400], alice[65], bob[65], watcher[65], carol[65], dave[65], erin[65], frank[65], lead[65];
 	FILE *f;
 
 	daemon_write_config(d, where, fake.port, NULL, NULL, NULL);
@@ -127,6 +128,7 @@ write_shared_config(struct daemon_process *d, const char *where, const char *ins
 	harness_token_hex("tok-dave-shared-0d2", dave);
 	harness_token_hex("tok-erin-shared-61b", erin);
 	harness_token_hex("tok-frank-shared-2c8", frank);
+	harness_token_hex("tok-lead-shared-4e0", lead);
 	snprintf(extra, sizeof(extra),
 	    "clients = ( { name = \"alice\"; token_sha256 = \"%s\"; },\n"
 	    "            { name = \"bob\"; token_sha256 = \"%s\"; },\n"
@@ -134,10 +136,11 @@ write_shared_config(struct daemon_process *d, const char *where, const char *ins
 	    "            { name = \"dave\"; token_sha256 = \"%s\"; max_sessions_per_day = 5; },\n"
 	    "            { name = \"erin\"; token_sha256 = \"%s\"; rate_per_s = 0.001; burst = 10; },\n"
 	    "            { name = \"frank\"; token_sha256 = \"%s\"; max_tokens_per_day = 100000000; },\n"
+	    "            { name = \"lead\"; token_sha256 = \"%s\"; see_all = true; },\n"
 	    "            { name = \"watcher\"; token_sha256 = \"%s\"; metrics = true; } );\n"
 	    "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2;\n"
 	    "           budgets_when_unavailable = \"%s\"; };\n",
-	    alice, bob, carol, dave, erin, frank, watcher, redis_sock, instance, refuse ? "refuse" : "local");
+	    alice, bob, carol, dave, erin, frank, lead, watcher, redis_sock, instance, refuse ? "refuse" : "local");
 	f = fopen(d->conf_path, "a");
 	assert_non_null(f);
 	fputs(extra, f);
@@ -622,6 +625,27 @@ test_owners_are_republished_after_redis_loses_its_data(void **state)
 	assert_int_equal(get_summary(&a, ALICE, id, NULL), 200);
 }
 
+/* A see-all client reads Alice's session through on B first, so B holds
+ * it without an owner: Alice still gets it there (her owner record says
+ * so), and Bob still does not. */
+static void
+test_a_session_held_without_an_owner_is_still_its_owners(void **state)
+{
+	char id[160], path[256];
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&a, ALICE, id, sizeof(id));
+	free(wait_owner_record(id));
+	assert_int_equal(get_summary(&b, LEAD, id, NULL), 200);
+	assert_int_equal(get_summary(&b, ALICE, id, NULL), 200);
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(daemon_call(&b, ALICE, "GET", path, NULL, NULL), 200);
+	assert_int_equal(get_summary(&b, BOB, id, NULL), 404);
+	assert_int_equal(daemon_call(&b, BOB, "GET", path, NULL, NULL), 404);
+}
+
 static bool
 key_absent(void *arg)
 {
@@ -759,6 +783,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_session_made_on_one_instance_is_its_owners_on_another),
 		cmocka_unit_test(test_a_project_pin_holds_across_instances),
+		cmocka_unit_test(test_a_session_held_without_an_owner_is_still_its_owners),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
 		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
