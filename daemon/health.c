@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "http/request.h"
 #include "store/store.h"
+#include "chat/chat.h"
 #include "shared/shared.h"
 #include "upstream/upstream.h"
 
@@ -29,7 +30,7 @@ health_time(double wall)
 
 void
 health_reply(struct request *req, struct store *store, const struct upstream *upstream, const struct shared *shared,
-    double started, bool show_counts)
+    struct chat *chat, double started, bool show_counts)
 {
 	static const char *const states[] = { "closed", "open", "half_open" };
 	const struct upstream_stats *up = upstream_get_stats(upstream);
@@ -55,10 +56,16 @@ health_reply(struct request *req, struct store *store, const struct upstream *up
 	if (doc != NULL && shared != NULL) {
 		/* Redis away is no reason to leave the balancer: every instance
 		 * would leave at once. The state says it; the status stays. */
-		double since;
+		double since, lag;
 		bool redis_up = shared_is_up(shared, &since);
+		bool catching_up = chat_follow_state(chat, &lag);
 		json_object_set_new(doc, "shared",
-		    json_pack("{s:s,s:o}", "state", redis_up ? "up" : "down", "since", health_time(since)));
+		    json_pack("{s:s,s:o,s:I,s:f}", "state",
+		        !redis_up         ? "down"
+		            : catching_up ? "catching_up"
+		                          : "up",
+		        "since", health_time(since), "outbox", (json_int_t)chat_outbox_pending(chat),
+		        "stream_lag_seconds", lag));
 	}
 	if (doc != NULL && show_counts) {
 		json_t *keys = json_array();

@@ -14,8 +14,10 @@ struct upstream;
  * store is probed at most once per second. started is the monotonic time of
  * the start, in seconds. */
 /* The store's session count is shown only when show_counts; the state of
- * Redis when shared is not NULL. */
+ * Redis, the outbox and the stream when shared is not NULL (chat then
+ * holds them). */
+struct chat;
 void health_reply(struct request *req, struct store *store, const struct upstream *upstream,
-    const struct shared *shared, double started, bool show_counts);
+    const struct shared *shared, struct chat *chat, double started, bool show_counts);
 
 #endif

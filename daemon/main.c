@@ -134,7 +134,7 @@ daemon_answer_health(struct request *req, bool show_counts, void *arg)
 {
 	struct daemon *d = arg;
 
-	health_reply(req, d->store, d->upstream, d->shared, d->metrics.started, show_counts);
+	health_reply(req, d->store, d->upstream, d->shared, d->chat, d->metrics.started, show_counts);
 }
 
 /* The STATUS= line systemd shows. */
@@ -329,6 +329,7 @@ daemon_reload_with(struct daemon *d, struct config *fresh, struct config_errors 
 	            d->config->shared_timeout_ms != fresh->shared_timeout_ms ||
 	            d->config->shared_max_in_flight != fresh->shared_max_in_flight ||
 	            d->config->shared_breaker_failures != fresh->shared_breaker_failures ||
+	            d->config->shared_stream_max_entries != fresh->shared_stream_max_entries ||
 	            d->config->shared_budgets_refuse != fresh->shared_budgets_refuse)))
 		log_warnx("reload: shared settings changed; they take effect at the next restart");
 	access_log_set_tracing(d->access, d->tracing.queue, fresh->otel_sample_ratio);
@@ -522,12 +523,14 @@ daemon_start(struct daemon *d)
 			.timeout_ms = d->config->shared_timeout_ms,
 			.max_in_flight = d->config->shared_max_in_flight,
 			.breaker_failures = d->config->shared_breaker_failures,
+			.stream_max_entries = d->config->shared_stream_max_entries,
 		};
 		if ((d->shared = shared_create(d->base, &shared_settings, why, sizeof(why))) == NULL) {
 			log_errx("%s", why);
 			return -1;
 		}
 		chat_set_shared(d->chat, d->shared, d->config->shared_max_in_flight);
+		chat_follow_start(d->chat);
 		if ((d->sharing = sharing_create(
 		         d->base, d->shared, d->budgets, d->chat, d->config->shared_budgets_refuse)) == NULL) {
 			log_errx("out of memory");

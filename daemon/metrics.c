@@ -232,6 +232,13 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		metrics_simple(out, "llamachatd_shared_instances", "gauge",
 		    "Instances live by Redis, last known; each takes its part of every client's rate limit.",
 		    s->instances != NULL ? (double)*s->instances : 1);
+		double lag;
+		chat_follow_state(s->chat, &lag);
+		metrics_simple(out, "llamachatd_shared_outbox_pending", "gauge",
+		    "Publications to the other instances that Redis has not acknowledged yet (kept in the store).",
+		    (double)chat_outbox_pending(s->chat));
+		metrics_simple(out, "llamachatd_shared_stream_lag_seconds", "gauge",
+		    "How far this store may be behind the sessions the other instances published.", lag);
 	}
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",

@@ -144,18 +144,18 @@ sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsign
 	}
 }
 
-/* Redis starts or stops answering. Back after being away: what was
- * published meanwhile was lost (with a minute's margin before it went away,
- * for calls then in flight). Away: budgets refuse, if so configured. */
+/* Redis starts or stops answering. Back after being away: the outbox
+ * holds what could not be published meanwhile, and drains from its
+ * oldest. Away: budgets refuse, if so configured. */
 static void
 sharing_on_change(bool up, double since_wall, void *arg)
 {
 	struct sharing *sharing = arg;
-	double since = since_wall - 60;
 
+	(void)since_wall;
 	budgets_set_unshared(sharing->budgets, !up && sharing->refuse_when_unavailable);
 	if (up)
-		chat_republish_owners(sharing->chat, sharing->base, since > 0 ? (uint64_t)(since * 1e6) : 0);
+		chat_outbox_rewind(sharing->chat);
 }
 
 const long *

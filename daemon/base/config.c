@@ -99,6 +99,7 @@ static const struct setting_spec config_specs[] = {
 	{ "shared", "timeout_ms", SETTING_INT, AT(shared_timeout_ms), 1, 10000 },
 	{ "shared", "max_in_flight", SETTING_INT, AT(shared_max_in_flight), 1, 100000 },
 	{ "shared", "breaker_failures", SETTING_INT, AT(shared_breaker_failures), 1, 1000 },
+	{ "shared", "stream_max_entries", SETTING_INT, AT(shared_stream_max_entries), 1000, 100000000 },
 	{ "shared", "budgets_when_unavailable", SETTING_BUDGETS_WHEN_UNAVAILABLE, 0, 0, 0 },
 };
 #undef AT
@@ -155,6 +156,7 @@ config_set_defaults(struct config *c)
 	c->shared_timeout_ms = 50;
 	c->shared_max_in_flight = 1024;
 	c->shared_breaker_failures = 3;
+	c->shared_stream_max_entries = 1000000;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;

@@ -171,6 +171,7 @@ struct config {
 	long shared_timeout_ms;
 	long shared_max_in_flight;
 	long shared_breaker_failures;
+	long shared_stream_max_entries; /* the sessions stream keeps about this many */
 	bool shared_budgets_refuse; /* budgets_when_unavailable = "refuse" (else "local") */
 };
 

@@ -104,25 +104,6 @@ chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight)
 	chat->shared_max_in_flight = max_in_flight;
 }
 
-/* Publishes who owns a session the store just took (or removes the record
- * of one deleted), for the other daemons of a shared gateway. */
-static void
-chat_publish_owner(struct chat_call *call)
-{
-	struct shared_owner owner;
-
-	if (call->chat->shared == NULL || call->session_id[0] == '\0')
-		return;
-	if (call->kind == CHAT_DELETE) {
-		shared_delete_owner(call->chat->shared, call->session_id);
-	} else if (call->kind == CHAT_CREATE && call->caller.name[0] != '\0') {
-		snprintf(owner.owner, sizeof(owner.owner), "%s", call->caller.name);
-		snprintf(owner.organization_id, sizeof(owner.organization_id), "%s", call->scope.organization_id);
-		snprintf(owner.project_id, sizeof(owner.project_id), "%s", call->scope.project_id);
-		shared_put_owner(call->chat->shared, call->session_id, &owner);
-	}
-}
-
 long
 chat_pending(const struct chat *chat)
 {
@@ -250,7 +231,9 @@ chat_on_stored(enum store_result result, void *arg)
 	call->write = NULL;
 	if (result == STORE_OK) {
 		log_debug("chat: stored session %s", call->session_id[0] ? call->session_id : "-");
-		chat_publish_owner(call);
+		/* What it stored, the outbox owes the other daemons. */
+		if (call->chat->shared != NULL && call->session_id[0] != '\0')
+			chat_outbox_kick(call->chat);
 		if (call->claim_shared && call->key != NULL && call->kind == CHAT_CREATE)
 			chat_key_answer_shared(call->chat, call->key, (int)call->status,
 			    (const char *)evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body));
@@ -285,6 +268,11 @@ chat_store_answer(struct chat_call *call)
 	call->state = CHAT_STORING;
 	if (call->kind == CHAT_DELETE) {
 		struct store_change change = { .key = { call->session_id, strlen(call->session_id) }, .remove = 1 };
+		struct chat_outbox_entry outbox;
+		if (call->chat->shared != NULL) {
+			chat_outbox_change(call->chat, call->session_id, &outbox);
+			change.also = &outbox.change;
+		}
 		call->write = store_queue(call->chat->store, &change, chat_on_stored, call);
 	} else {
 		if (call->kind == CHAT_HISTORY) {
@@ -759,5 +747,7 @@ chat_free(struct chat *chat)
 		chat_call_fail(LIST_FIRST(&chat->calls), 503, REPLY_RETRY_MAY_HELP, "llamachatd is shutting down");
 	chat_key_release_kept(chat);
 	chat_republish_free(chat);
+	chat_outbox_free(chat);
+	chat_follow_free(chat);
 	free(chat);
 }

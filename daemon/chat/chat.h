@@ -117,6 +117,19 @@ struct shared_op *chat_ask_owner(struct chat *chat, const struct caller *caller,
 struct shared;
 void chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight);
 
+/* Shared mode: applies what the other instances publish to this store,
+ * from the read position the store keeps (chat_follow.c). */
+void chat_follow_start(struct chat *chat);
+/* Whether the store is catching up with the stream (behind it, or not
+ * read from lately), and by how many seconds it may be behind. */
+bool chat_follow_state(const struct chat *chat, double *lag_seconds);
+
+/* Shared mode: what the store owes the other instances (chat_outbox.c):
+ * publications not yet acknowledged by Redis, and a drain from the oldest
+ * (Redis is back). */
+long chat_outbox_pending(struct chat *chat);
+void chat_outbox_rewind(struct chat *chat);
+
 /* Publishes the owner record of every session held with an owner and
  * stored since since_us (Unix microseconds; 0: all) again, in short paced
  * steps on base's loop (a pass under way starts over): after Redis was

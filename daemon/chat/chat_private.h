@@ -40,6 +40,9 @@ struct chat {
 	struct shared *shared; /* NULL: owners are not shared */
 	long shared_max_in_flight; /* of shared: republishing leaves room */
 	struct chat_republish *republish; /* NULL: none yet (chat_republish.c) */
+	struct chat_outbox *outbox; /* NULL: none yet (chat_outbox.c) */
+	uint64_t outbox_version; /* the last given, Unix microseconds or more */
+	struct chat_follow *follow; /* NULL: not following (chat_follow.c) */
 	struct chat_settings settings;
 	LIST_HEAD(, chat_call) calls;
 	LIST_HEAD(, chat_key_hold) held_keys;
@@ -97,6 +100,9 @@ struct chat_summary {
 	const char *new_owner;
 	const struct chat_usage *usage; /* NULL for none */
 	const struct store_change *also; /* committed with it; NULL for none */
+	/* Applied from another instance's publication: nothing is owed to
+	 * the others for it (no outbox entry). */
+	bool from_stream;
 };
 
 /* Queues summary for the store, its usage and also in the same
@@ -220,5 +226,23 @@ void chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold
 
 /* chat_republish.c: frees what republishing holds. */
 void chat_republish_free(struct chat *chat);
+
+/* chat_outbox.c: a publication owed for a session, as a store change
+ * committed with the session's own (chained by its also); its bytes live
+ * in the struct. */
+struct chat_outbox_entry {
+	struct store_change change;
+	unsigned char key[1 + SESSION_ID_MAX];
+	size_t key_len;
+	unsigned char value[8];
+	unsigned char index_key[1 + 8 + SESSION_ID_MAX];
+};
+void chat_outbox_change(struct chat *chat, const char *id, struct chat_outbox_entry *e);
+/* Something was committed to the outbox: drain it soon. */
+void chat_outbox_kick(struct chat *chat);
+void chat_outbox_free(struct chat *chat);
+
+/* chat_follow.c: stops applying the stream (chat_free). */
+void chat_follow_free(struct chat *chat);
 
 #endif

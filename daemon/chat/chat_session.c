@@ -300,6 +300,7 @@ chat_store_summary(struct chat *chat, const struct chat_summary *summary, store_
 	unsigned char *encoded = NULL;
 	struct store_write *write = NULL;
 	struct store_change change = { 0 };
+	struct chat_outbox_entry outbox;
 	const char *why;
 
 	/* A create made a new session: there is no older record to read. */
@@ -354,6 +355,12 @@ chat_store_summary(struct chat *chat, const struct chat_summary *summary, store_
 		change.daily = &summary->usage->daily;
 	}
 	change.also = summary->also;
+	/* The others learn of it through the outbox, in the same commit. */
+	if (chat->shared != NULL && !summary->from_stream) {
+		chat_outbox_change(chat, id, &outbox);
+		outbox.change.also = summary->also;
+		change.also = &outbox.change;
+	}
 	write = store_queue(chat->store, &change, cb, arg);
 out:
 	free(encoded);

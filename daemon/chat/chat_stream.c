@@ -140,6 +140,8 @@ stream_on_usage_stored(enum store_result result, void *arg)
 	if (result != STORE_OK) {
 		stream->chat->counters.store_failures++;
 		log_warnx("chat: could not store the usage of session %s's turn", stream->session_id);
+	} else if (stream->chat->shared != NULL) {
+		chat_outbox_kick(stream->chat);
 	}
 	stream_end(stream->relay, stream->cut);
 }

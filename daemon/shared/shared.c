@@ -26,7 +26,7 @@ const char *
 shared_op_name(enum shared_op_kind kind)
 {
 	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
-		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key" };
+		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key", "publish", "follow" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -67,7 +67,14 @@ shared_op_free(struct shared_op *op)
 	LIST_REMOVE(op, link);
 	if (op->deadline != NULL)
 		event_free(op->deadline);
+	free(op->big);
 	free(op);
+}
+
+void
+shared_op_discard(struct shared_op *op)
+{
+	shared_op_free(op);
 }
 
 /* Hands the caller its result, once. */
@@ -191,6 +198,13 @@ shared_send_script(struct shared *shared, struct shared_op *op)
 
 	if (shared->ac == NULL)
 		return REDIS_ERR;
+	if (op->big_argc > 0) {
+		op->big_argv[0] = op->sent_whole ? "EVAL" : "EVALSHA";
+		op->big_argv[1] = op->sent_whole ? op->script->text : op->script->sha1;
+		op->big_lens[0] = strlen(op->big_argv[0]);
+		op->big_lens[1] = strlen(op->big_argv[1]);
+		return redisAsyncCommandArgv(shared->ac, shared_on_reply, op, op->big_argc, op->big_argv, op->big_lens);
+	}
 	argv[argc++] = op->sent_whole ? "EVAL" : "EVALSHA";
 	argv[argc++] = op->sent_whole ? op->script->text : op->script->sha1;
 	argv[argc++] = "1";
@@ -407,12 +421,18 @@ shared_on_reconnect(evutil_socket_t fd, short what, void *arg)
 	shared_connect(arg);
 }
 
+redisAsyncContext *
+shared_connect_context(const struct shared *shared)
+{
+	return shared->unix_path != NULL ? redisAsyncConnectUnix(shared->unix_path)
+	                                 : redisAsyncConnect(shared->host, shared->port);
+}
+
 /* Starts a connection; its outcome comes to shared_on_connect. */
 static void
 shared_connect(struct shared *shared)
 {
-	redisAsyncContext *ac = shared->unix_path != NULL ? redisAsyncConnectUnix(shared->unix_path)
-	                                                  : redisAsyncConnect(shared->host, shared->port);
+	redisAsyncContext *ac = shared_connect_context(shared);
 
 	if (ac == NULL || ac->err != 0 || redisLibeventAttach(ac, shared->base) != REDIS_OK) {
 		struct timeval tv = clock_timeval_ms(shared->reconnect_ms);
@@ -508,6 +528,7 @@ shared_free(struct shared *shared)
 	for (struct shared_op *op = LIST_FIRST(&shared->ops); op != NULL; op = LIST_NEXT(op, link))
 		shared_op_answer(op, SHARED_UNAVAILABLE, NULL);
 	shared->stopping = true;
+	shared_follow_stop(shared);
 	if (shared->ac != NULL)
 		redisAsyncFree(shared->ac); /* its pending replies come back NULL: freed */
 	while (!LIST_EMPTY(&shared->ops))
@@ -608,7 +629,7 @@ shared_delete_owner(struct shared *shared, const char *session)
 }
 
 /* The script's SHA-1, as EVALSHA names it, computed once. */
-static const struct shared_script *
+const struct shared_script *
 shared_script_ready(struct shared_script *script)
 {
 	unsigned char digest[SHA_DIGEST_LENGTH];

@@ -25,6 +25,7 @@ struct shared_settings {
 	long timeout_ms; /* every call's deadline */
 	long max_in_flight; /* calls waiting for Redis at once */
 	long breaker_failures; /* failures in a row that make it down */
+	long stream_max_entries; /* the sessions stream is trimmed to about this many */
 };
 
 /* Creates the client on base and starts connecting (a Redis that is down
@@ -112,6 +113,52 @@ void shared_answer_key(struct shared *shared, const char *client, const char *ke
  * answer to keep. */
 void shared_release_key(struct shared *shared, const char *client, const char *key_hash);
 
+/* The stream of sessions (shared_stream.c), llamachatd:sessions: every
+ * instance publishes each session it stores or deletes, and follows what
+ * the others publish, so that every store converges. */
+#define SHARED_STREAM_ID_MAX 41 /* "ms-seq", two 64-bit numbers */
+struct shared_publication {
+	const char *session;
+	bool removed; /* deleted: its owner record goes too */
+	const struct shared_owner *owner; /* NULL, or owner "": none (no owner record) */
+	const char *json; /* upstream's Session summary; NULL when removed */
+	size_t json_len;
+};
+
+/* Publishes in one round trip (a script): the owner record set (when the
+ * session has an owner) or removed, and an entry appended to the stream,
+ * trimmed to about stream_max_entries. cb (SHARED_FOUND: acknowledged;
+ * owner NULL) runs exactly once, later. NULL only when out of memory. */
+struct shared_op *shared_publish(
+    struct shared *shared, const struct shared_publication *pub, shared_owner_cb cb, void *arg);
+
+/* One entry another instance published. */
+struct shared_entry {
+	char stream_id[SHARED_STREAM_ID_MAX + 1];
+	const char *instance; /* the one that published it */
+	struct shared_publication pub; /* pointers valid during the callback */
+	struct shared_owner owner;
+};
+
+/* A batch read: entries of other instances (this one's are skipped), the
+ * stream id the batch ends with (to store as the read position; "" when
+ * nothing was read) and whether more were waiting (a full batch). Called
+ * with count 0 and last_id "" when a read failed or Redis had nothing new
+ * within a second. */
+typedef void (*shared_entries_cb)(
+    const struct shared_entry *entries, size_t count, const char *last_id, bool more, void *arg);
+
+/* Follows the stream from after_id (exclusive; "0" from its start) on a
+ * connection of its own (a blocking read there never holds up the other
+ * calls). Each batch comes to cb; the next is asked only when
+ * shared_follow_next() says the batch is stored. Returns false when out of
+ * memory. */
+bool shared_follow(struct shared *shared, const char *after_id, shared_entries_cb cb, void *arg);
+void shared_follow_next(struct shared *shared);
+
+/* Milliseconds of the Redis clock in a stream id (its first number). */
+unsigned long long shared_stream_id_ms(const char *stream_id);
+
 /* What the client saw, for /metrics. */
 enum shared_op_kind {
 	SHARED_OP_GET_OWNER,
@@ -123,6 +170,8 @@ enum shared_op_kind {
 	SHARED_OP_CLAIM_KEY,
 	SHARED_OP_ANSWER_KEY,
 	SHARED_OP_RELEASE_KEY,
+	SHARED_OP_PUBLISH,
+	SHARED_OP_FOLLOW, /* a read of the stream (its wait not counted) */
 	SHARED_OP_KINDS
 };
 enum shared_error_kind {

@@ -38,6 +38,12 @@ struct shared_op {
 	bool sent_whole;
 	int script_argc; /* the key, then the arguments */
 	char script_args[4][192];
+	/* Or, for a script with larger arguments (a publication): numkeys
+	 * keys then arguments, pointing into big, which the op owns. */
+	int big_argc, numkeys;
+	const char *big_argv[16];
+	size_t big_lens[16];
+	char *big;
 };
 
 struct shared_script {
@@ -65,7 +71,13 @@ struct shared {
 	bool stopping;
 	void (*on_change)(bool up, double since_wall, void *arg); /* shared_set_on_change */
 	void *on_change_arg;
+	struct shared_follower *follower; /* NULL: not following (shared_stream.c) */
 };
+
+/* shared_stream.c: stops following (shared_free). */
+void shared_follow_stop(struct shared *shared);
+/* shared.c: the connect target, for the follower's own connection. */
+redisAsyncContext *shared_connect_context(const struct shared *shared);
 
 /* A new op of kind; it answers cb (may be NULL) once. NULL: out of memory. */
 struct shared_op *shared_op_new(struct shared *shared, enum shared_op_kind kind, shared_owner_cb cb, void *arg);
@@ -73,6 +85,10 @@ struct shared_op *shared_op_new(struct shared *shared, enum shared_op_kind kind,
  * instead); on any failure to send, op answers SHARED_UNAVAILABLE from the
  * loop, later. */
 void shared_send(struct shared *shared, struct shared_op *op, int argc, const char **argv, const size_t *lens);
+/* Frees an op never sent (its caller is not answered). */
+void shared_op_discard(struct shared_op *op);
+/* The script, its SHA-1 computed (once). */
+const struct shared_script *shared_script_ready(struct shared_script *script);
 /* Sets op up as a call of script with key and up to three arguments. */
 void shared_op_script(struct shared_op *op, struct shared_script *script, const char *key, const char *a1,
     const char *a2, const char *a3);

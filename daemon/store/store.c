@@ -124,7 +124,7 @@ store_open(
 	if (base != NULL && store_take_lock(store, why, why_size) != 0)
 		goto fail;
 	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_mapsize(store->env, map_size_mb << 20)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(store->env, 8)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(store->env, 12)) != 0 ||
 	    (rc = mdb_env_open(store->env, path, MDB_NOTLS, 0600)) != 0) {
 		snprintf(why, why_size, "%s: cannot open the LMDB store: %s", path, mdb_strerror(rc));
 		goto fail;
@@ -140,13 +140,14 @@ store_open(
 	    (rc = mdb_dbi_open(txn, "ledger", MDB_CREATE, &store->ledger)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "daily", MDB_CREATE, &store->daily)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "keys", MDB_CREATE, &store->keys)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "outbox", MDB_CREATE, &store->outbox)) != 0 || (rc = mdb_txn_commit(txn)) != 0) {
 		if (txn != NULL && rc != 0)
 			mdb_txn_abort(txn);
 		snprintf(why, why_size, "%s: cannot open the sessions table: %s", path, mdb_strerror(rc));
 		goto fail;
 	}
-	store->has_daily = store->has_keys = true;
+	store->has_daily = store->has_keys = store->has_outbox = store->has_meta = true;
 	if ((rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &store->reader)) != 0) {
 		snprintf(why, why_size, "%s: cannot start a reader: %s", path, mdb_strerror(rc));
 		goto fail;
@@ -195,12 +196,21 @@ store_clear_stale_readers(struct store *store)
 long
 store_count(struct store *store)
 {
+	return store_count_in(store, STORE_SESSIONS);
+}
+
+long
+store_count_in(struct store *store, enum store_table table)
+{
 	MDB_stat st;
+	MDB_dbi dbi;
 	long count = -1;
 
+	if (!store_table_dbi(store, table, &dbi))
+		return 0;
 	if (mdb_txn_renew(store->reader) != 0)
 		return -1;
-	if (mdb_stat(store->reader, store->sessions, &st) == 0)
+	if (mdb_stat(store->reader, dbi, &st) == 0)
 		count = (long)st.ms_entries;
 	mdb_txn_reset(store->reader);
 	return count;
@@ -257,7 +267,7 @@ store_open_readonly(const char *path, char *why, size_t why_size)
 		goto fail;
 	}
 	/* MDB_RDONLY never takes the writer lock: the daemon writes on. */
-	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_maxdbs(store->env, 8)) != 0 ||
+	if ((rc = mdb_env_create(&store->env)) != 0 || (rc = mdb_env_set_maxdbs(store->env, 12)) != 0 ||
 	    (rc = mdb_env_open(store->env, path, MDB_RDONLY | MDB_NOTLS, 0600)) != 0) {
 		snprintf(why, why_size, "%s: cannot open the store: %s", path, mdb_strerror(rc));
 		goto fail;
@@ -274,6 +284,8 @@ store_open_readonly(const char *path, char *why, size_t why_size)
 	}
 	store->has_daily = mdb_dbi_open(txn, "daily", 0, &store->daily) == 0;
 	store->has_keys = mdb_dbi_open(txn, "keys", 0, &store->keys) == 0;
+	store->has_outbox = mdb_dbi_open(txn, "outbox", 0, &store->outbox) == 0;
+	store->has_meta = mdb_dbi_open(txn, "meta", 0, &store->meta) == 0;
 	/* Committing keeps the table handles for the environment. */
 	if ((rc = mdb_txn_commit(txn)) != 0 ||
 	    (rc = mdb_txn_begin(store->env, NULL, MDB_RDONLY, &store->reader)) != 0) {

@@ -34,17 +34,30 @@ struct store_ledger_delta {
 enum store_table {
 	STORE_SESSIONS = 0, /* sessions, by id */
 	STORE_KEYS, /* idempotency keys, by client and key */
+	STORE_OUTBOX, /* publications owed to the other daemons, by session */
+	STORE_META, /* the daemon's own markers (the health probe, a read position) */
 };
+
+/* Keys of STORE_OUTBOX and STORE_META start with a control byte, which no
+ * session id and no client name has: the key spaces cannot meet. */
+#define STORE_OUTBOX_KEY_TAG '\x02'
+#define STORE_META_KEY_TAG '\x03'
+#define STORE_MAX_ALSO 2 /* changes one write may carry along */
 
 /* One change to a key: write value (or remove the key), give it the index
  * entries index_keys (replacing all it had), and add to a ledger entry and
- * to a daily total. also (may be NULL) is a second change, without a ledger,
- * a daily total or an also of its own, committed in the same transaction. */
+ * to a daily total. also (may be NULL) is a second change, without a ledger
+ * or a daily total, committed in the same transaction; it may have an also
+ * of its own, up to STORE_MAX_ALSO changes carried along in all. With
+ * remove and remove_only_if_value, the key is removed only while its value
+ * is still value (a publication acknowledged, unless a newer one replaced
+ * it meanwhile). */
 struct store_change {
 	enum store_table table;
 	struct store_bytes key;
 	struct store_bytes value;
 	int remove; /* non-zero: remove the key, its value and its index entries */
+	int remove_only_if_value; /* with remove: only while the stored value equals value */
 	struct store_bytes index_keys[STORE_MAX_INDEX_KEYS]; /* each at most STORE_MAX_INDEX_KEY */
 	size_t index_count;
 	const struct store_ledger_delta *ledger; /* NULL for none */
@@ -175,5 +188,8 @@ int store_clear_stale_readers(struct store *store);
 
 /* Number of stored sessions, or -1 on failure. */
 long store_count(struct store *store);
+
+/* Number of keys in table, or -1 on failure. */
+long store_count_in(struct store *store, enum store_table table);
 
 #endif

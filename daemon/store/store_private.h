@@ -25,7 +25,7 @@ struct store_write {
 	bool first_of_batch;
 	bool is_probe; /* the health probe's marker write */
 	struct store_change change; /* its pointers point into data */
-	struct store_change also;
+	struct store_change also[STORE_MAX_ALSO];
 	struct store_ledger_delta ledger, daily;
 	unsigned char data[];
 };
@@ -39,7 +39,9 @@ struct store {
 	MDB_dbi daily; /* daily total key -> the same counters */
 	MDB_dbi keys; /* idempotency key -> its record */
 	bool has_daily, has_keys; /* a read-only open of an older store may lack them */
-	MDB_dbi meta; /* the daemon's own markers (the health probe) */
+	MDB_dbi meta; /* the daemon's own markers (the health probe, a read position) */
+	MDB_dbi outbox; /* session -> a publication owed (its version) */
+	bool has_outbox, has_meta;
 	bool readonly;
 	double probed_at; /* monotonic seconds of the last probe */
 	enum store_result probe_result;

@@ -34,6 +34,14 @@ store_table_dbi(const struct store *store, enum store_table table, MDB_dbi *dbi)
 		*dbi = store->keys;
 		return store->has_keys;
 	}
+	if (table == STORE_OUTBOX) {
+		*dbi = store->outbox;
+		return store->has_outbox;
+	}
+	if (table == STORE_META) {
+		*dbi = store->meta;
+		return store->has_meta;
+	}
 	*dbi = store->sessions;
 	return true;
 }

@@ -101,6 +101,16 @@ store_apply_in(struct store *store, MDB_txn *txn, const struct store_change *c)
 	int rc;
 
 	store_table_dbi(store, c->table, &dbi);
+	if (c->remove && c->remove_only_if_value) {
+		MDB_val now;
+		rc = mdb_get(txn, dbi, &k, &now);
+		if (rc == MDB_NOTFOUND)
+			return 0;
+		if (rc != 0)
+			return rc;
+		if (now.mv_size != v.mv_size || memcmp(now.mv_data, v.mv_data, v.mv_size) != 0)
+			return 0; /* replaced meanwhile: it stays */
+	}
 	if ((rc = store_unindex(store, txn, &k)) != 0)
 		return rc;
 	if (c->ledger != NULL && (rc = store_add_counters(txn, store->ledger, c->ledger)) != 0)
@@ -137,8 +147,8 @@ store_apply_write(struct store *store, MDB_txn *txn, struct store_write *w)
 	MDB_val mv = { w->change.value.len, (void *)w->change.value.data };
 	int rc = w->is_probe ? mdb_put(txn, store->meta, &mk, &mv, 0) : store_apply_in(store, txn, &w->change);
 
-	if (rc == 0 && w->change.also != NULL)
-		rc = store_apply_in(store, txn, w->change.also);
+	for (const struct store_change *also = w->change.also; rc == 0 && also != NULL; also = also->also)
+		rc = store_apply_in(store, txn, also);
 	return rc;
 }
 
@@ -329,7 +339,7 @@ store_change_size(const struct store_change *c)
 {
 	size_t size = c->key.len + c->value.len;
 
-	if (c->index_count > STORE_MAX_INDEX_KEYS || (unsigned)c->table > STORE_KEYS)
+	if (c->index_count > STORE_MAX_INDEX_KEYS || (unsigned)c->table > STORE_META)
 		return 0;
 	for (size_t i = 0; i < c->index_count; i++) {
 		if (c->index_keys[i].len == 0 || c->index_keys[i].len > STORE_MAX_INDEX_KEY)
@@ -349,6 +359,7 @@ store_copy_change(struct store_write *w, size_t *at, const struct store_change *
 {
 	dst->table = c->table;
 	dst->remove = c->remove;
+	dst->remove_only_if_value = c->remove_only_if_value;
 	store_copy_bytes(w, at, &c->key, &dst->key);
 	store_copy_bytes(w, at, &c->value, &dst->value);
 	dst->index_count = c->index_count;
@@ -361,14 +372,20 @@ store_copy_change(struct store_write *w, size_t *at, const struct store_change *
 static struct store_write *
 store_write_new(const struct store_change *c, store_write_cb cb, void *arg)
 {
-	const struct store_change *also = c->also;
-	size_t size = store_change_size(c), also_size = also != NULL ? store_change_size(also) : 1, at = 0;
+	const struct store_change *also[STORE_MAX_ALSO];
+	size_t size = store_change_size(c), n = 0, at = 0;
 	struct store_write *w;
 
-	if (size == 0 || also_size == 0 ||
-	    (also != NULL && (also->ledger != NULL || also->daily != NULL || also->also != NULL)))
+	if (size == 0)
 		return NULL;
-	if ((w = calloc(1, sizeof(*w) + size + also_size)) == NULL)
+	for (const struct store_change *a = c->also; a != NULL; a = a->also) {
+		size_t also_size = store_change_size(a);
+		if (n == STORE_MAX_ALSO || also_size == 0 || a->ledger != NULL || a->daily != NULL)
+			return NULL;
+		also[n++] = a;
+		size += also_size;
+	}
+	if ((w = calloc(1, sizeof(*w) + size)) == NULL)
 		return NULL;
 	w->cb = cb;
 	w->arg = arg;
@@ -383,9 +400,13 @@ store_write_new(const struct store_change *c, store_write_cb cb, void *arg)
 		store_copy_bytes(w, &at, &c->daily->key, &w->daily.key);
 		w->change.daily = &w->daily;
 	}
-	if (also != NULL) {
-		store_copy_change(w, &at, also, &w->also);
-		w->change.also = &w->also;
+	/* The chain again, in the write's own copies. */
+	for (size_t i = 0; i < n; i++) {
+		store_copy_change(w, &at, also[i], &w->also[i]);
+		if (i == 0)
+			w->change.also = &w->also[0];
+		else
+			w->also[i - 1].also = &w->also[i];
 	}
 	return w;
 }

@@ -226,9 +226,35 @@ wait_shared_state(const struct daemon_process *d, const char *state)
 	harness_wait(shared_state_is, &w, HARNESS_WAIT_MS, state);
 }
 
-/* Alice makes a session on A; A dies; on B it is hers (read through, then
- * held), and Bob gets the same 404 as for a session that does not exist,
- * under every path that names it. */
+/* A session made upstream by an instance that died before its stream
+ * entry went out: only its owner record says whose it is. */
+static void
+made_by_a_lost_instance(const char *owner, char *id, size_t size)
+{
+	char url[128], auth[128];
+	const char *headers[] = { auth, "Content-Type: application/json", NULL };
+	struct http_response r;
+	redisReply *set;
+	json_t *doc;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/api/v1/chat", fake.port);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", HARNESS_KEY);
+	assert_int_equal(http_call("POST", url, headers, "{}", 2, &r), 0);
+	assert_int_equal(r.status, 200);
+	doc = json_loads(r.body, 0, NULL);
+	snprintf(id, size, "%s", json_string_value(json_object_get(doc, "session_id")));
+	json_decref(doc);
+	http_response_free(&r);
+	set = redis_run("SET llamachatd:own:%s {\"owner\":\"%s\",\"organization_id\":\"\",\"project_id\":\"\","
+	                "\"instance\":\"gw-lost\"}",
+	    id, owner);
+	assert_non_null(set);
+	freeReplyObject(set);
+}
+
+/* Alice's session, made by an instance that died before B heard of it: on
+ * B it is hers (read through, then held), and Bob gets the same 404 as for
+ * a session that does not exist, under every path that names it. */
 static void
 test_a_session_made_on_one_instance_is_its_owners_on_another(void **state)
 {
@@ -239,6 +265,7 @@ test_a_session_made_on_one_instance_is_its_owners_on_another(void **state)
 	(void)state;
 	wait_shared_state(&a, "up");
 	wait_shared_state(&b, "up");
+	/* What A publishes: the owner record, by its instance. */
 	daemon_create_session(&a, ALICE, id, sizeof(id));
 	record = wait_owner_record(id);
 	doc = json_loads(record, 0, NULL);
@@ -246,7 +273,7 @@ test_a_session_made_on_one_instance_is_its_owners_on_another(void **state)
 	assert_string_equal(json_string_value(json_object_get(doc, "instance")), "gw-a");
 	json_decref(doc);
 	free(record);
-	daemon_kill(&a);
+	made_by_a_lost_instance("alice", id, sizeof(id));
 
 	/* Bob first: nothing of it may reach B's store through him. */
 	assert_int_equal(get_summary(&b, BOB, id, &r), 404);
@@ -277,7 +304,122 @@ test_a_session_made_on_one_instance_is_its_owners_on_another(void **state)
 	http_response_free(&r);
 	/* And still Bob's 404, now that B holds it. */
 	assert_int_equal(get_summary(&b, BOB, id, NULL), 404);
+}
+
+struct list_wait {
+	const struct daemon_process *d;
+	const char *who, *id;
+	bool want; /* listed, or not */
+};
+
+static bool
+listed_is(void *arg)
+{
+	struct list_wait *w = arg;
+	struct http_response r;
+	bool listed;
+
+	if (daemon_call(w->d, w->who, "GET", "/api/v1/chat", NULL, &r) != 200) {
+		http_response_free(&r);
+		return false;
+	}
+	listed = strstr(r.body, w->id) != NULL;
+	http_response_free(&r);
+	return listed == w->want;
+}
+
+/* Waits until who's list on d has id (want) or has it no more. */
+static void
+wait_listed(const struct daemon_process *d, const char *who, const char *id, bool want)
+{
+	struct list_wait w = { d, who, id, want };
+
+	harness_wait(listed_is, &w, HARNESS_WAIT_MS, want ? "a session listed" : "a session gone from a list");
+}
+
+/* A number in d's /healthz "shared" object; -1 when absent. */
+static double
+health_shared_number(const struct daemon_process *d, const char *field)
+{
+	struct http_response r;
+	json_t *doc, *value;
+	double n = -1;
+
+	if (daemon_call(d, NULL, "GET", "/healthz", NULL, &r) == 200) {
+		doc = json_loads(r.body, 0, NULL);
+		value = json_object_get(json_object_get(doc, "shared"), field);
+		if (json_is_number(value))
+			n = json_number_value(value);
+		json_decref(doc);
+	}
+	http_response_free(&r);
+	return n;
+}
+
+struct outbox_wait {
+	const struct daemon_process *d;
+	double want;
+};
+
+static bool
+outbox_is(void *arg)
+{
+	struct outbox_wait *w = arg;
+
+	return health_shared_number(w->d, "outbox") == w->want;
+}
+
+/* Every store converges: a session made on A is listed on B, and served
+ * there from B's store, without B asking anyone; A dies (SIGKILL): B
+ * still answers Alice (never Bob); a delete and a create on B while A is
+ * down reach A once it starts again, from the read position its store
+ * kept. */
+static void
+test_every_store_converges_through_the_stream(void **state)
+{
+	struct http_response r;
+	char id[160], made_meanwhile[160], path[256];
+	long asked;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	daemon_create_session(&a, ALICE, id, sizeof(id));
+	wait_listed(&b, ALICE, id, true);
+	/* Listed for her alone. */
+	assert_int_equal(daemon_call(&b, BOB, "GET", "/api/v1/chat", NULL, &r), 200);
+	assert_null(strstr(r.body, id));
+	http_response_free(&r);
+	/* B's store holds it: a HIT, upstream not asked. */
+	asked = fake_count(&fake, "api_requests");
+	assert_int_equal(get_summary(&b, ALICE, id, &r), 200);
+	{
+		char cache[16];
+		assert_string_equal(http_header(&r, "X-Cache", cache, sizeof(cache)), "HIT");
+	}
+	http_response_free(&r);
+	assert_int_equal(fake_count(&fake, "api_requests"), asked);
+
+	daemon_kill(&a);
+	assert_int_equal(get_summary(&b, ALICE, id, NULL), 200);
+	assert_int_equal(get_summary(&b, BOB, id, NULL), 404);
+	/* While A is down: one deleted, one made. */
+	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
+	assert_int_equal(daemon_call(&b, ALICE, "DELETE", path, NULL, NULL), 204);
+	daemon_create_session(&b, ALICE, made_meanwhile, sizeof(made_meanwhile));
 	assert_int_equal(daemon_start(&a, HARNESS_KEY), 0);
+	/* It reads on from where its store was (said before it is ready),
+	 * not from the start. */
+	assert_true(daemon_log_contains(&a, "following the sessions stream from "));
+	assert_false(daemon_log_contains(&a, "following the sessions stream from 0\n"));
+	wait_listed(&a, ALICE, made_meanwhile, true);
+	wait_listed(&a, ALICE, id, false);
+	assert_int_equal(get_summary(&a, ALICE, made_meanwhile, &r), 200);
+	{
+		char cache[16];
+		assert_string_equal(http_header(&r, "X-Cache", cache, sizeof(cache)), "HIT");
+	}
+	http_response_free(&r);
 }
 
 /* A project pin holds across instances as it does on one: Carol, pinned
@@ -667,31 +809,38 @@ test_a_delete_removes_the_owner_record(void **state)
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, id, sizeof(id));
 	free(wait_owner_record(id));
+	wait_listed(&a, ALICE, id, true);
 	snprintf(path, sizeof(path), "/api/v1/chat/%s", id);
 	assert_int_equal(daemon_call(&b, ALICE, "DELETE", path, NULL, NULL), 204);
 	snprintf(w.key, sizeof(w.key), "llamachatd:own:%s", id);
 	harness_wait(key_absent, &w, HARNESS_WAIT_MS, "the owner record of a deleted session gone");
-	/* And another instance no longer gives it to its owner. */
+	/* And another instance drops it too (the stream), and no longer
+	 * gives it to its owner. */
+	wait_listed(&a, ALICE, id, false);
 	assert_int_equal(get_summary(&a, ALICE, id, NULL), 404);
 }
 
-/* Redis gone: what an instance holds is served, a miss that needs an owner
- * is a 503 with Retry-After for everyone (the owner may be the caller: no
- * false 404; it may not: no leak), /healthz stays 200 and says it. Redis
- * back: the state comes back up, and the owner record of a session made
- * meanwhile is published. */
+/* Redis gone: what an instance holds is served (its own sessions and
+ * those the stream brought), a miss that needs an owner is a 503 with
+ * Retry-After for everyone (the owner may be the caller: no false 404; it
+ * may not: no leak), /healthz stays 200 and says it. A session made
+ * meanwhile waits in the outbox, in the store; Redis back: the outbox
+ * drains, its owner record is published and the other instance lists it. */
 static void
 test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 {
 	struct http_response r;
-	char held[160], elsewhere[160], fresh[160], during[160], retry[16];
+	struct outbox_wait drained = { &b, 0 };
+	char held[160], elsewhere[160], fresh[160], during[160], lost[160], retry[16];
 
 	(void)state;
 	wait_shared_state(&a, "up");
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, held, sizeof(held));
 	daemon_create_session(&a, ALICE, elsewhere, sizeof(elsewhere));
-	free(wait_owner_record(elsewhere));
+	made_by_a_lost_instance("alice", lost, sizeof(lost));
+	wait_listed(&b, ALICE, elsewhere, true);
+	harness_wait(outbox_is, &drained, HARNESS_WAIT_MS, "B's outbox empty");
 
 	harness_stop_process(redis_pid);
 	redis_pid = -1;
@@ -700,15 +849,20 @@ test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 
 	assert_int_equal(get_summary(&b, ALICE, held, &r), 200);
 	http_response_free(&r);
-	assert_int_equal(get_summary(&b, ALICE, elsewhere, &r), 503);
+	assert_int_equal(get_summary(&b, ALICE, elsewhere, &r), 200);
+	http_response_free(&r);
+	assert_int_equal(get_summary(&b, ALICE, lost, &r), 503);
 	assert_non_null(http_header(&r, "Retry-After", retry, sizeof(retry)));
 	http_response_free(&r);
-	assert_int_equal(get_summary(&b, BOB, elsewhere, &r), 503);
+	assert_int_equal(get_summary(&b, BOB, lost, &r), 503);
 	http_response_free(&r);
 	/* Someone else's session held here is still a plain 404. */
 	assert_int_equal(get_summary(&b, BOB, held, NULL), 404);
-	/* Made while Redis is away: its owner record cannot go out now. */
+	assert_int_equal(get_summary(&b, BOB, elsewhere, NULL), 404);
+	/* Made while Redis is away: its publication waits in the outbox. */
 	daemon_create_session(&b, ALICE, during, sizeof(during));
+	assert_int_equal(health_shared_number(&b, "outbox"), 1);
+	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_outbox_pending"), 1);
 	/* A budgeted client: B refuses (budgets_when_unavailable = "refuse"),
 	 * A counts on its last known sums ("local"). */
 	wait_shared_state(&a, "down");
@@ -724,9 +878,11 @@ test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 	free(wait_owner_record(fresh));
 	assert_int_equal(daemon_call(&b, FRANK, "POST", "/api/v1/chat", "{}", NULL), 200);
 	/* Redis kept its data; what B made meanwhile is published on its
-	 * return. */
+	 * return, from the outbox, which drains. */
 	free(wait_owner_record(during));
 	free(wait_owner_record(held));
+	harness_wait(outbox_is, &drained, HARNESS_WAIT_MS, "B's outbox drained");
+	wait_listed(&a, ALICE, during, true);
 	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_up"), 1);
 	assert_true(daemon_metric_as(&b, WATCHER, "llamachatd_shared_errors_total{kind=\"connection\"}") > 0);
 }
@@ -758,8 +914,7 @@ test_a_stopped_redis_costs_a_miss_its_deadline_only(void **state)
 	(void)state;
 	wait_shared_state(&a, "up");
 	wait_shared_state(&b, "up");
-	daemon_create_session(&a, ALICE, elsewhere, sizeof(elsewhere));
-	free(wait_owner_record(elsewhere));
+	made_by_a_lost_instance("alice", elsewhere, sizeof(elsewhere));
 	kill(redis_pid, SIGSTOP);
 	for (int i = 0; i < 3; i++) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -782,6 +937,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_session_made_on_one_instance_is_its_owners_on_another),
+		cmocka_unit_test(test_every_store_converges_through_the_stream),
 		cmocka_unit_test(test_a_project_pin_holds_across_instances),
 		cmocka_unit_test(test_a_session_held_without_an_owner_is_still_its_owners),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),

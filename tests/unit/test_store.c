@@ -89,7 +89,8 @@ test_a_linked_change_commits_with_its_change(void **state)
 		.index_count = 1,
 	};
 	struct store_change session = { .key = { "ses-9", 5 }, .value = { "json", 4 }, .also = &key };
-	struct store_change bad_also = { .key = { "ses-8", 5 }, .value = { "x", 1 }, .also = &session };
+	struct store_change two = { .key = { "ses-7", 5 }, .value = { "y", 1 }, .also = &session };
+	struct store_change bad_also = { .key = { "ses-8", 5 }, .value = { "x", 1 }, .also = &two };
 	struct evbuffer *out = evbuffer_new();
 	int seen = 0;
 
@@ -103,9 +104,12 @@ test_a_linked_change_commits_with_its_change(void **state)
 	assert_int_equal(store_get_in(store, STORE_KEYS, "ses-9", 5, out), STORE_NOT_FOUND);
 	assert_int_equal(store_scan_in(store, STORE_KEYS, "K", 1, NULL, 0, 10, count_entry, &seen), STORE_OK);
 	assert_int_equal(seen, 1);
-	/* An also with an also of its own is refused whole. */
+	/* Two carried along is the most: three are refused whole. */
 	assert_int_equal(store_apply(store, &bad_also), STORE_ERR);
 	assert_int_equal(store_get(store, "ses-8", 5, out), STORE_NOT_FOUND);
+	assert_int_equal(store_get(store, "ses-7", 5, out), STORE_NOT_FOUND);
+	assert_int_equal(store_apply(store, &two), STORE_OK);
+	expect_stored(store, "ses-7", "y");
 	key.remove = 1;
 	key.index_count = 0;
 	key.also = NULL;
@@ -115,6 +119,47 @@ test_a_linked_change_commits_with_its_change(void **state)
 	assert_int_equal(seen, 0);
 	expect_stored(store, "ses-9", "json");
 	evbuffer_free(out);
+	store_close(store);
+}
+
+/* An outbox entry is removed once acknowledged, unless a newer one
+ * replaced it meanwhile; the count of a table is its keys. */
+static void
+test_a_remove_only_if_value_keeps_a_newer_value(void **state)
+{
+	struct store *store = open_store(NULL, 8);
+	const char key[] = { STORE_OUTBOX_KEY_TAG, 's', '1' };
+	struct store_change put = { .table = STORE_OUTBOX,
+		.key = { key, 3 },
+		.value = { "v1", 2 },
+		.index_keys = { { "Pv1s1", 5 } },
+		.index_count = 1 };
+	struct store_change ack = {
+		.table = STORE_OUTBOX, .key = { key, 3 }, .value = { "v1", 2 }, .remove = 1, .remove_only_if_value = 1
+	};
+	int seen = 0;
+
+	(void)state;
+	assert_int_equal(store_apply(store, &put), STORE_OK);
+	assert_int_equal(store_count_in(store, STORE_OUTBOX), 1);
+	assert_int_equal(store_count(store), 0); /* no session */
+	/* Replaced by a newer version before the first was acknowledged. */
+	put.value.data = "v2";
+	put.index_keys[0].data = "Pv2s1";
+	assert_int_equal(store_apply(store, &put), STORE_OK);
+	assert_int_equal(store_apply(store, &ack), STORE_OK);
+	assert_int_equal(store_count_in(store, STORE_OUTBOX), 1);
+	assert_int_equal(store_scan_in(store, STORE_OUTBOX, "P", 1, NULL, 0, 10, count_entry, &seen), STORE_OK);
+	assert_int_equal(seen, 1);
+	/* The newer one acknowledged: gone, its index entry too. */
+	ack.value.data = "v2";
+	assert_int_equal(store_apply(store, &ack), STORE_OK);
+	assert_int_equal(store_count_in(store, STORE_OUTBOX), 0);
+	seen = 0;
+	assert_int_equal(store_scan_in(store, STORE_OUTBOX, "P", 1, NULL, 0, 10, count_entry, &seen), STORE_OK);
+	assert_int_equal(seen, 0);
+	/* Acknowledging what is gone is no failure. */
+	assert_int_equal(store_apply(store, &ack), STORE_OK);
 	store_close(store);
 }
 
@@ -482,6 +527,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_and_reopen, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_a_linked_change_commits_with_its_change, make_dir, remove_dir),
+		cmocka_unit_test_setup_teardown(test_a_remove_only_if_value_keeps_a_newer_value, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(
 		    test_deferred_writes_commit_together_then_call_back, make_dir, remove_dir),
 		cmocka_unit_test_setup_teardown(test_close_commits_what_is_queued, make_dir, remove_dir),
