@@ -3,8 +3,8 @@
  *
  * Each such request is one struct chat_call, owned by this module from its
  * handler until its answer is sent. A call waits on upstream first, then on
- * the store's commit of what upstream answered; the client is answered only
- * after that commit. */
+ * the store's commit of what upstream answered (chat_store_answer.c); the
+ * client is answered only after that commit. */
 #include "chat/chat.h"
 
 #include <event2/buffer.h>
@@ -35,50 +35,6 @@
 _Static_assert(SESSION_LEDGER_FIELD_COUNT == STORE_LEDGER_FIELDS, "ledger fields of session and store differ");
 _Static_assert(RETRY_REASONS == sizeof(((struct chat_counters *)0)->retries) / sizeof(unsigned long long),
     "retry reasons and their counters differ");
-
-enum chat_kind {
-	CHAT_CREATE, /* POST /api/v1/chat */
-	CHAT_SUMMARY, /* GET .../{id}/summary that missed the store */
-	CHAT_HISTORY, /* GET .../{id} */
-	CHAT_DELETE, /* DELETE .../{id} */
-	CHAT_REFRESH, /* a summary fetched after a stream, with no client */
-};
-
-/* Where a call is: waiting for upstream's answer, or for the store to commit
- * what upstream answered. */
-enum chat_state { CHAT_FORWARDING, CHAT_STORING };
-
-struct chat_call {
-	struct chat *chat;
-	LIST_ENTRY(chat_call) link;
-	struct request *req; /* NULL for a refresh, or once answered */
-	enum chat_kind kind;
-	enum chat_state state;
-	char session_id[SESSION_ID_MAX + 1]; /* once known */
-	struct caller caller;
-	struct chat_scope scope;
-	struct upstream_call *upstream;
-	struct store_write *write;
-	/* Upstream's answer, kept until the store has committed what it says. */
-	long status;
-	struct evbuffer *body;
-	struct chat_key_hold *key; /* a create's Idempotency-Key; NULL: none */
-	char project[SESSION_SCOPE_MAX + 1]; /* whose API key the call goes with ("": the default) */
-	/* What it sent, kept for a retry (retry.h), and the retries made. */
-	const char *method;
-	char *path;
-	void *sent_body;
-	size_t sent_len;
-	long attempts;
-	double first_started; /* monotonic seconds */
-	struct event *retry_ev;
-	struct request_trace trace; /* trace_id "": none (a background call) */
-	char granted_owner[CALLER_NAME_MAX + 1]; /* the session's owner by its shared record; "": none */
-	bool claim_shared; /* its Idempotency-Key is claimed in Redis for it */
-	struct http_headers headers; /* the few of upstream's that pass on */
-	struct http_header header_slots[8];
-	char header_store[1024];
-};
 
 struct chat *
 chat_create(
@@ -181,7 +137,7 @@ chat_call_free(struct chat_call *call)
 	free(call);
 }
 
-static void
+void
 chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const char *detail)
 {
 	struct request *req = chat_call_take_request(call);
@@ -191,8 +147,7 @@ chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const
 	chat_call_free(call);
 }
 
-/* Sends upstream's answer, as kept in the call, to the client. */
-static void
+void
 chat_call_reply_upstream(struct chat_call *call)
 {
 	struct request *req = chat_call_take_request(call);
@@ -221,153 +176,6 @@ chat_on_client_gone(void *arg)
 	log_debug("chat: the client went away before its answer; finishing the call without it");
 	call->req = NULL;
 	call->chat->pending--;
-}
-
-static void
-chat_on_stored(enum store_result result, void *arg)
-{
-	struct chat_call *call = arg;
-
-	call->write = NULL;
-	if (result == STORE_OK) {
-		log_debug("chat: stored session %s", call->session_id[0] ? call->session_id : "-");
-		/* What it stored, the outbox owes the other daemons. */
-		if (call->chat->shared != NULL && call->session_id[0] != '\0')
-			chat_outbox_kick(call->chat);
-		if (call->claim_shared && call->key != NULL && call->kind == CHAT_CREATE)
-			chat_key_answer_shared(call->chat, call->key, (int)call->status,
-			    (const char *)evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body));
-	} else {
-		/* The session exists upstream: an error here would make the SDK
-		 * retry and create a duplicate. A later lookup reads it through. */
-		call->chat->counters.store_failures++;
-		/* Nor may a retry with its key go upstream again. */
-		if (call->key != NULL) {
-			chat_key_keep(call->chat, call->key);
-			call->key = NULL;
-		}
-		log_warnx("chat: could not store session %s (%s); answering the client anyway", call->session_id,
-		    result == STORE_ERR_FULL ? "store full" : "store error");
-	}
-	chat_call_reply_upstream(call);
-}
-
-/* After a 2xx: what the store must learn from upstream's answer. Hands the
- * call on: to the store, or (an unusable answer, a write that cannot be
- * queued) to its answer, which frees it. The caller must not touch call
- * after this returns. */
-static void
-chat_store_answer(struct chat_call *call)
-{
-	const char *body = (const char *)evbuffer_pullup(call->body, -1);
-	size_t len = evbuffer_get_length(call->body);
-	char *from_history = NULL;
-	const char *why;
-	uint64_t updated_us;
-
-	call->state = CHAT_STORING;
-	if (call->kind == CHAT_DELETE) {
-		struct store_change change = { .key = { call->session_id, strlen(call->session_id) }, .remove = 1 };
-		struct chat_outbox_entry outbox;
-		if (call->chat->shared != NULL) {
-			chat_outbox_change(call->chat, call->session_id, &outbox);
-			change.also = &outbox.change;
-		}
-		call->write = store_queue(call->chat->store, &change, chat_on_stored, call);
-	} else {
-		if (call->kind == CHAT_HISTORY) {
-			/* The history carries the summary too: keep it fresh. */
-			if ((from_history = session_summary_of_history(body, len)) != NULL) {
-				body = from_history;
-				len = strlen(from_history);
-			}
-		}
-		if (session_parse_summary(body, len, call->session_id, &updated_us, &why) != 0) {
-			call->chat->counters.upstream_failures++;
-			log_warnx("chat: %s", why);
-			free(from_history);
-			if (call->kind == CHAT_HISTORY) {
-				chat_call_reply_upstream(call); /* not ours to judge; pass it on */
-				return;
-			}
-			/* For a create the session may exist upstream: no retry. */
-			chat_call_fail(
-			    call, 502, call->kind == CHAT_CREATE ? REPLY_RETRY_WONT_HELP : REPLY_RETRY_MAY_HELP, why);
-			return;
-		}
-		struct chat_summary summary = {
-			.json = body,
-			.len = len,
-			.known_id = call->session_id,
-			.known_updated_us = updated_us,
-			.fallback = &call->scope,
-		};
-		struct chat_usage usage;
-		struct chat_key_write key_write = { 0 };
-		/* The key's record commits with the session: a retry after the
-		 * answer was lost finds both, or neither. */
-		if (call->kind == CHAT_CREATE && call->key != NULL) {
-			if (chat_key_write_init(&key_write, call->key, IDEMPOTENCY_CREATE, (int)call->status,
-			        evbuffer_pullup(call->body, -1), evbuffer_get_length(call->body)) == 0)
-				summary.also = &key_write.change;
-			else
-				log_warnx("chat: out of memory: the Idempotency-Key of session %s is not remembered",
-				    call->session_id);
-		}
-		if (call->req != NULL)
-			snprintf(
-			    call->req->access.session_id, sizeof(call->req->access.session_id), "%s", call->session_id);
-		if (call->kind == CHAT_CREATE && chat_owned_by_another(call->chat, &call->caller, call->session_id)) {
-			/* Upstream answered with a session made for someone else
-			 * (it deduped on a key, say): its owner keeps it. */
-			call->chat->counters.takeovers_refused++;
-			log_warnx("chat: upstream answered a create of client %s with session %s, which another client "
-			          "owns; refused, and the session keeps its owner",
-			    call->caller.name[0] != '\0' ? call->caller.name : "-", call->session_id);
-			free(from_history);
-			chat_call_fail(call, 502, REPLY_RETRY_WONT_HELP,
-			    "upstream answered this create with a session another client owns; llamachatd refused it");
-			return;
-		}
-		if (call->kind == CHAT_CREATE) {
-			unsigned long long add[SESSION_LEDGER_FIELD_COUNT] = { [SESSION_LEDGER_SESSIONS] = 1 };
-			call->chat->counters.creates++; /* it exists upstream, stored or not */
-			/* The creator owns it, and the ledger counts it, in one commit. */
-			chat_count_usage(call->chat, call->caller.name, call->scope.organization_id,
-			    call->scope.project_id, add, &usage);
-			summary.new_owner = call->caller.name;
-			summary.usage = &usage;
-		} else if (call->granted_owner[0] != '\0') {
-			/* Read through, and held for its owner, by its shared record. */
-			summary.new_owner = call->granted_owner;
-		}
-		call->write = chat_store_summary(call->chat, &summary, chat_on_stored, call);
-		chat_key_write_done(&key_write);
-		free(from_history);
-	}
-	if (call->write == NULL)
-		chat_on_stored(STORE_ERR, call); /* answers and frees call */
-}
-
-/* A create with a key that upstream refused for good (a final 4xx): the
- * refusal is kept for the key, and answered once it commits. Returns false
- * when there is nothing to keep (the caller answers). */
-static bool
-chat_store_final_refusal(struct chat_call *call)
-{
-	struct chat_key_write w;
-
-	if (call->kind != CHAT_CREATE || call->key == NULL ||
-	    !idempotency_answer_is_final(call->status, http_headers_find(&call->headers, "x-should-retry")) ||
-	    chat_key_write_init(&w, call->key, IDEMPOTENCY_CREATE, (int)call->status, evbuffer_pullup(call->body, -1),
-	        evbuffer_get_length(call->body)) != 0)
-		return false;
-	call->write = store_queue(call->chat->store, &w.change, chat_on_stored, call);
-	chat_key_write_done(&w);
-	if (call->write == NULL)
-		return false;
-	call->state = CHAT_STORING;
-	return true;
 }
 
 static void chat_send(struct chat_call *call);

@@ -113,7 +113,8 @@ struct shared_op *chat_ask_owner(struct chat *chat, const struct caller *caller,
     void (*then)(enum chat_owner_verdict verdict, const char *owner, void *arg), void *arg);
 
 /* Shares session owners through shared (NULL: not shared), which takes at
- * most max_in_flight calls at once. */
+ * most max_in_flight calls at once. Free shared before the chat: its last
+ * answers still come to the chat's calls. */
 struct shared;
 void chat_set_shared(struct chat *chat, struct shared *shared, long max_in_flight);
 

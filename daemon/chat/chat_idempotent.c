@@ -259,14 +259,15 @@ chat_key_claim_shared(struct chat *chat, const struct chat_key_hold *hold,
 	return shared_claim_key(chat->shared, client, hold->upstream_key, fingerprint, lease_ms, then, arg);
 }
 
-void
-chat_key_answer_shared(struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len)
+bool
+chat_key_answer_shared(struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len,
+    void (*then)(enum shared_result result, const struct shared_owner *owner, void *arg), void *arg)
 {
 	char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
 	const char *client = chat_key_shared_names(hold, fingerprint);
 
-	shared_answer_key(chat->shared, client, hold->upstream_key, fingerprint, status, body, len,
-	    *chat->settings.idempotency_ttl_s * 1000);
+	return shared_answer_key(chat->shared, client, hold->upstream_key, fingerprint, status, body, len,
+	           *chat->settings.idempotency_ttl_s * 1000, then, arg) != NULL;
 }
 
 void

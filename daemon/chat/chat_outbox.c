@@ -41,6 +41,8 @@ struct chat_outbox_send {
 	struct chat_outbox *outbox;
 	char id[SESSION_ID_MAX + 1];
 	unsigned char version[OUTBOX_VERSION_BYTES];
+	void (*then)(void *arg); /* NULL: nobody waits */
+	void *then_arg;
 };
 
 static void
@@ -109,6 +111,8 @@ outbox_on_published(enum shared_result result, const struct shared_owner *owner,
 		outbox->rewind = true;
 		outbox->failed++;
 	}
+	if (send->then != NULL)
+		send->then(send->then_arg);
 	free(send);
 }
 
@@ -261,6 +265,30 @@ outbox_get(struct chat *chat)
 	chat->outbox = outbox;
 	evtimer_add(outbox->sweep, &tv);
 	return outbox;
+}
+
+bool
+chat_outbox_publish_now(struct chat *chat, const struct shared_publication *pub, void (*then)(void *arg), void *arg)
+{
+	struct chat_outbox *outbox = outbox_get(chat);
+	struct chat_outbox_send *send;
+	uint64_t version = chat->outbox_version;
+
+	if (outbox == NULL || strlen(pub->session) > SESSION_ID_MAX || (send = calloc(1, sizeof(*send))) == NULL)
+		return false;
+	send->outbox = outbox;
+	snprintf(send->id, sizeof(send->id), "%s", pub->session);
+	for (int i = 0; i < OUTBOX_VERSION_BYTES; i++)
+		send->version[i] = (unsigned char)(version >> (8 * (OUTBOX_VERSION_BYTES - 1 - i)));
+	send->then = then;
+	send->then_arg = arg;
+	outbox->in_flight++;
+	if (shared_publish(chat->shared, pub, outbox_on_published, send) == NULL) {
+		outbox->in_flight--;
+		free(send);
+		return false;
+	}
+	return true;
 }
 
 void

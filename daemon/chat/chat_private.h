@@ -8,6 +8,10 @@
 #include <sys/queue.h>
 
 #include "chat/chat.h"
+#include "gate/caller.h"
+#include "http/http_headers.h"
+#include "http/reply.h"
+#include "http/request.h"
 #include "gate/idempotency.h"
 #include "shared/shared.h"
 #include "store/session.h"
@@ -220,8 +224,10 @@ void chat_key_write_done(struct chat_key_write *w);
  * with no answer to keep. */
 struct shared_op *chat_key_claim_shared(struct chat *chat, const struct chat_key_hold *hold,
     void (*then)(enum shared_claim result, int status, const char *body, size_t len, void *arg), void *arg);
-void chat_key_answer_shared(
-    struct chat *chat, const struct chat_key_hold *hold, int status, const char *body, size_t len);
+/* The answer: then (may be NULL) runs once Redis took it or could not;
+ * false when it cannot be sent at all (then will not run). */
+bool chat_key_answer_shared(struct chat *chat, const struct chat_key_hold *hold, int status, const char *body,
+    size_t len, void (*then)(enum shared_result result, const struct shared_owner *owner, void *arg), void *arg);
 void chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold);
 
 /* chat_republish.c: frees what republishing holds. */
@@ -238,11 +244,86 @@ struct chat_outbox_entry {
 	unsigned char index_key[1 + 8 + SESSION_ID_MAX];
 };
 void chat_outbox_change(struct chat *chat, const char *id, struct chat_outbox_entry *e);
+/* Publishes pub at once, for the outbox entry given last (the one
+ * chat_outbox_change() just made: its commit may still be on its way),
+ * and removes that entry once Redis acknowledged it. then(arg) runs
+ * exactly once, later, acknowledged or not (within shared.timeout_ms);
+ * false when nothing could be sent (then will not run; the entry waits
+ * for the drain). */
+bool chat_outbox_publish_now(
+    struct chat *chat, const struct shared_publication *pub, void (*then)(void *arg), void *arg);
 /* Something was committed to the outbox: drain it soon. */
 void chat_outbox_kick(struct chat *chat);
 void chat_outbox_free(struct chat *chat);
 
 /* chat_follow.c: stops applying the stream (chat_free). */
 void chat_follow_free(struct chat *chat);
+
+/* A chat call (chat.c), which the storing of its answer
+ * (chat_store_answer.c) shares. */
+enum chat_kind {
+	CHAT_CREATE, /* POST /api/v1/chat */
+	CHAT_SUMMARY, /* GET .../{id}/summary that missed the store */
+	CHAT_HISTORY, /* GET .../{id} */
+	CHAT_DELETE, /* DELETE .../{id} */
+	CHAT_REFRESH, /* a summary fetched after a stream, with no client */
+};
+
+/* Where a call is: waiting for upstream's answer, or for the store to commit
+ * what upstream answered. */
+enum chat_state { CHAT_FORWARDING, CHAT_STORING };
+
+struct chat_call {
+	struct chat *chat;
+	LIST_ENTRY(chat_call) link;
+	struct request *req; /* NULL for a refresh, or once answered */
+	enum chat_kind kind;
+	enum chat_state state;
+	char session_id[SESSION_ID_MAX + 1]; /* once known */
+	struct caller caller;
+	struct chat_scope scope;
+	struct upstream_call *upstream;
+	struct store_write *write;
+	/* Upstream's answer, kept until the store has committed what it says. */
+	long status;
+	struct evbuffer *body;
+	struct chat_key_hold *key; /* a create's Idempotency-Key; NULL: none */
+	char project[SESSION_SCOPE_MAX + 1]; /* whose API key the call goes with ("": the default) */
+	/* What it sent, kept for a retry (retry.h), and the retries made. */
+	const char *method;
+	char *path;
+	void *sent_body;
+	size_t sent_len;
+	long attempts;
+	double first_started; /* monotonic seconds */
+	struct event *retry_ev;
+	struct request_trace trace; /* trace_id "": none (a background call) */
+	char granted_owner[CALLER_NAME_MAX + 1]; /* the session's owner by its shared record; "": none */
+	bool claim_shared; /* its Idempotency-Key is claimed in Redis for it */
+	/* Shared mode: what Redis must take before the answer goes out (the
+	 * owner record, the key's answer), in parallel with the commit. */
+	int shared_waits;
+	bool published_now; /* its publication went out with the commit */
+	bool stored; /* the commit is done: result in stored_result */
+	enum store_result stored_result;
+	struct http_headers headers; /* the few of upstream's that pass on */
+	struct http_header header_slots[8];
+	char header_store[1024];
+};
+
+/* Answers the client (if it is still there) with an error, and frees call. */
+void chat_call_fail(struct chat_call *call, int status, enum reply_retry retry, const char *detail);
+/* Sends upstream's answer, as kept in the call, to the client, and frees call. */
+void chat_call_reply_upstream(struct chat_call *call);
+
+/* chat_store_answer.c. After a 2xx: what the store must learn from
+ * upstream's answer. Hands the call on: to the store, or (an unusable
+ * answer, a write that cannot be queued) to its answer, which frees it.
+ * The caller must not touch call after this returns. */
+void chat_store_answer(struct chat_call *call);
+/* A create with a key that upstream refused for good (a final 4xx): the
+ * refusal is kept for the key, and answered once it commits. Returns false
+ * when there is nothing to keep (the caller answers). */
+bool chat_store_final_refusal(struct chat_call *call);
 
 #endif

@@ -86,7 +86,7 @@ stream_on_start(struct relay *relay, long status, void *arg)
 	stream->parser = sse_parser_new(stream->chat->settings.max_event_bytes);
 	/* The turn runs: its key is used for good, whatever comes next. */
 	if (stream->key != NULL && stream->claim_shared) {
-		chat_key_answer_shared(stream->chat, stream->key, (int)status, "", 0);
+		chat_key_answer_shared(stream->chat, stream->key, (int)status, "", 0, NULL, NULL);
 		stream->turn_ran_shared = true;
 	}
 	if (stream->key != NULL) {

@@ -106,9 +106,11 @@ typedef void (*shared_claim_cb)(enum shared_claim result, int status, const char
  * fingerprint are hex. cb runs exactly once, later. */
 struct shared_op *shared_claim_key(struct shared *shared, const char *client, const char *key_hash,
     const char *fingerprint, long lease_ms, shared_claim_cb cb, void *arg);
-/* The claimed key's answer, kept ttl_ms (background). */
-void shared_answer_key(struct shared *shared, const char *client, const char *key_hash, const char *fingerprint,
-    int status, const char *body, size_t len, long ttl_ms);
+/* The claimed key's answer, kept ttl_ms. cb (may be NULL; owner NULL)
+ * runs exactly once, later, when Redis took it or could not; NULL returned
+ * (cb will not run) when it cannot be sent at all (said in the log). */
+struct shared_op *shared_answer_key(struct shared *shared, const char *client, const char *key_hash,
+    const char *fingerprint, int status, const char *body, size_t len, long ttl_ms, shared_owner_cb cb, void *arg);
 /* Gives a claim of this instance back (background): the call ended with no
  * answer to keep. */
 void shared_release_key(struct shared *shared, const char *client, const char *key_hash);

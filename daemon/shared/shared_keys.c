@@ -94,9 +94,9 @@ shared_claim_key(struct shared *shared, const char *client, const char *key_hash
 	return op;
 }
 
-void
+struct shared_op *
 shared_answer_key(struct shared *shared, const char *client, const char *key_hash, const char *fingerprint, int status,
-    const char *body, size_t len, long ttl_ms)
+    const char *body, size_t len, long ttl_ms, shared_owner_cb cb, void *arg)
 {
 	char key[192], ttl[24], *value = NULL;
 	json_t *text = json_stringn(body, len);
@@ -110,16 +110,19 @@ shared_answer_key(struct shared *shared, const char *client, const char *key_has
 	json_decref(doc);
 	snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
 	if (value != NULL && shared_key_name(client, key_hash, key, sizeof(key)) &&
-	    (op = shared_op_new(shared, SHARED_OP_ANSWER_KEY, NULL, NULL)) != NULL) {
+	    (op = shared_op_new(shared, SHARED_OP_ANSWER_KEY, cb, arg)) != NULL) {
 		const char *argv[5] = { "SET", key, value, "PX", ttl };
 		size_t lens[5] = { 3, strlen(key), strlen(value), 2, strlen(ttl) };
 		shared_send(shared, op, 5, argv, lens);
+		free(value);
+		return op;
 	} else {
 		log_warnx("shared: the answer of an Idempotency-Key of client %s is not shared (not UTF-8, or out of "
 		          "memory); other instances will see its claim until the lease ends",
 		    client);
 	}
 	free(value);
+	return NULL;
 }
 
 void
