@@ -246,13 +246,16 @@ test_shared_settings(void **state)
 	assert_string_equal(c->shared_redis, "unix:/run/redis/redis.sock");
 	assert_string_equal(c->shared_instance, "gw-a");
 	assert_false(c->shared_budgets_refuse);
+	assert_int_equal(c->shared_stream_max_entries, 1000000);
 	config_free(c);
 	snprintf(text, sizeof(text),
-	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"refuse\"; };\n",
+	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"refuse\"; "
+	    "stream_max_entries = 5000; };\n",
 	    clients);
 	c = load(text, &errors);
 	assert_non_null(c);
 	assert_true(c->shared_budgets_refuse);
+	assert_int_equal(c->shared_stream_max_entries, 5000);
 	config_free(c);
 	snprintf(text, sizeof(text),
 	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"maybe\"; };\n",
@@ -267,6 +270,9 @@ test_shared_settings(void **state)
 	snprintf(text, sizeof(text), "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; timeout_ms = 0; };\n",
 	    clients);
 	expect_one_error(text, "shared.timeout_ms", "must be from");
+	snprintf(text, sizeof(text),
+	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; stream_max_entries = 10; };\n", clients);
+	expect_one_error(text, "shared.stream_max_entries", "must be from");
 	expect_one_error("shared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; };\n", "shared.redis", "clients");
 }
 
