@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <hiredis/hiredis.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -978,4 +979,50 @@ fail:
 	free(all);
 	close(fd);
 	return -1;
+}
+
+pid_t
+harness_redis_start(const char *dir, const char *sock)
+{
+	char log_path[512];
+	char *argv[] = { "redis-server", "--port", "0", "--unixsocket", (char *)sock, "--unixsocketperm", "700",
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", (char *)dir, NULL };
+	struct stat st;
+	pid_t pid;
+
+	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
+	unlink(sock);
+	pid = harness_spawn(argv, log_path);
+	assert_true(pid > 0);
+	/* Polls for its socket, to a deadline. */
+	for (int i = 0; i < 1000 && stat(sock, &st) != 0; i++)
+		usleep(10000);
+	assert_int_equal(stat(sock, &st), 0);
+	return pid;
+}
+
+struct redisReply *
+harness_redis(const char *sock, const char *format, ...)
+{
+	redisContext *c = redisConnectUnix(sock);
+	redisReply *r = NULL;
+	va_list args;
+
+	if (c != NULL && c->err == 0) {
+		va_start(args, format);
+		r = redisvCommand(c, format, args);
+		va_end(args);
+	}
+	redisFree(c);
+	return r;
+}
+
+char *
+harness_redis_get(const char *sock, const char *key)
+{
+	redisReply *r = harness_redis(sock, "GET %s", key);
+	char *value = r != NULL && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+
+	freeReplyObject(r);
+	return value;
 }

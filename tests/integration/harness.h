@@ -204,4 +204,14 @@ void harness_token_hex(const char *token, char out[65]);
 /* A loopback port nothing listens on (bound, then closed). */
 int harness_unused_port(void);
 
+/* Starts redis-server on the unix socket sock (no TCP), its append-only
+ * file and log in dir (its data kept across a restart, as the README asks
+ * of a deployment); returns its pid once the socket is there. */
+pid_t harness_redis_start(const char *dir, const char *sock);
+/* Runs one command on the Redis at sock (a printf-like format, one
+ * connection of its own); its reply (free with freeReplyObject) or NULL. */
+struct redisReply *harness_redis(const char *sock, const char *format, ...);
+/* The string value of key as a new string (caller frees), or NULL. */
+char *harness_redis_get(const char *sock, const char *key);
+
 #endif

@@ -37,53 +37,18 @@ static pid_t redis_pid = -1;
 #define FRANK "Authorization: Bearer tok-frank-shared-2c8" /* a budget far from used */
 #define LEAD "Authorization: Bearer tok-lead-shared-4e0" /* see_all */
 
-/* Starts redis-server on its unix socket (no TCP; an append-only file in
- * the test's directory). */
 static void
 redis_start(void)
 {
-	char log_path[512];
-	/* Its data kept across a restart, as the README asks of a deployment. */
-	char *argv[] = { "redis-server", "--port", "0", "--unixsocket", redis_sock, "--unixsocketperm", "700", "--save",
-		"", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir, NULL };
-	struct stat st;
-
-	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
-	unlink(redis_sock);
-	redis_pid = harness_spawn(argv, log_path);
-	assert_true(redis_pid > 0);
-	for (int i = 0; i < 1000 && stat(redis_sock, &st) != 0; i++)
-		usleep(10000);
-	assert_int_equal(stat(redis_sock, &st), 0);
+	redis_pid = harness_redis_start(dir, redis_sock);
 }
 
-/* Runs one command on the test's Redis (a printf-like format, one
- * connection of its own); its reply (freeReplyObject) or NULL. */
-static redisReply *
-redis_run(const char *format, ...)
-{
-	redisContext *c = redisConnectUnix(redis_sock);
-	redisReply *r = NULL;
-	va_list args;
+#define redis_run(...) harness_redis(redis_sock, __VA_ARGS__)
 
-	if (c != NULL && c->err == 0) {
-		va_start(args, format);
-		r = redisvCommand(c, format, args);
-		va_end(args);
-	}
-	redisFree(c);
-	return r;
-}
-
-/* The value of key in Redis as a new string (caller frees), or NULL. */
 static char *
 redis_get(const char *key)
 {
-	redisReply *r = redis_run("GET %s", key);
-	char *value = r != NULL && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
-
-	freeReplyObject(r);
-	return value;
+	return harness_redis_get(redis_sock, key);
 }
 
 struct key_wait {
