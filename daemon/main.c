@@ -546,6 +546,7 @@ daemon_start(struct daemon *d)
 		.render_arg = d,
 		.budgets = d->budgets,
 		.instances = d->sharing != NULL ? sharing_instances(d->sharing) : NULL,
+		.shared = d->shared,
 	};
 	double started = clock_monotonic_s();
 	if ((d->server = server_create(d->base, d->config, &parts, why, sizeof(why))) == NULL) {

@@ -13,6 +13,8 @@ struct clients;
 struct config_client;
 
 #define CALLER_NAME_MAX 64
+struct request;
+
 struct caller {
 	char name[CALLER_NAME_MAX + 1]; /* "" in single-user mode */
 	bool see_all; /* may see and touch every session */
@@ -31,6 +33,13 @@ struct caller {
 	 * stored with that owner. NULL: none. Valid only while the handler
 	 * runs. */
 	const struct caller_grant *granted;
+	/* Shared mode: takes the client's rate from the bucket every instance
+	 * shares. Returns true when it took the request over (it is held
+	 * until Redis answers, then routed again with req->rate set, or
+	 * answered 429); false when Redis cannot answer now (the gate takes
+	 * the local part then). NULL: the local bucket only. */
+	bool (*take_shared_rate)(void *arg, struct request *req, const struct caller *caller);
+	void *take_shared_rate_arg;
 };
 
 struct caller_grant {

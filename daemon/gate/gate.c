@@ -200,7 +200,13 @@ gate_may_go_upstream(struct request *req, const struct caller *caller)
 		    client->name, why);
 		return false;
 	}
-	if ((wait = clients_take(caller->clients, client, clock_monotonic_ms(), caller->instances)) > 0) {
+	/* One bucket for every instance, in Redis: the request is held for
+	 * it (never a cached lookup: those do not come here). */
+	if (client->rate_per_s > 0 && req->rate == REQUEST_RATE_UNASKED && caller->take_shared_rate != NULL &&
+	    caller->take_shared_rate(caller->take_shared_rate_arg, req, caller))
+		return false;
+	if (req->rate != REQUEST_RATE_TAKEN &&
+	    (wait = clients_take(caller->clients, client, clock_monotonic_ms(), caller->instances)) > 0) {
 		snprintf(seconds, sizeof(seconds), "%ld", wait);
 		request_add_header(req, "Retry-After", seconds);
 		reply_errorf(req, 429, REPLY_RETRY_MAY_HELP, "client %s is over its rate of %g requests per second",

@@ -29,7 +29,11 @@ bool gate_admit(struct clients *clients, struct request *req, const char **query
  * the day, then its rate. Returns true when it may go; otherwise it has
  * answered req (429 with Retry-After: the seconds until the day turns, with
  * x-should-retry: false, for a budget; the wait for the next token, for the
- * rate) and returns false. Always true in single-user mode. */
+ * rate) and returns false, or (shared mode) has handed req to
+ * caller->take_shared_rate, which routes it again once Redis took its rate,
+ * and returns false: either way the handler is done with req and must have
+ * changed nothing before (a request routed again runs it anew). Always
+ * true in single-user mode. */
 bool gate_may_go_upstream(struct request *req, const struct caller *caller) __attribute__((warn_unused_result));
 
 /* A pinned client's scope holds in a body too: a create body whose

@@ -103,6 +103,10 @@ struct request {
 	struct evbuffer *body; /* the whole body, de-chunked */
 	struct access_entry access;
 	bool local_peer; /* it came over a unix socket */
+	/* Where its client's rate limit was taken, once the gate asked (a
+	 * request routed again keeps it): not yet, in the bucket every
+	 * instance shares (Redis), or here (Redis could not answer). */
+	enum request_rate { REQUEST_RATE_UNASKED, REQUEST_RATE_TAKEN, REQUEST_RATE_LOCAL } rate;
 	/* Over TLS: the SHA-256 of the client certificate the connection
 	 * verified (NULL: none), and whether one was sent but failed. */
 	const unsigned char *peer_cert_sha256;

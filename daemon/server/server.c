@@ -32,6 +32,7 @@
 #include "http/reply.h"
 #include "http/request.h"
 #include "server/route.h"
+#include "shared/shared.h"
 #include "server/server_private.h"
 #include "upstream/upstream.h"
 
@@ -248,12 +249,16 @@ server_own_endpoint(
 
 static void server_route_as(struct server *server, struct request *req, const struct caller_grant *granted);
 
-/* A request waiting for a session's owner record (shared mode). */
+/* A request waiting for a session's owner record, or for its client's
+ * rate in the bucket every instance shares (shared mode). */
 struct server_wait {
 	struct server *server;
 	struct request *req; /* NULL once its client left */
 	char id[REQUEST_SESSION_MAX + 1];
 	char owner[CALLER_NAME_MAX + 1];
+	bool granted; /* a rate wait: the request had id granted to owner */
+	char client[CALLER_NAME_MAX + 1];
+	double rate_per_s;
 };
 
 static void
@@ -289,6 +294,62 @@ server_on_owner(enum chat_owner_verdict verdict, const char *owner, void *arg)
 		}
 	}
 	free(wait);
+}
+
+static void
+server_on_rate(enum shared_result result, unsigned long long allowed, unsigned long long wait_ms, void *arg)
+{
+	struct server_wait *wait = arg;
+	struct request *req = wait->req;
+	char seconds[24];
+
+	if (req != NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		if (result == SHARED_FOUND && !allowed) {
+			snprintf(seconds, sizeof(seconds), "%llu", wait_ms > 1000 ? (wait_ms + 999) / 1000 : 1);
+			request_add_header(req, "Retry-After", seconds);
+			reply_errorf(req, 429, REPLY_RETRY_MAY_HELP,
+			    "client %s is over its rate of %g requests per second", wait->client, wait->rate_per_s);
+		} else {
+			/* Taken; or Redis could not say, and this instance's
+			 * part of the rate decides. Routed again from the start,
+			 * with the grant it had. */
+			struct caller_grant grant = { wait->id, wait->owner };
+			req->rate = result == SHARED_FOUND ? REQUEST_RATE_TAKEN : REQUEST_RATE_LOCAL;
+			server_route_as(wait->server, req, wait->granted ? &grant : NULL);
+		}
+	}
+	free(wait);
+}
+
+/* caller->take_shared_rate: holds req until the bucket every instance
+ * shares has answered for its client. */
+static bool
+server_take_shared_rate(void *arg, struct request *req, const struct caller *caller)
+{
+	struct server *server = arg;
+	struct server_wait *wait;
+
+	if (server->parts.shared == NULL || caller->client == NULL || !shared_is_up(server->parts.shared, NULL) ||
+	    (wait = calloc(1, sizeof(*wait))) == NULL)
+		return false;
+	wait->server = server;
+	wait->req = req;
+	if (caller->granted != NULL) {
+		wait->granted = true;
+		snprintf(wait->id, sizeof(wait->id), "%s", caller->granted->session);
+		snprintf(wait->owner, sizeof(wait->owner), "%s", caller->granted->owner);
+	}
+	snprintf(wait->client, sizeof(wait->client), "%s", caller->name);
+	wait->rate_per_s = caller->client->rate_per_s;
+	request_set_on_gone(req, server_on_wait_gone, wait);
+	if (shared_take_rate(server->parts.shared, caller->name, caller->client->rate_per_s, caller->client->burst,
+	        server_on_rate, wait) == NULL) {
+		request_set_on_gone(req, NULL, NULL);
+		free(wait);
+		return false;
+	}
+	return true;
 }
 
 /* Holds req until the owner record of the session route names answers. */
@@ -369,6 +430,10 @@ server_route_as(struct server *server, struct request *req, const struct caller_
 	caller.access = access;
 	caller.budgets = server->parts.budgets;
 	caller.instances = server->parts.instances != NULL ? *server->parts.instances : 1;
+	if (server->parts.shared != NULL) {
+		caller.take_shared_rate = server_take_shared_rate;
+		caller.take_shared_rate_arg = server;
+	}
 	if (caller.name[0] != '\0')
 		snprintf(access->client, sizeof(access->client), "%s", caller.name);
 	/* Every path that names a session is that session's, whatever the

@@ -32,6 +32,9 @@ struct server_parts {
 	/* The daemons that share each client's rate limit (shared mode),
 	 * kept current by the top; NULL: this one alone. */
 	const long *instances;
+	/* Shared mode: the Redis client, whose bucket every instance takes
+	 * each client's rate from; NULL: each instance its own. */
+	struct shared *shared;
 };
 
 /* Binds every listen address of config (or serves the sockets systemd

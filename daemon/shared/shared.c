@@ -26,7 +26,7 @@ const char *
 shared_op_name(enum shared_op_kind kind)
 {
 	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
-		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key", "publish", "follow" };
+		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key", "publish", "follow", "take_rate" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -261,6 +261,8 @@ shared_on_reply(redisAsyncContext *ac, void *r, void *privdata)
 			shared_failed(shared, SHARED_ERR_REPLY, "an answer is not readable");
 		if (!good && op->claim_cb != NULL)
 			op->claim_cb(SHARED_CLAIM_UNAVAILABLE, 0, NULL, 0, op->arg);
+		else if (!good && op->usage_cb != NULL)
+			op->usage_cb(SHARED_UNAVAILABLE, 0, 0, op->arg);
 	} else if (op->kind == SHARED_OP_HEARTBEAT) {
 		if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
 		    reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer >= 1 &&

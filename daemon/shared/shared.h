@@ -90,6 +90,14 @@ struct shared_op *shared_sync_usage(struct shared *shared, const char *client, c
  * the first word, or Redis lost its data), else 0. */
 struct shared_op *shared_heartbeat(struct shared *shared, shared_usage_cb cb, void *arg);
 
+/* Takes one call from client's rate limit, one GCRA bucket for every
+ * instance (shared_rate.c; llamachatd:rate:{client}, by Redis's clock):
+ * rate_per_s, and burst calls at once. cb gets (in the usage callback's
+ * shape) 1 when the call may go, else 0, and the milliseconds until one
+ * may. */
+struct shared_op *shared_take_rate(
+    struct shared *shared, const char *client, double rate_per_s, double burst, shared_usage_cb cb, void *arg);
+
 /* Idempotency-Keys of creates, for every instance (shared_keys.c). A
  * key's record, llamachatd:idem:{client}:{key hash}, is a claim (in
  * flight on some instance, for lease_ms at most) or an answer (status and
@@ -174,6 +182,7 @@ enum shared_op_kind {
 	SHARED_OP_RELEASE_KEY,
 	SHARED_OP_PUBLISH,
 	SHARED_OP_FOLLOW, /* a read of the stream (its wait not counted) */
+	SHARED_OP_TAKE_RATE,
 	SHARED_OP_KINDS
 };
 enum shared_error_kind {

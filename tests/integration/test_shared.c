@@ -537,22 +537,30 @@ admitted_until_429(const struct daemon_process *d, const char *who, int limit)
 	return admitted;
 }
 
-/* A rate limit holds for the cluster: with two instances live, each takes
- * half of Erin's burst of 10, so the two together admit 10, not 20. */
+/* A rate limit holds for the cluster, in one bucket in Redis: Erin's
+ * burst of 10 is hers whole on the instance she talks to, and once used
+ * there the other instance refuses her too (with a Retry-After), so the
+ * two together admit 10, not 20. */
 static void
-test_a_rate_limit_is_split_between_the_instances_live(void **state)
+test_a_rate_limit_is_one_bucket_for_every_instance(void **state)
 {
 	struct metric_wait m = { &a, "llamachatd_shared_instances", 2 };
-	int on_a, on_b;
+	struct http_response r;
+	char retry[16];
 
 	(void)state;
 	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "A counting two instances live");
 	m.d = &b;
 	harness_wait(metric_is, &m, HARNESS_WAIT_MS, "B counting two instances live");
-	on_a = admitted_until_429(&a, ERIN, 20);
-	on_b = admitted_until_429(&b, ERIN, 20);
-	assert_int_equal(on_a, 5);
-	assert_int_equal(on_b, 5);
+	assert_int_equal(admitted_until_429(&a, ERIN, 20), 10);
+	assert_int_equal(daemon_call(&b, ERIN, "POST", "/api/v1/chat", "{}", &r), 429);
+	assert_non_null(http_header(&r, "Retry-After", retry, sizeof(retry)));
+	assert_true(atol(retry) >= 1);
+	assert_non_null(strstr(r.body, "over its rate"));
+	http_response_free(&r);
+	/* A name nobody owns is a 404 at once: a miss that goes nowhere
+	 * takes nothing from the bucket. */
+	assert_int_equal(get_summary(&b, ERIN, "ses-erin-none", NULL), 404);
 }
 
 /* How many keys match pattern in Redis. */
@@ -844,6 +852,9 @@ test_with_redis_down_a_miss_is_a_503_and_what_is_held_is_served(void **state)
 	assert_string_equal(http_header(&r, "Retry-After", retry, sizeof(retry)), "5");
 	http_response_free(&r);
 	assert_int_equal(daemon_call(&a, FRANK, "POST", "/api/v1/chat", "{}", NULL), 200);
+	/* Rates: each instance its part of the bucket (the last count of
+	 * instances live: two), here Erin's burst of 10 split. */
+	assert_int_equal(admitted_until_429(&b, ERIN, 20), 5);
 
 	redis_start();
 	wait_shared_state(&b, "up");
@@ -921,7 +932,7 @@ main(void)
 		cmocka_unit_test(test_a_session_held_without_an_owner_is_still_its_owners),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
 		cmocka_unit_test(test_a_budget_is_summed_over_instances),
-		cmocka_unit_test(test_a_rate_limit_is_split_between_the_instances_live),
+		cmocka_unit_test(test_a_rate_limit_is_one_bucket_for_every_instance),
 		cmocka_unit_test(test_an_idempotency_key_holds_on_every_instance),
 		cmocka_unit_test(test_a_turns_idempotency_key_holds_on_every_instance),
 		cmocka_unit_test(test_owners_are_republished_after_redis_loses_its_data),
