@@ -1026,3 +1026,55 @@ harness_redis_get(const char *sock, const char *key)
 	freeReplyObject(r);
 	return value;
 }
+
+char *
+harness_replace(char *text, const char *from, const char *to)
+{
+	char *at = strstr(text, from), *out;
+	size_t size;
+
+	assert_non_null(at);
+	size = strlen(text) - strlen(from) + strlen(to) + 1;
+	out = malloc(size);
+	assert_non_null(out);
+	snprintf(out, size, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+	free(text);
+	return out;
+}
+
+pid_t
+harness_haproxy_start(const char *dir, const int *ports, int count, int *port)
+{
+	static const char *const example_servers[] = { "127.0.0.1:8787", "127.0.0.1:8788", "127.0.0.1:8789" };
+	char path[512], log_path[512], line[128];
+	char *cfg;
+	FILE *f;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/conf/haproxy.cfg", env_or("LLAMACHATD_TOP", "."));
+	cfg = harness_read_file(path);
+	assert_non_null(cfg);
+	*port = harness_unused_port();
+	snprintf(line, sizeof(line), "127.0.0.1:%d", *port);
+	cfg = harness_replace(cfg, "127.0.0.1:8700", line);
+	if (count == 3)
+		cfg = harness_replace(cfg, "    #   server three 127.0.0.1:8789", "    server three 127.0.0.1:8789");
+	for (int i = 0; i < count; i++) {
+		snprintf(line, sizeof(line), "127.0.0.1:%d", ports[i]);
+		cfg = harness_replace(cfg, example_servers[i], line);
+		cfg = harness_replace(cfg, "check inter 2s fall 2 rise 2", "check inter 100ms fall 1 rise 1");
+	}
+	snprintf(path, sizeof(path), "%s/haproxy.cfg", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(cfg, f);
+	fclose(f);
+	free(cfg);
+	snprintf(log_path, sizeof(log_path), "%s/haproxy.log", dir);
+	{
+		char *argv[] = { "haproxy", "-db", "-f", path, NULL };
+		pid = harness_spawn(argv, log_path);
+	}
+	assert_true(pid > 0);
+	return pid;
+}

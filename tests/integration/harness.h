@@ -204,6 +204,14 @@ void harness_token_hex(const char *token, char out[65]);
 /* A loopback port nothing listens on (bound, then closed). */
 int harness_unused_port(void);
 
+/* Returns text (a heap string, freed) with its first from replaced by to. */
+char *harness_replace(char *text, const char *from, const char *to);
+/* Starts HAProxy with the example config of conf/haproxy.cfg, its servers
+ * pointed at the count (2 or 3: its commented third turned on) loopback
+ * ports given and its health checks at a test's pace; its config and log
+ * in dir. Sets *port to where it listens; returns its pid. */
+pid_t harness_haproxy_start(const char *dir, const int *ports, int count, int *port);
+
 /* Starts redis-server on the unix socket sock (no TCP), its append-only
  * file and log in dir (its data kept across a restart, as the README asks
  * of a deployment); returns its pid once the socket is there. */

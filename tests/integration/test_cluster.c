@@ -46,22 +46,6 @@ client_header(const char *prefix, int i, char *out, size_t size)
 	snprintf(out, size, "Authorization: Bearer tok-%s%d-cl", prefix, i);
 }
 
-/* Replaces the first from in text (a heap string) with to. */
-static char *
-replace(char *text, const char *from, const char *to)
-{
-	char *at = strstr(text, from), *out;
-	size_t size;
-
-	assert_non_null(at);
-	size = strlen(text) - strlen(from) + strlen(to) + 1;
-	out = malloc(size);
-	assert_non_null(out);
-	snprintf(out, size, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-	free(text);
-	return out;
-}
-
 static void
 write_config(struct daemon_process *d, const char *where, const char *instance)
 {
@@ -74,7 +58,7 @@ write_config(struct daemon_process *d, const char *where, const char *instance)
 	{
 		char *text = harness_read_file(d->conf_path), port[32];
 		snprintf(port, sizeof(port), "127.0.0.1:%d", harness_unused_port());
-		text = replace(text, "127.0.0.1:0", port);
+		text = harness_replace(text, "127.0.0.1:0", port);
 		f = fopen(d->conf_path, "w");
 		assert_non_null(f);
 		fputs(text, f);
@@ -98,39 +82,6 @@ write_config(struct daemon_process *d, const char *where, const char *instance)
 	fprintf(f, "shared = { redis = \"unix:%s\"; instance = \"%s\"; timeout_ms = 200; breaker_failures = 2; };\n",
 	    redis_sock, instance);
 	fclose(f);
-}
-
-static void
-start_haproxy(void)
-{
-	char path[512], log_path[512], line[128];
-	char *cfg;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/conf/haproxy.cfg", getenv("LLAMACHATD_TOP"));
-	cfg = harness_read_file(path);
-	assert_non_null(cfg);
-	haproxy_port = harness_unused_port();
-	snprintf(line, sizeof(line), "127.0.0.1:%d", haproxy_port);
-	cfg = replace(cfg, "127.0.0.1:8700", line);
-	cfg = replace(cfg, "    #   server three 127.0.0.1:8789", "    server three 127.0.0.1:8789");
-	for (int i = 0; i < INSTANCES; i++) {
-		snprintf(line, sizeof(line), "127.0.0.1:%d", gw[i].port);
-		cfg = replace(cfg, i == 0 ? "127.0.0.1:8787" : i == 1 ? "127.0.0.1:8788" : "127.0.0.1:8789", line);
-		cfg = replace(cfg, "check inter 2s fall 2 rise 2", "check inter 100ms fall 1 rise 1");
-	}
-	snprintf(path, sizeof(path), "%s/haproxy.cfg", dir);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(cfg, f);
-	fclose(f);
-	free(cfg);
-	snprintf(log_path, sizeof(log_path), "%s/haproxy.log", dir);
-	{
-		char *argv[] = { "haproxy", "-db", "-f", path, NULL };
-		haproxy_pid = harness_spawn(argv, log_path);
-	}
-	assert_true(haproxy_pid > 0);
 }
 
 /* How many instances HAProxy counts up (its health checks say), as a
@@ -182,7 +133,12 @@ start_all(void **state)
 		if (daemon_start(&gw[i], HARNESS_KEY) != 0)
 			return -1;
 	}
-	start_haproxy();
+	{
+		int ports[INSTANCES];
+		for (int i = 0; i < INSTANCES; i++)
+			ports[i] = gw[i].port;
+		haproxy_pid = harness_haproxy_start(dir, ports, INSTANCES, &haproxy_port);
+	}
 	harness_wait(all_answer_through_haproxy, NULL, 15000, "HAProxy sending to all three instances");
 	return 0;
 }

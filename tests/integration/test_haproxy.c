@@ -32,39 +32,6 @@ static int haproxy_port;
 #define ALICE "Authorization: Bearer tok-alice-h41"
 #define LEAD "Authorization: Bearer tok-lead-h42"
 
-/* Replaces the first occurrence of from in text (a heap string) with to. */
-static char *
-replace(char *text, const char *from, const char *to)
-{
-	char *at = strstr(text, from), *out;
-	size_t size;
-
-	assert_non_null(at);
-	size = strlen(text) - strlen(from) + strlen(to) + 1;
-	out = malloc(size);
-	assert_non_null(out);
-	snprintf(out, size, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-	free(text);
-	return out;
-}
-
-static char *
-read_all(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	char *text;
-	long size;
-
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	size = ftell(f);
-	rewind(f);
-	text = calloc(1, (size_t)size + 1);
-	assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
-	fclose(f);
-	return text;
-}
-
 static int
 start_daemon(struct daemon_process *d, const char *name)
 {
@@ -85,39 +52,6 @@ start_daemon(struct daemon_process *d, const char *name)
 	    alice, lead);
 	fclose(f);
 	return daemon_start(d, HARNESS_KEY);
-}
-
-/* HAProxy with the example config, its addresses pointed at the daemons. */
-static void
-start_haproxy(void)
-{
-	char cfg_path[512], log_path[512], top_cfg[512], bind[64], server[64];
-	char *cfg;
-	FILE *f;
-
-	snprintf(top_cfg, sizeof(top_cfg), "%s/conf/haproxy.cfg", getenv("LLAMACHATD_TOP"));
-	cfg = read_all(top_cfg);
-	haproxy_port = harness_unused_port();
-	snprintf(bind, sizeof(bind), "127.0.0.1:%d", haproxy_port);
-	cfg = replace(cfg, "127.0.0.1:8700", bind);
-	snprintf(server, sizeof(server), "127.0.0.1:%d", one.port);
-	cfg = replace(cfg, "127.0.0.1:8787", server);
-	snprintf(server, sizeof(server), "127.0.0.1:%d", two.port);
-	cfg = replace(cfg, "127.0.0.1:8788", server);
-	/* Health checks at a test's pace. */
-	cfg = replace(cfg, "check inter 2s fall 2 rise 2", "check inter 100ms fall 1 rise 1");
-	cfg = replace(cfg, "check inter 2s fall 2 rise 2", "check inter 100ms fall 1 rise 1");
-	snprintf(cfg_path, sizeof(cfg_path), "%s/haproxy.cfg", dir);
-	f = fopen(cfg_path, "w");
-	fputs(cfg, f);
-	fclose(f);
-	free(cfg);
-	snprintf(log_path, sizeof(log_path), "%s/haproxy.log", dir);
-	{
-		char *argv[] = { "haproxy", "-db", "-f", cfg_path, NULL };
-		haproxy_pid = harness_spawn(argv, log_path);
-	}
-	assert_true(haproxy_pid > 0);
 }
 
 static bool
@@ -144,7 +78,10 @@ start_all(void **state)
 	if (dir == NULL || fake_start(&fake, dir) != 0 || start_daemon(&one, "one") != 0 ||
 	    start_daemon(&two, "two") != 0)
 		return -1;
-	start_haproxy();
+	{
+		int ports[2] = { one.port, two.port };
+		haproxy_pid = harness_haproxy_start(dir, ports, 2, &haproxy_port);
+	}
 	harness_wait(haproxy_answers, NULL, 15000, "HAProxy answering /healthz");
 	return 0;
 }
