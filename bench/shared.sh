@@ -2,11 +2,14 @@
 # Benchmark: the shared group (Redis on a unix socket) against the same
 # daemon without it, both serving the same team client, alternating, the
 # same wrk load on loopback: cached lookups (the hit path must not change:
-# it never asks Redis), creates (an owner record and the client's totals
-# are written in the background: no round trip is added before the
-# answer), and the Redis calls each kind of request made, from
-# llamachatd_shared_op_duration_seconds_count. Prints each run and the
-# ratios on/off. Not a test. Usage: bench/shared.sh [seconds] [connection counts...]
+# it never asks Redis), creates (the owner record and stream entry go to
+# Redis in parallel with the commit, and the answer waits for both: at
+# most one round trip more; the client's totals are written in the
+# background), creates of a client with a rate limit (its bucket in Redis:
+# one round trip before upstream), and the Redis calls each kind of
+# request made, from llamachatd_shared_op_duration_seconds_count. Prints
+# each run and the ratios on/off. Not a test. Usage: bench/shared.sh
+# [seconds] [connection counts...]
 set -eu
 seconds=${1:-5}
 [ $# -gt 0 ] && shift
@@ -25,6 +28,8 @@ while [ ! -S "$work/redis.sock" ]; do sleep 0.05; done
 
 token=bench-token-5b1
 sha=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
+rated=bench-token-rated-9e2
+rated_sha=$(printf '%s' "$rated" | sha256sum | cut -d' ' -f1)
 # Two daemons, each with its own store: one plain, one with the shared group.
 start_one() { # NAME EXTRA: sets the NAME_pid and NAME_port variables
 	mkdir -p "$work/$1"
@@ -33,7 +38,8 @@ listen = [ "127.0.0.1:0" ];
 upstream = { base_url = "http://127.0.0.1:$fake_port"; };
 store = { path = "$work/$1/store"; };
 log = { level = "info"; access_log = "off"; };
-clients = ( { name = "bench"; token_sha256 = "$sha"; max_sessions_per_day = 100000000; metrics = true; } );
+clients = ( { name = "bench"; token_sha256 = "$sha"; max_sessions_per_day = 100000000; metrics = true; },
+            { name = "rated"; token_sha256 = "$rated_sha"; rate_per_s = 1000000; burst = 1000000; } );
 $2
 CONF
 	LLAMA_CLOUD_API_KEY=bench-key "$build/llamachatd" -c "$work/$1/llamachatd.conf" 2>"$work/$1/daemon.log" &
@@ -54,6 +60,7 @@ wrk.body = "{}"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
+sed "s/$token/$rated/" "$work/post.lua" >"$work/post-rated.lua"
 session() { curl -s -X POST -H "Authorization: Bearer $token" "http://127.0.0.1:$1/api/v1/chat" |
 	sed -n 's/.*"session_id":"\([^"]*\)".*/\1/p'; }
 off_path="/api/v1/chat/$(session "$off_port")/summary"
@@ -68,12 +75,13 @@ redis_calls() {
 echo "shared on (Redis on a unix socket) and off, ${seconds}s a run, $(nproc) CPUs, $(uname -r)"
 echo "| server     | conns | requests/s |      p50 |      p99 | CPU us/req | non-2xx"
 echo "|------------|-------|------------|----------|----------|--------|----"
-for kind in lookup create; do
+for kind in lookup create create-rated; do
 	for c in $counts; do
 		if [ "$kind" = lookup ]; then
 			off_url="http://127.0.0.1:$off_port$off_path" on_url="http://127.0.0.1:$on_port$on_path" lua="$work/get.lua"
 		else
 			off_url="http://127.0.0.1:$off_port/api/v1/chat" on_url="http://127.0.0.1:$on_port/api/v1/chat" lua="$work/post.lua"
+			[ "$kind" = create-rated ] && lua="$work/post-rated.lua"
 		fi
 		bench_wrk "$kind-off" "$off_pid" "$off_url" "$c" "$seconds" "$lua"
 		off_rps=$rps off_p50=$p50 off_p99=$p99
