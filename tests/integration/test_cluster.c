@@ -329,8 +329,10 @@ kill_instance(void *arg)
 	daemon_kill(&gw[*(int *)arg]);
 }
 
+/* A GET through HAProxy as who: its status; which instance answered into
+ * served, and whether the body has needle into *has, when asked. */
 static long
-call_through(const char *who, const char *path, char *served)
+call_through_body(const char *who, const char *path, char *served, const char *needle, bool *has)
 {
 	const char *headers[] = { who, NULL };
 	struct http_response r;
@@ -342,8 +344,16 @@ call_through(const char *who, const char *path, char *served)
 	status = r.status;
 	if (served != NULL && http_header(&r, "X-Served-By", served, 32) == NULL)
 		served[0] = '\0';
+	if (has != NULL)
+		*has = r.body != NULL && strstr(r.body, needle) != NULL;
 	http_response_free(&r);
 	return status;
+}
+
+static long
+call_through(const char *who, const char *path, char *served)
+{
+	return call_through_body(who, path, served, NULL, NULL);
 }
 
 /* An instance SIGKILLed under a mixed load through HAProxy: the only
@@ -374,6 +384,12 @@ test_an_instance_killed_under_load_fails_only_its_calls_in_flight(void **state)
 		snprintf(path, sizeof(path), "/api/v1/chat/%s/summary", c->session);
 		assert_int_equal(call_through(c->who, path, probe), 200);
 		assert_int_not_equal(instance_of(probe), victim);
+		/* And its list has it. */
+		{
+			bool listed = false;
+			assert_int_equal(call_through_body(c->who, "/api/v1/chat", NULL, c->session, &listed), 200);
+			assert_true(listed);
+		}
 		/* And nobody else. */
 		client_header("k", (i + 1) % CLIENTS, other, sizeof(other));
 		assert_int_equal(call_through(other, path, NULL), 404);
