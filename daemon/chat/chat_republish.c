@@ -1,8 +1,8 @@
-/* chat_republish: publishes the owner record of every session this store
- * holds with an owner, again: after Redis was away (records published then
- * were lost) or lost its data. A walk of the owners' index in short steps
- * on the loop, paced so that it never fills the calls Redis may have in
- * flight. */
+/* chat_republish: after Redis lost its data, publishes again the owner
+ * record of every session this store holds with an owner, then the answer
+ * of every unexpired Idempotency-Key of a create this instance answered. A
+ * walk of the owners' index, then of the keys', in short steps on the
+ * loop, paced so that it never fills the calls Redis may have in flight. */
 #include <event2/event.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "chat/chat_private.h"
+#include "gate/idempotency.h"
 #include "shared/shared.h"
 #include "store/session.h"
 #include "store/store.h"
@@ -22,12 +23,52 @@
 struct chat_republish {
 	struct chat *chat;
 	struct event *timer;
-	unsigned char after[SESSION_INDEX_KEY_MAX]; /* the last index key done */
+	unsigned char after[STORE_MAX_INDEX_KEY]; /* the last index key done */
 	size_t after_len; /* 0: from the start */
 	size_t seen; /* in this step */
 	unsigned long long published; /* in this pass */
 	uint64_t since_us; /* only records stored since then (0: all) */
+	bool keys; /* walking the Idempotency-Keys now (the owners are done) */
+	unsigned long long keys_published;
 };
+
+/* One key record: a create's answer, unexpired, goes to Redis again. */
+static int
+chat_republish_key(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
+    size_t index_key_len, void *arg)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct chat_republish *r = arg;
+	struct idempotency_record rec;
+	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1], fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
+	uint64_t now = clock_unix_us();
+	long ttl_s = *r->chat->settings.idempotency_ttl_s;
+	const char *nul = memchr(key, '\0', key_len);
+	long left_ms;
+
+	r->seen++;
+	if (index_key_len <= sizeof(r->after)) {
+		memcpy(r->after, index_key, index_key_len);
+		r->after_len = index_key_len;
+	}
+	/* Turns' keys are not republished: a turn is never replayed. */
+	if (nul == NULL || idempotency_record_decode(value, value_len, &rec) != 0 || rec.kind != IDEMPOTENCY_CREATE ||
+	    idempotency_expired(rec.created_us, now, ttl_s))
+		return 0;
+	left_ms = (long)(((int64_t)rec.created_us + (int64_t)ttl_s * 1000000 - (int64_t)now) / 1000);
+	if (left_ms < 1000)
+		return 0;
+	idempotency_upstream_key((const unsigned char *)key, key_len, upstream_key);
+	for (size_t i = 0; i < IDEMPOTENCY_FINGERPRINT_BYTES; i++) {
+		fingerprint[2 * i] = hex[rec.fingerprint[i] >> 4];
+		fingerprint[2 * i + 1] = hex[rec.fingerprint[i] & 0xf];
+	}
+	fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES] = '\0';
+	if (shared_answer_key(r->chat->shared, key, upstream_key, fingerprint, rec.status, rec.body, rec.body_len,
+	        left_ms, NULL, NULL) != NULL)
+		r->keys_published++;
+	return 0;
+}
 
 static int
 chat_republish_one(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
@@ -78,8 +119,10 @@ chat_republish_step(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	r->seen = 0;
-	if (store_scan(r->chat->store, "O", 1, r->after_len > 0 ? r->after : NULL, r->after_len, REPUBLISH_STEP,
-	        chat_republish_one, r) != STORE_OK) {
+	if ((r->keys ? store_scan_in(r->chat->store, STORE_KEYS, "K", 1, r->after_len > 0 ? r->after : NULL,
+	                   r->after_len, REPUBLISH_STEP, chat_republish_key, r)
+	             : store_scan(r->chat->store, "O", 1, r->after_len > 0 ? r->after : NULL, r->after_len,
+	                   REPUBLISH_STEP, chat_republish_one, r)) != STORE_OK) {
 		log_warnx("shared: cannot read the store to republish owner records; trying again");
 		evtimer_add(r->timer, &pause);
 		return;
@@ -88,7 +131,15 @@ chat_republish_step(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(r->timer, &pause);
 		return;
 	}
-	log_info("shared: republished %llu owner record(s)", r->published);
+	/* After every owner: the keys (only when Redis lost everything). */
+	if (!r->keys && r->since_us == 0) {
+		r->keys = true;
+		r->after_len = 0;
+		evtimer_add(r->timer, &pause);
+		return;
+	}
+	log_info("shared: republished %llu owner record(s) and %llu Idempotency-Key answer(s)", r->published,
+	    r->keys_published);
 }
 
 void
@@ -115,6 +166,8 @@ chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since
 		r->since_us = since_us;
 	r->after_len = 0;
 	r->published = 0;
+	r->keys = false;
+	r->keys_published = 0;
 	evtimer_add(r->timer, &now);
 }
 

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gate/idempotency.h"
 #include "harness.h"
 
 static struct fake_upstream fake;
@@ -730,22 +731,51 @@ test_a_turns_idempotency_key_holds_on_every_instance(void **state)
 static void
 test_owners_are_republished_after_redis_loses_its_data(void **state)
 {
-	char id[160], *record;
+	const char *headers[] = { ALICE, "Content-Type: application/json", "Idempotency-Key: republish-k1", NULL };
+	struct http_response first, again;
+	char id[160], url[256], replayed[16], *record;
+	struct key_wait k = { .value = NULL };
 	redisReply *r;
+	long creates;
 
 	(void)state;
 	wait_shared_state(&b, "up");
 	daemon_create_session(&b, ALICE, id, sizeof(id));
 	free(wait_owner_record(id));
+	/* A keyed create answered by B. */
+	daemon_url(&b, "/api/v1/chat", url, sizeof(url));
+	assert_int_equal(http_call("POST", url, headers, "{}", 2, &first), 0);
+	assert_int_equal(first.status, 200);
+	creates = fake_count(&fake, "creates");
 	r = redis_run("FLUSHALL");
 	assert_non_null(r);
 	freeReplyObject(r);
 	record = wait_owner_record(id);
 	assert_non_null(strstr(record, "\"owner\":\"alice\""));
 	free(record);
-	/* A, which never held it, gives it to Alice and to nobody else. */
+	/* A gives it to Alice and to nobody else. */
 	assert_int_equal(get_summary(&a, BOB, id, NULL), 404);
 	assert_int_equal(get_summary(&a, ALICE, id, NULL), 200);
+	/* B's key answer comes back too (named as B named it): A replays it,
+	 * upstream not asked. */
+	{
+		unsigned char record_key[IDEMPOTENCY_RECORD_KEY_MAX];
+		char hash[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1];
+		size_t len = idempotency_record_key("alice", "republish-k1", record_key);
+		idempotency_upstream_key(record_key, len, hash);
+		snprintf(k.key, sizeof(k.key), "llamachatd:idem:alice:%s", hash);
+		harness_wait(key_present, &k, HARNESS_WAIT_MS, "the Idempotency-Key answer republished");
+		assert_non_null(strstr(k.value, "\"answered\""));
+		free(k.value);
+	}
+	daemon_url(&a, "/api/v1/chat", url, sizeof(url));
+	assert_int_equal(http_call("POST", url, headers, "{}", 2, &again), 0);
+	assert_int_equal(again.status, 200);
+	assert_string_equal(again.body, first.body);
+	assert_string_equal(http_header(&again, "Idempotent-Replayed", replayed, sizeof(replayed)), "true");
+	assert_int_equal(fake_count(&fake, "creates"), creates);
+	http_response_free(&first);
+	http_response_free(&again);
 }
 
 /* A see-all client reads Alice's session through on B first, so B holds
