@@ -237,14 +237,20 @@ chat_key_write_done(struct chat_key_write *w)
 static const char *
 chat_key_shared_names(const struct chat_key_hold *hold, char fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1])
 {
+	chat_fingerprint_hex(hold->fingerprint, fingerprint);
+	return (const char *)hold->key;
+}
+
+void
+chat_fingerprint_hex(const unsigned char *fingerprint, char out[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1])
+{
 	static const char hex[] = "0123456789abcdef";
 
 	for (size_t i = 0; i < IDEMPOTENCY_FINGERPRINT_BYTES; i++) {
-		fingerprint[2 * i] = hex[hold->fingerprint[i] >> 4];
-		fingerprint[2 * i + 1] = hex[hold->fingerprint[i] & 0xf];
+		out[2 * i] = hex[fingerprint[i] >> 4];
+		out[2 * i + 1] = hex[fingerprint[i] & 0xf];
 	}
-	fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES] = '\0';
-	return (const char *)hold->key;
+	out[2 * IDEMPOTENCY_FINGERPRINT_BYTES] = '\0';
 }
 
 struct shared_op *

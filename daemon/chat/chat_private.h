@@ -230,6 +230,9 @@ bool chat_key_answer_shared(struct chat *chat, const struct chat_key_hold *hold,
     size_t len, void (*then)(enum shared_result result, const struct shared_owner *owner, void *arg), void *arg);
 void chat_key_release_shared(struct chat *chat, const struct chat_key_hold *hold);
 
+/* A key's fingerprint as the shared records write it: lower-case hex. */
+void chat_fingerprint_hex(const unsigned char *fingerprint, char out[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1]);
+
 /* chat_republish.c: frees what republishing holds. */
 void chat_republish_free(struct chat *chat);
 

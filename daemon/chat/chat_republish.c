@@ -37,7 +37,6 @@ static int
 chat_republish_key(const char *key, size_t key_len, const void *value, size_t value_len, const void *index_key,
     size_t index_key_len, void *arg)
 {
-	static const char hex[] = "0123456789abcdef";
 	struct chat_republish *r = arg;
 	struct idempotency_record rec;
 	char upstream_key[IDEMPOTENCY_UPSTREAM_KEY_LEN + 1], fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES + 1];
@@ -59,11 +58,7 @@ chat_republish_key(const char *key, size_t key_len, const void *value, size_t va
 	if (left_ms < 1000)
 		return 0;
 	idempotency_upstream_key((const unsigned char *)key, key_len, upstream_key);
-	for (size_t i = 0; i < IDEMPOTENCY_FINGERPRINT_BYTES; i++) {
-		fingerprint[2 * i] = hex[rec.fingerprint[i] >> 4];
-		fingerprint[2 * i + 1] = hex[rec.fingerprint[i] & 0xf];
-	}
-	fingerprint[2 * IDEMPOTENCY_FINGERPRINT_BYTES] = '\0';
+	chat_fingerprint_hex(rec.fingerprint, fingerprint);
 	if (shared_answer_key(r->chat->shared, key, upstream_key, fingerprint, rec.status, rec.body, rec.body_len,
 	        left_ms, NULL, NULL) != NULL)
 		r->keys_published++;
