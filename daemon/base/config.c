@@ -156,7 +156,7 @@ config_set_defaults(struct config *c)
 	c->shared_timeout_ms = 50;
 	c->shared_max_in_flight = 1024;
 	c->shared_breaker_failures = 3;
-	c->shared_stream_max_entries = 1000000;
+	c->shared_stream_max_entries = 100000;
 	/* Only the chat resource, unless the file says otherwise. */
 	c->routes[0].prefix = strdup("/api/v1/chat");
 	c->routes[0].methods = CONFIG_METHOD_GET | CONFIG_METHOD_POST | CONFIG_METHOD_DELETE;

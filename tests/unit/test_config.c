@@ -246,7 +246,7 @@ test_shared_settings(void **state)
 	assert_string_equal(c->shared_redis, "unix:/run/redis/redis.sock");
 	assert_string_equal(c->shared_instance, "gw-a");
 	assert_false(c->shared_budgets_refuse);
-	assert_int_equal(c->shared_stream_max_entries, 1000000);
+	assert_int_equal(c->shared_stream_max_entries, 100000);
 	config_free(c);
 	snprintf(text, sizeof(text),
 	    "%sshared = { redis = \"10.0.0.5:6379\"; instance = \"a\"; budgets_when_unavailable = \"refuse\"; "
