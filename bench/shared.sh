@@ -7,9 +7,10 @@
 # most one round trip more; the client's totals are written in the
 # background), creates of a client with a rate limit (its bucket in Redis:
 # one round trip before upstream), and the Redis calls each kind of
-# request made, from llamachatd_shared_op_duration_seconds_count. Prints
-# each run and the ratios on/off. Not a test. Usage: bench/shared.sh
-# [seconds] [connection counts...]
+# request made, from llamachatd_shared_op_duration_seconds_count. Each
+# pair runs three times, alternating (this machine's spread from run to
+# run is larger than the effects), and the median ratio is printed with
+# the three. Not a test. Usage: bench/shared.sh [seconds] [connection counts...]
 set -eu
 seconds=${1:-5}
 [ $# -gt 0 ] && shift
@@ -83,15 +84,22 @@ for kind in lookup create create-rated; do
 			off_url="http://127.0.0.1:$off_port/api/v1/chat" on_url="http://127.0.0.1:$on_port/api/v1/chat" lua="$work/post.lua"
 			[ "$kind" = create-rated ] && lua="$work/post-rated.lua"
 		fi
-		bench_wrk "$kind-off" "$off_pid" "$off_url" "$c" "$seconds" "$lua"
-		off_rps=$rps off_p50=$p50 off_p99=$p99
-		calls=$(redis_calls)
-		bench_wrk "$kind-on" "$on_pid" "$on_url" "$c" "$seconds" "$lua"
-		on_requests=$requests
-		calls=$(($(redis_calls) - calls))
-		awk -v on="$rps" -v off="$off_rps" -v c="$c" -v k="$kind" -v calls="$calls" -v n="$on_requests" \
-			-v p50a="$off_p50" -v p50b="$p50" -v p99a="$off_p99" -v p99b="$p99" 'BEGIN {
-			printf "  %s at %s connection(s): on/off requests/s %.3f, p50 %s -> %s, p99 %s -> %s, Redis calls per request %.3f\n",
-				k, c, on / off, p50a, p50b, p99a, p99b, calls / n }'
+		ratios=""
+		for round in 1 2 3; do
+			bench_wrk "$kind-off" "$off_pid" "$off_url" "$c" "$seconds" "$lua"
+			off_rps=$rps off_p50=$p50 off_p99=$p99
+			calls=$(redis_calls)
+			bench_wrk "$kind-on" "$on_pid" "$on_url" "$c" "$seconds" "$lua"
+			on_requests=$requests
+			calls=$(($(redis_calls) - calls))
+			ratio=$(awk -v on="$rps" -v off="$off_rps" 'BEGIN { printf "%.3f", on / off }')
+			ratios="$ratios $ratio"
+			awk -v r="$ratio" -v c="$c" -v k="$kind" -v calls="$calls" -v n="$on_requests" \
+				-v p50a="$off_p50" -v p50b="$p50" -v p99a="$off_p99" -v p99b="$p99" 'BEGIN {
+				printf "  %s at %s connection(s): on/off requests/s %s, p50 %s -> %s, p99 %s -> %s, Redis calls per request %.3f\n",
+					k, c, r, p50a, p50b, p99a, p99b, calls / n }'
+		done
+		median=$(printf '%s\n' $ratios | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+		echo "  $kind at $c connection(s): median on/off $median of$ratios"
 	done
 done
