@@ -239,6 +239,9 @@ metrics_render(const struct metrics_sources *s, struct evbuffer *out)
 		    (double)chat_outbox_pending(s->chat));
 		metrics_simple(out, "llamachatd_shared_stream_lag_seconds", "gauge",
 		    "How far this store may be behind the sessions the other instances published.", lag);
+		metrics_simple(out, "llamachatd_shared_stream_trimmed_total", "counter",
+		    "Times entries of the sessions stream this instance had not read were found trimmed away.",
+		    (double)shared_get_stats(s->shared)->stream_trimmed);
 	}
 	metrics_simple(out, "llamachatd_store_commits_total", "counter",
 	    "Transactions the store's writer thread committed, each a batch of writes.",

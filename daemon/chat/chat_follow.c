@@ -145,7 +145,7 @@ chat_follow_start(struct chat *chat)
 {
 	struct chat_follow *follow;
 	struct evbuffer *buf = evbuffer_new();
-	char after[SHARED_STREAM_ID_MAX + 1] = "0";
+	char after[SHARED_STREAM_POSITION_MAX + 1] = "0";
 
 	if (chat->shared == NULL || chat->follow != NULL || buf == NULL ||
 	    (follow = calloc(1, sizeof(*follow))) == NULL) {
@@ -156,9 +156,9 @@ chat_follow_start(struct chat *chat)
 		return;
 	}
 	if (store_get_in(chat->store, STORE_META, follow_position_key, sizeof(follow_position_key), buf) == STORE_OK &&
-	    evbuffer_get_length(buf) > 0 && evbuffer_get_length(buf) <= SHARED_STREAM_ID_MAX)
+	    evbuffer_get_length(buf) > 0 && evbuffer_get_length(buf) <= SHARED_STREAM_POSITION_MAX)
 		evbuffer_copyout(buf, after, evbuffer_get_length(buf));
-	after[evbuffer_get_length(buf) <= SHARED_STREAM_ID_MAX ? evbuffer_get_length(buf) : 0] = '\0';
+	after[evbuffer_get_length(buf) <= SHARED_STREAM_POSITION_MAX ? evbuffer_get_length(buf) : 0] = '\0';
 	if (after[0] == '\0')
 		snprintf(after, sizeof(after), "0");
 	evbuffer_free(buf);

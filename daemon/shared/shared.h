@@ -127,6 +127,7 @@ void shared_release_key(struct shared *shared, const char *client, const char *k
  * instance publishes each session it stores or deletes, and follows what
  * the others publish, so that every store converges. */
 #define SHARED_STREAM_ID_MAX 41 /* "ms-seq", two 64-bit numbers */
+#define SHARED_STREAM_POSITION_MAX (SHARED_STREAM_ID_MAX + 21) /* "id n" */
 struct shared_publication {
 	const char *session;
 	bool removed; /* deleted: its owner record goes too */
@@ -145,28 +146,32 @@ struct shared_op *shared_publish(
 /* One entry another instance published. */
 struct shared_entry {
 	char stream_id[SHARED_STREAM_ID_MAX + 1];
+	unsigned long long n; /* its number in the stream (0: not numbered) */
 	const char *instance; /* the one that published it */
 	struct shared_publication pub; /* pointers valid during the callback */
 	struct shared_owner owner;
 };
 
 /* A batch read: entries of other instances (this one's are skipped), the
- * stream id the batch ends with (to store as the read position; "" when
- * nothing was read) and whether more were waiting (a full batch). Called
- * with count 0 and last_id "" when a read failed or Redis had nothing new
- * within a second. */
+ * read position the batch ends at (to store and give shared_follow() after
+ * a restart: the last entry's id and number, "id n"; at most
+ * SHARED_STREAM_POSITION_MAX bytes; "" when nothing was read) and whether
+ * more were waiting (a full batch). Called with count 0 and position ""
+ * when Redis had nothing new within a second. */
 typedef void (*shared_entries_cb)(
-    const struct shared_entry *entries, size_t count, const char *last_id, bool more, void *arg);
+    const struct shared_entry *entries, size_t count, const char *position, bool more, void *arg);
 
-/* Follows the stream from after_id (exclusive; "0" from its start) on a
+/* Follows the stream from position (exclusive; "0" from its start) on a
  * connection of its own (a blocking read there never holds up the other
  * calls). Each batch comes to cb; the next is asked only when
- * shared_follow_next() says the batch is stored. Returns false when out of
- * memory. */
-bool shared_follow(struct shared *shared, const char *after_id, shared_entries_cb cb, void *arg);
+ * shared_follow_next() says the batch is stored. An entry number skipped
+ * (entries trimmed before they were read) is logged and counted
+ * (stream_trimmed). Returns false when out of memory. */
+bool shared_follow(struct shared *shared, const char *position, shared_entries_cb cb, void *arg);
 void shared_follow_next(struct shared *shared);
 
-/* Milliseconds of the Redis clock in a stream id (its first number). */
+/* Milliseconds of the Redis clock in a stream id or position (its first
+ * number). */
 unsigned long long shared_stream_id_ms(const char *stream_id);
 
 /* What the client saw, for /metrics. */
@@ -195,6 +200,7 @@ enum shared_error_kind {
 struct shared_stats {
 	struct histogram duration[SHARED_OP_KINDS]; /* of calls that were answered */
 	unsigned long long errors[SHARED_ERROR_KINDS];
+	unsigned long long stream_trimmed; /* times entries not yet read were found trimmed */
 	long in_flight;
 };
 const struct shared_stats *shared_get_stats(const struct shared *shared);

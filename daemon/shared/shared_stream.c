@@ -17,21 +17,25 @@
 #include "base/log.h"
 
 #define SHARED_STREAM_KEY SHARED_KEY_PREFIX "sessions"
+#define SHARED_STREAM_COUNT_KEY SHARED_KEY_PREFIX "sessions:count"
 #define FOLLOW_BLOCK_MS 1000 /* how long one read waits for news */
 #define FOLLOW_COUNT 128 /* entries a read takes at most */
 #define FOLLOW_RETRY_MS 1000 /* after a failed read or connection */
 
 /* Sets or removes the owner record and appends the stream entry, trimmed
- * to about ARGV[9] entries ("~": whole macro nodes, cheap). */
+ * to about ARGV[9] entries ("~": whole macro nodes, cheap). Each entry is
+ * numbered (KEYS[3] counts them), so that a follower that finds a number
+ * skipped knows entries it had not read were trimmed. */
 static struct shared_script shared_publish_script = {
 	.text = "if ARGV[1] == 'del' then\n"
 	        "  redis.call('DEL', KEYS[1])\n"
 	        "elseif ARGV[4] ~= '' then\n"
 	        "  redis.call('SET', KEYS[1], ARGV[4])\n"
 	        "end\n"
+	        "local n = redis.call('INCR', KEYS[3])\n"
 	        "return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'op', ARGV[1], 'id', ARGV[2],\n"
 	        "  'instance', ARGV[3], 'owner', ARGV[5], 'organization_id', ARGV[6], 'project_id', ARGV[7],\n"
-	        "  'session', ARGV[8])\n",
+	        "  'session', ARGV[8], 'n', tostring(n))\n",
 };
 
 /* The owner record's JSON (as shared_put_owner writes it) into a new
@@ -58,8 +62,8 @@ shared_publish(struct shared *shared, const struct shared_publication *pub, shar
 	const struct shared_owner *owner = pub->owner != NULL ? pub->owner : &none;
 	struct shared_op *op = shared_op_new(shared, SHARED_OP_PUBLISH, cb, arg);
 	char own_key[256], max_len[24], *owner_json;
-	const char *args[11];
-	size_t lens[11], total = 0, at = 0;
+	const char *args[12];
+	size_t lens[12], total = 0, at = 0;
 	int n = snprintf(own_key, sizeof(own_key), SHARED_KEY_PREFIX "own:%s", pub->session);
 
 	if (op == NULL)
@@ -71,17 +75,18 @@ shared_publish(struct shared *shared, const struct shared_publication *pub, shar
 	snprintf(max_len, sizeof(max_len), "%ld", shared->settings.stream_max_entries);
 	args[0] = own_key;
 	args[1] = SHARED_STREAM_KEY;
-	args[2] = pub->removed ? "del" : "put";
-	args[3] = pub->session;
-	args[4] = shared->instance;
-	args[5] = owner_json;
-	args[6] = owner->owner;
-	args[7] = owner->organization_id;
-	args[8] = owner->project_id;
-	args[9] = pub->json != NULL && !pub->removed ? pub->json : "";
-	args[10] = max_len;
-	for (int i = 0; i < 11; i++)
-		total += (lens[i] = i == 9 && args[9][0] != '\0' ? pub->json_len : strlen(args[i]));
+	args[2] = SHARED_STREAM_COUNT_KEY;
+	args[3] = pub->removed ? "del" : "put";
+	args[4] = pub->session;
+	args[5] = shared->instance;
+	args[6] = owner_json;
+	args[7] = owner->owner;
+	args[8] = owner->organization_id;
+	args[9] = owner->project_id;
+	args[10] = pub->json != NULL && !pub->removed ? pub->json : "";
+	args[11] = max_len;
+	for (int i = 0; i < 12; i++)
+		total += (lens[i] = i == 10 && args[10][0] != '\0' ? pub->json_len : strlen(args[i]));
 	/* The op keeps copies: a NOSCRIPT sends it again, maybe later. */
 	if (n <= 0 || (size_t)n >= sizeof(own_key) || (op->big = malloc(total)) == NULL) {
 		free(owner_json);
@@ -90,9 +95,9 @@ shared_publish(struct shared *shared, const struct shared_publication *pub, shar
 	}
 	op->script = shared_script_ready(&shared_publish_script);
 	op->big_argc = 3;
-	op->big_argv[2] = "2";
+	op->big_argv[2] = "3";
 	op->big_lens[2] = 1;
-	for (int i = 0; i < 11; i++) {
+	for (int i = 0; i < 12; i++) {
 		memcpy(op->big + at, args[i], lens[i]);
 		op->big_argv[op->big_argc] = op->big + at;
 		op->big_lens[op->big_argc++] = lens[i];
@@ -120,6 +125,7 @@ struct shared_follower {
 	struct event *deadline; /* of the read out */
 	double started; /* of the read out, monotonic seconds */
 	bool warned; /* said that reads fail, until one works */
+	unsigned long long last_n; /* the number of the last entry read (0: not known) */
 };
 
 static void
@@ -188,6 +194,8 @@ follow_read_entry(const redisReply *entry, struct shared_entry *e)
 			org = value->str;
 		else if (strcmp(name->str, "project_id") == 0)
 			project = value->str;
+		else if (strcmp(name->str, "n") == 0)
+			e->n = strtoull(value->str, NULL, 10);
 		else if (strcmp(name->str, "session") == 0) {
 			e->pub.json = value->str;
 			e->pub.json_len = value->len;
@@ -206,6 +214,29 @@ follow_read_entry(const redisReply *entry, struct shared_entry *e)
 	return true;
 }
 
+/* Checks an entry's number against the last one read: a number skipped
+ * means entries this instance had not read were trimmed (it was away
+ * longer than stream_max_entries lasts), and the sessions they carried
+ * never reach this store: they are read through when named (a miss asks
+ * the owner record). Said, and counted. A smaller number: the count began
+ * anew (Redis lost its data). */
+static void
+follow_count(struct shared_follower *f, unsigned long long n, const char *id)
+{
+	if (n == 0)
+		return;
+	if (f->last_n > 0 && n > f->last_n + 1) {
+		f->shared->stats.stream_trimmed++;
+		log_warnx(
+		    "shared: %llu entries of the sessions stream were trimmed before this instance read them (it "
+		    "read to number %llu, the stream goes on at %llu, id %s): their sessions are read through when "
+		    "named, and missing from lists here until then; raise shared.stream_max_entries if instances "
+		    "stay away that long",
+		    n - f->last_n - 1, f->last_n, n, id);
+	}
+	f->last_n = n;
+}
+
 /* Hands a batch (XREAD's answer: nil, or [[key, [entry, ...]]]) to the
  * caller; false when the answer is not one. */
 static bool
@@ -213,7 +244,7 @@ follow_deliver(struct shared_follower *f, const redisReply *reply)
 {
 	const redisReply *list;
 	struct shared_entry *entries;
-	char last[SHARED_STREAM_ID_MAX + 1] = "";
+	char last[SHARED_STREAM_ID_MAX + 1] = "", position[SHARED_STREAM_POSITION_MAX + 1] = "";
 	size_t count = 0;
 
 	if (reply->type == REDIS_REPLY_NIL) {
@@ -238,14 +269,18 @@ follow_deliver(struct shared_follower *f, const redisReply *reply)
 			log_warnx("shared: stream entry %s is not one this version reads; skipped", last);
 			continue;
 		}
+		follow_count(f, entries[count].n, last);
 		/* Its own entries this instance stored already. */
 		if (strcmp(entries[count].instance, f->shared->instance) != 0)
 			count++;
 	}
-	if (last[0] != '\0')
+	if (last[0] != '\0') {
 		snprintf(f->after, sizeof(f->after), "%s", last);
+		/* The position to keep: the id, and the entry's number. */
+		snprintf(position, sizeof(position), "%s %llu", last, f->last_n);
+	}
 	f->with_caller = true;
-	f->cb(entries, count, last, list->elements == FOLLOW_COUNT, f->arg);
+	f->cb(entries, count, position, list->elements == FOLLOW_COUNT, f->arg);
 	free(entries);
 	return true;
 }
@@ -378,7 +413,12 @@ shared_follow(struct shared *shared, const char *after_id, shared_entries_cb cb,
 	f->shared = shared;
 	f->cb = cb;
 	f->arg = arg;
-	snprintf(f->after, sizeof(f->after), "%s", after_id[0] != '\0' ? after_id : "0");
+	/* "id n" (n: the number of that entry), as the batches gave it. */
+	snprintf(f->after, sizeof(f->after), "%.*s", (int)strcspn(after_id, " "), after_id[0] != '\0' ? after_id : "0");
+	if (f->after[0] == '\0')
+		snprintf(f->after, sizeof(f->after), "0");
+	if (strchr(after_id, ' ') != NULL)
+		f->last_n = strtoull(strchr(after_id, ' ') + 1, NULL, 10);
 	shared->follower = f;
 	follow_later(f, 0);
 	return true;

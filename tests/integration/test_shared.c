@@ -401,6 +401,34 @@ test_every_store_converges_through_the_stream(void **state)
 	http_response_free(&r);
 }
 
+/* B away while the stream is trimmed past where B read: B says so when it
+ * comes back (log, counter); the session whose entry was trimmed is still
+ * Alice's on B, read through by its owner record; one made after is
+ * listed from the stream. */
+static void
+test_an_instance_behind_the_trimmed_stream_says_so_and_reads_through(void **state)
+{
+	char trimmed[160], after[160];
+	redisReply *r;
+
+	(void)state;
+	wait_shared_state(&a, "up");
+	wait_shared_state(&b, "up");
+	assert_int_equal(daemon_stop(&b), 0);
+	daemon_create_session(&a, ALICE, trimmed, sizeof(trimmed));
+	r = redis_run("XTRIM llamachatd:sessions MAXLEN 0");
+	assert_non_null(r);
+	freeReplyObject(r);
+	daemon_create_session(&a, ALICE, after, sizeof(after));
+	assert_int_equal(daemon_start(&b, HARNESS_KEY), 0);
+	wait_listed(&b, ALICE, after, true);
+	assert_true(
+	    daemon_log_contains(&b, "entries of the sessions stream were trimmed before this instance read them"));
+	assert_int_equal(daemon_metric_as(&b, WATCHER, "llamachatd_shared_stream_trimmed_total"), 1);
+	assert_int_equal(get_summary(&b, BOB, trimmed, NULL), 404);
+	assert_int_equal(get_summary(&b, ALICE, trimmed, NULL), 200);
+}
+
 /* A project pin holds across instances as it does on one: Carol, pinned
  * to a project, may touch Alice's session in it on an instance that never
  * held it; and B then holds it as Alice's. */
@@ -958,6 +986,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_a_session_made_on_one_instance_is_its_owners_on_another),
 		cmocka_unit_test(test_every_store_converges_through_the_stream),
+		cmocka_unit_test(test_an_instance_behind_the_trimmed_stream_says_so_and_reads_through),
 		cmocka_unit_test(test_a_project_pin_holds_across_instances),
 		cmocka_unit_test(test_a_session_held_without_an_owner_is_still_its_owners),
 		cmocka_unit_test(test_a_delete_removes_the_owner_record),
