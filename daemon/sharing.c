@@ -136,7 +136,7 @@ sharing_on_heartbeat(enum shared_result result, unsigned long long count, unsign
 	sharing->heartbeat_in_flight = false;
 	/* Redis did not know this instance: its data is new (or gone). */
 	if (result == SHARED_FOUND && unknown)
-		chat_republish_owners(sharing->chat, sharing->base, 0);
+		chat_republish_owners(sharing->chat, sharing->base);
 	/* Unavailable: the last count stands (each keeps its part). */
 	if (result == SHARED_FOUND && (long)count != sharing->instances) {
 		log_info("shared: %llu instance(s) live; each takes 1/%llu of every client's rate limit", count, count);

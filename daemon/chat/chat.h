@@ -131,12 +131,12 @@ bool chat_follow_state(const struct chat *chat, double *lag_seconds);
 long chat_outbox_pending(struct chat *chat);
 void chat_outbox_rewind(struct chat *chat);
 
-/* Publishes the owner record of every session held with an owner and
- * stored since since_us (Unix microseconds; 0: all) again, in short paced
- * steps on base's loop (a pass under way starts over): after Redis was
- * away (those stored meanwhile) or lost its data (all). */
+/* After Redis lost its data: publishes the owner record of every session
+ * held with an owner again, then the answers of the unexpired
+ * Idempotency-Keys of creates, in short paced steps on base's loop (a pass
+ * under way starts over). */
 struct event_base;
-void chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since_us);
+void chat_republish_owners(struct chat *chat, struct event_base *base);
 
 /* The project whose API key a passed-through call goes with, into out
  * (CHAT_PROJECT_MAX + 1 bytes): for a path under session raw_id (NULL:

@@ -27,7 +27,6 @@ struct chat_follow {
 	bool more; /* the last read left entries behind */
 	uint64_t last_entry_ms; /* Redis's clock in the last entry applied */
 	double caught_up_wall; /* of the last read that left nothing behind */
-	unsigned long long applied, skipped;
 };
 
 /* True when the store holds id with a last_updated_at newer than updated_us. */
@@ -115,15 +114,11 @@ follow_on_entries(const struct shared_entry *entries, size_t count, const char *
 	if (!more)
 		follow->caught_up_wall = clock_unix_s();
 	for (size_t i = 0; i < count; i++) {
-		if (follow_apply(follow, &entries[i])) {
-			follow->applied++;
-		} else {
-			follow->skipped++;
+		if (!follow_apply(follow, &entries[i]))
 			log_warnx(
 			    "shared: stream entry %s (session %.*s) cannot be applied; the session is read through "
 			    "on a miss",
 			    entries[i].stream_id, SESSION_ID_MAX, entries[i].pub.session);
-		}
 	}
 	if (last_id[0] == '\0') {
 		shared_follow_next(follow->chat->shared);

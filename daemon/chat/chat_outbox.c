@@ -32,8 +32,6 @@ struct chat_outbox {
 	size_t after_len; /* 0: from the start */
 	long in_flight;
 	bool rewind; /* something failed: the next sweep starts over */
-	uint64_t last_version;
-	unsigned long long published, failed; /* for the log */
 };
 
 /* One publication waiting for Redis. */
@@ -45,38 +43,48 @@ struct chat_outbox_send {
 	void *then_arg;
 };
 
+/* Fills e with id's entry of version (OUTBOX_VERSION_BYTES, big-endian),
+ * without an index entry (a removal needs none). */
 static void
-outbox_key(const char *id, unsigned char *out, size_t *len)
+outbox_entry(const char *id, const unsigned char *version, struct chat_outbox_entry *e)
 {
 	size_t id_len = strlen(id);
 
-	out[0] = STORE_OUTBOX_KEY_TAG;
-	memcpy(out + 1, id, id_len);
-	*len = 1 + id_len;
+	memset(&e->change, 0, sizeof(e->change));
+	e->key[0] = STORE_OUTBOX_KEY_TAG;
+	memcpy(e->key + 1, id, id_len);
+	e->key_len = 1 + id_len;
+	memcpy(e->value, version, OUTBOX_VERSION_BYTES);
+	e->change.table = STORE_OUTBOX;
+	e->change.key.data = e->key;
+	e->change.key.len = e->key_len;
+	e->change.value.data = e->value;
+	e->change.value.len = OUTBOX_VERSION_BYTES;
+}
+
+static void
+outbox_version_bytes(uint64_t version, unsigned char *out)
+{
+	for (int i = 0; i < OUTBOX_VERSION_BYTES; i++)
+		out[i] = (unsigned char)(version >> (8 * (OUTBOX_VERSION_BYTES - 1 - i)));
 }
 
 void
 chat_outbox_change(struct chat *chat, const char *id, struct chat_outbox_entry *e)
 {
 	uint64_t version = clock_unix_us();
+	unsigned char bytes[OUTBOX_VERSION_BYTES];
 	size_t id_len = strlen(id);
 
 	/* Versions only grow, so that the index keeps the order of changes. */
 	if (version <= chat->outbox_version)
 		version = chat->outbox_version + 1;
 	chat->outbox_version = version;
-	memset(&e->change, 0, sizeof(e->change));
-	outbox_key(id, e->key, &e->key_len);
-	for (int i = 0; i < OUTBOX_VERSION_BYTES; i++)
-		e->value[i] = (unsigned char)(version >> (8 * (OUTBOX_VERSION_BYTES - 1 - i)));
+	outbox_version_bytes(version, bytes);
+	outbox_entry(id, bytes, e);
 	e->index_key[0] = OUTBOX_INDEX_TAG;
-	memcpy(e->index_key + 1, e->value, OUTBOX_VERSION_BYTES);
+	memcpy(e->index_key + 1, bytes, OUTBOX_VERSION_BYTES);
 	memcpy(e->index_key + 1 + OUTBOX_VERSION_BYTES, id, id_len);
-	e->change.table = STORE_OUTBOX;
-	e->change.key.data = e->key;
-	e->change.key.len = e->key_len;
-	e->change.value.data = e->value;
-	e->change.value.len = OUTBOX_VERSION_BYTES;
 	e->change.index_keys[0].data = e->index_key;
 	e->change.index_keys[0].len = 1 + OUTBOX_VERSION_BYTES + id_len;
 	e->change.index_count = 1;
@@ -91,26 +99,13 @@ outbox_on_published(enum shared_result result, const struct shared_owner *owner,
 
 	(void)owner;
 	outbox->in_flight--;
-	if (result == SHARED_FOUND) {
-		/* Done, unless the session changed again meanwhile (its
-		 * entry then has a newer version, and stays). */
-		outbox_key(send->id, e.key, &e.key_len);
-		memcpy(e.value, send->version, OUTBOX_VERSION_BYTES);
-		memset(&e.change, 0, sizeof(e.change));
-		e.change.table = STORE_OUTBOX;
-		e.change.key.data = e.key;
-		e.change.key.len = e.key_len;
-		e.change.value.data = e.value;
-		e.change.value.len = OUTBOX_VERSION_BYTES;
-		e.change.remove = 1;
-		e.change.remove_only_if_value = 1;
-		if (store_queue(outbox->chat->store, &e.change, NULL, NULL) == NULL)
-			outbox->rewind = true;
-		outbox->published++;
-	} else {
+	/* Done, unless the session changed again meanwhile (its entry then
+	 * has a newer version, and stays). Not done: the sweep sends it again. */
+	outbox_entry(send->id, send->version, &e);
+	e.change.remove = 1;
+	e.change.remove_only_if_value = 1;
+	if (result != SHARED_FOUND || store_queue(outbox->chat->store, &e.change, NULL, NULL) == NULL)
 		outbox->rewind = true;
-		outbox->failed++;
-	}
 	if (send->then != NULL)
 		send->then(send->then_arg);
 	free(send);
@@ -278,8 +273,7 @@ chat_outbox_publish_now(struct chat *chat, const struct shared_publication *pub,
 		return false;
 	send->outbox = outbox;
 	snprintf(send->id, sizeof(send->id), "%s", pub->session);
-	for (int i = 0; i < OUTBOX_VERSION_BYTES; i++)
-		send->version[i] = (unsigned char)(version >> (8 * (OUTBOX_VERSION_BYTES - 1 - i)));
+	outbox_version_bytes(version, send->version);
 	send->then = then;
 	send->then_arg = arg;
 	outbox->in_flight++;

@@ -27,7 +27,6 @@ struct chat_republish {
 	size_t after_len; /* 0: from the start */
 	size_t seen; /* in this step */
 	unsigned long long published; /* in this pass */
-	uint64_t since_us; /* only records stored since then (0: all) */
 	bool keys; /* walking the Idempotency-Keys now (the owners are done) */
 	unsigned long long keys_published;
 };
@@ -80,8 +79,8 @@ chat_republish_one(const char *key, size_t key_len, const void *value, size_t va
 		r->after_len = index_key_len;
 	}
 	if (key_len > SESSION_ID_MAX || session_record_decode(value, value_len, &rec) != 0 || rec.owner_len == 0 ||
-	    rec.stored_at_us < r->since_us || rec.owner_len > SHARED_NAME_MAX ||
-	    rec.organization_id_len > SHARED_SCOPE_MAX || rec.project_id_len > SHARED_SCOPE_MAX)
+	    rec.owner_len > SHARED_NAME_MAX || rec.organization_id_len > SHARED_SCOPE_MAX ||
+	    rec.project_id_len > SHARED_SCOPE_MAX)
 		return 0;
 	memcpy(id, key, key_len);
 	id[key_len] = '\0';
@@ -126,8 +125,8 @@ chat_republish_step(evutil_socket_t fd, short what, void *arg)
 		evtimer_add(r->timer, &pause);
 		return;
 	}
-	/* After every owner: the keys (only when Redis lost everything). */
-	if (!r->keys && r->since_us == 0) {
+	/* After every owner: the keys. */
+	if (!r->keys) {
 		r->keys = true;
 		r->after_len = 0;
 		evtimer_add(r->timer, &pause);
@@ -138,7 +137,7 @@ chat_republish_step(evutil_socket_t fd, short what, void *arg)
 }
 
 void
-chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since_us)
+chat_republish_owners(struct chat *chat, struct event_base *base)
 {
 	struct chat_republish *r = chat->republish;
 	struct timeval now = clock_timeval_ms(0);
@@ -155,10 +154,7 @@ chat_republish_owners(struct chat *chat, struct event_base *base, uint64_t since
 		r->chat = chat;
 		chat->republish = r;
 	}
-	/* A pass from the start, whether or not one was under way; one for
-	 * every record wins over one for the recent ones. */
-	if (r->after_len == 0 || since_us < r->since_us)
-		r->since_us = since_us;
+	/* A pass from the start, whether or not one was under way. */
 	r->after_len = 0;
 	r->published = 0;
 	r->keys = false;

@@ -25,8 +25,8 @@
 const char *
 shared_op_name(enum shared_op_kind kind)
 {
-	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "delete_owner", "ping",
-		"sync_usage", "heartbeat", "claim_key", "answer_key", "release_key", "publish", "follow", "take_rate" };
+	static const char *const names[SHARED_OP_KINDS] = { "get_owner", "put_owner", "ping", "sync_usage", "heartbeat",
+		"claim_key", "answer_key", "release_key", "publish", "follow", "take_rate" };
 
 	return (unsigned)kind < SHARED_OP_KINDS ? names[kind] : "other";
 }
@@ -595,39 +595,36 @@ shared_get_owner(struct shared *shared, const char *session, shared_owner_cb cb,
 	return op;
 }
 
+char *
+shared_owner_json(const struct shared *shared, const struct shared_owner *owner)
+{
+	json_t *doc;
+	char *text;
+
+	if (owner == NULL || owner->owner[0] == '\0')
+		return strdup("");
+	doc = json_pack("{s:s,s:s,s:s,s:s}", "owner", owner->owner, "organization_id", owner->organization_id,
+	    "project_id", owner->project_id, "instance", shared->instance);
+	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	return text;
+}
+
 void
 shared_put_owner(struct shared *shared, const char *session, const struct shared_owner *owner)
 {
-	char key[256], *value;
-	json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "owner", owner->owner, "organization_id", owner->organization_id,
-	    "project_id", owner->project_id, "instance", shared->instance);
+	char key[256], *value = shared_owner_json(shared, owner);
 	struct shared_op *op;
 
-	value = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	if (value != NULL && shared_owner_key(session, key, sizeof(key)) > 0 &&
+	if (value != NULL && value[0] != '\0' && shared_owner_key(session, key, sizeof(key)) > 0 &&
 	    (op = shared_op_new(shared, SHARED_OP_PUT_OWNER, NULL, NULL)) != NULL) {
 		const char *argv[3] = { "SET", key, value };
 		size_t lens[3] = { 3, strlen(key), strlen(value) };
 		shared_send(shared, op, 3, argv, lens);
-	} else {
+	} else if (value == NULL || value[0] != '\0') {
 		log_warnx("shared: out of memory: the owner of session %s is not published", session);
 	}
 	free(value);
-}
-
-void
-shared_delete_owner(struct shared *shared, const char *session)
-{
-	char key[256];
-	struct shared_op *op;
-
-	if (shared_owner_key(session, key, sizeof(key)) > 0 &&
-	    (op = shared_op_new(shared, SHARED_OP_DELETE_OWNER, NULL, NULL)) != NULL) {
-		const char *argv[2] = { "DEL", key };
-		size_t lens[2] = { 3, strlen(key) };
-		shared_send(shared, op, 2, argv, lens);
-	}
 }
 
 /* The script's SHA-1, as EVALSHA names it, computed once. */

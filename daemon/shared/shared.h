@@ -65,11 +65,10 @@ enum shared_result {
 typedef void (*shared_owner_cb)(enum shared_result result, const struct shared_owner *owner, void *arg);
 struct shared_op *shared_get_owner(struct shared *shared, const char *session, shared_owner_cb cb, void *arg);
 
-/* Publishes or removes a session's owner record, in the background: a
- * failure is counted (and a change of state logged); the record then
- * lives only in this daemon's store. */
+/* Publishes a session's owner record again, in the background (a
+ * republication after Redis lost its data; a session's own changes go by
+ * shared_publish): a failure is counted (and a change of state logged). */
 void shared_put_owner(struct shared *shared, const char *session, const struct shared_owner *owner);
-void shared_delete_owner(struct shared *shared, const char *session);
 
 /* A client's use of one UTC day, summed over instances, never added to:
  * each instance writes its own running totals into the day's hash
@@ -178,7 +177,6 @@ unsigned long long shared_stream_id_ms(const char *stream_id);
 enum shared_op_kind {
 	SHARED_OP_GET_OWNER,
 	SHARED_OP_PUT_OWNER,
-	SHARED_OP_DELETE_OWNER,
 	SHARED_OP_PING,
 	SHARED_OP_SYNC_USAGE,
 	SHARED_OP_HEARTBEAT,

@@ -85,6 +85,10 @@ struct shared_op *shared_op_new(struct shared *shared, enum shared_op_kind kind,
  * instead); on any failure to send, op answers SHARED_UNAVAILABLE from the
  * loop, later. */
 void shared_send(struct shared *shared, struct shared_op *op, int argc, const char **argv, const size_t *lens);
+/* An owner record's JSON (owner, scope, this instance) as a new string the
+ * caller frees; "" when owner is NULL or names nobody; NULL when out of
+ * memory. */
+char *shared_owner_json(const struct shared *shared, const struct shared_owner *owner);
 /* Frees an op never sent (its caller is not answered). */
 void shared_op_discard(struct shared_op *op);
 /* The script, its SHA-1 computed (once). */

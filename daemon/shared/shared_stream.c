@@ -38,23 +38,6 @@ static struct shared_script shared_publish_script = {
 	        "  'session', ARGV[8], 'n', tostring(n))\n",
 };
 
-/* The owner record's JSON (as shared_put_owner writes it) into a new
- * string; "" copied when there is no owner. NULL when out of memory. */
-static char *
-shared_owner_json(const struct shared *shared, const struct shared_owner *owner)
-{
-	json_t *doc;
-	char *text;
-
-	if (owner == NULL || owner->owner[0] == '\0')
-		return strdup("");
-	doc = json_pack("{s:s,s:s,s:s,s:s}", "owner", owner->owner, "organization_id", owner->organization_id,
-	    "project_id", owner->project_id, "instance", shared->instance);
-	text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	return text;
-}
-
 struct shared_op *
 shared_publish(struct shared *shared, const struct shared_publication *pub, shared_owner_cb cb, void *arg)
 {
